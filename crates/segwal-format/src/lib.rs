@@ -1,0 +1,73 @@
+//! segwal's on-disk format: the segment header, batch records and the
+//! segment scanner.
+//!
+//! This crate is pure computation over byte slices. It never performs I/O,
+//! never reads a clock and contains no `unsafe`; everything that touches a
+//! file lives in `segwal-segment`. `docs/FORMAT.md` is the byte-level
+//! specification of what is encoded here, and golden-byte tests pin it.
+//!
+//! The pieces, in the order a segment file is laid out:
+//!
+//! - [`SegmentHeader`]: the first [`SEGMENT_HEADER_LEN`] bytes of every
+//!   segment file (magic, format version, region and segment ids, checksum).
+//! - [`RecordEncoder`] / [`RecordDecoder`]: one *record* holds one batch of
+//!   entries for one table under two checksums, so a batch is atomic on disk:
+//!   after a torn write either every entry of it decodes or none does.
+//! - [`Scanner`]: walks a segment's bytes record by record and ends with an
+//!   explicit [`ScanEnd`]: a clean end, a torn tail, or corruption, each with
+//!   its offset.
+//!
+//! ```
+//! use segwal_format::{BatchMeta, RecordEncoder, ScanEnd, Scanner};
+//!
+//! let segment_id = 7;
+//! let mut image = Vec::new();
+//! let meta = BatchMeta { segment_id, table_id: 3, first_sequence: 1, durable_offset: 0 };
+//! RecordEncoder::new().encode(&meta, &[b"hello".as_slice(), b"world"], &mut image).unwrap();
+//! image.resize(image.len() + 64, 0); // the zero-filled rest of a preallocated file
+//!
+//! let mut scanner = Scanner::new(&image, 0, segment_id);
+//! let record = scanner.next().unwrap();
+//! let entries: Vec<_> = record.entries().map(|e| (e.sequence, e.payload)).collect();
+//! assert_eq!(entries, [(1, b"hello".as_slice()), (2, b"world".as_slice())]);
+//! assert!(scanner.next().is_none());
+//! assert!(matches!(scanner.end(), Some(ScanEnd::Clean { .. })));
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod error;
+mod header;
+mod record;
+mod scan;
+
+pub use error::{Error, Result};
+pub use header::{FORMAT_VERSION, MAGIC, SEGMENT_HEADER_LEN, SegmentHeader};
+pub use record::{
+    BatchMeta, ENTRY_LEN_PREFIX, Entries, Entry, MAX_BODY_LEN, RECORD_HEADER_LEN, Record,
+    RecordDecoder, RecordEncoder, RecordHeader, RecordKind,
+};
+pub use scan::{ScanEnd, Scanner};
+
+/// Reads a little-endian `u32` at `at`. Callers have checked the bounds.
+fn read_u32(bytes: &[u8], at: usize) -> u32 {
+    let mut raw = [0; 4];
+    raw.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_le_bytes(raw)
+}
+
+/// Reads a little-endian `u64` at `at`. Callers have checked the bounds.
+fn read_u64(bytes: &[u8], at: usize) -> u64 {
+    let mut raw = [0; 8];
+    raw.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(raw)
+}
+
+/// True when every byte of `bytes` is zero. Written as a fold over chunks so
+/// the compiler vectorises it: the scanner runs it over the whole unwritten
+/// tail of a preallocated segment.
+fn is_all_zero(bytes: &[u8]) -> bool {
+    bytes
+        .chunks(4096)
+        .all(|chunk| chunk.iter().fold(0u8, |acc, &b| acc | b) == 0)
+}
