@@ -62,12 +62,3 @@ fn read_u64(bytes: &[u8], at: usize) -> u64 {
     raw.copy_from_slice(&bytes[at..at + 8]);
     u64::from_le_bytes(raw)
 }
-
-/// True when every byte of `bytes` is zero. Written as a fold over chunks so
-/// the compiler vectorises it: the scanner runs it over the whole unwritten
-/// tail of a preallocated segment.
-fn is_all_zero(bytes: &[u8]) -> bool {
-    bytes
-        .chunks(4096)
-        .all(|chunk| chunk.iter().fold(0u8, |acc, &b| acc | b) == 0)
-}

@@ -1,0 +1,694 @@
+//! One segment file: create, open and recover, append, sync, read, close,
+//! delete.
+
+use std::fs::{self, File};
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use memmap2::{MmapOptions, MmapRaw};
+use segwal_format::{
+    BatchMeta, ENTRY_LEN_PREFIX, RECORD_HEADER_LEN, Record, RecordEncoder, SEGMENT_HEADER_LEN,
+    ScanEnd, Scanner, SegmentHeader,
+};
+use snafu::{ResultExt, ensure};
+
+use crate::error::{
+    AppendPastCapacitySnafu, BadHeaderSnafu, ClearTailSnafu, CorruptedSnafu, CreateSnafu,
+    DeleteSnafu, EncodeSnafu, InvalidCapacitySnafu, OpenSnafu, PoisonedSnafu, PreallocateSnafu,
+    ReadOnlySnafu, ReadPastEndSnafu, Result, SyncDirSnafu, SyncSnafu, TornTailSnafu, WriteSnafu,
+    WrongIdentitySnafu,
+};
+
+/// File name suffix of segment files.
+const SUFFIX: &str = ".seg";
+/// Digits in a segment file name: enough for any `u64`, so names sort in
+/// numeric order.
+const NAME_DIGITS: usize = 20;
+/// Size of the zero buffer used to preallocate and to clear torn tails.
+const ZERO_CHUNK: usize = 1 << 20;
+/// The smallest useful segment: a header and one record with one empty entry.
+const MIN_CAPACITY: u64 = (SEGMENT_HEADER_LEN + RECORD_HEADER_LEN + ENTRY_LEN_PREFIX) as u64;
+
+/// The file name of segment `segment_id`: twenty zero-padded digits and
+/// `.seg`, so that string order is numeric order.
+pub fn segment_file_name(segment_id: u64) -> String {
+    format!("{segment_id:0NAME_DIGITS$}{SUFFIX}")
+}
+
+/// The segment id of a file named by [`segment_file_name`], or `None` for
+/// any other name (stray files are ignored, not errors).
+pub fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(SUFFIX)?;
+    if digits.len() != NAME_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// What recovery does with damage it finds in a segment.
+///
+/// Whatever the mode, recovery never silently drops a valid record: every
+/// cut and every skipped range is in the [`RecoveryReport`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecoveryMode {
+    /// Any damage is an error, even an incomplete write at the tail: for
+    /// deployments that want a person to look after every crash.
+    Strict,
+    /// An incomplete write at the tail (what a crash leaves) is cut and
+    /// reported; damage to data that had been synced is an error naming the
+    /// file and offset.
+    #[default]
+    TolerateTornTail,
+    /// As `TolerateTornTail`, but damaged synced data is skipped: recovery
+    /// resumes at the next valid record and reports the skipped range.
+    SkipCorrupted,
+}
+
+/// How to open an existing segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// What to do with damage.
+    pub recovery_mode: RecoveryMode,
+    /// Open for appending. A read-only segment is never modified, not even
+    /// to clear a torn tail; appends to it fail.
+    pub writable: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            recovery_mode: RecoveryMode::default(),
+            writable: true,
+        }
+    }
+}
+
+/// A torn tail that recovery cut off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    /// Where the incomplete data began; appends continue here.
+    pub offset: u64,
+    /// Bytes from `offset` to the last non-zero byte of the file.
+    pub discarded_bytes: u64,
+    /// Why the record at `offset` did not verify.
+    pub cause: segwal_format::Error,
+}
+
+/// A damaged range that [`RecoveryMode::SkipCorrupted`] skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedRange {
+    /// The skipped bytes.
+    pub range: Range<u64>,
+    /// Why the record at `range.start` did not verify.
+    pub cause: segwal_format::Error,
+}
+
+/// What recovery found in a segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Valid records found (and passed to the visitor).
+    pub records: u64,
+    /// Offset just past the last valid record: where appends continue.
+    pub end: u64,
+    /// The torn tail that was cut, if any.
+    pub torn_tail: Option<TornTail>,
+    /// Damaged ranges that were skipped (only under `SkipCorrupted`).
+    pub skipped: Vec<SkippedRange>,
+}
+
+/// One batch to append: entries for one table with consecutive sequence
+/// numbers starting at `first_sequence`.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchRef<'a, E> {
+    /// The table the entries belong to.
+    pub table_id: u64,
+    /// Sequence number of the first entry.
+    pub first_sequence: u64,
+    /// The entries' payloads.
+    pub entries: &'a [E],
+}
+
+/// The state shared by a segment's writer and its handles.
+///
+/// # Invariants
+///
+/// - `durable <= written <= capacity == map.len()`.
+/// - Bytes in `[0, written)` are never modified while this value exists:
+///   appends write at or after `written`, and recovery clears a torn tail
+///   before the first handle exists and only at or after the recovered end.
+/// - The file is never truncated: its length is `capacity` from creation
+///   to deletion.
+/// - Once `failed` is set it stays set, and `durable` never moves again.
+#[derive(Debug)]
+struct Shared {
+    path: PathBuf,
+    header: SegmentHeader,
+    file: File,
+    map: MmapRaw,
+    capacity: u64,
+    writable: bool,
+    /// End of the appended bytes; readers may read below it.
+    written: AtomicU64,
+    /// End of the bytes covered by a completed sync.
+    durable: AtomicU64,
+    /// Set by the first failed write or sync.
+    failed: AtomicBool,
+    /// Serialises syncs, so that a sync can never report success after a
+    /// concurrent one failed. Appends do not take it.
+    sync_lock: Mutex<()>,
+}
+
+/// A segment file open for appending (or read-only, see [`OpenOptions`]).
+///
+/// There is exactly one `Segment` per open file; appending needs `&mut`.
+/// Any number of [`SegmentHandle`]s share the file for reads and syncs, and
+/// stay valid after the `Segment` is closed or deleted. Closing consumes the
+/// segment, so a closed segment cannot be used by mistake.
+#[derive(Debug)]
+pub struct Segment {
+    shared: Arc<Shared>,
+    encoder: RecordEncoder,
+    /// Encode buffer, reused across appends.
+    buf: Vec<u8>,
+}
+
+/// A shared handle to an open segment: reads and syncs, never appends.
+#[derive(Debug, Clone)]
+pub struct SegmentHandle {
+    shared: Arc<Shared>,
+}
+
+impl Segment {
+    /// Creates segment file `path` with `capacity` bytes, all of them
+    /// written (zero-filled) so that later appends never allocate blocks:
+    /// an append cannot fail for lack of space and a sync has no file
+    /// metadata to write. Writes the header, syncs the file, then syncs the
+    /// directory, so the segment exists durably when this returns.
+    ///
+    /// Fails if the file exists. On failure no file is left behind.
+    pub fn create(path: &Path, header: SegmentHeader, capacity: u64) -> Result<Segment> {
+        ensure!(
+            capacity >= MIN_CAPACITY,
+            InvalidCapacitySnafu {
+                capacity,
+                reason: "smaller than a header and one record",
+            }
+        );
+        ensure!(
+            usize::try_from(capacity).is_ok_and(|c| c <= isize::MAX as usize),
+            InvalidCapacitySnafu {
+                capacity,
+                reason: "larger than the address space",
+            }
+        );
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .context(CreateSnafu { path })?;
+        let result = preallocate(&file, header, capacity)
+            .context(PreallocateSnafu { path, capacity })
+            .and_then(|()| sync_parent_dir(path))
+            .and_then(|()| map(&file, path));
+        match result {
+            Ok(map) => Ok(Segment::from_parts(Shared {
+                path: path.to_owned(),
+                header,
+                file,
+                map,
+                capacity,
+                writable: true,
+                written: AtomicU64::new(SEGMENT_HEADER_LEN as u64),
+                durable: AtomicU64::new(SEGMENT_HEADER_LEN as u64),
+                failed: AtomicBool::new(false),
+                sync_lock: Mutex::new(()),
+            })),
+            Err(err) => {
+                // Best effort: the error being returned matters more than a
+                // failure to clean up after it.
+                drop(file);
+                let _ = fs::remove_file(path);
+                Err(err)
+            }
+        }
+    }
+
+    /// Opens segment file `path`, checks that its header is valid and names
+    /// `expected`, and recovers it: every valid record is passed to `visit`
+    /// in file order, and damage is handled per `options.recovery_mode`.
+    ///
+    /// A writable open cuts a torn tail (zeroing it, so no stale record can
+    /// reappear behind later appends) and syncs the file, so that everything
+    /// recovery accepted is durable before anything is appended after it.
+    ///
+    /// On error, records already passed to `visit` must be disregarded.
+    pub fn open(
+        path: &Path,
+        expected: SegmentHeader,
+        options: &OpenOptions,
+        mut visit: impl FnMut(&Record<'_>),
+    ) -> Result<(Segment, RecoveryReport)> {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(options.writable)
+            .open(path)
+            .context(OpenSnafu { path })?;
+        let capacity = file.metadata().context(OpenSnafu { path })?.len();
+        let mut header_bytes = vec![0u8; (capacity as usize).min(SEGMENT_HEADER_LEN)];
+        file.read_exact_at(&mut header_bytes, 0)
+            .context(OpenSnafu { path })?;
+        let found = SegmentHeader::decode(&header_bytes).context(BadHeaderSnafu { path })?;
+        ensure!(
+            found == expected,
+            WrongIdentitySnafu {
+                path,
+                expected,
+                found
+            }
+        );
+        let map = map(&file, path)?;
+        let shared = Shared {
+            path: path.to_owned(),
+            header: found,
+            file,
+            map,
+            capacity,
+            writable: options.writable,
+            written: AtomicU64::new(SEGMENT_HEADER_LEN as u64),
+            durable: AtomicU64::new(SEGMENT_HEADER_LEN as u64),
+            failed: AtomicBool::new(false),
+            sync_lock: Mutex::new(()),
+        };
+        let report = shared.recover(options.recovery_mode, &mut visit)?;
+        if let Some(torn) = &report.torn_tail
+            && options.writable
+        {
+            shared.clear(torn.offset, torn.discarded_bytes)?;
+        }
+        shared.written.store(report.end, Ordering::Release);
+        shared
+            .durable
+            .store(SEGMENT_HEADER_LEN as u64, Ordering::Release);
+        // The recovered bytes may still be only in the page cache (a process
+        // crash leaves them there): make them durable before trusting them.
+        shared.sync()?;
+        Ok((Segment::from_parts(shared), report))
+    }
+
+    fn from_parts(shared: Shared) -> Segment {
+        Segment {
+            shared: Arc::new(shared),
+            encoder: RecordEncoder::new(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// A shared handle for reads and syncs.
+    pub fn handle(&self) -> SegmentHandle {
+        SegmentHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// The segment file's path.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// The identity in the segment's header.
+    pub fn header(&self) -> SegmentHeader {
+        self.shared.header
+    }
+
+    /// Total size of the file in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.shared.capacity
+    }
+
+    /// Offset just past the last appended record.
+    pub fn written_len(&self) -> u64 {
+        self.shared.written.load(Ordering::Acquire)
+    }
+
+    /// Offset up to which a completed sync covers the file.
+    pub fn durable_len(&self) -> u64 {
+        self.shared.durable.load(Ordering::Acquire)
+    }
+
+    /// Bytes left for appends.
+    pub fn remaining(&self) -> u64 {
+        self.shared.capacity - self.written_len()
+    }
+
+    /// The encoded size of a batch of `entries`, to check whether it fits
+    /// before choosing a segment for it. Fails for an empty or oversized
+    /// batch.
+    pub fn encoded_len<E: AsRef<[u8]>>(&self, entries: &[E]) -> Result<u64> {
+        let len = self
+            .encoder
+            .encoded_len(entries)
+            .context(EncodeSnafu { path: self.path() })?;
+        Ok(len as u64)
+    }
+
+    /// Appends one batch as one record and returns the record's range. See
+    /// [`Segment::append_batches`].
+    pub fn append<E: AsRef<[u8]>>(&mut self, batch: &BatchRef<'_, E>) -> Result<Range<u64>> {
+        self.append_batches(std::slice::from_ref(batch), &mut Vec::new())
+    }
+
+    /// Appends `batches`, one record each, with a single write at the write
+    /// offset, pushes each record's range onto `placed` and returns the range
+    /// of the whole write.
+    ///
+    /// The data is readable through handles when this returns, and durable
+    /// after the next successful [`sync`](Segment::sync). Every batch is
+    /// encoded and checked against the remaining space before anything is
+    /// written, so an encoding error or a full segment writes nothing. A
+    /// failed write poisons the segment: part of it may have reached the
+    /// file, and later appends must not be placed after an unknown tail.
+    pub fn append_batches<E: AsRef<[u8]>>(
+        &mut self,
+        batches: &[BatchRef<'_, E>],
+        placed: &mut Vec<Range<u64>>,
+    ) -> Result<Range<u64>> {
+        let shared = &*self.shared;
+        ensure!(shared.writable, ReadOnlySnafu { path: &shared.path });
+        shared.check_not_failed()?;
+        let offset = shared.written.load(Ordering::Acquire);
+        let durable_offset = shared.durable.load(Ordering::Acquire);
+        self.buf.clear();
+        let first_placed = placed.len();
+        for batch in batches {
+            let meta = BatchMeta {
+                segment_id: shared.header.segment_id,
+                table_id: batch.table_id,
+                first_sequence: batch.first_sequence,
+                durable_offset,
+            };
+            let range = self
+                .encoder
+                .encode(&meta, batch.entries, &mut self.buf)
+                .inspect_err(|_| placed.truncate(first_placed))
+                .context(EncodeSnafu { path: &shared.path })?;
+            placed.push(offset + range.start as u64..offset + range.end as u64);
+        }
+        let len = self.buf.len() as u64;
+        if len > shared.capacity - offset {
+            placed.truncate(first_placed);
+            return AppendPastCapacitySnafu {
+                path: &shared.path,
+                offset,
+                len,
+                capacity: shared.capacity,
+            }
+            .fail();
+        }
+        if let Err(source) = shared.file.write_all_at(&self.buf, offset) {
+            shared.failed.store(true, Ordering::Release);
+            placed.truncate(first_placed);
+            return Err(source).context(WriteSnafu {
+                path: &shared.path,
+                offset,
+                len,
+            });
+        }
+        shared.written.store(offset + len, Ordering::Release);
+        Ok(offset..offset + len)
+    }
+
+    /// Makes everything appended so far durable (`fdatasync`) and returns
+    /// the durable length. See [`SegmentHandle::sync`].
+    pub fn sync(&self) -> Result<u64> {
+        self.shared.sync()
+    }
+
+    /// Syncs and closes the segment. Handles keep the file open for their
+    /// reads until they are dropped.
+    pub fn close(self) -> Result<()> {
+        if self.shared.writable {
+            self.shared.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Removes the segment's file and syncs its directory, so the removal is
+    /// durable when this returns. Handles may still read from the mapping.
+    pub fn delete(self) -> Result<()> {
+        let path = self.shared.path.clone();
+        drop(self);
+        Segment::delete_file(&path)
+    }
+
+    /// Removes a segment file that is not open here, and syncs its
+    /// directory.
+    pub fn delete_file(path: &Path) -> Result<()> {
+        fs::remove_file(path).context(DeleteSnafu { path })?;
+        sync_parent_dir(path)
+    }
+}
+
+impl SegmentHandle {
+    /// The segment file's path.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// The identity in the segment's header.
+    pub fn header(&self) -> SegmentHeader {
+        self.shared.header
+    }
+
+    /// Offset just past the last appended record.
+    pub fn written_len(&self) -> u64 {
+        self.shared.written.load(Ordering::Acquire)
+    }
+
+    /// Offset up to which a completed sync covers the file.
+    pub fn durable_len(&self) -> u64 {
+        self.shared.durable.load(Ordering::Acquire)
+    }
+
+    /// Makes everything appended before this call durable (`fdatasync`)
+    /// and returns the durable length.
+    ///
+    /// Syncs of one segment run one at a time; appends proceed meanwhile.
+    /// If a sync fails, this and every later sync or append of the segment
+    /// fails: after a failed `fdatasync` the kernel may have dropped the
+    /// dirty pages and report the next sync as a success, so no data after
+    /// the last good sync is ever reported durable.
+    pub fn sync(&self) -> Result<u64> {
+        self.shared.sync()
+    }
+
+    /// The bytes `[offset, offset + len)`, borrowed from the mapping without
+    /// copying. They must lie within the written data.
+    pub fn read(&self, offset: u64, len: u64) -> Result<&[u8]> {
+        let written = self.written_len();
+        ensure!(
+            offset.checked_add(len).is_some_and(|end| end <= written),
+            ReadPastEndSnafu {
+                path: &self.shared.path,
+                offset,
+                len,
+                written,
+            }
+        );
+        Ok(self.shared.bytes(offset, offset + len))
+    }
+
+    /// The records from `offset` (which must be a record boundary) to the
+    /// end of the written data, verified as they are read. Reading stops at
+    /// the first record that fails to verify, with the scanner's
+    /// [`ScanEnd`] saying why.
+    pub fn records_from(&self, offset: u64) -> Result<Scanner<'_>> {
+        let written = self.written_len();
+        ensure!(
+            (SEGMENT_HEADER_LEN as u64..=written).contains(&offset),
+            ReadPastEndSnafu {
+                path: &self.shared.path,
+                offset,
+                len: 0u64,
+                written,
+            }
+        );
+        Ok(Scanner::new(
+            self.shared.bytes(offset, written),
+            offset,
+            self.shared.header.segment_id,
+        ))
+    }
+}
+
+impl Shared {
+    /// The bytes `[start, end)` of the mapping.
+    ///
+    /// Callers guarantee `start <= end <= written`.
+    fn bytes(&self, start: u64, end: u64) -> &[u8] {
+        assert!(start <= end && end <= self.written.load(Ordering::Acquire));
+        self.bytes_unpublished(start, end)
+    }
+
+    /// The bytes `[start, end)` of the mapping, without checking them
+    /// against `written`. Only recovery uses this directly, before any handle
+    /// exists and before any write.
+    #[allow(unsafe_code)]
+    fn bytes_unpublished(&self, start: u64, end: u64) -> &[u8] {
+        assert!(start <= end && end <= self.capacity);
+        let data = self.map.as_ptr().wrapping_add(start as usize);
+        // SAFETY: `[start, end)` lies within the mapping (`end <= capacity
+        // == map.len()`, asserted above), which lives as long as `self`
+        // because the slice borrows `self`. The file is never truncated while
+        // mapped (see `Shared`'s invariants; no other process writes segment
+        // files, which the manager's lock file enforces), so the pages stay
+        // valid. The bytes do not change while the slice lives: either they
+        // lie below `written`, which nothing modifies, or (recovery) no write
+        // happens until the slice is dropped.
+        unsafe { std::slice::from_raw_parts(data, (end - start) as usize) }
+    }
+
+    fn check_not_failed(&self) -> Result<()> {
+        ensure!(
+            !self.failed.load(Ordering::Acquire),
+            PoisonedSnafu {
+                path: &self.path,
+                durable: self.durable.load(Ordering::Acquire),
+            }
+        );
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<u64> {
+        // A poisoned lock only means another sync panicked; the state it
+        // protects is the atomics, which stay consistent.
+        let _guard = self.sync_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.check_not_failed()?;
+        let target = self.written.load(Ordering::Acquire);
+        if self.durable.load(Ordering::Acquire) >= target {
+            return Ok(target);
+        }
+        if let Err(source) = self.file.sync_data() {
+            self.failed.store(true, Ordering::Release);
+            return Err(source).context(SyncSnafu { path: &self.path });
+        }
+        self.durable.fetch_max(target, Ordering::AcqRel);
+        Ok(target)
+    }
+
+    /// Scans the whole file after the header and applies `mode`.
+    fn recover(
+        &self,
+        mode: RecoveryMode,
+        visit: &mut impl FnMut(&Record<'_>),
+    ) -> Result<RecoveryReport> {
+        let data = self.bytes_unpublished(SEGMENT_HEADER_LEN as u64, self.capacity);
+        let mut scanner = Scanner::new(data, SEGMENT_HEADER_LEN as u64, self.header.segment_id);
+        let mut report = RecoveryReport {
+            records: 0,
+            end: SEGMENT_HEADER_LEN as u64,
+            torn_tail: None,
+            skipped: Vec::new(),
+        };
+        loop {
+            for record in scanner.by_ref() {
+                visit(&record);
+                report.records += 1;
+                report.end = record.end_offset();
+            }
+            match scanner.end().cloned() {
+                None => unreachable!("a finished scan has an end"),
+                Some(ScanEnd::Clean { offset }) => {
+                    report.end = offset;
+                    return Ok(report);
+                }
+                Some(ScanEnd::TornTail { offset, cause }) => {
+                    if mode == RecoveryMode::Strict {
+                        return Err(cause).context(TornTailSnafu {
+                            path: &self.path,
+                            offset,
+                        });
+                    }
+                    let base = SEGMENT_HEADER_LEN as u64;
+                    let tail = &data[(offset - base) as usize..];
+                    let nonzero = tail.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+                    report.end = offset;
+                    report.torn_tail = Some(TornTail {
+                        offset,
+                        discarded_bytes: nonzero as u64,
+                        cause,
+                    });
+                    return Ok(report);
+                }
+                Some(ScanEnd::Corruption { offset, cause, .. }) => {
+                    if mode != RecoveryMode::SkipCorrupted {
+                        return Err(cause).context(CorruptedSnafu {
+                            path: &self.path,
+                            offset,
+                        });
+                    }
+                    let range = scanner
+                        .skip_corruption()
+                        .expect("a corruption end can be skipped");
+                    report.skipped.push(SkippedRange { range, cause });
+                }
+            }
+        }
+    }
+
+    /// Overwrites `len` bytes at `offset` with zeros (the torn tail).
+    fn clear(&self, offset: u64, len: u64) -> Result<()> {
+        let zeros = vec![0u8; ZERO_CHUNK.min(len as usize)];
+        let mut at = offset;
+        while at < offset + len {
+            let n = (offset + len - at).min(zeros.len() as u64) as usize;
+            self.file
+                .write_all_at(&zeros[..n], at)
+                .context(ClearTailSnafu {
+                    path: &self.path,
+                    offset,
+                })?;
+            at += n as u64;
+        }
+        Ok(())
+    }
+}
+
+/// Writes the header and zeros up to `capacity`, then syncs data and size.
+fn preallocate(file: &File, header: SegmentHeader, capacity: u64) -> std::io::Result<()> {
+    let mut chunk = vec![0u8; ZERO_CHUNK.min(capacity as usize)];
+    chunk[..SEGMENT_HEADER_LEN].copy_from_slice(&header.encode());
+    let mut at = 0u64;
+    while at < capacity {
+        let n = (capacity - at).min(chunk.len() as u64) as usize;
+        file.write_all_at(&chunk[..n], at)?;
+        if at == 0 {
+            chunk[..SEGMENT_HEADER_LEN].fill(0);
+        }
+        at += n as u64;
+    }
+    file.sync_all()
+}
+
+/// Maps the whole file read-only. Raw, because the file is written (beyond
+/// what readers see) while mapped; slices are made only over stable ranges.
+fn map(file: &File, path: &Path) -> Result<MmapRaw> {
+    MmapOptions::new()
+        .map_raw_read_only(file)
+        .context(OpenSnafu { path })
+}
+
+/// Syncs the directory holding `path`, making a creation or removal durable.
+fn sync_parent_dir(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .context(SyncDirSnafu { dir })
+}

@@ -1,0 +1,522 @@
+//! Tests of segment files on a real file system: creation, recovery and
+//! every error path, appends, reads and syncs.
+
+use std::fs;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use segwal_format::{RECORD_HEADER_LEN, RecordDecoder, SEGMENT_HEADER_LEN, SegmentHeader};
+use segwal_segment::{
+    BatchRef, Error, OpenOptions, RecoveryMode, RecoveryReport, Segment, parse_segment_file_name,
+    segment_file_name,
+};
+
+const HEADER: SegmentHeader = SegmentHeader {
+    region_id: 2,
+    segment_id: 7,
+};
+const CAPACITY: u64 = 64 * 1024;
+
+fn new_segment(dir: &Path) -> (PathBuf, Segment) {
+    let path = dir.join(segment_file_name(HEADER.segment_id));
+    let segment = Segment::create(&path, HEADER, CAPACITY).unwrap();
+    (path, segment)
+}
+
+fn append(
+    segment: &mut Segment,
+    table_id: u64,
+    first_sequence: u64,
+    entries: &[&[u8]],
+) -> std::ops::Range<u64> {
+    segment
+        .append(&BatchRef {
+            table_id,
+            first_sequence,
+            entries,
+        })
+        .unwrap()
+}
+
+/// Opens `path` and returns (first sequence of each record, report).
+fn open(path: &Path, mode: RecoveryMode) -> Result<(Segment, Vec<u64>, RecoveryReport), Error> {
+    let mut firsts = Vec::new();
+    let options = OpenOptions {
+        recovery_mode: mode,
+        writable: true,
+    };
+    let (segment, report) =
+        Segment::open(path, HEADER, &options, |r| firsts.push(r.first_sequence()))?;
+    Ok((segment, firsts, report))
+}
+
+fn patch(path: &Path, offset: u64, bytes: &[u8]) {
+    let file = fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.write_all_at(bytes, offset).unwrap();
+}
+
+#[test]
+fn create_preallocates_real_blocks_and_writes_the_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, segment) = new_segment(dir.path());
+    assert_eq!(segment.written_len(), SEGMENT_HEADER_LEN as u64);
+    assert_eq!(segment.durable_len(), SEGMENT_HEADER_LEN as u64);
+    assert_eq!(segment.remaining(), CAPACITY - SEGMENT_HEADER_LEN as u64);
+    let meta = fs::metadata(&path).unwrap();
+    assert_eq!(meta.len(), CAPACITY);
+    // Not sparse: every block is allocated, so appends never allocate.
+    assert!(meta.blocks() * 512 >= CAPACITY, "{} blocks", meta.blocks());
+    let bytes = fs::read(&path).unwrap();
+    assert_eq!(SegmentHeader::decode(&bytes).unwrap(), HEADER);
+    assert!(bytes[SEGMENT_HEADER_LEN..].iter().all(|&b| b == 0));
+}
+
+#[test]
+fn create_refuses_an_existing_file_and_bad_capacities() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _segment) = new_segment(dir.path());
+    let err = Segment::create(&path, HEADER, CAPACITY).unwrap_err();
+    assert!(matches!(err, Error::Create { .. }), "{err}");
+    assert!(err.to_string().contains(&*path.to_string_lossy()), "{err}");
+
+    let other = dir.path().join("other.seg");
+    for capacity in [0, SEGMENT_HEADER_LEN as u64, u64::MAX] {
+        let err = Segment::create(&other, HEADER, capacity).unwrap_err();
+        assert!(matches!(err, Error::InvalidCapacity { .. }), "{err}");
+    }
+    assert!(!other.exists(), "a refused create leaves no file");
+}
+
+#[test]
+fn zero_length_and_short_files_are_rejected_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(segment_file_name(7));
+    for len in [0, 10, SEGMENT_HEADER_LEN - 1] {
+        fs::write(&path, &HEADER.encode()[..len]).unwrap();
+        let err = open(&path, RecoveryMode::default()).unwrap_err();
+        assert!(
+            matches!(&err, Error::BadHeader { source: segwal_format::Error::ShortSegmentHeader { len: l }, .. } if *l == len),
+            "{err}"
+        );
+        assert!(err.to_string().contains(&*path.to_string_lossy()), "{err}");
+    }
+}
+
+#[test]
+fn foreign_file_is_rejected_by_magic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(segment_file_name(7));
+    fs::write(&path, vec![b'x'; 4096]).unwrap();
+    let err = open(&path, RecoveryMode::default()).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::BadHeader {
+                source: segwal_format::Error::BadMagic { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("not a segwal segment"), "{err}");
+}
+
+#[test]
+fn unknown_version_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, segment) = new_segment(dir.path());
+    segment.close().unwrap();
+    patch(&path, 8, &[9]);
+    let err = open(&path, RecoveryMode::default()).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::BadHeader {
+                source: segwal_format::Error::UnsupportedVersion { found: 9 },
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn damaged_header_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, segment) = new_segment(dir.path());
+    segment.close().unwrap();
+    patch(&path, 14, &[0xff]);
+    let err = open(&path, RecoveryMode::SkipCorrupted).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::BadHeader {
+                source: segwal_format::Error::SegmentHeaderChecksum { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_segment_in_the_wrong_place_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, segment) = new_segment(dir.path());
+    segment.close().unwrap();
+    let expected = SegmentHeader {
+        region_id: 3,
+        ..HEADER
+    };
+    let err = Segment::open(&path, expected, &OpenOptions::default(), |_| {}).unwrap_err();
+    assert!(matches!(err, Error::WrongIdentity { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("belongs to region 2 segment 7, expected region 3 segment 7"),
+        "{err}"
+    );
+}
+
+#[test]
+fn reopen_recovers_every_record_and_appends_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, mut segment) = new_segment(dir.path());
+    append(&mut segment, 1, 1, &[b"a", b"b"]);
+    let second = append(&mut segment, 2, 3, &[b"c"]);
+    segment.close().unwrap();
+
+    let (mut segment, firsts, report) = open(&path, RecoveryMode::Strict).unwrap();
+    assert_eq!(firsts, [1, 3]);
+    assert_eq!(
+        (report.records, report.end, report.torn_tail, report.skipped),
+        (2, second.end, None, vec![])
+    );
+    assert_eq!(segment.written_len(), second.end);
+    assert_eq!(
+        segment.durable_len(),
+        second.end,
+        "recovered data is synced on open"
+    );
+    let third = append(&mut segment, 1, 4, &[b"d"]);
+    assert_eq!(third.start, second.end);
+    segment.close().unwrap();
+    let (_, firsts, _) = open(&path, RecoveryMode::Strict).unwrap();
+    assert_eq!(firsts, [1, 3, 4]);
+}
+
+#[test]
+fn torn_tail_is_cut_zeroed_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, mut segment) = new_segment(dir.path());
+    append(&mut segment, 1, 1, &[b"one"]);
+    let second = append(&mut segment, 1, 2, &[b"two"]);
+    segment.sync().unwrap();
+    let torn = append(&mut segment, 1, 3, &[b"three, never synced"]);
+    drop(segment);
+    // A crash persisted the record's first sector but not its last bytes.
+    patch(&path, torn.end - 4, &[0; 4]);
+
+    let strict = open(&path, RecoveryMode::Strict).unwrap_err();
+    assert!(
+        matches!(&strict, Error::TornTail { offset, .. } if *offset == torn.start),
+        "{strict}"
+    );
+    assert!(
+        strict.to_string().contains(&*path.to_string_lossy()),
+        "{strict}"
+    );
+
+    let read_only = OpenOptions {
+        recovery_mode: RecoveryMode::TolerateTornTail,
+        writable: false,
+    };
+    let before = fs::read(&path).unwrap();
+    let (segment, report) = Segment::open(&path, HEADER, &read_only, |_| {}).unwrap();
+    assert_eq!(
+        report.torn_tail.as_ref().map(|t| t.offset),
+        Some(torn.start)
+    );
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        before,
+        "a read-only open changes nothing"
+    );
+    let err = segment_append_err(segment);
+    assert!(matches!(err, Error::ReadOnly { .. }), "{err}");
+
+    let (mut segment, firsts, report) = open(&path, RecoveryMode::TolerateTornTail).unwrap();
+    assert_eq!(firsts, [1, 2]);
+    let tail = report.torn_tail.unwrap();
+    assert_eq!((tail.offset, report.end), (torn.start, second.end));
+    assert_eq!(tail.discarded_bytes, torn.end - 4 - torn.start);
+    let bytes = fs::read(&path).unwrap();
+    assert!(
+        bytes[torn.start as usize..].iter().all(|&b| b == 0),
+        "the torn tail is zeroed"
+    );
+
+    // A shorter record written over the cut leaves no stale bytes behind.
+    append(&mut segment, 1, 3, &[b"3"]);
+    segment.close().unwrap();
+    let (_, firsts, report) = open(&path, RecoveryMode::Strict).unwrap();
+    assert_eq!((firsts, report.torn_tail), (vec![1, 2, 3], None));
+}
+
+fn segment_append_err(mut segment: Segment) -> Error {
+    segment
+        .append(&BatchRef {
+            table_id: 1,
+            first_sequence: 9,
+            entries: &[b"x"],
+        })
+        .unwrap_err()
+}
+
+#[test]
+fn damage_to_synced_data_follows_the_recovery_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, mut segment) = new_segment(dir.path());
+    append(&mut segment, 1, 1, &[b"first"]);
+    let second = append(&mut segment, 1, 2, &[b"second"]);
+    segment.sync().unwrap();
+    // This record is stamped with a durable offset that covers `second`.
+    let third = append(&mut segment, 1, 3, &[b"third"]);
+    segment.close().unwrap();
+    patch(&path, second.start + RECORD_HEADER_LEN as u64 + 5, b"X");
+
+    for mode in [RecoveryMode::Strict, RecoveryMode::TolerateTornTail] {
+        let err = open(&path, mode).unwrap_err();
+        assert!(
+            matches!(&err, Error::Corrupted { offset, source: segwal_format::Error::RecordBodyChecksum { .. }, .. } if *offset == second.start),
+            "{mode:?}: {err}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains(&*path.to_string_lossy())
+                && message.contains(&format!("offset {}", second.start)),
+            "{message}"
+        );
+    }
+
+    let (_, firsts, report) = open(&path, RecoveryMode::SkipCorrupted).unwrap();
+    assert_eq!(firsts, [1, 3]);
+    assert_eq!(report.skipped.len(), 1);
+    assert_eq!(report.skipped[0].range, second.start..third.start);
+    assert_eq!(report.end, third.end);
+    // The damaged bytes are left in place for inspection.
+    assert_eq!(
+        fs::read(&path).unwrap()[(second.start + RECORD_HEADER_LEN as u64 + 5) as usize],
+        b'X'
+    );
+}
+
+#[test]
+fn append_past_capacity_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(segment_file_name(7));
+    let capacity = (SEGMENT_HEADER_LEN + 2 * (RECORD_HEADER_LEN + 4 + 100)) as u64;
+    let mut segment = Segment::create(&path, HEADER, capacity).unwrap();
+    let payload = [7u8; 100];
+    append(&mut segment, 1, 1, &[&payload]);
+    let big = [7u8; 101];
+    let err = segment
+        .append(&BatchRef {
+            table_id: 1,
+            first_sequence: 2,
+            entries: &[&big[..]],
+        })
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::AppendPastCapacity { len: 161, .. }),
+        "{err}"
+    );
+    assert_eq!(segment.remaining(), (RECORD_HEADER_LEN + 4 + 100) as u64);
+    let last = append(&mut segment, 1, 2, &[&payload]);
+    assert_eq!((last.end, segment.remaining()), (capacity, 0));
+    segment.close().unwrap();
+    let (_, firsts, report) = open(&path, RecoveryMode::Strict).unwrap();
+    assert_eq!((firsts, report.end), (vec![1, 2], capacity));
+}
+
+#[test]
+fn empty_or_invalid_batches_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_path, mut segment) = new_segment(dir.path());
+    let empty: [&[u8]; 0] = [];
+    let err = segment
+        .append(&BatchRef {
+            table_id: 1,
+            first_sequence: 1,
+            entries: &empty,
+        })
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Encode {
+                source: segwal_format::Error::EmptyBatch,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = segment
+        .append(&BatchRef {
+            table_id: 1,
+            first_sequence: 0,
+            entries: &[b"x"],
+        })
+        .unwrap_err();
+    assert!(matches!(err, Error::Encode { .. }), "{err}");
+    // In a multi-batch append, one bad batch refuses them all.
+    let mut placed = Vec::new();
+    let batches = [
+        BatchRef {
+            table_id: 1,
+            first_sequence: 1,
+            entries: &[b"x".as_slice()][..],
+        },
+        BatchRef {
+            table_id: 1,
+            first_sequence: 2,
+            entries: &[][..],
+        },
+    ];
+    assert!(segment.append_batches(&batches, &mut placed).is_err());
+    assert!(placed.is_empty());
+    assert_eq!(segment.written_len(), SEGMENT_HEADER_LEN as u64);
+}
+
+#[test]
+fn reads_past_the_written_data_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_path, mut segment) = new_segment(dir.path());
+    let placed = append(&mut segment, 1, 1, &[b"payload"]);
+    let handle = segment.handle();
+    assert_eq!(&handle.read(placed.end - 7, 7).unwrap(), b"payload");
+    for (offset, len) in [
+        (placed.end, 1),
+        (placed.end - 1, 2),
+        (u64::MAX, 2),
+        (CAPACITY, 0),
+    ] {
+        let err = handle.read(offset, len).unwrap_err();
+        assert!(matches!(err, Error::ReadPastEnd { .. }), "{err}");
+    }
+    assert!(matches!(
+        handle.records_from(placed.end + 1),
+        Err(Error::ReadPastEnd { .. })
+    ));
+    assert!(matches!(
+        handle.records_from(0),
+        Err(Error::ReadPastEnd { .. })
+    ));
+    assert_eq!(handle.records_from(placed.end).unwrap().count(), 0);
+}
+
+#[test]
+fn records_are_stamped_with_the_last_completed_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_path, mut segment) = new_segment(dir.path());
+    let first = append(&mut segment, 1, 1, &[b"a"]);
+    assert_eq!(
+        (segment.written_len(), segment.durable_len()),
+        (first.end, SEGMENT_HEADER_LEN as u64)
+    );
+    assert_eq!(segment.sync().unwrap(), first.end);
+    assert_eq!(segment.durable_len(), first.end);
+    let mut placed = Vec::new();
+    let entries: [&[u8]; 1] = [b"b"];
+    let batches = [
+        BatchRef {
+            table_id: 1,
+            first_sequence: 2,
+            entries: &entries[..],
+        },
+        BatchRef {
+            table_id: 2,
+            first_sequence: 3,
+            entries: &entries[..],
+        },
+    ];
+    let whole = segment.append_batches(&batches, &mut placed).unwrap();
+    assert_eq!((placed[0].start, placed[1].end), (whole.start, whole.end));
+    let handle = segment.handle();
+    let decoder = RecordDecoder::new(HEADER.segment_id);
+    for range in placed {
+        let bytes = handle.read(range.start, range.end - range.start).unwrap();
+        let record = decoder.decode(bytes, range.start).unwrap();
+        assert_eq!(record.header().meta.durable_offset, first.end);
+    }
+}
+
+#[test]
+fn handles_outlive_close_and_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, mut segment) = new_segment(dir.path());
+    let placed = append(&mut segment, 5, 1, &[b"kept"]);
+    let handle = segment.handle();
+    segment.delete().unwrap();
+    assert!(!path.exists());
+    let record = handle.records_from(placed.start).unwrap().next().unwrap();
+    assert_eq!(record.entries().next().unwrap().payload, b"kept");
+    assert!(matches!(
+        Segment::delete_file(&path),
+        Err(Error::Delete { .. })
+    ));
+}
+
+#[test]
+fn concurrent_readers_and_syncs_see_only_whole_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_path, mut segment) = new_segment(dir.path());
+    let handle = segment.handle();
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            let handle = handle.clone();
+            s.spawn(move || {
+                let mut seen = 0;
+                while seen < 200 {
+                    let mut scanner = handle.records_from(SEGMENT_HEADER_LEN as u64).unwrap();
+                    let mut count = 0;
+                    for record in scanner.by_ref() {
+                        count += 1;
+                        let entry = record.entries().next().unwrap();
+                        assert_eq!(entry.payload, entry.sequence.to_le_bytes().repeat(8));
+                    }
+                    assert!(matches!(
+                        scanner.end(),
+                        Some(segwal_format::ScanEnd::Clean { .. })
+                    ));
+                    seen = seen.max(count);
+                }
+            });
+        }
+        let syncer = handle.clone();
+        s.spawn(move || while syncer.sync().unwrap() < 5000 {});
+        for sequence in 1..=200u64 {
+            let payload = sequence.to_le_bytes().repeat(8);
+            append(&mut segment, 1, sequence, &[&payload]);
+        }
+    });
+}
+
+#[test]
+fn segment_file_names_sort_numerically_and_strays_are_ignored() {
+    assert_eq!(segment_file_name(42), "00000000000000000042.seg");
+    assert_eq!(segment_file_name(u64::MAX), "18446744073709551615.seg");
+    for id in [0, 1, 42, u64::MAX] {
+        assert_eq!(parse_segment_file_name(&segment_file_name(id)), Some(id));
+    }
+    assert!(segment_file_name(9) < segment_file_name(10));
+    for stray in [
+        "42.seg",
+        "0000000000000000004x.seg",
+        "00000000000000000042.tmp",
+        "lock",
+        "99999999999999999999.seg",
+        "+0000000000000000042.seg",
+    ] {
+        assert_eq!(parse_segment_file_name(stray), None, "{stray}");
+    }
+}
