@@ -1,0 +1,116 @@
+//! Full-disk behaviour on a real, size-limited tmpfs.
+
+use std::fs;
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use segwal_format::SegmentHeader;
+use segwal_segment::{BatchRef, Error, OpenOptions, Segment, segment_file_name};
+
+/// A tmpfs of `size` mounted on a fresh temporary directory, unmounted on
+/// drop.
+struct SmallFs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    fn mount(size: &str) -> Option<SmallFs> {
+        let dir = tempfile::tempdir().ok()?;
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status();
+        match status {
+            Ok(s) if s.success() => Some(SmallFs { dir }),
+            other => {
+                eprintln!(
+                    "\n*** SKIPPED full-disk test: cannot mount a size-limited tmpfs ({other:?}); \
+                     it needs root (CI runs as root) ***\n"
+                );
+                None
+            }
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+fn fill(path: &Path) {
+    let mut file = fs::File::create(path).unwrap();
+    let chunk = vec![1u8; 4096];
+    loop {
+        if let Err(err) = file.write_all(&chunk) {
+            assert_eq!(err.kind(), ErrorKind::StorageFull, "{err}");
+            return;
+        }
+    }
+}
+
+/// Proves that a full disk is an error, never a crash or a half-made file:
+/// creating a segment that does not fit fails with ENOSPC and leaves no file,
+/// while a segment preallocated before the disk filled up takes appends to
+/// its last byte and syncs them (no SIGBUS, no ENOSPC: its blocks are real).
+#[test]
+fn full_disk_fails_creation_cleanly_and_never_appends() {
+    let Some(fs_) = SmallFs::mount("1m") else {
+        return;
+    };
+    let header = SegmentHeader {
+        region_id: 1,
+        segment_id: 1,
+    };
+
+    let too_big = fs_.path(&segment_file_name(9));
+    let err = Segment::create(&too_big, header, 4 << 20).unwrap_err();
+    match &err {
+        Error::Preallocate { source, .. } => assert_eq!(source.kind(), ErrorKind::StorageFull),
+        other => panic!("expected ENOSPC while preallocating, got {other}"),
+    }
+    assert!(
+        err.to_string().contains(&*too_big.to_string_lossy()),
+        "{err}"
+    );
+    assert!(!too_big.exists(), "a failed create leaves no file behind");
+
+    let path = fs_.path(&segment_file_name(1));
+    let mut segment = Segment::create(&path, header, 256 << 10).unwrap();
+    fill(&fs_.path("filler"));
+
+    let payload = vec![0xabu8; 1000];
+    let mut sequence = 1;
+    loop {
+        let batch = BatchRef {
+            table_id: 1,
+            first_sequence: sequence,
+            entries: &[&payload],
+        };
+        match segment.append(&batch) {
+            Ok(_) => sequence += 1,
+            Err(Error::AppendPastCapacity { .. }) => break,
+            Err(other) => panic!("append on a full disk failed: {other}"),
+        }
+        if sequence % 16 == 0 {
+            segment.sync().unwrap();
+        }
+    }
+    assert!(sequence > 200, "only {sequence} appends fit");
+    segment.close().unwrap();
+
+    let err = Segment::create(&fs_.path(&segment_file_name(2)), header, 64 << 10).unwrap_err();
+    assert!(matches!(err, Error::Preallocate { .. }), "{err}");
+    assert!(!fs_.path(&segment_file_name(2)).exists());
+
+    let mut count = 0;
+    let (_, report) =
+        Segment::open(&path, header, &OpenOptions::default(), |_| count += 1).unwrap();
+    assert_eq!((count, report.torn_tail), (sequence - 1, None));
+}
