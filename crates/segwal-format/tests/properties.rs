@@ -72,8 +72,11 @@ fn build(batches: &[Batch], zero_tail: usize) -> Image {
     }
 }
 
-/// Scans `bytes` and returns each record's (offset, table, entries) and the end.
-fn scan(bytes: &[u8]) -> (Vec<(u64, u64, Vec<Vec<u8>>)>, ScanEnd) {
+/// A scanned record: (offset, table, entry payloads).
+type Scanned = (u64, u64, Vec<Vec<u8>>);
+
+/// Scans `bytes` and returns each record and how the scan ended.
+fn scan(bytes: &[u8]) -> (Vec<Scanned>, ScanEnd) {
     let mut scanner = Scanner::new(bytes, BASE, SEGMENT);
     let records = scanner
         .by_ref()
@@ -91,7 +94,7 @@ fn scan(bytes: &[u8]) -> (Vec<(u64, u64, Vec<Vec<u8>>)>, ScanEnd) {
     )
 }
 
-fn expected(image: &Image, count: usize) -> Vec<(u64, u64, Vec<Vec<u8>>)> {
+fn expected(image: &Image, count: usize) -> Vec<Scanned> {
     image.records[..count]
         .iter()
         .map(|(start, _, _, b)| (*start, b.table_id, b.entries.clone()))

@@ -136,7 +136,8 @@ pub struct BatchRef<'a, E> {
 ///
 /// # Invariants
 ///
-/// - `durable <= written <= capacity == map.len()`.
+/// - `durable <= written <= capacity == map.len()` (`durable` is 0 only
+///   for the moment between recovery and the sync that ends `open`).
 /// - Bytes in `[0, written)` are never modified while this value exists:
 ///   appends write at or after `written`, and recovery clears a torn tail
 ///   before the first handle exists and only at or after the recovered end.
@@ -243,8 +244,9 @@ impl Segment {
     /// in file order, and damage is handled per `options.recovery_mode`.
     ///
     /// A writable open cuts a torn tail (zeroing it, so no stale record can
-    /// reappear behind later appends) and syncs the file, so that everything
-    /// recovery accepted is durable before anything is appended after it.
+    /// reappear behind later appends). Every open then syncs the file, so
+    /// that everything recovery accepted is durable before anything is
+    /// appended after it.
     ///
     /// On error, records already passed to `visit` must be disregarded.
     pub fn open(
@@ -291,11 +293,11 @@ impl Segment {
             shared.clear(torn.offset, torn.discarded_bytes)?;
         }
         shared.written.store(report.end, Ordering::Release);
-        shared
-            .durable
-            .store(SEGMENT_HEADER_LEN as u64, Ordering::Release);
-        // The recovered bytes may still be only in the page cache (a process
-        // crash leaves them there): make them durable before trusting them.
+        // The recovered bytes (and a cleared tail) may still be only in the
+        // page cache, as a process crash leaves them. With nothing known
+        // durable yet this sync always reaches the disk, and only after it
+        // are later records stamped with a durable offset covering them.
+        shared.durable.store(0, Ordering::Release);
         shared.sync()?;
         Ok((Segment::from_parts(shared), report))
     }

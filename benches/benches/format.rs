@@ -1,0 +1,73 @@
+//! CPU cost of the codec: encoding a batch, decoding a record, scanning a
+//! segment image.
+
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use segwal_benches::payloads;
+use segwal_format::{BatchMeta, RecordDecoder, RecordEncoder, Scanner};
+
+const META: BatchMeta = BatchMeta {
+    segment_id: 1,
+    table_id: 1,
+    first_sequence: 1,
+    durable_offset: 0,
+};
+
+fn encode_decode(c: &mut Criterion) {
+    let mut group = c.benchmark_group("record");
+    for (entries, len) in [(1, 1024), (4, 1024), (64, 4096), (16, 256)] {
+        let batch = payloads(entries, len);
+        let name = format!("{entries}x{len}B");
+        group.throughput(Throughput::Bytes((entries * len) as u64));
+        let mut out = Vec::new();
+        group.bench_function(BenchmarkId::new("encode", &name), |b| {
+            b.iter(|| {
+                out.clear();
+                RecordEncoder::new()
+                    .encode(&META, black_box(&batch), &mut out)
+                    .unwrap();
+            })
+        });
+        let decoder = RecordDecoder::new(1);
+        group.bench_function(BenchmarkId::new("decode", &name), |b| {
+            b.iter(|| {
+                let record = decoder.decode(black_box(&out), 0).unwrap();
+                record.entries().map(|e| e.payload.len()).sum::<usize>()
+            })
+        });
+    }
+    group.finish();
+}
+
+fn scan(c: &mut Criterion) {
+    let mut group = c.benchmark_group("scan");
+    for (entries, len) in [(1, 1024), (64, 4096)] {
+        let batch = payloads(entries, len);
+        let mut image = Vec::new();
+        let mut sequence = 1;
+        while image.len() < 8 << 20 {
+            let meta = BatchMeta {
+                first_sequence: sequence,
+                ..META
+            };
+            RecordEncoder::new()
+                .encode(&meta, &batch, &mut image)
+                .unwrap();
+            sequence += entries as u64;
+        }
+        image.resize(image.len() + (1 << 20), 0);
+        group.throughput(Throughput::Bytes(image.len() as u64));
+        group.bench_function(format!("8MiB of {entries}x{len}B"), |b| {
+            b.iter(|| {
+                Scanner::new(black_box(&image), 0, 1)
+                    .map(|r| r.entry_count())
+                    .sum::<u32>()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, encode_decode, scan);
+criterion_main!(benches);

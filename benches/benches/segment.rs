@@ -1,0 +1,67 @@
+//! Segment appends, with and without a sync per append. Set SEGWAL_BENCH_DIR
+//! to choose the file system (for example /dev/shm for tmpfs, to isolate
+//! CPU cost from the disk; the default is the system temporary directory)
+//! and SEGWAL_BENCH_FS to name it in the results (`cargo xtask bench` sets
+//! both).
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use segwal_benches::payloads;
+use segwal_format::SegmentHeader;
+use segwal_segment::{BatchRef, Segment, segment_file_name};
+
+const SEGMENT_BYTES: u64 = 64 << 20;
+
+fn bench_dir() -> tempfile::TempDir {
+    match std::env::var_os("SEGWAL_BENCH_DIR") {
+        Some(dir) => tempfile::tempdir_in(dir).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    }
+}
+
+fn append(c: &mut Criterion) {
+    let dir = bench_dir();
+    let fs = std::env::var("SEGWAL_BENCH_FS").unwrap_or_else(|_| "tmpdir".into());
+    let mut group = c.benchmark_group(format!("segment_append/{fs}"));
+    for (entries, len, sync) in [(1, 1024, false), (64, 4096, false), (1, 1024, true)] {
+        let batch = payloads(entries, len);
+        let name = format!("{entries}x{len}B{}", if sync { "+fdatasync" } else { "" });
+        group.throughput(Throughput::Bytes((entries * len) as u64));
+        let mut next_id = 0;
+        let mut new_segment = || {
+            next_id += 1;
+            let header = SegmentHeader {
+                region_id: 1,
+                segment_id: next_id,
+            };
+            let path = dir.path().join(segment_file_name(next_id));
+            Segment::create(&path, header, SEGMENT_BYTES).unwrap()
+        };
+        let mut segment = new_segment();
+        let mut sequence = 1;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                // Roll over outside the measured append when full; the
+                // creation cost is amortised into the iterations that
+                // trigger it, as it would be without a preallocator.
+                if segment.encoded_len(&batch).unwrap() > segment.remaining() {
+                    let full = std::mem::replace(&mut segment, new_segment());
+                    full.delete().unwrap();
+                }
+                let batch = BatchRef {
+                    table_id: 1,
+                    first_sequence: sequence,
+                    entries: &batch,
+                };
+                segment.append(&batch).unwrap();
+                if sync {
+                    segment.sync().unwrap();
+                }
+                sequence += entries as u64;
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, append);
+criterion_main!(benches);

@@ -1,0 +1,182 @@
+//! Keeps docs/FORMAT.md true: its field tables, constants and golden-byte
+//! dumps are checked against the code.
+
+use segwal_format::{
+    BatchMeta, ENTRY_LEN_PREFIX, FORMAT_VERSION, MAGIC, MAX_BODY_LEN, RECORD_HEADER_LEN,
+    RecordEncoder, SEGMENT_HEADER_LEN, SegmentHeader,
+};
+
+const FORMAT_MD: &str = include_str!("../../../docs/FORMAT.md");
+
+/// The lines of the section headed `## {title}`, up to the next `## `.
+fn section(title: &str) -> Vec<&'static str> {
+    let heading = format!("## {title}");
+    let mut lines = FORMAT_MD.lines().skip_while(|l| *l != heading);
+    assert!(
+        lines.next().is_some(),
+        "docs/FORMAT.md has no section {heading:?}"
+    );
+    lines.take_while(|l| !l.starts_with("## ")).collect()
+}
+
+/// The rows of each Markdown table in `lines`, as trimmed cells, without
+/// the header and separator rows.
+fn tables(lines: &[&str]) -> Vec<Vec<Vec<String>>> {
+    let mut tables = Vec::new();
+    let mut current: Vec<Vec<String>> = Vec::new();
+    for line in lines.iter().chain(std::iter::once(&"")) {
+        if line.starts_with('|') {
+            let cells = line
+                .trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_owned())
+                .collect();
+            current.push(cells);
+        } else if !current.is_empty() {
+            tables.push(current.split_off(2));
+            current.clear();
+        }
+    }
+    tables
+}
+
+/// Checks that a field table's offsets tile `[0, len)` exactly and returns
+/// the field names.
+fn check_fields(table: &[Vec<String>], len: usize, what: &str) -> Vec<String> {
+    let mut next = 0;
+    for row in table {
+        let offset: usize = row[0]
+            .parse()
+            .unwrap_or_else(|_| panic!("{what}: offset {:?}", row[0]));
+        let size: usize = row[1]
+            .parse()
+            .unwrap_or_else(|_| panic!("{what}: size {:?}", row[1]));
+        assert_eq!(
+            offset, next,
+            "{what}: field {} starts at {offset}, expected {next}",
+            row[2]
+        );
+        next += size;
+    }
+    assert_eq!(
+        next, len,
+        "{what}: documented fields add up to {next} bytes, the code says {len}"
+    );
+    table.iter().map(|row| row[2].clone()).collect()
+}
+
+#[test]
+fn segment_header_table_matches_the_code() {
+    let tables = tables(&section("Segment header"));
+    let fields = check_fields(&tables[0], SEGMENT_HEADER_LEN, "segment header");
+    assert_eq!(
+        fields,
+        [
+            "magic",
+            "version",
+            "reserved",
+            "region_id",
+            "segment_id",
+            "header_crc"
+        ]
+    );
+}
+
+#[test]
+fn record_tables_match_the_code() {
+    let tables = tables(&section("Record"));
+    let fields = check_fields(&tables[0], RECORD_HEADER_LEN, "record header");
+    assert_eq!(
+        fields,
+        [
+            "header_crc",
+            "kind",
+            "reserved",
+            "entry_count",
+            "body_len",
+            "body_crc",
+            "reserved",
+            "segment_id",
+            "table_id",
+            "first_sequence",
+            "durable_offset"
+        ]
+    );
+    let entry = &tables[1];
+    assert_eq!(
+        entry[0][..3],
+        ["0", ENTRY_LEN_PREFIX.to_string().as_str(), "len"]
+    );
+    assert_eq!(
+        entry[1][..3],
+        [ENTRY_LEN_PREFIX.to_string().as_str(), "len", "payload"]
+    );
+}
+
+#[test]
+fn constants_table_matches_the_code() {
+    let tables = tables(&section("Constants"));
+    let documented: Vec<(String, String)> = tables[0]
+        .iter()
+        .map(|row| (row[0].trim_matches('`').to_owned(), row[1].clone()))
+        .collect();
+    let magic_hex = MAGIC
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let expected = [
+        ("MAGIC", magic_hex),
+        ("FORMAT_VERSION", FORMAT_VERSION.to_string()),
+        ("SEGMENT_HEADER_LEN", SEGMENT_HEADER_LEN.to_string()),
+        ("RECORD_HEADER_LEN", RECORD_HEADER_LEN.to_string()),
+        ("ENTRY_LEN_PREFIX", ENTRY_LEN_PREFIX.to_string()),
+        ("MAX_BODY_LEN", MAX_BODY_LEN.to_string()),
+    ];
+    let expected: Vec<(String, String)> = expected
+        .into_iter()
+        .map(|(n, v)| (n.to_owned(), v))
+        .collect();
+    assert_eq!(documented, expected);
+}
+
+/// The bytes of each `hexdump`-style code block (offset column dropped).
+fn hex_dumps(lines: &[&str]) -> Vec<Vec<u8>> {
+    let mut dumps = Vec::new();
+    let mut current: Option<Vec<u8>> = None;
+    for line in lines {
+        match (line.starts_with("```"), current.as_mut()) {
+            (true, None) => current = Some(Vec::new()),
+            (true, Some(_)) => dumps.push(current.take().unwrap()),
+            (false, Some(bytes)) => bytes.extend(
+                line.split_whitespace()
+                    .skip(1)
+                    .map(|b| u8::from_str_radix(b, 16).expect("a hex byte")),
+            ),
+            (false, None) => {}
+        }
+    }
+    dumps
+}
+
+#[test]
+fn golden_byte_dumps_match_the_encoder() {
+    let dumps = hex_dumps(&section("Golden bytes"));
+    assert_eq!(dumps.len(), 2);
+    let header = SegmentHeader {
+        region_id: 0x0102_0304_0506_0708,
+        segment_id: 42,
+    };
+    assert_eq!(dumps[0], header.encode());
+    let meta = BatchMeta {
+        segment_id: 5,
+        table_id: 0x1122_3344_5566_7788,
+        first_sequence: 10,
+        durable_offset: 32,
+    };
+    let mut record = Vec::new();
+    RecordEncoder::new()
+        .encode(&meta, &[b"ab".as_slice(), b""], &mut record)
+        .unwrap();
+    assert_eq!(dumps[1], record);
+}
