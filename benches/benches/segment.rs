@@ -22,11 +22,12 @@ fn append(c: &mut Criterion) {
     let dir = bench_dir();
     let fs = std::env::var("SEGWAL_BENCH_FS").unwrap_or_else(|_| "tmpdir".into());
     let mut group = c.benchmark_group(format!("segment_append/{fs}"));
+    // Segment ids are unique across the benchmarks, which share `dir`.
+    let mut next_id = 0;
     for (entries, len, sync) in [(1, 1024, false), (64, 4096, false), (1, 1024, true)] {
         let batch = payloads(entries, len);
         let name = format!("{entries}x{len}B{}", if sync { "+fdatasync" } else { "" });
         group.throughput(Throughput::Bytes((entries * len) as u64));
-        let mut next_id = 0;
         let mut new_segment = || {
             next_id += 1;
             let header = SegmentHeader {
