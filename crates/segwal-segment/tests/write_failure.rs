@@ -48,7 +48,8 @@ fn a_failed_write_poisons_the_segment_and_loses_nothing_synced() {
         rlim_max: libc::RLIM_INFINITY,
     };
     // SAFETY: `limit` is a valid rlimit that outlives the call.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &limit) }, 0);
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &limit) };
+    assert_eq!(rc, 0);
 
     let batch = BatchRef {
         table_id: 1,
@@ -86,10 +87,8 @@ fn a_failed_write_poisons_the_segment_and_loses_nothing_synced() {
         rlim_max: libc::RLIM_INFINITY,
     };
     // SAFETY: as above.
-    assert_eq!(
-        unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &unlimited) },
-        0
-    );
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &unlimited) };
+    assert_eq!(rc, 0);
 
     let mut recovered = 0;
     let (_, report) =
