@@ -5,10 +5,14 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use segwal_benches::payloads;
-use segwal_format::{BatchMeta, RecordDecoder, RecordEncoder, Scanner};
+use segwal_format::{BatchMeta, RecordDecoder, RecordEncoder, Scanner, SegmentHeader};
 
-const META: BatchMeta = BatchMeta {
+const SEGMENT: SegmentHeader = SegmentHeader {
+    region_id: 1,
     segment_id: 1,
+    salt: 0x5a17,
+};
+const META: BatchMeta = BatchMeta {
     table_id: 1,
     first_sequence: 1,
     durable_offset: 0,
@@ -24,12 +28,12 @@ fn encode_decode(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("encode", &name), |b| {
             b.iter(|| {
                 out.clear();
-                RecordEncoder::new()
+                RecordEncoder::new(&SEGMENT)
                     .encode(&META, black_box(&batch), &mut out)
                     .unwrap();
             })
         });
-        let decoder = RecordDecoder::new(1);
+        let decoder = RecordDecoder::new(&SEGMENT);
         group.bench_function(BenchmarkId::new("decode", &name), |b| {
             b.iter(|| {
                 let record = decoder.decode(black_box(&out), 0).unwrap();
@@ -51,7 +55,7 @@ fn scan(c: &mut Criterion) {
                 first_sequence: sequence,
                 ..META
             };
-            RecordEncoder::new()
+            RecordEncoder::new(&SEGMENT)
                 .encode(&meta, &batch, &mut image)
                 .unwrap();
             sequence += entries as u64;
@@ -60,7 +64,7 @@ fn scan(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(image.len() as u64));
         group.bench_function(format!("8MiB of {entries}x{len}B"), |b| {
             b.iter(|| {
-                Scanner::new(black_box(&image), 0, 1)
+                Scanner::new(black_box(&image), 0, &SEGMENT)
                     .map(|r| r.entry_count())
                     .sum::<u32>()
             })

@@ -6,7 +6,7 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use segwal_benches::payloads;
-use segwal_format::SegmentHeader;
+use segwal_format::SegmentIdentity;
 use segwal_segment::{BatchRef, Segment, segment_file_name};
 
 const SEGMENT_BYTES: u64 = 64 << 20;
@@ -30,7 +30,7 @@ fn append(c: &mut Criterion) {
         group.throughput(Throughput::Bytes((entries * len) as u64));
         let mut new_segment = || {
             next_id += 1;
-            let header = SegmentHeader {
+            let header = SegmentIdentity {
                 region_id: 1,
                 segment_id: next_id,
             };

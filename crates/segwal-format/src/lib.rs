@@ -18,15 +18,17 @@
 //!   its offset.
 //!
 //! ```
-//! use segwal_format::{BatchMeta, RecordEncoder, ScanEnd, Scanner};
+//! use segwal_format::{BatchMeta, RecordEncoder, ScanEnd, Scanner, SegmentHeader};
 //!
-//! let segment_id = 7;
+//! let segment = SegmentHeader { region_id: 1, segment_id: 7, salt: 0x5eed };
 //! let mut image = Vec::new();
-//! let meta = BatchMeta { segment_id, table_id: 3, first_sequence: 1, durable_offset: 0 };
-//! RecordEncoder::new().encode(&meta, &[b"hello".as_slice(), b"world"], &mut image).unwrap();
+//! let meta = BatchMeta { table_id: 3, first_sequence: 1, durable_offset: 0 };
+//! RecordEncoder::new(&segment)
+//!     .encode(&meta, &[b"hello".as_slice(), b"world"], &mut image)
+//!     .unwrap();
 //! image.resize(image.len() + 64, 0); // the zero-filled rest of a preallocated file
 //!
-//! let mut scanner = Scanner::new(&image, 0, segment_id);
+//! let mut scanner = Scanner::new(&image, 0, &segment);
 //! let record = scanner.next().unwrap();
 //! let entries: Vec<_> = record.entries().map(|e| (e.sequence, e.payload)).collect();
 //! assert_eq!(entries, [(1, b"hello".as_slice()), (2, b"world".as_slice())]);
@@ -42,7 +44,7 @@ mod record;
 mod scan;
 
 pub use error::{Error, Result};
-pub use header::{FORMAT_VERSION, MAGIC, SEGMENT_HEADER_LEN, SegmentHeader};
+pub use header::{FORMAT_VERSION, MAGIC, SEGMENT_HEADER_LEN, SegmentHeader, SegmentIdentity};
 pub use record::{
     BatchMeta, ENTRY_LEN_PREFIX, Entries, Entry, MAX_BODY_LEN, RECORD_HEADER_LEN, Record,
     RecordDecoder, RecordEncoder, RecordHeader, RecordKind,

@@ -12,7 +12,8 @@
 //!  56: body = entry_count x ( len: u32 | payload: len bytes )
 //! ```
 //!
-//! `header_crc` covers header bytes `[4, 56)`, which include `body_len` and
+//! `header_crc` covers the segment's salt (see [`SegmentHeader::salt`])
+//! followed by header bytes `[4, 56)`, which include `body_len` and
 //! `body_crc`; `body_crc` covers the body. So every byte of a record except
 //! `header_crc` itself is checksummed, and the decoder trusts no length until
 //! the header checksum has matched. A record is the unit of atomicity: a
@@ -28,6 +29,7 @@ use crate::error::{
     RecordHeaderChecksumSnafu, RecordReservedSnafu, RecordTooLargeSnafu, Result,
     SequenceOutOfRangeSnafu, TruncatedSnafu, UnknownRecordKindSnafu, WrongSegmentSnafu,
 };
+use crate::header::SegmentHeader;
 use crate::{read_u32, read_u64};
 
 const HEADER_CRC_AT: usize = 0;
@@ -65,12 +67,10 @@ pub enum RecordKind {
     Batch = 1,
 }
 
-/// The fields of a batch record that the writer chooses; lengths and
-/// checksums are derived by the encoder.
+/// The fields of a batch record that the writer chooses; the segment id,
+/// lengths and checksums are filled in by the encoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchMeta {
-    /// The segment the record is written into (binds the record to its file).
-    pub segment_id: u64,
     /// The table all entries belong to.
     pub table_id: u64,
     /// Sequence number of the first entry; the others follow consecutively.
@@ -90,6 +90,8 @@ pub struct RecordHeader {
     pub entry_count: u32,
     /// Length of the body in bytes.
     pub body_len: u32,
+    /// The segment the record was written into.
+    pub segment_id: u64,
     /// The writer-chosen fields.
     pub meta: BatchMeta,
 }
@@ -106,35 +108,44 @@ impl RecordHeader {
     }
 }
 
-/// Encodes batches into records.
+/// The header checksum: CRC-32 of the segment's salt, then header bytes
+/// `[4, 56)`.
+fn header_crc(salt: u64, header: &[u8]) -> u32 {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&salt.to_le_bytes());
+    crc.update(&header[KIND_AT..RECORD_HEADER_LEN]);
+    crc.finalize()
+}
+
+/// Encodes batches into records of one segment.
 ///
 /// The encoder appends to a caller-owned buffer, so a writer can reuse one
 /// buffer for every batch (and put several records in it for one write)
 /// without allocating per entry.
 #[derive(Debug, Clone, Copy)]
 pub struct RecordEncoder {
+    segment_id: u64,
+    salt: u64,
     max_body_len: u32,
 }
 
-impl Default for RecordEncoder {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl RecordEncoder {
-    /// An encoder enforcing the format's limit, [`MAX_BODY_LEN`].
-    pub fn new() -> Self {
+    /// An encoder for records of the segment with `header`, enforcing the
+    /// format's limit, [`MAX_BODY_LEN`].
+    pub fn new(header: &SegmentHeader) -> Self {
         RecordEncoder {
+            segment_id: header.segment_id,
+            salt: header.salt,
             max_body_len: MAX_BODY_LEN,
         }
     }
 
-    /// An encoder enforcing a smaller body limit (clamped to
+    /// The same encoder with a smaller body limit (clamped to
     /// [`MAX_BODY_LEN`]).
-    pub fn with_max_body_len(max_body_len: u32) -> Self {
+    pub fn with_max_body_len(self, max_body_len: u32) -> Self {
         RecordEncoder {
             max_body_len: max_body_len.min(MAX_BODY_LEN),
+            ..self
         }
     }
 
@@ -194,13 +205,13 @@ impl RecordEncoder {
         let body_len = (record_len - RECORD_HEADER_LEN) as u32;
         header[BODY_LEN_AT..BODY_CRC_AT].copy_from_slice(&body_len.to_le_bytes());
         header[BODY_CRC_AT..RESERVED_B_AT].copy_from_slice(&body_crc.finalize().to_le_bytes());
-        header[SEGMENT_ID_AT..TABLE_ID_AT].copy_from_slice(&meta.segment_id.to_le_bytes());
+        header[SEGMENT_ID_AT..TABLE_ID_AT].copy_from_slice(&self.segment_id.to_le_bytes());
         header[TABLE_ID_AT..FIRST_SEQUENCE_AT].copy_from_slice(&meta.table_id.to_le_bytes());
         header[FIRST_SEQUENCE_AT..DURABLE_OFFSET_AT]
             .copy_from_slice(&meta.first_sequence.to_le_bytes());
         header[DURABLE_OFFSET_AT..].copy_from_slice(&meta.durable_offset.to_le_bytes());
-        let header_crc = crc32fast::hash(&header[KIND_AT..]);
-        header[HEADER_CRC_AT..KIND_AT].copy_from_slice(&header_crc.to_le_bytes());
+        let crc = header_crc(self.salt, header);
+        header[HEADER_CRC_AT..KIND_AT].copy_from_slice(&crc.to_le_bytes());
         Ok(start..start + record_len)
     }
 }
@@ -209,15 +220,18 @@ impl RecordEncoder {
 #[derive(Debug, Clone, Copy)]
 pub struct RecordDecoder {
     segment_id: u64,
+    salt: u64,
     max_body_len: u32,
 }
 
 impl RecordDecoder {
-    /// A decoder for records of segment `segment_id`; records stamped with
-    /// another segment id are rejected.
-    pub fn new(segment_id: u64) -> Self {
+    /// A decoder for records of the segment with `header`. Records of any
+    /// other segment fail their header checksum (another salt) or are
+    /// rejected for their segment id.
+    pub fn new(header: &SegmentHeader) -> Self {
         RecordDecoder {
-            segment_id,
+            segment_id: header.segment_id,
+            salt: header.salt,
             max_body_len: MAX_BODY_LEN,
         }
     }
@@ -278,7 +292,7 @@ impl RecordDecoder {
     fn decode_header(&self, bytes: &[u8], offset: u64) -> Result<RecordHeader> {
         debug_assert_eq!(bytes.len(), RECORD_HEADER_LEN);
         let stored = read_u32(bytes, HEADER_CRC_AT);
-        let computed = crc32fast::hash(&bytes[KIND_AT..]);
+        let computed = header_crc(self.salt, bytes);
         ensure!(
             stored == computed,
             RecordHeaderChecksumSnafu {
@@ -296,18 +310,18 @@ impl RecordDecoder {
                 && bytes[RESERVED_B_AT..SEGMENT_ID_AT] == [0; RESERVED_B_LEN],
             RecordReservedSnafu { offset }
         );
+        let segment_id = read_u64(bytes, SEGMENT_ID_AT);
         let meta = BatchMeta {
-            segment_id: read_u64(bytes, SEGMENT_ID_AT),
             table_id: read_u64(bytes, TABLE_ID_AT),
             first_sequence: read_u64(bytes, FIRST_SEQUENCE_AT),
             durable_offset: read_u64(bytes, DURABLE_OFFSET_AT),
         };
         ensure!(
-            meta.segment_id == self.segment_id,
+            segment_id == self.segment_id,
             WrongSegmentSnafu {
                 offset,
                 expected: self.segment_id,
-                found: meta.segment_id,
+                found: segment_id,
             }
         );
         let body_len = read_u32(bytes, BODY_LEN_AT);
@@ -350,6 +364,7 @@ impl RecordDecoder {
             kind,
             entry_count,
             body_len,
+            segment_id,
             meta,
         })
     }
@@ -358,18 +373,20 @@ impl RecordDecoder {
 /// Walks the length prefixes of a body and checks that exactly
 /// `entry_count` entries fill it exactly.
 fn entry_lengths_fit(body: &[u8], entry_count: u32) -> bool {
-    let mut at = 0usize;
+    // In u64, so that no length can overflow on any target.
+    let body_len = body.len() as u64;
+    let mut at = 0u64;
     for _ in 0..entry_count {
-        let Some(prefix) = body.get(at..at + ENTRY_LEN_PREFIX) else {
+        if at + ENTRY_LEN_PREFIX as u64 > body_len {
             return false;
-        };
-        let len = read_u32(prefix, 0) as usize;
-        match at.checked_add(ENTRY_LEN_PREFIX + len) {
-            Some(next) if next <= body.len() => at = next,
-            _ => return false,
+        }
+        let len = u64::from(read_u32(body, at as usize));
+        at += ENTRY_LEN_PREFIX as u64 + len;
+        if at > body_len {
+            return false;
         }
     }
-    at == body.len()
+    at == body_len
 }
 
 /// A verified record borrowed from the bytes it was decoded from.
@@ -472,8 +489,12 @@ mod tests {
     use super::*;
     use crate::Error;
 
-    const META: BatchMeta = BatchMeta {
+    const SEGMENT: SegmentHeader = SegmentHeader {
+        region_id: 1,
         segment_id: 5,
+        salt: 0xa1a2_a3a4_a5a6_a7a8,
+    };
+    const META: BatchMeta = BatchMeta {
         table_id: 0x1122_3344_5566_7788,
         first_sequence: 10,
         durable_offset: 32,
@@ -481,20 +502,21 @@ mod tests {
 
     fn encode(meta: &BatchMeta, entries: &[&[u8]]) -> Vec<u8> {
         let mut out = Vec::new();
-        RecordEncoder::new()
+        RecordEncoder::new(&SEGMENT)
             .encode(meta, entries, &mut out)
             .unwrap();
         out
     }
 
     /// Pins the byte encoding of a batch record: if this test fails, the
-    /// on-disk format changed and FORMAT_VERSION must change with it.
+    /// on-disk format changed and FORMAT_VERSION must change with it. The
+    /// checksums were computed independently with zlib's crc32.
     #[test]
     fn golden_bytes() {
         let bytes = encode(&META, &[b"ab", b""]);
         #[rustfmt::skip]
         let expected: Vec<u8> = vec![
-            0xe5, 0x16, 0xaf, 0xc6, // header_crc
+            0x2a, 0x5e, 0x42, 0xf2, // header_crc (salt included)
             0x01, // kind = batch
             0x00, 0x00, 0x00, // reserved
             0x02, 0x00, 0x00, 0x00, // entry_count = 2
@@ -514,7 +536,7 @@ mod tests {
     #[test]
     fn round_trip_borrows_payloads() {
         let bytes = encode(&META, &[b"first", b"", b"third"]);
-        let record = RecordDecoder::new(5).decode(&bytes, 64).unwrap();
+        let record = RecordDecoder::new(&SEGMENT).decode(&bytes, 64).unwrap();
         assert_eq!(record.offset(), 64);
         assert_eq!(record.end_offset(), 64 + bytes.len() as u64);
         assert_eq!((record.first_sequence(), record.last_sequence()), (10, 12));
@@ -544,7 +566,7 @@ mod tests {
     #[test]
     fn empty_batch_is_refused() {
         let mut out = vec![1, 2, 3];
-        let err = RecordEncoder::new()
+        let err = RecordEncoder::new(&SEGMENT)
             .encode::<&[u8]>(&META, &[], &mut out)
             .unwrap_err();
         assert_eq!(err, Error::EmptyBatch);
@@ -553,7 +575,7 @@ mod tests {
 
     #[test]
     fn oversized_batch_is_refused_before_encoding() {
-        let encoder = RecordEncoder::with_max_body_len(16);
+        let encoder = RecordEncoder::new(&SEGMENT).with_max_body_len(16);
         let entries: [&[u8]; 2] = [&[0; 8], &[0; 1]];
         let err = encoder.encoded_len(&entries).unwrap_err();
         assert_eq!(
@@ -578,7 +600,7 @@ mod tests {
                 ..META
             };
             let entries = vec![b"x".as_slice(); count];
-            let err = RecordEncoder::new()
+            let err = RecordEncoder::new(&SEGMENT)
                 .encode(&meta, &entries, &mut out)
                 .unwrap_err();
             assert_eq!(
@@ -594,17 +616,17 @@ mod tests {
             first_sequence: u64::MAX - 1,
             ..META
         };
-        RecordEncoder::new()
+        RecordEncoder::new(&SEGMENT)
             .encode(&meta, &[b"x"], &mut out)
             .unwrap();
-        let record = RecordDecoder::new(5).decode(&out, 64).unwrap();
+        let record = RecordDecoder::new(&SEGMENT).decode(&out, 64).unwrap();
         assert_eq!(record.last_sequence(), u64::MAX - 1);
     }
 
     #[test]
     fn truncated_input_names_what_is_missing() {
         let bytes = encode(&META, &[b"payload"]);
-        let decoder = RecordDecoder::new(5);
+        let decoder = RecordDecoder::new(&SEGMENT);
         assert_eq!(
             decoder.decode(&bytes[..10], 100),
             Err(Error::Truncated {
@@ -627,7 +649,9 @@ mod tests {
     fn garbage_length_is_caught_by_the_header_checksum() {
         let mut bytes = encode(&META, &[b"payload"]);
         bytes[BODY_LEN_AT..BODY_LEN_AT + 4].copy_from_slice(&u32::MAX.to_le_bytes());
-        let err = RecordDecoder::new(5).decode(&bytes, 100).unwrap_err();
+        let err = RecordDecoder::new(&SEGMENT)
+            .decode(&bytes, 100)
+            .unwrap_err();
         assert!(
             matches!(err, Error::RecordHeaderChecksum { offset: 100, .. }),
             "{err}"
@@ -637,7 +661,25 @@ mod tests {
     #[test]
     fn record_of_another_segment_is_rejected() {
         let bytes = encode(&META, &[b"payload"]);
-        let err = RecordDecoder::new(6).decode(&bytes, 100).unwrap_err();
+        // Another segment has another salt: its records fail the checksum.
+        let other = SegmentHeader {
+            segment_id: 6,
+            salt: 1,
+            ..SEGMENT
+        };
+        let err = RecordDecoder::new(&other).decode(&bytes, 100).unwrap_err();
+        assert!(
+            matches!(err, Error::RecordHeaderChecksum { offset: 100, .. }),
+            "{err}"
+        );
+        // With the same salt (never the case in practice) the id still differs.
+        let same_salt = SegmentHeader {
+            segment_id: 6,
+            ..SEGMENT
+        };
+        let err = RecordDecoder::new(&same_salt)
+            .decode(&bytes, 100)
+            .unwrap_err();
         assert_eq!(
             err,
             Error::WrongSegment {
@@ -651,7 +693,7 @@ mod tests {
     #[test]
     fn durable_offset_beyond_the_record_is_malformed() {
         let bytes = encode(&META, &[b"payload"]);
-        let err = RecordDecoder::new(5).decode(&bytes, 31).unwrap_err();
+        let err = RecordDecoder::new(&SEGMENT).decode(&bytes, 31).unwrap_err();
         assert!(
             matches!(err, Error::MalformedRecord { offset: 31, .. }),
             "{err}"
@@ -661,13 +703,13 @@ mod tests {
     /// Re-signs a header after a test edits it, to reach the checks behind
     /// the header checksum.
     fn reseal(bytes: &mut [u8]) {
-        let crc = crc32fast::hash(&bytes[KIND_AT..RECORD_HEADER_LEN]);
+        let crc = header_crc(SEGMENT.salt, bytes);
         bytes[..KIND_AT].copy_from_slice(&crc.to_le_bytes());
     }
 
     #[test]
     fn validly_signed_but_inconsistent_headers_are_rejected() {
-        let decoder = RecordDecoder::new(5);
+        let decoder = RecordDecoder::new(&SEGMENT);
         let good = encode(&META, &[b"payload"]);
 
         let mut bytes = good.clone();
@@ -726,7 +768,7 @@ mod tests {
     #[test]
     fn every_bit_flip_is_detected() {
         let bytes = encode(&META, &[b"some", b"entries", b"here"]);
-        let decoder = RecordDecoder::new(5);
+        let decoder = RecordDecoder::new(&SEGMENT);
         for bit in 0..bytes.len() * 8 {
             let mut flipped = bytes.clone();
             flipped[bit / 8] ^= 1 << (bit % 8);

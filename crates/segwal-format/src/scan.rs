@@ -22,6 +22,7 @@
 use std::ops::Range;
 
 use crate::error::Error;
+use crate::header::SegmentHeader;
 use crate::record::{RECORD_HEADER_LEN, Record, RecordDecoder};
 
 /// How a scan ended. Offsets are segment offsets.
@@ -80,18 +81,25 @@ pub struct Scanner<'a> {
     pos: usize,
     decoder: RecordDecoder,
     end: Option<ScanEnd>,
+    /// Index just past the last non-zero byte of `data`, computed on the
+    /// first failure (the unwritten tail of a segment can be large, and a
+    /// scan that skips corruption may fail many times).
+    written_end: Option<usize>,
 }
 
 impl<'a> Scanner<'a> {
-    /// A scanner over `data`, which starts at segment offset `base` of
-    /// segment `segment_id`.
-    pub fn new(data: &'a [u8], base: u64, segment_id: u64) -> Self {
+    /// A scanner over `data`, which starts at segment offset `base` of the
+    /// segment with `header`. Bytes that would lie past offset `u64::MAX`
+    /// are ignored.
+    pub fn new(data: &'a [u8], base: u64, header: &SegmentHeader) -> Self {
+        let addressable = usize::try_from(u64::MAX - base).unwrap_or(usize::MAX);
         Scanner {
-            data,
+            data: &data[..data.len().min(addressable)],
             base,
             pos: 0,
-            decoder: RecordDecoder::new(segment_id),
+            decoder: RecordDecoder::new(header),
             end: None,
+            written_end: None,
         }
     }
 
@@ -126,14 +134,17 @@ impl<'a> Scanner<'a> {
 
     /// Decides how the scan ends, given that the record at `pos` failed to
     /// verify with `cause`. See the module docs for the reasoning.
-    fn classify(&self, pos: usize, cause: Error) -> ScanEnd {
+    fn classify(&mut self, pos: usize, cause: Error) -> ScanEnd {
         let offset = self.offset_of(pos);
         // Candidates for a later record must start before the last non-zero
         // byte: a record begins with a checksum and a non-zero kind byte.
-        let written_end = match self.data[pos..].iter().rposition(|&b| b != 0) {
-            None => return ScanEnd::Clean { offset },
-            Some(last) => pos + last + 1,
-        };
+        let data = self.data;
+        let written_end = *self
+            .written_end
+            .get_or_insert_with(|| data.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1));
+        if written_end <= pos {
+            return ScanEnd::Clean { offset };
+        }
         let Some(resume) = self.find_valid(pos + 1, written_end) else {
             return ScanEnd::TornTail { offset, cause };
         };
@@ -194,7 +205,8 @@ impl<'a> Iterator for Scanner<'a> {
                 Some(record)
             }
             Err(cause) => {
-                self.end = Some(self.classify(self.pos, cause));
+                let end = self.classify(self.pos, cause);
+                self.end = Some(end);
                 None
             }
         }
@@ -206,8 +218,12 @@ mod tests {
     use super::*;
     use crate::{BatchMeta, RecordEncoder};
 
-    const SEGMENT: u64 = 3;
-    const BASE: u64 = 32;
+    const SEGMENT: SegmentHeader = SegmentHeader {
+        region_id: 1,
+        segment_id: 3,
+        salt: 0x0123_4567_89ab_cdef,
+    };
+    const BASE: u64 = 40;
 
     /// Builds an image of records starting at segment offset `BASE`. Each
     /// record is given as `(entries, durable_offset)`; returns the image and
@@ -219,12 +235,11 @@ mod tests {
         for (entries, durable_offset) in records {
             starts.push(BASE + out.len() as u64);
             let meta = BatchMeta {
-                segment_id: SEGMENT,
                 table_id: 1,
                 first_sequence: sequence,
                 durable_offset: *durable_offset,
             };
-            RecordEncoder::new()
+            RecordEncoder::new(&SEGMENT)
                 .encode(&meta, entries, &mut out)
                 .unwrap();
             sequence += entries.len() as u64;
@@ -240,7 +255,7 @@ mod tests {
     #[test]
     fn zero_tail_is_a_clean_end() {
         let (bytes, starts) = image(&[(&[b"a"], BASE), (&[b"b", b"c"], BASE)], 100);
-        let mut scanner = Scanner::new(&bytes, BASE, SEGMENT);
+        let mut scanner = Scanner::new(&bytes, BASE, &SEGMENT);
         assert_eq!(collect(&mut scanner), starts);
         let end = BASE + bytes.len() as u64 - 100;
         assert_eq!(scanner.end(), Some(&ScanEnd::Clean { offset: end }));
@@ -248,7 +263,7 @@ mod tests {
 
     #[test]
     fn empty_input_is_a_clean_end() {
-        let mut scanner = Scanner::new(&[], BASE, SEGMENT);
+        let mut scanner = Scanner::new(&[], BASE, &SEGMENT);
         assert_eq!(scanner.next(), None);
         assert_eq!(scanner.end(), Some(&ScanEnd::Clean { offset: BASE }));
     }
@@ -259,7 +274,7 @@ mod tests {
         // The second record's last bytes never reached the disk.
         let second_end = (starts[1] - BASE) as usize + RECORD_HEADER_LEN + 12;
         bytes[second_end - 4..second_end].fill(0);
-        let mut scanner = Scanner::new(&bytes, BASE, SEGMENT);
+        let mut scanner = Scanner::new(&bytes, BASE, &SEGMENT);
         assert_eq!(collect(&mut scanner), &starts[..1]);
         assert!(matches!(
             scanner.end(),
@@ -275,7 +290,7 @@ mod tests {
         let (mut bytes, starts) = image(&[(&[b"a"], BASE), (&[b"b"], BASE), (&[b"c"], BASE)], 64);
         let second = (starts[1] - BASE) as usize;
         bytes[second + RECORD_HEADER_LEN] ^= 0xff;
-        let mut scanner = Scanner::new(&bytes, BASE, SEGMENT);
+        let mut scanner = Scanner::new(&bytes, BASE, &SEGMENT);
         assert_eq!(collect(&mut scanner), &starts[..1]);
         assert!(
             matches!(scanner.end(), Some(ScanEnd::TornTail { offset, .. }) if *offset == starts[1])
@@ -298,7 +313,7 @@ mod tests {
         assert_eq!(&starts3[..2], &starts[..]);
         let second = (starts[1] - BASE) as usize;
         bytes[second + 2] ^= 0x01;
-        let mut scanner = Scanner::new(&bytes, BASE, SEGMENT);
+        let mut scanner = Scanner::new(&bytes, BASE, &SEGMENT);
         assert_eq!(collect(&mut scanner), &starts[..1]);
         let Some(ScanEnd::Corruption {
             offset,
@@ -320,7 +335,7 @@ mod tests {
         let (mut bytes, starts) = image(&[(&[b"a"], BASE)], 200);
         let garbage_at = bytes.len() - 150;
         bytes[garbage_at..garbage_at + 7].copy_from_slice(b"garbage");
-        let mut scanner = Scanner::new(&bytes, BASE, SEGMENT);
+        let mut scanner = Scanner::new(&bytes, BASE, &SEGMENT);
         assert_eq!(collect(&mut scanner), starts);
         assert!(matches!(scanner.end(), Some(ScanEnd::TornTail { .. })));
     }
@@ -332,7 +347,7 @@ mod tests {
         let (mut bytes, starts) = image(&[(&[b"a"], BASE), (&[b"b"], synced)], 64);
         let first_len = first.len();
         bytes[..first_len].fill(0);
-        let mut scanner = Scanner::new(&bytes, BASE, SEGMENT);
+        let mut scanner = Scanner::new(&bytes, BASE, &SEGMENT);
         assert_eq!(collect(&mut scanner), Vec::<u64>::new());
         assert!(matches!(
             scanner.end(),
@@ -347,7 +362,12 @@ mod tests {
         let synced = BASE + first.len() as u64;
         let (mut bytes, _) = image(&[(&[b"a"], BASE), (&[b"b"], synced)], 64);
         bytes[3] ^= 1;
-        let mut scanner = Scanner::new(&bytes, BASE, SEGMENT + 1);
+        let other = SegmentHeader {
+            segment_id: 4,
+            salt: 7,
+            ..SEGMENT
+        };
+        let mut scanner = Scanner::new(&bytes, BASE, &other);
         assert_eq!(collect(&mut scanner), Vec::<u64>::new());
         assert!(matches!(scanner.end(), Some(ScanEnd::TornTail { .. })));
     }

@@ -77,6 +77,7 @@ fn segment_header_table_matches_the_code() {
             "reserved",
             "region_id",
             "segment_id",
+            "salt",
             "header_crc"
         ]
     );
@@ -166,16 +167,21 @@ fn golden_byte_dumps_match_the_encoder() {
     let header = SegmentHeader {
         region_id: 0x0102_0304_0506_0708,
         segment_id: 42,
+        salt: 0xa1a2_a3a4_a5a6_a7a8,
     };
     assert_eq!(dumps[0], header.encode());
-    let meta = BatchMeta {
+    let segment = SegmentHeader {
+        region_id: 1,
         segment_id: 5,
+        salt: 0xa1a2_a3a4_a5a6_a7a8,
+    };
+    let meta = BatchMeta {
         table_id: 0x1122_3344_5566_7788,
         first_sequence: 10,
         durable_offset: 32,
     };
     let mut record = Vec::new();
-    RecordEncoder::new()
+    RecordEncoder::new(&segment)
         .encode(&meta, &[b"ab".as_slice(), b""], &mut record)
         .unwrap();
     assert_eq!(dumps[1], record);

@@ -6,7 +6,11 @@ use segwal_format::{
     BatchMeta, RecordDecoder, RecordEncoder, SEGMENT_HEADER_LEN, ScanEnd, Scanner, SegmentHeader,
 };
 
-const SEGMENT: u64 = 11;
+const SEGMENT: SegmentHeader = SegmentHeader {
+    region_id: 3,
+    segment_id: 11,
+    salt: 0x7e57_5a17_0000_0001,
+};
 const BASE: u64 = SEGMENT_HEADER_LEN as u64;
 
 /// One batch as a writer would hand it to the encoder.
@@ -52,12 +56,11 @@ fn build(batches: &[Batch], zero_tail: usize) -> Image {
             durable = start;
         }
         let meta = BatchMeta {
-            segment_id: SEGMENT,
             table_id: batch.table_id,
             first_sequence: sequence,
             durable_offset: durable,
         };
-        RecordEncoder::new()
+        RecordEncoder::new(&SEGMENT)
             .encode(&meta, &batch.entries, &mut bytes)
             .unwrap();
         sequence += batch.entries.len() as u64;
@@ -77,7 +80,7 @@ type Scanned = (u64, u64, Vec<Vec<u8>>);
 
 /// Scans `bytes` and returns each record and how the scan ended.
 fn scan(bytes: &[u8]) -> (Vec<Scanned>, ScanEnd) {
-    let mut scanner = Scanner::new(bytes, BASE, SEGMENT);
+    let mut scanner = Scanner::new(bytes, BASE, &SEGMENT);
     let records = scanner
         .by_ref()
         .map(|r| {
@@ -113,11 +116,11 @@ proptest! {
         gap in 0u64..1 << 20,
     ) {
         let offset = durable_offset + gap;
-        let meta = BatchMeta { segment_id: SEGMENT, table_id: b.table_id, first_sequence, durable_offset };
+        let meta = BatchMeta { table_id: b.table_id, first_sequence, durable_offset };
         let mut out = vec![0xAA; 3];
-        let range = RecordEncoder::new().encode(&meta, &b.entries, &mut out).unwrap();
-        prop_assert_eq!(range.len(), RecordEncoder::new().encoded_len(&b.entries).unwrap());
-        let record = RecordDecoder::new(SEGMENT).decode(&out[range.clone()], offset).unwrap();
+        let range = RecordEncoder::new(&SEGMENT).encode(&meta, &b.entries, &mut out).unwrap();
+        prop_assert_eq!(range.len(), RecordEncoder::new(&SEGMENT).encoded_len(&b.entries).unwrap());
+        let record = RecordDecoder::new(&SEGMENT).decode(&out[range.clone()], offset).unwrap();
         prop_assert_eq!(record.header().meta, meta);
         prop_assert_eq!(record.end_offset(), offset + range.len() as u64);
         let decoded: Vec<_> = record.entries().collect();
@@ -141,15 +144,16 @@ proptest! {
     /// Arbitrary bytes never panic the header decoder, the record decoder or
     /// the scanner, and the scanner ends within the input.
     #[test]
-    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..2048), base in 0u64..1 << 40) {
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..2048), base in prop_oneof![0u64..1 << 40, u64::MAX - 4096..=u64::MAX]) {
         let _ = SegmentHeader::decode(&bytes);
-        let _ = RecordDecoder::new(SEGMENT).decode(&bytes, base);
-        let mut scanner = Scanner::new(&bytes, base, SEGMENT);
+        let _ = RecordDecoder::new(&SEGMENT).decode(&bytes, base);
+        let mut scanner = Scanner::new(&bytes, base, &SEGMENT);
+        let limit = base.saturating_add(bytes.len() as u64);
         for record in scanner.by_ref() {
-            prop_assert!(record.end_offset() <= base + bytes.len() as u64);
+            prop_assert!(record.end_offset() <= limit);
         }
         let end = scanner.end().unwrap().offset();
-        prop_assert!(end >= base && end <= base + bytes.len() as u64);
+        prop_assert!(end >= base && end <= limit);
         while scanner.skip_corruption().is_some() {
             for _ in scanner.by_ref() {}
         }
@@ -170,7 +174,7 @@ proptest! {
             let end = (at + patch.len()).min(bytes.len());
             bytes[at..end].copy_from_slice(&patch[..end - at]);
         }
-        let mut scanner = Scanner::new(&bytes, BASE, SEGMENT);
+        let mut scanner = Scanner::new(&bytes, BASE, &SEGMENT);
         loop {
             for r in scanner.by_ref() {
                 let got = (r.offset(), r.table_id(), r.entries().map(|e| e.payload.to_vec()).collect::<Vec<_>>());

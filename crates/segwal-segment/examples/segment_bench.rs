@@ -18,7 +18,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use segwal_format::SegmentHeader;
+use segwal_format::SegmentIdentity;
 use segwal_segment::{BatchRef, Error, OpenOptions, Segment, segment_file_name};
 
 struct Args {
@@ -96,7 +96,7 @@ fn run(args: &Args, dir: &Path) -> Result<(), Error> {
     // Write, rolling over to a new segment when a batch does not fit.
     let mut segment_id = 1;
     let create = |id: u64| {
-        let header = SegmentHeader {
+        let header = SegmentIdentity {
             region_id,
             segment_id: id,
         };
@@ -134,7 +134,7 @@ fn run(args: &Args, dir: &Path) -> Result<(), Error> {
     let (mut entries, mut replayed_bytes) = (0u64, 0u64);
     let mut opened = Vec::new();
     for id in 1..=segment_id {
-        let header = SegmentHeader {
+        let header = SegmentIdentity {
             region_id,
             segment_id: id,
         };

@@ -3,7 +3,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use segwal_format::SegmentHeader;
+use segwal_format::SegmentIdentity;
 use snafu::Snafu;
 
 /// A `Result` with this crate's [`Error`].
@@ -81,9 +81,20 @@ pub enum Error {
         /// The segment file.
         path: PathBuf,
         /// The identity its place implies.
-        expected: SegmentHeader,
+        expected: SegmentIdentity,
         /// The identity its header holds.
-        found: SegmentHeader,
+        found: SegmentIdentity,
+    },
+
+    /// Another open of the file holds a conflicting lock: it is open for
+    /// writing elsewhere, or open for reading while a writer asked for it.
+    #[snafu(display(
+        "segment {} is locked by another open (in this process or another)",
+        path.display()
+    ))]
+    Locked {
+        /// The segment file.
+        path: PathBuf,
     },
 
     /// Recovery found damage to data that had been synced.

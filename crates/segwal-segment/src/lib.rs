@@ -14,14 +14,14 @@
 //! through the map.
 //!
 //! ```
-//! use segwal_format::SegmentHeader;
+//! use segwal_format::SegmentIdentity;
 //! use segwal_segment::{BatchRef, OpenOptions, Segment};
 //!
 //! let dir = tempfile::tempdir().unwrap();
 //! let path = dir.path().join(segwal_segment::segment_file_name(1));
-//! let header = SegmentHeader { region_id: 9, segment_id: 1 };
+//! let identity = SegmentIdentity { region_id: 9, segment_id: 1 };
 //!
-//! let mut segment = Segment::create(&path, header, 1 << 20).unwrap();
+//! let mut segment = Segment::create(&path, identity, 1 << 20).unwrap();
 //! let entries: [&[u8]; 2] = [b"first", b"second"];
 //! let placed = segment
 //!     .append(&BatchRef { table_id: 4, first_sequence: 1, entries: &entries })
@@ -31,7 +31,7 @@
 //!
 //! let mut tables = Vec::new();
 //! let (segment, report) =
-//!     Segment::open(&path, header, &OpenOptions::default(), |record| tables.push(record.table_id()))
+//!     Segment::open(&path, identity, &OpenOptions::default(), |record| tables.push(record.table_id()))
 //!         .unwrap();
 //! assert_eq!((tables, report.records, report.end), (vec![4], 1, placed.end));
 //! let handle = segment.handle();

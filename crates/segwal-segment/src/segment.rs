@@ -1,25 +1,27 @@
 //! One segment file: create, open and recover, append, sync, read, close,
 //! delete.
 
-use std::fs::{self, File};
+use std::fs::{self, File, TryLockError};
+use std::hash::{BuildHasher, Hasher};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use memmap2::{MmapOptions, MmapRaw};
 use segwal_format::{
     BatchMeta, ENTRY_LEN_PREFIX, RECORD_HEADER_LEN, Record, RecordEncoder, SEGMENT_HEADER_LEN,
-    ScanEnd, Scanner, SegmentHeader,
+    ScanEnd, Scanner, SegmentHeader, SegmentIdentity,
 };
 use snafu::{ResultExt, ensure};
 
 use crate::error::{
     AppendPastCapacitySnafu, BadHeaderSnafu, ClearTailSnafu, CorruptedSnafu, CreateSnafu,
-    DeleteSnafu, EncodeSnafu, InvalidCapacitySnafu, OpenSnafu, PoisonedSnafu, PreallocateSnafu,
-    ReadOnlySnafu, ReadPastEndSnafu, Result, SyncDirSnafu, SyncSnafu, TornTailSnafu, WriteSnafu,
-    WrongIdentitySnafu,
+    DeleteSnafu, EncodeSnafu, InvalidCapacitySnafu, LockedSnafu, OpenSnafu, PoisonedSnafu,
+    PreallocateSnafu, ReadOnlySnafu, ReadPastEndSnafu, Result, SyncDirSnafu, SyncSnafu,
+    TornTailSnafu, WriteSnafu, WrongIdentitySnafu,
 };
 
 /// File name suffix of segment files.
@@ -143,7 +145,11 @@ pub struct BatchRef<'a, E> {
 ///   before the first handle exists and only at or after the recovered end.
 /// - The file is never truncated: its length is `capacity` from creation
 ///   to deletion.
-/// - Once `failed` is set it stays set, and `durable` never moves again.
+/// - Once `failed` is set it stays set. `durable` then moves at most once
+///   more, for a sync that was already under way and covers only data
+///   written before the failure.
+/// - The file is locked (`flock`): exclusively when writable, shared when
+///   read-only, so no other open in this or another process writes it.
 #[derive(Debug)]
 struct Shared {
     path: PathBuf,
@@ -184,14 +190,15 @@ pub struct SegmentHandle {
 }
 
 impl Segment {
-    /// Creates segment file `path` with `capacity` bytes, all of them
+    /// Creates segment file `path` for `identity` with a fresh random salt
+    /// and `capacity` bytes, all of them
     /// written (zero-filled) so that later appends never allocate blocks:
     /// an append cannot fail for lack of space and a sync has no file
     /// metadata to write. Writes the header, syncs the file, then syncs the
     /// directory, so the segment exists durably when this returns.
     ///
     /// Fails if the file exists. On failure no file is left behind.
-    pub fn create(path: &Path, header: SegmentHeader, capacity: u64) -> Result<Segment> {
+    pub fn create(path: &Path, identity: SegmentIdentity, capacity: u64) -> Result<Segment> {
         ensure!(
             capacity >= MIN_CAPACITY,
             InvalidCapacitySnafu {
@@ -212,8 +219,15 @@ impl Segment {
             .create_new(true)
             .open(path)
             .context(CreateSnafu { path })?;
-        let result = preallocate(&file, header, capacity)
-            .context(PreallocateSnafu { path, capacity })
+        let header = SegmentHeader {
+            region_id: identity.region_id,
+            segment_id: identity.segment_id,
+            salt: new_salt(identity),
+        };
+        let result = lock(&file, path, true)
+            .and_then(|()| {
+                preallocate(&file, header, capacity).context(PreallocateSnafu { path, capacity })
+            })
             .and_then(|()| sync_parent_dir(path))
             .and_then(|()| map(&file, path));
         match result {
@@ -240,7 +254,7 @@ impl Segment {
     }
 
     /// Opens segment file `path`, checks that its header is valid and names
-    /// `expected`, and recovers it: every valid record is passed to `visit`
+    /// `expected`, locks it, and recovers it: every valid record is passed to `visit`
     /// in file order, and damage is handled per `options.recovery_mode`.
     ///
     /// A writable open cuts a torn tail (zeroing it, so no stale record can
@@ -251,7 +265,7 @@ impl Segment {
     /// On error, records already passed to `visit` must be disregarded.
     pub fn open(
         path: &Path,
-        expected: SegmentHeader,
+        expected: SegmentIdentity,
         options: &OpenOptions,
         mut visit: impl FnMut(&Record<'_>),
     ) -> Result<(Segment, RecoveryReport)> {
@@ -260,17 +274,18 @@ impl Segment {
             .write(options.writable)
             .open(path)
             .context(OpenSnafu { path })?;
+        lock(&file, path, options.writable)?;
         let capacity = file.metadata().context(OpenSnafu { path })?.len();
         let mut header_bytes = vec![0u8; (capacity as usize).min(SEGMENT_HEADER_LEN)];
         file.read_exact_at(&mut header_bytes, 0)
             .context(OpenSnafu { path })?;
         let found = SegmentHeader::decode(&header_bytes).context(BadHeaderSnafu { path })?;
         ensure!(
-            found == expected,
+            found.identity() == expected,
             WrongIdentitySnafu {
                 path,
                 expected,
-                found
+                found: found.identity(),
             }
         );
         let map = map(&file, path)?;
@@ -304,8 +319,8 @@ impl Segment {
 
     fn from_parts(shared: Shared) -> Segment {
         Segment {
+            encoder: RecordEncoder::new(&shared.header),
             shared: Arc::new(shared),
-            encoder: RecordEncoder::new(),
             buf: Vec::new(),
         }
     }
@@ -322,9 +337,14 @@ impl Segment {
         &self.shared.path
     }
 
-    /// The identity in the segment's header.
+    /// The segment's header.
     pub fn header(&self) -> SegmentHeader {
         self.shared.header
+    }
+
+    /// The region and segment ids in the segment's header.
+    pub fn identity(&self) -> SegmentIdentity {
+        self.shared.header.identity()
     }
 
     /// Total size of the file in bytes.
@@ -384,11 +404,28 @@ impl Segment {
         shared.check_not_failed()?;
         let offset = shared.written.load(Ordering::Acquire);
         let durable_offset = shared.durable.load(Ordering::Acquire);
+        // Sizes first (cheap, and it validates each batch), so that a group
+        // that cannot fit is refused before anything is encoded.
+        let mut len = 0u64;
+        for batch in batches {
+            len += self
+                .encoder
+                .encoded_len(batch.entries)
+                .context(EncodeSnafu { path: &shared.path })? as u64;
+        }
+        ensure!(
+            len <= shared.capacity - offset,
+            AppendPastCapacitySnafu {
+                path: &shared.path,
+                offset,
+                len,
+                capacity: shared.capacity,
+            }
+        );
         self.buf.clear();
         let first_placed = placed.len();
         for batch in batches {
             let meta = BatchMeta {
-                segment_id: shared.header.segment_id,
                 table_id: batch.table_id,
                 first_sequence: batch.first_sequence,
                 durable_offset,
@@ -400,17 +437,7 @@ impl Segment {
                 .context(EncodeSnafu { path: &shared.path })?;
             placed.push(offset + range.start as u64..offset + range.end as u64);
         }
-        let len = self.buf.len() as u64;
-        if len > shared.capacity - offset {
-            placed.truncate(first_placed);
-            return AppendPastCapacitySnafu {
-                path: &shared.path,
-                offset,
-                len,
-                capacity: shared.capacity,
-            }
-            .fail();
-        }
+        debug_assert_eq!(self.buf.len() as u64, len);
         if let Err(source) = shared.file.write_all_at(&self.buf, offset) {
             shared.failed.store(true, Ordering::Release);
             placed.truncate(first_placed);
@@ -461,7 +488,7 @@ impl SegmentHandle {
         &self.shared.path
     }
 
-    /// The identity in the segment's header.
+    /// The segment's header.
     pub fn header(&self) -> SegmentHeader {
         self.shared.header
     }
@@ -522,7 +549,7 @@ impl SegmentHandle {
         Ok(Scanner::new(
             self.shared.bytes(offset, written),
             offset,
-            self.shared.header.segment_id,
+            &self.shared.header,
         ))
     }
 }
@@ -547,7 +574,8 @@ impl Shared {
         // == map.len()`, asserted above), which lives as long as `self`
         // because the slice borrows `self`. The file is never truncated while
         // mapped (see `Shared`'s invariants; no other process writes segment
-        // files, which the manager's lock file enforces), so the pages stay
+        // files, and `flock` keeps every other open of this file in segwal
+        // read-only while this one writes), so the pages stay
         // valid. The bytes do not change while the slice lives: either they
         // lie below `written`, which nothing modifies, or (recovery) no write
         // happens until the slice is dropped.
@@ -589,7 +617,7 @@ impl Shared {
         visit: &mut impl FnMut(&Record<'_>),
     ) -> Result<RecoveryReport> {
         let data = self.bytes_unpublished(SEGMENT_HEADER_LEN as u64, self.capacity);
-        let mut scanner = Scanner::new(data, SEGMENT_HEADER_LEN as u64, self.header.segment_id);
+        let mut scanner = Scanner::new(data, SEGMENT_HEADER_LEN as u64, &self.header);
         let mut report = RecoveryReport {
             records: 0,
             end: SEGMENT_HEADER_LEN as u64,
@@ -657,6 +685,35 @@ impl Shared {
             at += n as u64;
         }
         Ok(())
+    }
+}
+
+/// A salt for a new segment: unpredictable to anyone who only supplies
+/// payloads. `RandomState` is seeded from the operating system's random
+/// source; the identity, clock and process id make each salt distinct.
+fn new_salt(identity: SegmentIdentity) -> u64 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(identity.region_id);
+    hasher.write_u64(identity.segment_id);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH);
+    hasher.write_u128(now.map_or(0, |d| d.as_nanos()));
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}
+
+/// Takes an exclusive (writer) or shared (reader) `flock` on the file, so
+/// that no two opens can write one segment, in this process or another.
+/// The lock goes with the file descriptor.
+fn lock(file: &File, path: &Path, exclusive: bool) -> Result<()> {
+    let locked = if exclusive {
+        file.try_lock()
+    } else {
+        file.try_lock_shared()
+    };
+    match locked {
+        Ok(()) => Ok(()),
+        Err(TryLockError::WouldBlock) => LockedSnafu { path }.fail(),
+        Err(TryLockError::Error(source)) => Err(source).context(OpenSnafu { path }),
     }
 }
 

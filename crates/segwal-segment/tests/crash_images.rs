@@ -7,10 +7,10 @@ use std::fs;
 use std::ops::Range;
 
 use proptest::prelude::*;
-use segwal_format::SegmentHeader;
+use segwal_format::SegmentIdentity;
 use segwal_segment::{BatchRef, OpenOptions, RecoveryMode, Segment, segment_file_name};
 
-const HEADER: SegmentHeader = SegmentHeader {
+const HEADER: SegmentIdentity = SegmentIdentity {
     region_id: 1,
     segment_id: 1,
 };

@@ -5,7 +5,7 @@ use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use segwal_format::SegmentHeader;
+use segwal_format::SegmentIdentity;
 use segwal_segment::{BatchRef, Error, OpenOptions, Segment, segment_file_name};
 
 /// A tmpfs of `size` mounted on a fresh temporary directory, unmounted on
@@ -64,7 +64,7 @@ fn full_disk_fails_creation_cleanly_and_never_appends() {
     let Some(fs_) = SmallFs::mount("1m") else {
         return;
     };
-    let header = SegmentHeader {
+    let header = SegmentIdentity {
         region_id: 1,
         segment_id: 1,
     };

@@ -5,13 +5,16 @@ use std::fs;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use segwal_format::{RECORD_HEADER_LEN, RecordDecoder, SEGMENT_HEADER_LEN, SegmentHeader};
+use segwal_format::{
+    BatchMeta, RECORD_HEADER_LEN, RecordDecoder, RecordEncoder, SEGMENT_HEADER_LEN, SegmentHeader,
+    SegmentIdentity,
+};
 use segwal_segment::{
     BatchRef, Error, OpenOptions, RecoveryMode, RecoveryReport, Segment, parse_segment_file_name,
     segment_file_name,
 };
 
-const HEADER: SegmentHeader = SegmentHeader {
+const HEADER: SegmentIdentity = SegmentIdentity {
     region_id: 2,
     segment_id: 7,
 };
@@ -67,7 +70,8 @@ fn create_preallocates_real_blocks_and_writes_the_header() {
     // Not sparse: every block is allocated, so appends never allocate.
     assert!(meta.blocks() * 512 >= CAPACITY, "{} blocks", meta.blocks());
     let bytes = fs::read(&path).unwrap();
-    assert_eq!(SegmentHeader::decode(&bytes).unwrap(), HEADER);
+    assert_eq!(SegmentHeader::decode(&bytes).unwrap(), segment.header());
+    assert_eq!(segment.header().identity(), HEADER);
     assert!(bytes[SEGMENT_HEADER_LEN..].iter().all(|&b| b == 0));
 }
 
@@ -92,7 +96,12 @@ fn zero_length_and_short_files_are_rejected_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(segment_file_name(7));
     for len in [0, 10, SEGMENT_HEADER_LEN - 1] {
-        fs::write(&path, &HEADER.encode()[..len]).unwrap();
+        let header = SegmentHeader {
+            region_id: 2,
+            segment_id: 7,
+            salt: 1,
+        };
+        fs::write(&path, &header.encode()[..len]).unwrap();
         let err = open(&path, RecoveryMode::default()).unwrap_err();
         assert!(
             matches!(&err, Error::BadHeader { source: segwal_format::Error::ShortSegmentHeader { len: l }, .. } if *l == len),
@@ -164,7 +173,7 @@ fn a_segment_in_the_wrong_place_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let (path, segment) = new_segment(dir.path());
     segment.close().unwrap();
-    let expected = SegmentHeader {
+    let expected = SegmentIdentity {
         region_id: 3,
         ..HEADER
     };
@@ -442,7 +451,7 @@ fn records_are_stamped_with_the_last_completed_sync() {
     let whole = segment.append_batches(&batches, &mut placed).unwrap();
     assert_eq!((placed[0].start, placed[1].end), (whole.start, whole.end));
     let handle = segment.handle();
-    let decoder = RecordDecoder::new(HEADER.segment_id);
+    let decoder = RecordDecoder::new(&segment.header());
     for range in placed {
         let bytes = handle.read(range.start, range.end - range.start).unwrap();
         let record = decoder.decode(bytes, range.start).unwrap();
@@ -518,5 +527,82 @@ fn segment_file_names_sort_numerically_and_strays_are_ignored() {
         "+0000000000000000042.seg",
     ] {
         assert_eq!(parse_segment_file_name(stray), None, "{stray}");
+    }
+}
+
+#[test]
+fn a_segment_has_one_writer_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, segment) = new_segment(dir.path());
+    let read_only = OpenOptions {
+        recovery_mode: RecoveryMode::default(),
+        writable: false,
+    };
+    for options in [OpenOptions::default(), read_only] {
+        let err = Segment::open(&path, HEADER, &options, |_| {}).unwrap_err();
+        assert!(matches!(err, Error::Locked { .. }), "{err}");
+        assert!(err.to_string().contains(&*path.to_string_lossy()), "{err}");
+    }
+    segment.close().unwrap();
+    // Readers share; a writer waits for them all to close.
+    let (first, _) = Segment::open(&path, HEADER, &read_only, |_| {}).unwrap();
+    let (second, _) = Segment::open(&path, HEADER, &read_only, |_| {}).unwrap();
+    assert!(matches!(
+        open(&path, RecoveryMode::default()),
+        Err(Error::Locked { .. })
+    ));
+    drop((first, second));
+    open(&path, RecoveryMode::default()).unwrap();
+}
+
+/// Proves that a payload crafted to contain a well-formed record of the same
+/// segment (everything but the secret salt) cannot be taken for a record
+/// when recovery searches past a torn write: the crash stays a torn tail,
+/// and no mode ever yields the forged record.
+#[test]
+fn a_record_hidden_in_a_payload_is_never_taken_for_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, mut segment) = new_segment(dir.path());
+    let first = append(&mut segment, 1, 1, &[b"synced"]);
+    segment.sync().unwrap();
+    // The forger knows the segment id and offsets, not the salt, and claims
+    // a durable offset that would prove corruption of the outer record.
+    let payload_at = first.end + (RECORD_HEADER_LEN + 4) as u64;
+    let mut forged = vec![0u8; 64];
+    for salt in [0, 1, u64::MAX] {
+        let guess = SegmentHeader {
+            region_id: HEADER.region_id,
+            segment_id: HEADER.segment_id,
+            salt,
+        };
+        let meta = BatchMeta {
+            table_id: 666,
+            first_sequence: 999,
+            durable_offset: payload_at,
+        };
+        RecordEncoder::new(&guess)
+            .encode(&meta, &[b"forged"], &mut forged)
+            .unwrap();
+    }
+    let outer = append(&mut segment, 1, 2, &[&forged]);
+    drop(segment);
+    // A crash loses the outer record's first bytes (never synced).
+    patch(&path, outer.start, &[0; 8]);
+
+    for mode in [RecoveryMode::TolerateTornTail, RecoveryMode::SkipCorrupted] {
+        let mut tables = Vec::new();
+        let options = OpenOptions {
+            recovery_mode: mode,
+            writable: false,
+        };
+        let (_, report) =
+            Segment::open(&path, HEADER, &options, |r| tables.push(r.table_id())).unwrap();
+        assert_eq!(tables, [1], "{mode:?}");
+        assert_eq!(
+            report.torn_tail.map(|t| t.offset),
+            Some(outer.start),
+            "{mode:?}"
+        );
+        assert!(report.skipped.is_empty(), "{mode:?}");
     }
 }

@@ -5,7 +5,7 @@
 
 #![allow(unsafe_code)]
 
-use segwal_format::SegmentHeader;
+use segwal_format::{SEGMENT_HEADER_LEN, SegmentIdentity};
 use segwal_segment::{BatchRef, Error, OpenOptions, Segment, segment_file_name};
 
 /// Proves that a failed write reaches the caller, poisons the segment (no
@@ -17,7 +17,7 @@ use segwal_segment::{BatchRef, Error, OpenOptions, Segment, segment_file_name};
 fn a_failed_write_poisons_the_segment_and_loses_nothing_synced() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(segment_file_name(1));
-    let header = SegmentHeader {
+    let header = SegmentIdentity {
         region_id: 1,
         segment_id: 1,
     };
@@ -78,7 +78,11 @@ fn a_failed_write_poisons_the_segment_and_loses_nothing_synced() {
         segment.handle().sync(),
         Err(Error::Poisoned { .. })
     ));
-    let readable = segment.handle().records_from(32).unwrap().count() as u64;
+    let readable = segment
+        .handle()
+        .records_from(SEGMENT_HEADER_LEN as u64)
+        .unwrap()
+        .count() as u64;
     assert_eq!(readable, synced_records);
     assert!(matches!(segment.close(), Err(Error::Poisoned { .. })));
 
