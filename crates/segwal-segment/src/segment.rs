@@ -381,7 +381,7 @@ impl Segment {
     /// Appends one batch as one record and returns the record's range. See
     /// [`Segment::append_batches`].
     pub fn append<E: AsRef<[u8]>>(&mut self, batch: &BatchRef<'_, E>) -> Result<Range<u64>> {
-        self.append_batches(std::slice::from_ref(batch), &mut Vec::new())
+        self.write_records(std::slice::from_ref(batch), |_| {})
     }
 
     /// Appends `batches`, one record each, with a single write at the write
@@ -398,6 +398,19 @@ impl Segment {
         &mut self,
         batches: &[BatchRef<'_, E>],
         placed: &mut Vec<Range<u64>>,
+    ) -> Result<Range<u64>> {
+        let before = placed.len();
+        self.write_records(batches, |range| placed.push(range))
+            .inspect_err(|_| placed.truncate(before))
+    }
+
+    /// Encodes `batches` and writes them with one `pwrite`, reporting each
+    /// record's range to `on_record` (before the write; on error the caller
+    /// discards them).
+    fn write_records<E: AsRef<[u8]>>(
+        &mut self,
+        batches: &[BatchRef<'_, E>],
+        mut on_record: impl FnMut(Range<u64>),
     ) -> Result<Range<u64>> {
         let shared = &*self.shared;
         ensure!(shared.writable, ReadOnlySnafu { path: &shared.path });
@@ -423,7 +436,6 @@ impl Segment {
             }
         );
         self.buf.clear();
-        let first_placed = placed.len();
         for batch in batches {
             let meta = BatchMeta {
                 table_id: batch.table_id,
@@ -433,14 +445,12 @@ impl Segment {
             let range = self
                 .encoder
                 .encode(&meta, batch.entries, &mut self.buf)
-                .inspect_err(|_| placed.truncate(first_placed))
                 .context(EncodeSnafu { path: &shared.path })?;
-            placed.push(offset + range.start as u64..offset + range.end as u64);
+            on_record(offset + range.start as u64..offset + range.end as u64);
         }
         debug_assert_eq!(self.buf.len() as u64, len);
         if let Err(source) = shared.file.write_all_at(&self.buf, offset) {
             shared.failed.store(true, Ordering::Release);
-            placed.truncate(first_placed);
             return Err(source).context(WriteSnafu {
                 path: &shared.path,
                 offset,
