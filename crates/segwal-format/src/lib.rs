@@ -13,6 +13,8 @@
 //! - [`RecordEncoder`] / [`RecordDecoder`]: one *record* holds one batch of
 //!   entries for one table under two checksums, so a batch is atomic on disk:
 //!   after a torn write either every entry of it decodes or none does.
+//! - [`RegionMeta`]: the small per-region file that remembers delete marks
+//!   and sequence numbers after the segments holding them are gone.
 //! - [`Scanner`]: walks a segment's bytes record by record and ends with an
 //!   explicit [`ScanEnd`]: a clean end, a torn tail, or corruption, each with
 //!   its offset.
@@ -40,11 +42,13 @@
 
 mod error;
 mod header;
+mod meta;
 mod record;
 mod scan;
 
 pub use error::{Error, Result};
 pub use header::{FORMAT_VERSION, MAGIC, SEGMENT_HEADER_LEN, SegmentHeader, SegmentIdentity};
+pub use meta::{META_HEADER_LEN, META_MAGIC, META_TABLE_LEN, RegionMeta, TableMeta};
 pub use record::{
     BatchMeta, ENTRY_LEN_PREFIX, Entries, Entry, MAX_BODY_LEN, RECORD_HEADER_LEN, Record,
     RecordDecoder, RecordEncoder, RecordHeader, RecordKind,

@@ -2,8 +2,8 @@
 //! dumps are checked against the code.
 
 use segwal_format::{
-    BatchMeta, ENTRY_LEN_PREFIX, FORMAT_VERSION, MAGIC, MAX_BODY_LEN, RECORD_HEADER_LEN,
-    RecordEncoder, SEGMENT_HEADER_LEN, SegmentHeader,
+    BatchMeta, ENTRY_LEN_PREFIX, FORMAT_VERSION, MAGIC, MAX_BODY_LEN, META_HEADER_LEN,
+    META_TABLE_LEN, RECORD_HEADER_LEN, RecordEncoder, SEGMENT_HEADER_LEN, SegmentHeader,
 };
 
 const FORMAT_MD: &str = include_str!("../../../docs/FORMAT.md");
@@ -115,6 +115,16 @@ fn record_tables_match_the_code() {
 }
 
 #[test]
+fn region_meta_table_matches_the_code() {
+    let tables = tables(&section("Region meta file"));
+    let fields = check_fields(&tables[0], META_HEADER_LEN, "region meta header");
+    assert_eq!(
+        fields,
+        ["magic", "version", "reserved", "table_cnt", "next_sequence"]
+    );
+}
+
+#[test]
 fn constants_table_matches_the_code() {
     let tables = tables(&section("Constants"));
     let documented: Vec<(String, String)> = tables[0]
@@ -133,6 +143,8 @@ fn constants_table_matches_the_code() {
         ("RECORD_HEADER_LEN", RECORD_HEADER_LEN.to_string()),
         ("ENTRY_LEN_PREFIX", ENTRY_LEN_PREFIX.to_string()),
         ("MAX_BODY_LEN", MAX_BODY_LEN.to_string()),
+        ("META_HEADER_LEN", META_HEADER_LEN.to_string()),
+        ("META_TABLE_LEN", META_TABLE_LEN.to_string()),
     ];
     let expected: Vec<(String, String)> = expected
         .into_iter()
