@@ -1,0 +1,157 @@
+//! The manager's one error type. Messages name the data dir, region, table,
+//! file or offset involved.
+
+use std::io;
+use std::path::PathBuf;
+
+use snafu::Snafu;
+
+/// A `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong in the segment manager.
+#[derive(Debug, Snafu)]
+#[snafu(visibility(pub(crate)))]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration value is invalid. Nothing was opened or written.
+    #[snafu(display("invalid configuration: {reason}"))]
+    InvalidConfig {
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The data dir path exists but is not a directory.
+    #[snafu(display("data dir {} is not a directory", dir.display()))]
+    NotADirectory {
+        /// The data dir.
+        dir: PathBuf,
+    },
+
+    /// A directory could not be created, listed or synced.
+    #[snafu(display("cannot access directory {}: {source}", dir.display()))]
+    Directory {
+        /// The directory.
+        dir: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+
+    /// Another process (or another manager in this one) has the data dir open.
+    #[snafu(display(
+        "data dir {} is in use by another segwal instance (lock file {} is held)",
+        dir.display(), lock.display()
+    ))]
+    DataDirLocked {
+        /// The data dir.
+        dir: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+    },
+
+    /// A segment operation failed; the segment error names the file.
+    #[snafu(display("region {region_id}: {source}"))]
+    Segment {
+        /// The region.
+        region_id: u64,
+        /// What failed.
+        source: segwal_segment::Error,
+    },
+
+    /// A region meta file could not be read, written or replaced.
+    #[snafu(display("region meta file {}: {source}", path.display()))]
+    MetaIo {
+        /// The meta file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+
+    /// A region meta file is damaged or foreign.
+    #[snafu(display("region meta file {} is invalid: {source}", path.display()))]
+    MetaInvalid {
+        /// The meta file.
+        path: PathBuf,
+        /// What the decoder found.
+        source: segwal_format::Error,
+    },
+
+    /// A segment that is not the newest of its region ends in a torn write.
+    /// Sealed segments are synced before their successor is written, so
+    /// this is damage, not a crash.
+    #[snafu(display(
+        "sealed segment {} ends in damaged data at offset {offset}: {source}",
+        path.display()
+    ))]
+    SealedSegmentDamaged {
+        /// The segment file.
+        path: PathBuf,
+        /// Where the damage starts.
+        offset: u64,
+        /// What the decoder found.
+        source: segwal_format::Error,
+    },
+
+    /// A record the index points at no longer verifies.
+    #[snafu(display("record at offset {offset} of segment {} does not verify: {reason}", path.display()))]
+    ReadCorrupted {
+        /// The segment file.
+        path: PathBuf,
+        /// The record's offset.
+        offset: u64,
+        /// What the scanner reported.
+        reason: String,
+    },
+
+    /// A batch with no entries was refused. No sequence number was used.
+    #[snafu(display("region {region_id} table {table_id}: cannot write an empty batch"))]
+    EmptyBatch {
+        /// The region.
+        region_id: u64,
+        /// The table.
+        table_id: u64,
+    },
+
+    /// An entry exceeds the configured maximum. No sequence number was used.
+    #[snafu(display(
+        "region {region_id} table {table_id}: entry {index} is {len} bytes, more than the maximum of {max}"
+    ))]
+    EntryTooLarge {
+        /// The region.
+        region_id: u64,
+        /// The table.
+        table_id: u64,
+        /// The entry's position in the batch.
+        index: usize,
+        /// Its length.
+        len: usize,
+        /// The configured maximum entry size.
+        max: u64,
+    },
+
+    /// A batch exceeds the format's record limit. No sequence number was used.
+    #[snafu(display(
+        "region {region_id} table {table_id}: batch encodes to {len} bytes, more than the limit of {max}"
+    ))]
+    BatchTooLarge {
+        /// The region.
+        region_id: u64,
+        /// The table.
+        table_id: u64,
+        /// The encoded length.
+        len: u64,
+        /// The limit.
+        max: u64,
+    },
+
+    /// The region has used up its sequence numbers.
+    #[snafu(display("region {region_id}: sequence numbers exhausted"))]
+    SequenceExhausted {
+        /// The region.
+        region_id: u64,
+    },
+
+    /// The manager was closed; nothing more can be done with it.
+    #[snafu(display("the WAL is closed"))]
+    Closed,
+}

@@ -1,0 +1,39 @@
+//! segwal's segment manager: regions, rollover, per-region sequence
+//! numbers, per-table indexes, durable deletes, group commit and recovery.
+//!
+//! Synchronous and thread-safe; the async `WalManager` adapter sits on top.
+//! `docs/ARCHITECTURE.md` describes the locks and their order, what the
+//! index holds and how group commit works.
+//!
+//! ```
+//! use segwal_manager::{ManagerConfig, SegmentManager};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let wal = SegmentManager::open(ManagerConfig::new(dir.path())).unwrap();
+//! let last = wal.write(1, 10, &[b"a".as_slice(), b"b"]).unwrap();
+//! assert_eq!((last, wal.sequence_num(1, 10).unwrap()), (2, 2));
+//!
+//! let mut read = Vec::new();
+//! let mut entries = wal.read(1, 10, 0, u64::MAX).unwrap();
+//! while entries.next_batch(100, |e| read.push((e.sequence, e.payload.to_vec()))).unwrap() > 0 {}
+//! assert_eq!(read, [(1, b"a".to_vec()), (2, b"b".to_vec())]);
+//!
+//! wal.mark_delete_entries_up_to(1, 10, 1).unwrap();
+//! wal.close().unwrap();
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod config;
+mod error;
+mod manager;
+mod read;
+mod region;
+mod stats;
+
+pub use config::{ManagerConfig, RecoveryMode, SyncMode};
+pub use error::{Error, Result};
+pub use manager::{LOCK_FILE, SegmentManager};
+pub use read::EntryIter;
+pub use segwal_format::Entry;
+pub use stats::Statistics;

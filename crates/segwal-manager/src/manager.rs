@@ -1,0 +1,325 @@
+//! The segment manager: the data dir, its lock, and its regions.
+
+use std::collections::HashMap;
+use std::fs::{self, File, TryLockError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use snafu::{ResultExt, ensure};
+
+use crate::config::{ManagerConfig, SyncMode};
+use crate::error::{ClosedSnafu, DataDirLockedSnafu, DirectorySnafu, NotADirectorySnafu, Result};
+use crate::read::EntryIter;
+use crate::region::{Region, parse_region_dir_name, region_dir_name};
+use crate::stats::{Statistics, Stats};
+
+/// Name of the lock file in the data dir.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// State shared with the interval-sync thread.
+#[derive(Debug)]
+struct Inner {
+    config: ManagerConfig,
+    stats: Stats,
+    /// Open regions. A region is opened (recovered from disk) on first use
+    /// and dropped by `close_region`.
+    regions: RwLock<HashMap<u64, Arc<Region>>>,
+    closed: AtomicBool,
+}
+
+/// Stops the interval-sync thread when set.
+#[derive(Debug, Default)]
+struct Stop {
+    stopped: Mutex<bool>,
+    wake: Condvar,
+}
+
+/// A write-ahead log of many regions in one data dir. Synchronous and
+/// thread-safe: share it with `Arc` and call it from any thread.
+///
+/// Opening it locks the data dir (a second open, in this process or
+/// another, is refused) and recovers every region in parallel.
+#[derive(Debug)]
+pub struct SegmentManager {
+    inner: Arc<Inner>,
+    stop: Arc<Stop>,
+    syncer: Option<JoinHandle<()>>,
+    /// Held for the manager's lifetime; the `flock` goes with it.
+    _lock: File,
+}
+
+impl SegmentManager {
+    /// Validates `config`, locks the data dir (creating it if needed) and
+    /// recovers every region found in it.
+    pub fn open(config: ManagerConfig) -> Result<SegmentManager> {
+        config.validate()?;
+        let dir = &config.dir;
+        ensure!(!dir.exists() || dir.is_dir(), NotADirectorySnafu { dir });
+        fs::create_dir_all(dir).context(DirectorySnafu { dir })?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .context(DirectorySnafu { dir })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return DataDirLockedSnafu {
+                    dir,
+                    lock: lock_path,
+                }
+                .fail();
+            }
+            Err(TryLockError::Error(source)) => return Err(source).context(DirectorySnafu { dir }),
+        }
+
+        let mut region_ids = Vec::new();
+        for entry in fs::read_dir(dir).context(DirectorySnafu { dir })? {
+            let entry = entry.context(DirectorySnafu { dir })?;
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            if let Some(id) = entry.file_name().to_str().and_then(parse_region_dir_name)
+                && is_dir
+            {
+                region_ids.push(id);
+            }
+        }
+        let stats = Stats::default();
+        let regions = recover_regions(&config, &region_ids, &stats)?;
+
+        let inner = Arc::new(Inner {
+            config,
+            stats,
+            regions: RwLock::new(regions),
+            closed: AtomicBool::new(false),
+        });
+        let stop = Arc::new(Stop::default());
+        let syncer = match inner.config.sync_mode {
+            SyncMode::Interval(interval) => {
+                let (inner, stop) = (Arc::clone(&inner), Arc::clone(&stop));
+                Some(std::thread::spawn(move || {
+                    interval_sync(&inner, &stop, interval)
+                }))
+            }
+            _ => None,
+        };
+        Ok(SegmentManager {
+            inner,
+            stop,
+            syncer,
+            _lock: lock,
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &ManagerConfig {
+        &self.inner.config
+    }
+
+    fn region(&self, region_id: u64) -> Result<Arc<Region>> {
+        ensure!(!self.inner.closed.load(Ordering::Acquire), ClosedSnafu);
+        let regions = &self.inner.regions;
+        if let Some(region) = regions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&region_id)
+        {
+            return Ok(Arc::clone(region));
+        }
+        let mut regions = regions.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(region) = regions.get(&region_id) {
+            return Ok(Arc::clone(region));
+        }
+        let dir = self.inner.config.dir.join(region_dir_name(region_id));
+        let region = Arc::new(Region::recover(
+            dir,
+            region_id,
+            &self.inner.config,
+            &self.inner.stats,
+        )?);
+        regions.insert(region_id, Arc::clone(&region));
+        Ok(region)
+    }
+
+    /// Appends `entries` as one batch for `table_id` of `region_id` and
+    /// returns the last sequence number assigned, once the batch is durable
+    /// per the sync mode. An empty or oversized batch is refused before any
+    /// sequence number is used.
+    pub fn write<E: AsRef<[u8]>>(
+        &self,
+        region_id: u64,
+        table_id: u64,
+        entries: &[E],
+    ) -> Result<u64> {
+        self.region(region_id)?
+            .write(table_id, entries, &self.inner.config, &self.inner.stats)
+    }
+
+    /// The largest sequence number ever assigned to an entry of the table,
+    /// 0 if none. Survives deletes and restarts.
+    pub fn sequence_num(&self, region_id: u64, table_id: u64) -> Result<u64> {
+        Ok(self.region(region_id)?.sequence_num(table_id))
+    }
+
+    /// Deletes the table's entries with sequence numbers up to `sequence`,
+    /// durably, and removes segment files left with nothing live.
+    pub fn mark_delete_entries_up_to(
+        &self,
+        region_id: u64,
+        table_id: u64,
+        sequence: u64,
+    ) -> Result<()> {
+        self.region(region_id)?
+            .mark_delete(table_id, sequence, &self.inner.stats)
+    }
+
+    /// The table's live entries with sequence numbers in `[start, end]`.
+    pub fn read(&self, region_id: u64, table_id: u64, start: u64, end: u64) -> Result<EntryIter> {
+        Ok(self.region(region_id)?.read(table_id, start, end))
+    }
+
+    /// Every live entry of the region, in ascending sequence order.
+    pub fn scan(&self, region_id: u64) -> Result<EntryIter> {
+        Ok(self.region(region_id)?.scan())
+    }
+
+    /// Syncs and closes the region's files. Its next use opens it again.
+    pub fn close_region(&self, region_id: u64) -> Result<()> {
+        ensure!(!self.inner.closed.load(Ordering::Acquire), ClosedSnafu);
+        let removed = self
+            .inner
+            .regions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&region_id);
+        match removed {
+            Some(region) => region.close(),
+            None => Ok(()),
+        }
+    }
+
+    /// Syncs and closes everything. Every later call fails with
+    /// [`Error::Closed`](crate::Error::Closed).
+    pub fn close(&self) -> Result<()> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return ClosedSnafu.fail();
+        }
+        self.stop_syncer();
+        let regions: Vec<Arc<Region>> = self
+            .inner
+            .regions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, r)| r)
+            .collect();
+        let mut first_error = None;
+        for region in regions {
+            if let Err(err) = region.close() {
+                first_error.get_or_insert(err);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// The counters and per-region figures.
+    pub fn statistics(&self) -> Statistics {
+        let mut statistics = Statistics::from_counters(&self.inner.stats);
+        let regions = self.inner.regions.read().unwrap_or_else(|e| e.into_inner());
+        for region in regions.values() {
+            statistics.regions.push((region.id, region.next_sequence()));
+            statistics.segments_live += region
+                .state
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .segments
+                .len() as u64;
+        }
+        statistics.regions.sort_unstable();
+        statistics
+    }
+
+    fn stop_syncer(&self) {
+        *self.stop.stopped.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.stop.wake.notify_all();
+    }
+}
+
+impl Drop for SegmentManager {
+    /// Dropping without `close` still syncs what was written (best effort:
+    /// errors cannot be reported here; under `SyncMode::Always` everything
+    /// acknowledged is already durable).
+    fn drop(&mut self) {
+        if !self.inner.closed.load(Ordering::Acquire) {
+            let _ = self.close();
+        }
+        self.stop_syncer();
+        if let Some(syncer) = self.syncer.take() {
+            let _ = syncer.join();
+        }
+    }
+}
+
+/// Recovers regions in parallel, a few threads at a time.
+fn recover_regions(
+    config: &ManagerConfig,
+    ids: &[u64],
+    stats: &Stats,
+) -> Result<HashMap<u64, Arc<Region>>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(1);
+    let mut regions = HashMap::new();
+    for chunk in ids.chunks(threads) {
+        let recovered: Vec<Result<Region>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = chunk
+                .iter()
+                .map(|&id| {
+                    let dir = config.dir.join(region_dir_name(id));
+                    scope.spawn(move || Region::recover(dir, id, config, stats))
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("region recovery panicked"))
+                .collect()
+        });
+        for region in recovered {
+            let region = region?;
+            regions.insert(region.id, Arc::new(region));
+        }
+    }
+    Ok(regions)
+}
+
+/// The `SyncMode::Interval` thread: syncs every region's active segment,
+/// then sleeps, until stopped.
+fn interval_sync(inner: &Inner, stop: &Stop, interval: Duration) {
+    let mut stopped = stop.stopped.lock().unwrap_or_else(|e| e.into_inner());
+    while !*stopped {
+        let (guard, _) = stop
+            .wake
+            .wait_timeout(stopped, interval)
+            .unwrap_or_else(|e| e.into_inner());
+        stopped = guard;
+        if *stopped {
+            break;
+        }
+        drop(stopped);
+        let regions: Vec<Arc<Region>> = inner
+            .regions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for region in regions {
+            // A failed sync poisons the segment; the next write reports it.
+            let _ = region.sync_active(&inner.stats);
+        }
+        stopped = stop.stopped.lock().unwrap_or_else(|e| e.into_inner());
+    }
+}

@@ -1,0 +1,123 @@
+//! Lazy iteration over indexed records.
+
+use std::collections::HashMap;
+
+use segwal_format::Entry;
+use segwal_segment::SegmentHandle;
+use snafu::ResultExt;
+
+use crate::error::{ReadCorruptedSnafu, Result, SegmentSnafu};
+use crate::region::RegionState;
+
+/// Where one record is: what the index holds per batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecordLoc {
+    pub(crate) first: u64,
+    pub(crate) last: u64,
+    pub(crate) segment_id: u64,
+    pub(crate) offset: u64,
+}
+
+/// The live entries of a read or a scan, in ascending sequence order.
+///
+/// It holds a snapshot taken when it was created: the locations of the
+/// records in range (a few words per batch, never the data) and handles to
+/// their segments, which keep the files mapped even if they are deleted
+/// meanwhile. Entries are decoded from the mapping, verified, only when
+/// [`next_batch`](EntryIter::next_batch) asks for them, and handed out as
+/// borrowed slices: nothing is copied.
+#[derive(Debug)]
+pub struct EntryIter {
+    locs: Vec<RecordLoc>,
+    handles: HashMap<u64, SegmentHandle>,
+    start: u64,
+    end: u64,
+    /// Per table, deleted-up-to marks to apply (scans only; a read's
+    /// `start` already lies past its table's mark).
+    deleted: HashMap<u64, u64>,
+    next_loc: usize,
+    /// Sequence number of the last entry handed out.
+    delivered: Option<u64>,
+}
+
+impl EntryIter {
+    pub(crate) fn empty() -> EntryIter {
+        EntryIter {
+            locs: Vec::new(),
+            handles: HashMap::new(),
+            start: 1,
+            end: 0,
+            deleted: HashMap::new(),
+            next_loc: 0,
+            delivered: None,
+        }
+    }
+
+    pub(crate) fn new(
+        locs: Vec<RecordLoc>,
+        state: &RegionState,
+        start: u64,
+        end: u64,
+        deleted: HashMap<u64, u64>,
+    ) -> EntryIter {
+        let handles = locs
+            .iter()
+            .filter_map(|loc| {
+                let info = state.segments.get(&loc.segment_id)?;
+                Some((loc.segment_id, info.handle.clone()))
+            })
+            .collect();
+        EntryIter {
+            locs,
+            handles,
+            start,
+            end,
+            deleted,
+            next_loc: 0,
+            delivered: None,
+        }
+    }
+
+    /// Hands up to `max` entries to `visit`, in ascending sequence order,
+    /// and returns how many it handed out; 0 means the iterator is done.
+    pub fn next_batch(&mut self, max: usize, mut visit: impl FnMut(Entry<'_>)) -> Result<usize> {
+        let mut count = 0;
+        while count < max && self.next_loc < self.locs.len() {
+            let loc = self.locs[self.next_loc];
+            let handle = &self.handles[&loc.segment_id];
+            let region_id = handle.header().region_id;
+            let mut records = handle
+                .records_from(loc.offset)
+                .context(SegmentSnafu { region_id })?;
+            let Some(record) = records.next() else {
+                return ReadCorruptedSnafu {
+                    path: handle.path(),
+                    offset: loc.offset,
+                    reason: format!("{:?}", records.end()),
+                }
+                .fail();
+            };
+            let deleted = self.deleted.get(&record.table_id()).copied().unwrap_or(0);
+            let from = self
+                .start
+                .max(deleted.saturating_add(1))
+                .max(self.delivered.map_or(0, |d| d + 1));
+            for entry in record.entries() {
+                if entry.sequence < from {
+                    continue;
+                }
+                if entry.sequence > self.end {
+                    break;
+                }
+                if count == max {
+                    return Ok(count);
+                }
+                visit(entry);
+                count += 1;
+                self.delivered = Some(entry.sequence);
+            }
+            self.next_loc += 1;
+        }
+        Ok(count)
+    }
+}
