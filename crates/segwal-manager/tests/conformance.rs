@@ -1,0 +1,516 @@
+//! The HoraeDB WAL conformance scenarios and segwal's own semantics
+//! (SPEC section 3), run against the segment manager on a real file system.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+
+use segwal_manager::{EntryIter, Error, ManagerConfig, SegmentManager, SyncMode};
+
+fn config(dir: &Path) -> ManagerConfig {
+    ManagerConfig {
+        segment_size_bytes: 4096,
+        ..ManagerConfig::new(dir)
+    }
+}
+
+fn open(dir: &Path) -> SegmentManager {
+    SegmentManager::open(config(dir)).unwrap()
+}
+
+/// All entries of an iterator as (sequence, payload), fetched `batch` at a
+/// time; checks that no call returns more than `batch`.
+fn drain(mut iter: EntryIter, batch: usize) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    loop {
+        let before = out.len();
+        let n = iter
+            .next_batch(batch, |e| out.push((e.sequence, e.payload.to_vec())))
+            .unwrap();
+        assert_eq!(n, out.len() - before);
+        assert!(n <= batch);
+        if n == 0 {
+            return out;
+        }
+    }
+}
+
+fn read_all(wal: &SegmentManager, region: u64, table: u64) -> Vec<(u64, Vec<u8>)> {
+    drain(wal.read(region, table, 0, u64::MAX).unwrap(), 7)
+}
+
+fn payload(region: u64, table: u64, i: u64) -> Vec<u8> {
+    format!("r{region}-t{table}-{i}").into_bytes()
+}
+
+fn segment_files(dir: &Path, region: u64) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir.join(format!("{region:020}")))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.ends_with(".seg"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn empty_wal_has_sequence_zero_and_reads_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = open(dir.path());
+    assert_eq!(wal.sequence_num(1, 1).unwrap(), 0);
+    assert!(read_all(&wal, 1, 1).is_empty());
+    assert!(drain(wal.scan(1).unwrap(), 10).is_empty());
+}
+
+#[test]
+fn write_and_read_back_with_every_batch_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = open(dir.path());
+    let mut expected = Vec::new();
+    for i in 0..40u64 {
+        let entries: Vec<Vec<u8>> = (0..(i % 4 + 1))
+            .map(|j| payload(1, 2, i * 10 + j))
+            .collect();
+        let last = wal.write(1, 2, &entries).unwrap();
+        let first = last + 1 - entries.len() as u64;
+        expected.extend((first..=last).zip(entries));
+    }
+    for batch in 1..=100 {
+        assert_eq!(
+            drain(wal.read(1, 2, 0, u64::MAX).unwrap(), batch),
+            expected,
+            "batch size {batch}"
+        );
+    }
+}
+
+#[test]
+fn every_inclusive_range_is_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = open(dir.path());
+    for i in 1..=10u64 {
+        wal.write(1, 1, &[payload(1, 1, i)]).unwrap();
+    }
+    let bounds = [0, 1, 2, 5, 9, 10, 11, u64::MAX];
+    for &start in &bounds {
+        for &end in &bounds {
+            let got: Vec<u64> = drain(wal.read(1, 1, start, end).unwrap(), 3)
+                .into_iter()
+                .map(|e| e.0)
+                .collect();
+            let want: Vec<u64> = (1..=10).filter(|s| (start..=end).contains(s)).collect();
+            assert_eq!(got, want, "[{start}, {end}]");
+        }
+    }
+}
+
+#[test]
+fn reads_cross_batches_and_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = open(dir.path());
+    for i in 0..200u64 {
+        wal.write(1, 1, &[payload(1, 1, 2 * i), payload(1, 1, 2 * i + 1)])
+            .unwrap();
+    }
+    assert!(
+        segment_files(dir.path(), 1).len() > 3,
+        "small segments roll over"
+    );
+    let got = drain(wal.read(1, 1, 150, 251).unwrap(), 13);
+    assert_eq!(got.len(), 102);
+    for (sequence, bytes) in got {
+        assert_eq!(bytes, payload(1, 1, sequence - 1));
+    }
+}
+
+#[test]
+fn sequence_numbers_are_per_region_and_increase() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = open(dir.path());
+    assert_eq!(wal.write(1, 1, &[b"a", b"b"]).unwrap(), 2);
+    assert_eq!(wal.write(1, 2, &[b"c"]).unwrap(), 3);
+    assert_eq!(wal.write(2, 1, &[b"d"]).unwrap(), 1);
+    assert_eq!(wal.sequence_num(1, 1).unwrap(), 2);
+    assert_eq!(wal.sequence_num(1, 2).unwrap(), 3);
+    assert_eq!(wal.sequence_num(2, 1).unwrap(), 1);
+    assert_eq!(wal.sequence_num(2, 2).unwrap(), 0);
+}
+
+#[test]
+fn concurrent_writers_get_distinct_increasing_sequences() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Arc::new(open(dir.path()));
+    let results: Vec<Vec<(u64, u64, u64)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..10u64)
+            .map(|w| {
+                let wal = Arc::clone(&wal);
+                s.spawn(move || {
+                    let (region, table) = (w % 3, w);
+                    (0..30)
+                        .map(|i| {
+                            (
+                                region,
+                                table,
+                                wal.write(region, table, &[payload(region, table, i)])
+                                    .unwrap(),
+                            )
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut per_region: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for writer in &results {
+        assert!(
+            writer.windows(2).all(|w| w[0].2 < w[1].2),
+            "a writer's sequences increase"
+        );
+        for &(region, _, seq) in writer {
+            per_region.entry(region).or_default().push(seq);
+        }
+    }
+    for (region, mut seqs) in per_region {
+        seqs.sort_unstable();
+        let n = seqs.len() as u64;
+        assert_eq!(
+            seqs,
+            (1..=n).collect::<Vec<_>>(),
+            "region {region} uses 1..=n exactly once"
+        );
+    }
+    for writer in &results {
+        let (region, table, _) = writer[0];
+        let got = read_all(&wal, region, table);
+        assert_eq!(
+            got.iter().map(|e| e.0).collect::<Vec<_>>(),
+            writer.iter().map(|w| w.2).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn reopen_reads_everything_back_and_continues_the_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let wal = open(dir.path());
+        for i in 0..50 {
+            wal.write(i % 2, 7, &[payload(i % 2, 7, i)]).unwrap();
+        }
+        wal.close().unwrap();
+    }
+    let wal = open(dir.path());
+    assert_eq!(read_all(&wal, 0, 7).len(), 25);
+    assert_eq!(wal.sequence_num(1, 7).unwrap(), 25);
+    assert_eq!(wal.write(1, 7, &[b"next"]).unwrap(), 26);
+    let scanned = drain(wal.scan(1).unwrap(), 4);
+    assert_eq!(scanned.len(), 26);
+}
+
+#[test]
+fn deletes_all_half_and_one_table_of_two() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = open(dir.path());
+    for i in 1..=20u64 {
+        wal.write(1, i % 2, &[payload(1, i % 2, i)]).unwrap();
+    }
+    // Half of table 0 (sequences 2, 4, ..., 20): up to 10.
+    wal.mark_delete_entries_up_to(1, 0, 10).unwrap();
+    assert_eq!(
+        read_all(&wal, 1, 0).iter().map(|e| e.0).collect::<Vec<_>>(),
+        [12, 14, 16, 18, 20]
+    );
+    // Table 1 is untouched.
+    assert_eq!(read_all(&wal, 1, 1).len(), 10);
+    // Past the table's end deletes all of it, and only it.
+    wal.mark_delete_entries_up_to(1, 1, u64::MAX).unwrap();
+    assert!(read_all(&wal, 1, 1).is_empty());
+    assert_eq!(read_all(&wal, 1, 0).len(), 5);
+    assert_eq!(
+        drain(wal.scan(1).unwrap(), 100)
+            .iter()
+            .map(|e| e.0)
+            .collect::<Vec<_>>(),
+        [12, 14, 16, 18, 20]
+    );
+    // A later write to the deleted table is visible: the mark was clamped.
+    let next = wal.write(1, 1, &[b"after"]).unwrap();
+    assert_eq!(next, 21);
+    assert_eq!(read_all(&wal, 1, 1), [(21, b"after".to_vec())]);
+}
+
+#[test]
+fn deletes_survive_reopen_and_sequences_are_never_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let wal = open(dir.path());
+        for i in 1..=30u64 {
+            wal.write(3, 1, &[payload(3, 1, i)]).unwrap();
+        }
+        wal.mark_delete_entries_up_to(3, 1, 30).unwrap();
+        wal.close().unwrap();
+    }
+    {
+        let wal = open(dir.path());
+        assert!(
+            read_all(&wal, 3, 1).is_empty(),
+            "deleted entries stay deleted"
+        );
+        assert_eq!(
+            wal.sequence_num(3, 1).unwrap(),
+            30,
+            "sequence_num survives delete and restart"
+        );
+        assert_eq!(
+            wal.write(3, 1, &[b"x"]).unwrap(),
+            31,
+            "numbers are not reused"
+        );
+        wal.mark_delete_entries_up_to(3, 1, 31).unwrap();
+    }
+    let wal = open(dir.path());
+    assert!(read_all(&wal, 3, 1).is_empty());
+    assert_eq!(wal.write(3, 2, &[b"y"]).unwrap(), 32);
+}
+
+#[test]
+fn a_fully_deleted_segment_disappears_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = open(dir.path());
+    for i in 0..100u64 {
+        wal.write(1, 1, &[vec![i as u8; 200]]).unwrap();
+    }
+    let before = segment_files(dir.path(), 1);
+    assert!(before.len() >= 5, "{before:?}");
+    wal.mark_delete_entries_up_to(1, 1, 50).unwrap();
+    let after = segment_files(dir.path(), 1);
+    assert!(after.len() < before.len(), "{after:?}");
+    assert!(after.iter().all(|name| before.contains(name)));
+    wal.mark_delete_entries_up_to(1, 1, 100).unwrap();
+    assert_eq!(
+        segment_files(dir.path(), 1).len(),
+        1,
+        "only the segment being written remains"
+    );
+    assert_eq!(wal.statistics().segments_live, 1);
+    drop(wal);
+    let wal = open(dir.path());
+    assert!(
+        segment_files(dir.path(), 1).is_empty(),
+        "on reopen the last one, now dead, goes too"
+    );
+    assert_eq!(wal.write(1, 1, &[b"z"]).unwrap(), 101);
+}
+
+#[test]
+fn a_batch_larger_than_a_segment_gets_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = open(dir.path());
+    wal.write(1, 1, &[b"small"]).unwrap();
+    let big = vec![7u8; 10_000];
+    assert_eq!(wal.write(1, 1, &[&big[..], &big[..]]).unwrap(), 3);
+    wal.write(1, 1, &[b"small again"]).unwrap();
+    let got = read_all(&wal, 1, 1);
+    assert_eq!(
+        got.iter().map(|e| e.1.len()).collect::<Vec<_>>(),
+        [5, 10_000, 10_000, 11]
+    );
+}
+
+#[test]
+fn bad_batches_are_refused_before_a_sequence_number_is_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ManagerConfig {
+        max_entry_size_bytes: 1000,
+        ..config(dir.path())
+    };
+    let wal = SegmentManager::open(config).unwrap();
+    let empty: [&[u8]; 0] = [];
+    let err = wal.write(1, 5, &empty).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::EmptyBatch {
+                region_id: 1,
+                table_id: 5
+            }
+        ),
+        "{err}"
+    );
+    let err = wal
+        .write(1, 5, &[&[0u8; 10][..], &[0u8; 1001][..]])
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::EntryTooLarge {
+                index: 1,
+                len: 1001,
+                max: 1000,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "region 1 table 5: entry 1 is 1001 bytes, more than the maximum of 1000"
+    );
+    assert_eq!(wal.write(1, 5, &[b"ok"]).unwrap(), 1, "no number was burnt");
+}
+
+#[test]
+fn close_region_then_use_it_again_and_move_it_to_another_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = open(dir.path());
+    wal.write(4, 1, &[b"a"]).unwrap();
+    wal.close_region(4).unwrap();
+    assert_eq!(
+        wal.write(4, 1, &[b"b"]).unwrap(),
+        2,
+        "the region opens again on use"
+    );
+    wal.close_region(4).unwrap();
+    wal.close().unwrap();
+    assert!(matches!(wal.write(4, 1, &[b"c"]), Err(Error::Closed)));
+    assert!(matches!(wal.close(), Err(Error::Closed)));
+    drop(wal);
+    // The region moves: another instance picks it up where it was left.
+    let other = open(dir.path());
+    assert_eq!(
+        read_all(&other, 4, 1),
+        [(1, b"a".to_vec()), (2, b"b".to_vec())]
+    );
+    assert_eq!(other.write(4, 1, &[b"c"]).unwrap(), 3);
+}
+
+#[test]
+fn a_second_open_of_the_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = open(dir.path());
+    let err = SegmentManager::open(config(dir.path())).unwrap_err();
+    assert!(matches!(err, Error::DataDirLocked { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("in use by another segwal instance"),
+        "{err}"
+    );
+    drop(wal);
+    open(dir.path());
+}
+
+#[test]
+fn stray_files_are_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let wal = open(dir.path());
+        wal.write(1, 1, &[b"kept"]).unwrap();
+    }
+    let region_dir = dir.path().join(format!("{:020}", 1));
+    fs::write(region_dir.join("notes.txt"), b"hello").unwrap();
+    fs::write(region_dir.join("42.seg"), b"not a segment name").unwrap();
+    fs::write(dir.path().join("README"), b"stray").unwrap();
+    fs::create_dir(dir.path().join("not-a-region")).unwrap();
+    let wal = open(dir.path());
+    assert_eq!(read_all(&wal, 1, 1), [(1, b"kept".to_vec())]);
+}
+
+#[test]
+fn invalid_configuration_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for (config, what) in [
+        (
+            ManagerConfig {
+                segment_size_bytes: 0,
+                ..ManagerConfig::new(&data)
+            },
+            "segment size",
+        ),
+        (
+            ManagerConfig {
+                cache_size: 0,
+                ..ManagerConfig::new(&data)
+            },
+            "cache size",
+        ),
+        (
+            ManagerConfig {
+                max_entry_size_bytes: 0,
+                ..ManagerConfig::new(&data)
+            },
+            "maximum entry size",
+        ),
+        (
+            ManagerConfig {
+                sync_mode: SyncMode::Interval(std::time::Duration::ZERO),
+                ..ManagerConfig::new(&data)
+            },
+            "interval",
+        ),
+    ] {
+        let err = SegmentManager::open(config).unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidConfig { .. }) && err.to_string().contains(what),
+            "{err}"
+        );
+    }
+    assert!(!data.exists(), "nothing was created");
+    let file = dir.path().join("file");
+    fs::write(&file, b"x").unwrap();
+    let err = SegmentManager::open(ManagerConfig::new(&file)).unwrap_err();
+    assert!(matches!(err, Error::NotADirectory { .. }), "{err}");
+}
+
+#[test]
+fn a_torn_tail_is_cut_on_reopen_and_writes_go_to_a_fresh_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let wal = open(dir.path());
+        wal.write(1, 1, &[b"one"]).unwrap();
+        wal.write(1, 1, &[b"two"]).unwrap();
+    }
+    let names = segment_files(dir.path(), 1);
+    let path = dir.path().join(format!("{:020}", 1)).join(&names[0]);
+    let mut bytes = fs::read(&path).unwrap();
+    // Tear the second record: zero its last payload byte.
+    let end = bytes.iter().rposition(|&b| b != 0).unwrap();
+    bytes[end] = 0;
+    fs::write(&path, &bytes).unwrap();
+    let wal = open(dir.path());
+    assert_eq!(read_all(&wal, 1, 1), [(1, b"one".to_vec())]);
+    assert_eq!(wal.write(1, 1, &[b"again"]).unwrap(), 2);
+    assert_eq!(
+        segment_files(dir.path(), 1).len(),
+        2,
+        "appends went to a new segment"
+    );
+    drop(wal);
+    let wal = open(dir.path());
+    assert_eq!(
+        read_all(&wal, 1, 1),
+        [(1, b"one".to_vec()), (2, b"again".to_vec())]
+    );
+}
+
+#[test]
+fn statistics_count_writes_and_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = open(dir.path());
+    for _ in 0..5 {
+        wal.write(2, 1, &[b"a", b"b"]).unwrap();
+    }
+    let stats = wal.statistics();
+    assert_eq!((stats.batches_written, stats.entries_written), (5, 10));
+    assert!(stats.syncs >= 1 && stats.syncs <= 5, "{stats:?}");
+    assert_eq!(stats.regions, [(2, 11)]);
+    let text = stats.to_string();
+    assert!(
+        text.contains("batches written: 5") && text.contains("region 2: next sequence 11"),
+        "{text}"
+    );
+}
