@@ -20,6 +20,9 @@ fn drain(mut iter: EntryIter) -> Vec<(u64, u64, Vec<u8>)> {
     out
 }
 
+/// (region, table) -> acknowledged (sequence, payload), ascending.
+type Acked = BTreeMap<(u64, u64), Vec<(u64, Vec<u8>)>>;
+
 fn payload(region: u64, table: u64, n: u64) -> Vec<u8> {
     let mut bytes = format!("{region}/{table}/{n}/").into_bytes();
     bytes.resize(bytes.len() + (n as usize * 37) % 300, n as u8);
@@ -38,8 +41,7 @@ fn eight_writers_four_readers_match_the_model() {
         ..ManagerConfig::new(dir.path())
     };
     let wal = Arc::new(SegmentManager::open(config.clone()).unwrap());
-    // (region, table) -> acknowledged (sequence, payload), ascending.
-    let model: Arc<Mutex<BTreeMap<(u64, u64), Vec<(u64, Vec<u8>)>>>> = Arc::default();
+    let model: Arc<Mutex<Acked>> = Arc::default();
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     std::thread::scope(|s| {
         let writers: Vec<_> = (0..8u64)
