@@ -3,7 +3,7 @@
 //! Commands:
 //!
 //! - `bench [FILTER]`: the criterion benches. The codec benches run once;
-//!   the segment benches run twice, on the real disk (under `target/`) and
+//!   the segment and manager benches run twice, on the real disk (under `target/`) and
 //!   on tmpfs (`/dev/shm`), because tmpfs shows CPU cost and the disk shows
 //!   fdatasync. Reports land in `target/criterion/`.
 
@@ -75,9 +75,11 @@ fn bench(filter: &[String]) -> Result<(), String> {
     }
     for (label, dir) in dirs {
         eprintln!("xtask: segment benches on {label} ({})", dir.display());
-        run(bench("segment")
-            .env("SEGWAL_BENCH_DIR", &dir)
-            .env("SEGWAL_BENCH_FS", label))?;
+        for name in ["segment", "manager"] {
+            run(bench(name)
+                .env("SEGWAL_BENCH_DIR", &dir)
+                .env("SEGWAL_BENCH_FS", label))?;
+        }
     }
     Ok(())
 }

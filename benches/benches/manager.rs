@@ -1,0 +1,66 @@
+//! Manager writes of 1 KiB entries, synced (`SyncMode::Always`, group
+//! commit) and unsynced, from 1 and 4 threads, each writing its own table
+//! of one region. SEGWAL_BENCH_DIR and SEGWAL_BENCH_FS as in `segment.rs`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use segwal_benches::payloads;
+use segwal_manager::{ManagerConfig, SegmentManager, SyncMode};
+
+fn bench_dir() -> tempfile::TempDir {
+    match std::env::var_os("SEGWAL_BENCH_DIR") {
+        Some(dir) => tempfile::tempdir_in(dir).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    }
+}
+
+fn write(c: &mut Criterion) {
+    let fs = std::env::var("SEGWAL_BENCH_FS").unwrap_or_else(|_| "tmpdir".into());
+    let mut group = c.benchmark_group(format!("manager_write/{fs}"));
+    group.throughput(Throughput::Elements(1));
+    let entry = payloads(1, 1024);
+    for (mode, sync_mode) in [("always", SyncMode::Always), ("never", SyncMode::Never)] {
+        for writers in [1u64, 4] {
+            let dir = bench_dir();
+            let config = ManagerConfig {
+                sync_mode,
+                ..ManagerConfig::new(dir.path())
+            };
+            let wal = Arc::new(SegmentManager::open(config).unwrap());
+            let id = BenchmarkId::new(mode, format!("{writers}w x 1KiB"));
+            group.bench_function(id, |b| {
+                // Each iteration is one batch; the time per batch is the wall
+                // time of all writers divided by the batches they wrote.
+                b.iter_custom(|iters| {
+                    let per_writer = iters.div_ceil(writers);
+                    let start = Instant::now();
+                    std::thread::scope(|s| {
+                        for table in 0..writers {
+                            let (wal, entry) = (Arc::clone(&wal), &entry);
+                            s.spawn(move || {
+                                for _ in 0..per_writer {
+                                    wal.write(1, table, entry).unwrap();
+                                }
+                            });
+                        }
+                    });
+                    let elapsed = start.elapsed();
+                    elapsed
+                        .mul_f64(iters as f64 / (per_writer * writers) as f64)
+                        .max(Duration::from_nanos(1))
+                })
+            });
+            let stats = wal.statistics();
+            eprintln!(
+                "manager_write/{fs}/{mode}/{writers}w: {:.1} batches per sync",
+                stats.batches_written as f64 / stats.syncs.max(1) as f64
+            );
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, write);
+criterion_main!(benches);
