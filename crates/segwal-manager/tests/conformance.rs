@@ -514,3 +514,36 @@ fn statistics_count_writes_and_syncs() {
         "{text}"
     );
 }
+
+/// Proves that damage at the end of a segment that is not the newest is
+/// reported, naming the file and offset, instead of being cut like a torn
+/// write: sealed segments were synced before their successor was written.
+#[test]
+fn a_torn_tail_in_a_sealed_segment_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let wal = open(dir.path());
+        for i in 0..60u64 {
+            wal.write(1, 1, &[vec![i as u8; 300]]).unwrap();
+        }
+    }
+    let names = segment_files(dir.path(), 1);
+    assert!(names.len() >= 2, "{names:?}");
+    let path = dir.path().join(format!("{:020}", 1)).join(&names[0]);
+    let mut bytes = fs::read(&path).unwrap();
+    let end = bytes.iter().rposition(|&b| b != 0).unwrap();
+    bytes[end] ^= 0xff;
+    fs::write(&path, &bytes).unwrap();
+    let err = SegmentManager::open(config(dir.path())).unwrap_err();
+    assert!(matches!(err, Error::SealedSegmentDamaged { .. }), "{err}");
+    assert!(err.to_string().contains(&names[0]), "{err}");
+    let skip = ManagerConfig {
+        recovery_mode: segwal_manager::RecoveryMode::SkipCorrupted,
+        ..config(dir.path())
+    };
+    let wal = SegmentManager::open(skip).unwrap();
+    assert!(
+        read_all(&wal, 1, 1).len() < 60,
+        "the damaged record is not served"
+    );
+}
