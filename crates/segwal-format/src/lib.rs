@@ -51,7 +51,7 @@ pub use header::{FORMAT_VERSION, MAGIC, SEGMENT_HEADER_LEN, SegmentHeader, Segme
 pub use meta::{META_HEADER_LEN, META_MAGIC, META_TABLE_LEN, RegionMeta, TableMeta};
 pub use record::{
     BatchMeta, ENTRY_LEN_PREFIX, Entries, Entry, MAX_BODY_LEN, RECORD_HEADER_LEN, Record,
-    RecordDecoder, RecordEncoder, RecordHeader, RecordKind,
+    RecordDecoder, RecordEncoder, RecordHeader, RecordKind, record_len,
 };
 pub use scan::{ScanEnd, Scanner};
 

@@ -108,6 +108,17 @@ impl RecordHeader {
     }
 }
 
+/// The encoded length of a record holding `entries`: the header plus a
+/// length prefix and the payload for each entry. No limit is checked; see
+/// [`RecordEncoder::encoded_len`].
+pub fn record_len<E: AsRef<[u8]>>(entries: &[E]) -> u64 {
+    let body: u64 = entries
+        .iter()
+        .map(|e| (ENTRY_LEN_PREFIX + e.as_ref().len()) as u64)
+        .sum();
+    RECORD_HEADER_LEN as u64 + body
+}
+
 /// The header checksum: CRC-32 of the segment's salt, then header bytes
 /// `[4, 56)`.
 fn header_crc(salt: u64, header: &[u8]) -> u32 {
@@ -153,10 +164,7 @@ impl RecordEncoder {
     /// the batch can be encoded at all. Nothing is written.
     pub fn encoded_len<E: AsRef<[u8]>>(&self, entries: &[E]) -> Result<usize> {
         ensure!(!entries.is_empty(), EmptyBatchSnafu);
-        let body_len: u64 = entries
-            .iter()
-            .map(|e| (ENTRY_LEN_PREFIX + e.as_ref().len()) as u64)
-            .sum();
+        let body_len = record_len(entries) - RECORD_HEADER_LEN as u64;
         ensure!(
             body_len <= u64::from(self.max_body_len),
             BatchTooLargeSnafu {

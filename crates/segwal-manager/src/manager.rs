@@ -12,7 +12,7 @@ use snafu::{ResultExt, ensure};
 use crate::config::{ManagerConfig, SyncMode};
 use crate::error::{ClosedSnafu, DataDirLockedSnafu, DirectorySnafu, NotADirectorySnafu, Result};
 use crate::read::EntryIter;
-use crate::region::{Region, parse_region_dir_name, region_dir_name};
+use crate::region::{Region, lock, parse_region_dir_name, read, region_dir_name, write};
 use crate::stats::{Statistics, Stats};
 
 /// Name of the lock file in the data dir.
@@ -122,14 +122,10 @@ impl SegmentManager {
     fn region(&self, region_id: u64) -> Result<Arc<Region>> {
         ensure!(!self.inner.closed.load(Ordering::Acquire), ClosedSnafu);
         let regions = &self.inner.regions;
-        if let Some(region) = regions
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&region_id)
-        {
+        if let Some(region) = read(regions).get(&region_id) {
             return Ok(Arc::clone(region));
         }
-        let mut regions = regions.write().unwrap_or_else(|e| e.into_inner());
+        let mut regions = write(regions);
         if let Some(region) = regions.get(&region_id) {
             return Ok(Arc::clone(region));
         }
@@ -189,12 +185,7 @@ impl SegmentManager {
     /// Syncs and closes the region's files. Its next use opens it again.
     pub fn close_region(&self, region_id: u64) -> Result<()> {
         ensure!(!self.inner.closed.load(Ordering::Acquire), ClosedSnafu);
-        let removed = self
-            .inner
-            .regions
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&region_id);
+        let removed = write(&self.inner.regions).remove(&region_id);
         match removed {
             Some(region) => region.close(),
             None => Ok(()),
@@ -208,14 +199,8 @@ impl SegmentManager {
             return ClosedSnafu.fail();
         }
         self.stop_syncer();
-        let regions: Vec<Arc<Region>> = self
-            .inner
-            .regions
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain()
-            .map(|(_, r)| r)
-            .collect();
+        let regions: Vec<Arc<Region>> =
+            write(&self.inner.regions).drain().map(|(_, r)| r).collect();
         let mut first_error = None;
         for region in regions {
             if let Err(err) = region.close() {
@@ -228,22 +213,17 @@ impl SegmentManager {
     /// The counters and per-region figures.
     pub fn statistics(&self) -> Statistics {
         let mut statistics = Statistics::from_counters(&self.inner.stats);
-        let regions = self.inner.regions.read().unwrap_or_else(|e| e.into_inner());
+        let regions = read(&self.inner.regions);
         for region in regions.values() {
             statistics.regions.push((region.id, region.next_sequence()));
-            statistics.segments_live += region
-                .state
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .segments
-                .len() as u64;
+            statistics.segments_live += read(&region.state).segments.len() as u64;
         }
         statistics.regions.sort_unstable();
         statistics
     }
 
     fn stop_syncer(&self) {
-        *self.stop.stopped.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        *lock(&self.stop.stopped) = true;
         self.stop.wake.notify_all();
     }
 }
@@ -298,7 +278,7 @@ fn recover_regions(
 /// The `SyncMode::Interval` thread: syncs every region's active segment,
 /// then sleeps, until stopped.
 fn interval_sync(inner: &Inner, stop: &Stop, interval: Duration) {
-    let mut stopped = stop.stopped.lock().unwrap_or_else(|e| e.into_inner());
+    let mut stopped = lock(&stop.stopped);
     while !*stopped {
         let (guard, _) = stop
             .wake
@@ -309,17 +289,11 @@ fn interval_sync(inner: &Inner, stop: &Stop, interval: Duration) {
             break;
         }
         drop(stopped);
-        let regions: Vec<Arc<Region>> = inner
-            .regions
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let regions: Vec<Arc<Region>> = read(&inner.regions).values().cloned().collect();
         for region in regions {
             // A failed sync poisons the segment; the next write reports it.
             let _ = region.sync_active(&inner.stats);
         }
-        stopped = stop.stopped.lock().unwrap_or_else(|e| e.into_inner());
+        stopped = lock(&stop.stopped);
     }
 }

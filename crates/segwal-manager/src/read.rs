@@ -60,13 +60,14 @@ impl EntryIter {
         end: u64,
         deleted: HashMap<u64, u64>,
     ) -> EntryIter {
-        let handles = locs
-            .iter()
-            .filter_map(|loc| {
-                let info = state.segments.get(&loc.segment_id)?;
-                Some((loc.segment_id, info.handle.clone()))
-            })
-            .collect();
+        let mut handles = HashMap::new();
+        for loc in &locs {
+            if let Some(info) = state.segments.get(&loc.segment_id) {
+                handles
+                    .entry(loc.segment_id)
+                    .or_insert_with(|| info.handle.clone());
+            }
+        }
         EntryIter {
             locs,
             handles,

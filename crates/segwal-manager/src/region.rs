@@ -20,11 +20,10 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, RwLock};
+use std::sync::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use segwal_format::{
-    ENTRY_LEN_PREFIX, MAX_BODY_LEN, RECORD_HEADER_LEN, RegionMeta, SEGMENT_HEADER_LEN,
-    SegmentIdentity, TableMeta,
+    MAX_BODY_LEN, RECORD_HEADER_LEN, RegionMeta, SEGMENT_HEADER_LEN, SegmentIdentity, TableMeta,
 };
 use segwal_segment::{
     BatchRef, OpenOptions, RecoveryMode, Segment, SegmentHandle, parse_segment_file_name,
@@ -57,10 +56,21 @@ pub(crate) fn parse_region_dir_name(name: &str) -> Option<u64> {
         .flatten()
 }
 
-/// A locked mutex or lock, even if a holder panicked: the protected data
-/// is only ever changed in steps that leave it consistent.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+/// A locked mutex, even if a holder panicked: the protected data is only
+/// ever changed in steps that leave it consistent. The same holds for
+/// [`read`] and [`write`].
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A read guard, even if a writer panicked (see [`lock`]).
+pub(crate) fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A write guard, even if a writer panicked (see [`lock`]).
+pub(crate) fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What the index knows about one table.
@@ -245,7 +255,7 @@ impl Region {
 
     /// The largest sequence number ever assigned to `table_id`, 0 if none.
     pub(crate) fn sequence_num(&self, table_id: u64) -> u64 {
-        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let state = read(&self.state);
         state.tables.get(&table_id).map_or(0, |t| t.max_sequence)
     }
 
@@ -268,7 +278,6 @@ impl Region {
                 table_id
             }
         );
-        let mut record_len = RECORD_HEADER_LEN as u64;
         for (index, entry) in entries.iter().enumerate() {
             let len = entry.as_ref().len();
             ensure!(
@@ -281,8 +290,8 @@ impl Region {
                     max: config.max_entry_size_bytes
                 }
             );
-            record_len += (ENTRY_LEN_PREFIX + len) as u64;
         }
+        let record_len = segwal_format::record_len(entries);
         let max = RECORD_HEADER_LEN as u64 + u64::from(MAX_BODY_LEN);
         ensure!(
             record_len <= max,
@@ -330,7 +339,7 @@ impl Region {
                 }
             };
             let handle = segment.handle();
-            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            let mut state = write(&self.state);
             let table = state.tables.entry(table_id).or_default();
             table.max_sequence = last;
             table.records.push_back(RecordLoc {
@@ -397,7 +406,7 @@ impl Region {
             capacity,
         )
         .context(SegmentSnafu { region_id })?;
-        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let mut state = write(&self.state);
         state.segments.insert(
             segment_id,
             SegmentInfo {
@@ -412,7 +421,7 @@ impl Region {
     }
 
     fn seal(&self, segment_id: u64) {
-        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let mut state = write(&self.state);
         if let Some(info) = state.segments.get_mut(&segment_id) {
             info.sealed = true;
         }
@@ -478,7 +487,7 @@ impl Region {
     pub(crate) fn mark_delete(&self, table_id: u64, sequence: u64, stats: &Stats) -> Result<()> {
         let _serial = lock(&self.meta_lock);
         let meta = {
-            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            let mut state = write(&self.state);
             let Some(table) = state.tables.get_mut(&table_id) else {
                 return Ok(());
             };
@@ -509,7 +518,7 @@ impl Region {
         write_meta(&self.dir, &meta)?;
 
         let dead: Vec<SegmentInfo> = {
-            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            let mut state = write(&self.state);
             let RegionState { segments, tables } = &mut *state;
             let ids: Vec<u64> = segments
                 .iter()
@@ -536,7 +545,7 @@ impl Region {
     /// The live entries of `table_id` with sequence numbers in
     /// `[start, end]`, read lazily.
     pub(crate) fn read(&self, table_id: u64, start: u64, end: u64) -> EntryIter {
-        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let state = read(&self.state);
         let Some(table) = state.tables.get(&table_id) else {
             return EntryIter::empty();
         };
@@ -556,7 +565,7 @@ impl Region {
 
     /// Every live entry of the region, in ascending sequence order.
     pub(crate) fn scan(&self) -> EntryIter {
-        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let state = read(&self.state);
         let mut locs: Vec<RecordLoc> = state
             .tables
             .values()
