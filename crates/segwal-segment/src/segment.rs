@@ -275,19 +275,7 @@ impl Segment {
             .open(path)
             .context(OpenSnafu { path })?;
         lock(&file, path, options.writable)?;
-        let capacity = file.metadata().context(OpenSnafu { path })?.len();
-        let mut header_bytes = vec![0u8; (capacity as usize).min(SEGMENT_HEADER_LEN)];
-        file.read_exact_at(&mut header_bytes, 0)
-            .context(OpenSnafu { path })?;
-        let found = SegmentHeader::decode(&header_bytes).context(BadHeaderSnafu { path })?;
-        ensure!(
-            found.identity() == expected,
-            WrongIdentitySnafu {
-                path,
-                expected,
-                found: found.identity(),
-            }
-        );
+        let (found, capacity) = read_header(&file, path, expected)?;
         let map = map(&file, path)?;
         let shared = Shared {
             path: path.to_owned(),
@@ -315,6 +303,45 @@ impl Segment {
         shared.durable.store(0, Ordering::Release);
         shared.sync()?;
         Ok((Segment::from_parts(shared), report))
+    }
+
+    /// Reopens, read-only and without scanning, a segment that was
+    /// recovered earlier in this process and has not been written since:
+    /// checks that its header is valid and names `expected`, maps it, and
+    /// takes `len` (the end of its records found by that recovery) as the
+    /// end of the readable data.
+    ///
+    /// Nothing is read beyond the header here; every record is still
+    /// verified when it is read. This is how a segment evicted from an
+    /// open-segment cache comes back.
+    pub fn open_sealed(path: &Path, expected: SegmentIdentity, len: u64) -> Result<SegmentHandle> {
+        let file = File::open(path).context(OpenSnafu { path })?;
+        lock(&file, path, false)?;
+        let (found, capacity) = read_header(&file, path, expected)?;
+        ensure!(
+            (SEGMENT_HEADER_LEN as u64..=capacity).contains(&len),
+            ReadPastEndSnafu {
+                path,
+                offset: 0u64,
+                len,
+                written: capacity,
+            }
+        );
+        let map = map(&file, path)?;
+        Ok(SegmentHandle {
+            shared: Arc::new(Shared {
+                path: path.to_owned(),
+                header: found,
+                file,
+                map,
+                capacity,
+                writable: false,
+                written: AtomicU64::new(len),
+                durable: AtomicU64::new(len),
+                failed: AtomicBool::new(false),
+                sync_lock: Mutex::new(()),
+            }),
+        })
     }
 
     fn from_parts(shared: Shared) -> Segment {
@@ -725,6 +752,29 @@ fn lock(file: &File, path: &Path, exclusive: bool) -> Result<()> {
         Err(TryLockError::WouldBlock) => LockedSnafu { path }.fail(),
         Err(TryLockError::Error(source)) => Err(source).context(OpenSnafu { path }),
     }
+}
+
+/// Reads and checks the header of an open segment file: valid, and naming
+/// `expected`. Returns it with the file's length.
+fn read_header(
+    file: &File,
+    path: &Path,
+    expected: SegmentIdentity,
+) -> Result<(SegmentHeader, u64)> {
+    let capacity = file.metadata().context(OpenSnafu { path })?.len();
+    let mut header_bytes = vec![0u8; (capacity as usize).min(SEGMENT_HEADER_LEN)];
+    file.read_exact_at(&mut header_bytes, 0)
+        .context(OpenSnafu { path })?;
+    let found = SegmentHeader::decode(&header_bytes).context(BadHeaderSnafu { path })?;
+    ensure!(
+        found.identity() == expected,
+        WrongIdentitySnafu {
+            path,
+            expected,
+            found: found.identity(),
+        }
+    );
+    Ok((found, capacity))
 }
 
 /// Writes the header and zeros up to `capacity`, then syncs data and size.

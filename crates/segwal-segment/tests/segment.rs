@@ -606,3 +606,50 @@ fn a_record_hidden_in_a_payload_is_never_taken_for_one() {
         assert!(report.skipped.is_empty(), "{mode:?}");
     }
 }
+
+#[test]
+fn open_sealed_reads_a_recovered_segment_without_scanning_it() {
+    // Proves that a sealed segment can come back from an open-segment cache
+    // by its header alone: its records read back and verify, nothing past
+    // the given end is readable, and a wrong identity or length is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let (path, mut segment) = new_segment(dir.path());
+    let first = append(&mut segment, 1, 10, &[b"alpha", b"beta"]);
+    let second = append(&mut segment, 2, 12, &[b"gamma"]);
+    segment.close().unwrap();
+
+    let handle = Segment::open_sealed(&path, HEADER, second.end).unwrap();
+    assert_eq!(handle.written_len(), second.end);
+    assert_eq!(handle.durable_len(), second.end);
+    let records: Vec<(u64, u64)> = handle
+        .records_from(first.start)
+        .unwrap()
+        .map(|r| (r.table_id(), r.first_sequence()))
+        .collect();
+    assert_eq!(records, [(1, 10), (2, 12)]);
+
+    // Only the first record, when told the data ends there.
+    let short = Segment::open_sealed(&path, HEADER, first.end).unwrap();
+    assert_eq!(short.records_from(first.start).unwrap().count(), 1);
+    assert!(matches!(
+        short.read(first.end, 1),
+        Err(Error::ReadPastEnd { .. })
+    ));
+
+    let elsewhere = SegmentIdentity {
+        region_id: HEADER.region_id,
+        segment_id: HEADER.segment_id + 1,
+    };
+    assert!(matches!(
+        Segment::open_sealed(&path, elsewhere, second.end),
+        Err(Error::WrongIdentity { .. })
+    ));
+    assert!(matches!(
+        Segment::open_sealed(&path, HEADER, CAPACITY + 1),
+        Err(Error::ReadPastEnd { .. })
+    ));
+    assert!(matches!(
+        Segment::open_sealed(&dir.path().join("missing.seg"), HEADER, second.end),
+        Err(Error::Open { .. })
+    ));
+}
