@@ -32,9 +32,10 @@ pub struct ManagerConfig {
     /// Size of a new segment file in bytes (default 64 MiB). A batch larger
     /// than this gets a segment of its own, sized to fit.
     pub segment_size_bytes: u64,
-    /// How many sealed segments to keep open (default 8), at least one.
-    /// Validated now; the open-segment LRU is not built yet, so every
-    /// segment with live entries stays open.
+    /// How many sealed segments to keep open (mapped) between reads
+    /// (default 8), at least one; least recently used out first. Each open
+    /// region's active segment is open besides, and a read keeps the
+    /// segments it spans open until it is dropped.
     pub cache_size: usize,
     /// When writes are durable (default [`SyncMode::Always`]).
     pub sync_mode: SyncMode,

@@ -151,6 +151,17 @@ pub enum Error {
         region_id: u64,
     },
 
+    /// An earlier write or sync of the region failed. The region refuses
+    /// writes until it is closed (`close_region`) and recovered from disk on
+    /// its next use; reads go on.
+    #[snafu(display(
+        "region {region_id} refuses writes after an earlier write or sync failed; close the region to recover it from disk"
+    ))]
+    RegionFailed {
+        /// The region.
+        region_id: u64,
+    },
+
     /// The manager was closed; nothing more can be done with it.
     #[snafu(display("the WAL is closed"))]
     Closed,

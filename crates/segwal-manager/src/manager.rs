@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use snafu::{ResultExt, ensure};
 
+use crate::cache::SegmentCache;
 use crate::config::{ManagerConfig, SyncMode};
 use crate::error::{ClosedSnafu, DataDirLockedSnafu, DirectorySnafu, NotADirectorySnafu, Result};
 use crate::read::EntryIter;
@@ -18,11 +19,18 @@ use crate::stats::{Statistics, Stats};
 /// Name of the lock file in the data dir.
 pub const LOCK_FILE: &str = "LOCK";
 
+/// What every region needs from the manager.
+#[derive(Debug)]
+pub(crate) struct Context {
+    pub(crate) config: ManagerConfig,
+    pub(crate) stats: Stats,
+    pub(crate) cache: SegmentCache,
+}
+
 /// State shared with the interval-sync thread.
 #[derive(Debug)]
 struct Inner {
-    config: ManagerConfig,
-    stats: Stats,
+    ctx: Context,
     /// Open regions. A region is opened (recovered from disk) on first use
     /// and dropped by `close_region`.
     regions: RwLock<HashMap<u64, Arc<Region>>>,
@@ -46,8 +54,8 @@ pub struct SegmentManager {
     inner: Arc<Inner>,
     stop: Arc<Stop>,
     syncer: Option<JoinHandle<()>>,
-    /// Held for the manager's lifetime; the `flock` goes with it.
-    _lock: File,
+    /// Held until `close` (or drop); the `flock` goes with it.
+    lock: Mutex<Option<File>>,
 }
 
 impl SegmentManager {
@@ -87,17 +95,20 @@ impl SegmentManager {
                 region_ids.push(id);
             }
         }
-        let stats = Stats::default();
-        let regions = recover_regions(&config, &region_ids, &stats)?;
+        let ctx = Context {
+            cache: SegmentCache::new(config.cache_size),
+            config,
+            stats: Stats::default(),
+        };
+        let regions = recover_regions(&ctx, &region_ids)?;
 
         let inner = Arc::new(Inner {
-            config,
-            stats,
+            ctx,
             regions: RwLock::new(regions),
             closed: AtomicBool::new(false),
         });
         let stop = Arc::new(Stop::default());
-        let syncer = match inner.config.sync_mode {
+        let syncer = match inner.ctx.config.sync_mode {
             SyncMode::Interval(interval) => {
                 let (inner, stop) = (Arc::clone(&inner), Arc::clone(&stop));
                 Some(std::thread::spawn(move || {
@@ -110,13 +121,13 @@ impl SegmentManager {
             inner,
             stop,
             syncer,
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
         })
     }
 
     /// The configuration in force.
     pub fn config(&self) -> &ManagerConfig {
-        &self.inner.config
+        &self.inner.ctx.config
     }
 
     fn region(&self, region_id: u64) -> Result<Arc<Region>> {
@@ -129,13 +140,8 @@ impl SegmentManager {
         if let Some(region) = regions.get(&region_id) {
             return Ok(Arc::clone(region));
         }
-        let dir = self.inner.config.dir.join(region_dir_name(region_id));
-        let region = Arc::new(Region::recover(
-            dir,
-            region_id,
-            &self.inner.config,
-            &self.inner.stats,
-        )?);
+        let dir = self.inner.ctx.config.dir.join(region_dir_name(region_id));
+        let region = Arc::new(Region::recover(dir, region_id, &self.inner.ctx)?);
         regions.insert(region_id, Arc::clone(&region));
         Ok(region)
     }
@@ -151,7 +157,7 @@ impl SegmentManager {
         entries: &[E],
     ) -> Result<u64> {
         self.region(region_id)?
-            .write(table_id, entries, &self.inner.config, &self.inner.stats)
+            .write(table_id, entries, &self.inner.ctx)
     }
 
     /// The largest sequence number ever assigned to an entry of the table,
@@ -169,17 +175,18 @@ impl SegmentManager {
         sequence: u64,
     ) -> Result<()> {
         self.region(region_id)?
-            .mark_delete(table_id, sequence, &self.inner.stats)
+            .mark_delete(table_id, sequence, &self.inner.ctx)
     }
 
     /// The table's live entries with sequence numbers in `[start, end]`.
     pub fn read(&self, region_id: u64, table_id: u64, start: u64, end: u64) -> Result<EntryIter> {
-        Ok(self.region(region_id)?.read(table_id, start, end))
+        self.region(region_id)?
+            .read(table_id, start, end, &self.inner.ctx)
     }
 
     /// Every live entry of the region, in ascending sequence order.
     pub fn scan(&self, region_id: u64) -> Result<EntryIter> {
-        Ok(self.region(region_id)?.scan())
+        self.region(region_id)?.scan(&self.inner.ctx)
     }
 
     /// Syncs and closes the region's files. Its next use opens it again.
@@ -187,12 +194,13 @@ impl SegmentManager {
         ensure!(!self.inner.closed.load(Ordering::Acquire), ClosedSnafu);
         let removed = write(&self.inner.regions).remove(&region_id);
         match removed {
-            Some(region) => region.close(),
+            Some(region) => region.close(&self.inner.ctx),
             None => Ok(()),
         }
     }
 
-    /// Syncs and closes everything. Every later call fails with
+    /// Syncs and closes everything and unlocks the data dir (another
+    /// manager may open it now). Every later call fails with
     /// [`Error::Closed`](crate::Error::Closed).
     pub fn close(&self) -> Result<()> {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
@@ -203,20 +211,26 @@ impl SegmentManager {
             write(&self.inner.regions).drain().map(|(_, r)| r).collect();
         let mut first_error = None;
         for region in regions {
-            if let Err(err) = region.close() {
+            if let Err(err) = region.close(&self.inner.ctx) {
                 first_error.get_or_insert(err);
             }
         }
+        // Readers may still hold segments of the closed regions; they only
+        // read, so another manager may take over the data dir.
+        lock(&self.lock).take();
         first_error.map_or(Ok(()), Err)
     }
 
     /// The counters and per-region figures.
     pub fn statistics(&self) -> Statistics {
-        let mut statistics = Statistics::from_counters(&self.inner.stats);
+        let mut statistics = Statistics::from_counters(&self.inner.ctx.stats);
+        statistics.segments_open = self.inner.ctx.cache.len() as u64;
         let regions = read(&self.inner.regions);
         for region in regions.values() {
             statistics.regions.push((region.id, region.next_sequence()));
-            statistics.segments_live += read(&region.state).segments.len() as u64;
+            let state = read(&region.state);
+            statistics.segments_live += state.segments.len() as u64;
+            statistics.segments_open += state.active_segments() as u64;
         }
         statistics.regions.sort_unstable();
         statistics
@@ -244,11 +258,7 @@ impl Drop for SegmentManager {
 }
 
 /// Recovers regions in parallel, a few threads at a time.
-fn recover_regions(
-    config: &ManagerConfig,
-    ids: &[u64],
-    stats: &Stats,
-) -> Result<HashMap<u64, Arc<Region>>> {
+fn recover_regions(ctx: &Context, ids: &[u64]) -> Result<HashMap<u64, Arc<Region>>> {
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .max(1);
@@ -258,8 +268,8 @@ fn recover_regions(
             let workers: Vec<_> = chunk
                 .iter()
                 .map(|&id| {
-                    let dir = config.dir.join(region_dir_name(id));
-                    scope.spawn(move || Region::recover(dir, id, config, stats))
+                    let dir = ctx.config.dir.join(region_dir_name(id));
+                    scope.spawn(move || Region::recover(dir, id, ctx))
                 })
                 .collect();
             workers
@@ -292,7 +302,7 @@ fn interval_sync(inner: &Inner, stop: &Stop, interval: Duration) {
         let regions: Vec<Arc<Region>> = read(&inner.regions).values().cloned().collect();
         for region in regions {
             // A failed sync poisons the segment; the next write reports it.
-            let _ = region.sync_active(&inner.stats);
+            let _ = region.sync_active(&inner.ctx);
         }
         stopped = lock(&stop.stopped);
     }

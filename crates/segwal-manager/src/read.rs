@@ -7,7 +7,6 @@ use segwal_segment::SegmentHandle;
 use snafu::ResultExt;
 
 use crate::error::{ReadCorruptedSnafu, Result, SegmentSnafu};
-use crate::region::RegionState;
 
 /// Where one record is: what the index holds per batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,21 +52,17 @@ impl EntryIter {
         }
     }
 
+    /// An iterator over `locs`, reading from `handles`. Records in segments
+    /// without a handle (deleted since the snapshot) are left out: the
+    /// caller's `start` or `deleted` marks cover all their entries.
     pub(crate) fn new(
-        locs: Vec<RecordLoc>,
-        state: &RegionState,
+        mut locs: Vec<RecordLoc>,
+        handles: HashMap<u64, SegmentHandle>,
         start: u64,
         end: u64,
         deleted: HashMap<u64, u64>,
     ) -> EntryIter {
-        let mut handles = HashMap::new();
-        for loc in &locs {
-            if let Some(info) = state.segments.get(&loc.segment_id) {
-                handles
-                    .entry(loc.segment_id)
-                    .or_insert_with(|| info.handle.clone());
-            }
-        }
+        locs.retain(|loc| handles.contains_key(&loc.segment_id));
         EntryIter {
             locs,
             handles,

@@ -4,23 +4,26 @@
 //!
 //! Taken only in this order, never the reverse:
 //!
-//! 1. `writer` — the active segment and sequence allocation. Held while a
-//!    batch is encoded and written (one `pwrite`), and while a full segment
-//!    is synced and sealed at rollover.
-//! 2. `state` — the index, the segment set and the delete marks. Held
+//! 1. `writer` — the active segment, the spare being prepared and sequence
+//!    allocation. Held while a batch is encoded and written (one `pwrite`),
+//!    and while a full segment is synced and sealed at rollover.
+//! 2. `meta_lock` — serialises meta file replacements (deletes, and the
+//!    sequence floor after a failure). The file is written without holding
+//!    `state`, so reads and appends go on meanwhile.
+//! 3. `state` — the index, the segment set and the delete marks. Held
 //!    briefly: to publish a written record, to snapshot for a read, to apply
 //!    a delete mark, to pick dead segments.
+//! 4. The open-segment cache's lock, a leaf.
 //!
-//! `meta_lock` serialises deletes (it is taken before `state`, and the meta
-//! file is written while holding neither `writer` nor `state`). `group`
-//! (group commit) is never held together with another lock, and never
-//! across a sync.
+//! `group` (group commit) is never held together with another lock, and
+//! never across a sync.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread::JoinHandle;
 
 use segwal_format::{
     MAX_BODY_LEN, RECORD_HEADER_LEN, RegionMeta, SEGMENT_HEADER_LEN, SegmentIdentity, TableMeta,
@@ -31,18 +34,21 @@ use segwal_segment::{
 };
 use snafu::{ResultExt, ensure};
 
-use crate::config::{ManagerConfig, SyncMode};
+use crate::config::SyncMode;
 use crate::error::{
     BatchTooLargeSnafu, ClosedSnafu, DirectorySnafu, EmptyBatchSnafu, EntryTooLargeSnafu,
-    MetaInvalidSnafu, MetaIoSnafu, Result, SealedSegmentDamagedSnafu, SegmentSnafu,
-    SequenceExhaustedSnafu,
+    MetaInvalidSnafu, MetaIoSnafu, RegionFailedSnafu, Result, SealedSegmentDamagedSnafu,
+    SegmentSnafu, SequenceExhaustedSnafu,
 };
+use crate::manager::Context;
 use crate::read::{EntryIter, RecordLoc};
-use crate::stats::Stats;
 
 /// Name of the region meta file inside a region directory.
 pub(crate) const META_FILE: &str = "META";
 const META_TMP_FILE: &str = "META.tmp";
+/// Suffix of a segment file prepared ahead of need, before it is renamed
+/// into place.
+const SPARE_SUFFIX: &str = ".spare";
 
 /// The directory name of region `region_id`: zero-padded like segment names.
 pub(crate) fn region_dir_name(region_id: u64) -> String {
@@ -87,11 +93,27 @@ pub(crate) struct TableState {
 /// A segment of the region, as the index sees it.
 #[derive(Debug)]
 pub(crate) struct SegmentInfo {
-    pub(crate) handle: SegmentHandle,
     /// For each table with records here, its largest sequence number here.
     tables: HashMap<u64, u64>,
-    /// False only for the segment being written.
-    sealed: bool,
+    /// The segment being written, open for as long as it is; `None` once
+    /// sealed (a sealed segment is open only while the cache or a reader
+    /// holds a handle to it).
+    active: Option<SegmentHandle>,
+    /// Sealed: the end of its records, what it is reopened with.
+    len: u64,
+}
+
+impl SegmentInfo {
+    /// How far readers may read: a sealed segment to its end; the active
+    /// one to its last sync under `SyncMode::Always` (nothing a crash could
+    /// take away is ever visible), else to its last append.
+    fn visible_len(&self, sync_mode: SyncMode) -> u64 {
+        match &self.active {
+            None => self.len,
+            Some(handle) if sync_mode == SyncMode::Always => handle.durable_len(),
+            Some(handle) => handle.written_len(),
+        }
+    }
 }
 
 /// The index, the segment set and the delete marks.
@@ -101,17 +123,64 @@ pub(crate) struct RegionState {
     pub(crate) tables: HashMap<u64, TableState>,
 }
 
+impl RegionState {
+    /// How many segments are being written (0 or 1).
+    pub(crate) fn active_segments(&self) -> usize {
+        self.segments
+            .values()
+            .filter(|info| info.active.is_some())
+            .count()
+    }
+
+    /// What the meta file records: the sequence floor and every table's
+    /// maximum and delete mark.
+    fn meta(&self, next_sequence: u64) -> RegionMeta {
+        let mut tables: Vec<TableMeta> = self
+            .tables
+            .iter()
+            .filter(|(_, t)| t.max_sequence > 0)
+            .map(|(&table_id, t)| TableMeta {
+                table_id,
+                max_sequence: t.max_sequence,
+                deleted_up_to: t.deleted_up_to,
+            })
+            .collect();
+        tables.sort_unstable_by_key(|t| t.table_id);
+        RegionMeta {
+            next_sequence,
+            tables,
+        }
+    }
+}
+
+/// A segment being prepared ahead of need, under a temporary name.
+#[derive(Debug)]
+struct Spare {
+    segment_id: u64,
+    creating: JoinHandle<segwal_segment::Result<Segment>>,
+}
+
 /// The writer's side: the active segment and sequence allocation.
 #[derive(Debug)]
 struct Writer {
     active: Option<Segment>,
     next_segment_id: u64,
+    spare: Option<Spare>,
 }
 
 /// Group-commit state: whether a leader is syncing right now.
 #[derive(Debug, Default)]
 struct Group {
     syncing: bool,
+}
+
+/// A segment a read needs, found under the state lock.
+#[derive(Debug)]
+enum Pin {
+    /// Open already: the active segment.
+    Open(SegmentHandle),
+    /// Sealed: from the cache, or reopened with this length.
+    Sealed { len: u64 },
 }
 
 /// One region of the WAL.
@@ -127,20 +196,18 @@ pub(crate) struct Region {
     meta_lock: Mutex<()>,
     group: Mutex<Group>,
     group_done: Condvar,
-    /// Set by `close`; later writes to this object fail (the manager opens
-    /// the region afresh on its next use).
+    /// Set by `close` (under `state`'s write lock); later writes to this
+    /// object fail (the manager opens the region afresh on its next use).
     closed: AtomicBool,
+    /// Set (under `writer`) by the first failed write or sync: the region
+    /// refuses writes from then on (see `record_failure`).
+    failed: AtomicBool,
 }
 
 impl Region {
     /// Opens region `id` in `dir`, which may not exist yet, rebuilding its
     /// index and sequence numbers from the segments and the meta file.
-    pub(crate) fn recover(
-        dir: PathBuf,
-        id: u64,
-        config: &ManagerConfig,
-        stats: &Stats,
-    ) -> Result<Region> {
+    pub(crate) fn recover(dir: PathBuf, id: u64, ctx: &Context) -> Result<Region> {
         let meta = read_meta(&dir)?;
         let mut state = RegionState::default();
         for table in &meta.tables {
@@ -157,10 +224,14 @@ impl Region {
         if dir.exists() {
             for entry in fs::read_dir(&dir).context(DirectorySnafu { dir: &dir })? {
                 let entry = entry.context(DirectorySnafu { dir: &dir })?;
-                if let Some(segment_id) =
-                    entry.file_name().to_str().and_then(parse_segment_file_name)
-                {
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if let Some(segment_id) = parse_segment_file_name(name) {
                     ids.push(segment_id);
+                } else if is_spare_file_name(name) {
+                    // A segment prepared ahead of need and never put in
+                    // place holds no records.
+                    Segment::delete_file(&entry.path()).context(SegmentSnafu { region_id: id })?;
                 }
             }
         }
@@ -179,7 +250,7 @@ impl Region {
             // fresh segment).
             let is_newest = Some(segment_id) == newest;
             let options = OpenOptions {
-                recovery_mode: config.recovery_mode,
+                recovery_mode: ctx.config.recovery_mode,
                 writable: is_newest,
             };
             let mut tables: HashMap<u64, u64> = HashMap::new();
@@ -206,7 +277,7 @@ impl Region {
             .context(SegmentSnafu { region_id: id })?;
             if let Some(torn) = report.torn_tail
                 && !is_newest
-                && config.recovery_mode != RecoveryMode::SkipCorrupted
+                && ctx.config.recovery_mode != RecoveryMode::SkipCorrupted
             {
                 return Err(torn.cause).context(SealedSegmentDamagedSnafu {
                     path,
@@ -220,15 +291,18 @@ impl Region {
                 // point at it.
                 drop(handle);
                 Segment::delete_file(&path).context(SegmentSnafu { region_id: id })?;
-                stats.segments_deleted.fetch_add(1, Ordering::Relaxed);
+                ctx.stats.segments_deleted.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
+            // The region is not shared yet, so nothing can race this insert
+            // (see `pin`).
+            ctx.cache.insert((id, segment_id), handle);
             state.segments.insert(
                 segment_id,
                 SegmentInfo {
-                    handle,
                     tables,
-                    sealed: true,
+                    active: None,
+                    len: report.end,
                 },
             );
         }
@@ -238,6 +312,7 @@ impl Region {
             writer: Mutex::new(Writer {
                 active: None,
                 next_segment_id: newest.map_or(1, |n| n + 1),
+                spare: None,
             }),
             next_sequence: AtomicU64::new(next_sequence),
             state: RwLock::new(state),
@@ -245,6 +320,7 @@ impl Region {
             group: Mutex::new(Group::default()),
             group_done: Condvar::new(),
             closed: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
         })
     }
 
@@ -260,15 +336,15 @@ impl Region {
     }
 
     /// Appends `entries` for `table_id` and returns the last sequence number
-    /// once the batch is durable per `config.sync_mode`.
+    /// once the batch is durable per the sync mode.
     pub(crate) fn write<E: AsRef<[u8]>>(
         &self,
         table_id: u64,
         entries: &[E],
-        config: &ManagerConfig,
-        stats: &Stats,
+        ctx: &Context,
     ) -> Result<u64> {
         let region_id = self.id;
+        let config = &ctx.config;
         // Everything that can be refused is refused before a sequence number
         // is used.
         ensure!(
@@ -306,13 +382,17 @@ impl Region {
         let (handle, end, last) = {
             let mut writer = lock(&self.writer);
             ensure!(!self.closed.load(Ordering::Acquire), ClosedSnafu);
+            ensure!(
+                !self.failed.load(Ordering::Acquire),
+                RegionFailedSnafu { region_id }
+            );
             let first = self.next_sequence.load(Ordering::Acquire);
             let count = entries.len() as u64;
             let last = first
                 .checked_add(count - 1)
                 .filter(|&last| last < u64::MAX)
                 .ok_or_else(|| SequenceExhaustedSnafu { region_id }.build())?;
-            self.ensure_room(&mut writer, record_len, config, stats)?;
+            self.ensure_room(&mut writer, record_len, ctx)?;
             let segment = writer
                 .active
                 .as_mut()
@@ -324,54 +404,49 @@ impl Region {
                 entries,
             });
             // From here the numbers are used, whatever the outcome: a failed
-            // write never gives them back.
+            // write never gives them back (its bytes may yet be on disk).
             self.next_sequence.store(last + 1, Ordering::Release);
             let range = match appended {
                 Ok(range) => range,
                 Err(source) => {
-                    // The segment is poisoned: seal it unsynced so the next
-                    // write starts a new one. Writers still waiting on it get
-                    // errors from their sync.
-                    if let Some(failed) = writer.active.take() {
-                        self.seal(failed.identity().segment_id);
-                    }
+                    // The segment is poisoned and stays the active one; the
+                    // region refuses writes until it is closed and recovered
+                    // from disk.
+                    self.record_failure(&writer, ctx);
                     return Err(source).context(SegmentSnafu { region_id });
                 }
             };
             let handle = segment.handle();
-            let mut state = write(&self.state);
-            let table = state.tables.entry(table_id).or_default();
-            table.max_sequence = last;
-            table.records.push_back(RecordLoc {
-                first,
-                last,
-                segment_id,
-                offset: range.start,
-            });
-            let info = state
-                .segments
-                .get_mut(&segment_id)
-                .expect("the active segment is indexed");
-            info.tables.insert(table_id, last);
-            stats.record_write(count, range.end - range.start);
+            {
+                let mut state = write(&self.state);
+                let table = state.tables.entry(table_id).or_default();
+                table.max_sequence = last;
+                table.records.push_back(RecordLoc {
+                    first,
+                    last,
+                    segment_id,
+                    offset: range.start,
+                });
+                let info = state
+                    .segments
+                    .get_mut(&segment_id)
+                    .expect("the active segment is indexed");
+                info.tables.insert(table_id, last);
+            }
+            ctx.stats.record_write(count, range.end - range.start);
+            self.prepare_spare(&mut writer, ctx);
             (handle, range.end, last)
         };
         if config.sync_mode == SyncMode::Always {
-            self.wait_durable(&handle, end, stats)?;
+            self.wait_durable(&handle, end, ctx)?;
         }
         Ok(last)
     }
 
     /// Makes sure the active segment can take `record_len` more bytes: if
-    /// not, syncs and seals it and creates the next one (sized to fit a
-    /// batch larger than the configured segment size).
-    fn ensure_room(
-        &self,
-        writer: &mut Writer,
-        record_len: u64,
-        config: &ManagerConfig,
-        stats: &Stats,
-    ) -> Result<()> {
+    /// not, syncs and seals it and puts the next one in place (sized to fit
+    /// a batch larger than the configured segment size).
+    fn ensure_room(&self, writer: &mut Writer, record_len: u64, ctx: &Context) -> Result<()> {
         let region_id = self.id;
         if writer
             .active
@@ -380,57 +455,144 @@ impl Region {
         {
             return Ok(());
         }
-        if let Some(full) = writer.active.take() {
+        if let Some(full) = &writer.active {
             // A sealed segment must be durable before anything in its
             // successor is acknowledged: recovery relies on sealed segments
             // ending cleanly. This is the one sync under the writer lock, once
-            // per segment.
-            let synced = full.sync();
-            self.seal(full.identity().segment_id);
-            synced.context(SegmentSnafu { region_id })?;
-            stats.syncs.fetch_add(1, Ordering::Relaxed);
+            // per segment. If it fails the segment stays active (and
+            // poisoned): the region refuses writes until it is recovered.
+            if let Err(source) = full.sync() {
+                self.record_failure(writer, ctx);
+                return Err(source).context(SegmentSnafu { region_id });
+            }
+            ctx.stats.syncs.fetch_add(1, Ordering::Relaxed);
+            let full = writer.active.take().expect("checked above");
+            self.seal(&full, ctx);
         }
-        fs::create_dir_all(&self.dir).context(DirectorySnafu { dir: &self.dir })?;
-        let segment_id = writer.next_segment_id;
-        writer.next_segment_id += 1;
-        let capacity = config
-            .segment_size_bytes
-            .max(SEGMENT_HEADER_LEN as u64 + record_len);
-        let path = self.dir.join(segment_file_name(segment_id));
-        let segment = Segment::create(
-            &path,
-            SegmentIdentity {
-                region_id,
-                segment_id,
-            },
-            capacity,
-        )
-        .context(SegmentSnafu { region_id })?;
-        let mut state = write(&self.state);
-        state.segments.insert(
+        let needed = SEGMENT_HEADER_LEN as u64 + record_len;
+        let segment = match self.take_spare(writer, needed, ctx) {
+            Some(segment) => segment,
+            None => {
+                fs::create_dir_all(&self.dir).context(DirectorySnafu { dir: &self.dir })?;
+                let segment_id = writer.next_segment_id;
+                writer.next_segment_id += 1;
+                let capacity = ctx.config.segment_size_bytes.max(needed);
+                Segment::create(
+                    &self.dir.join(segment_file_name(segment_id)),
+                    self.identity(segment_id),
+                    capacity,
+                )
+                .context(SegmentSnafu { region_id })?
+            }
+        };
+        let segment_id = segment.identity().segment_id;
+        write(&self.state).segments.insert(
             segment_id,
             SegmentInfo {
-                handle: segment.handle(),
                 tables: HashMap::new(),
-                sealed: false,
+                active: Some(segment.handle()),
+                len: 0,
             },
         );
-        stats.segments_created.fetch_add(1, Ordering::Relaxed);
+        ctx.stats.segments_created.fetch_add(1, Ordering::Relaxed);
         writer.active = Some(segment);
         Ok(())
     }
 
-    fn seal(&self, segment_id: u64) {
+    fn identity(&self, segment_id: u64) -> SegmentIdentity {
+        SegmentIdentity {
+            region_id: self.id,
+            segment_id,
+        }
+    }
+
+    /// Starts preparing the next segment in the background once the active
+    /// one is half full, so that a rollover finds it ready (creating a
+    /// segment writes its whole length).
+    fn prepare_spare(&self, writer: &mut Writer, ctx: &Context) {
+        let Some(active) = &writer.active else {
+            return;
+        };
+        if writer.spare.is_some() || active.written_len().saturating_mul(2) < active.capacity() {
+            return;
+        }
+        let segment_id = writer.next_segment_id;
+        let path = self.dir.join(spare_file_name(segment_id));
+        let identity = self.identity(segment_id);
+        let capacity = ctx.config.segment_size_bytes;
+        let spawned = std::thread::Builder::new()
+            .name(format!("segwal-spare-{}", self.id))
+            .spawn(move || Segment::create(&path, identity, capacity));
+        // Without a thread the rollover creates the segment itself.
+        if let Ok(creating) = spawned {
+            writer.next_segment_id += 1;
+            writer.spare = Some(Spare {
+                segment_id,
+                creating,
+            });
+        }
+    }
+
+    /// The prepared segment, renamed into place, if there is one, it was
+    /// created successfully and it can hold `needed` bytes. Otherwise the
+    /// spare is discarded and the caller creates a segment itself.
+    fn take_spare(&self, writer: &mut Writer, needed: u64, ctx: &Context) -> Option<Segment> {
+        let spare = writer.spare.take()?;
+        let Ok(Ok(mut segment)) = spare.creating.join() else {
+            // Creation failed and removed its file; the id stays unused.
+            return None;
+        };
+        if segment.capacity() >= needed
+            && segment
+                .rename(&self.dir.join(segment_file_name(spare.segment_id)))
+                .is_ok()
+        {
+            ctx.stats.spares_used.fetch_add(1, Ordering::Relaxed);
+            return Some(segment);
+        }
+        // Too small for this batch, or not renamed (it keeps its temporary
+        // name, which recovery removes): best effort, the synchronous
+        // creation that follows reports any real trouble with the disk.
+        let _ = segment.delete();
+        None
+    }
+
+    /// Marks the active segment `full` sealed (after its final sync) and
+    /// hands its handle to the open-segment cache.
+    fn seal(&self, full: &Segment, ctx: &Context) {
+        let segment_id = full.identity().segment_id;
         let mut state = write(&self.state);
         if let Some(info) = state.segments.get_mut(&segment_id) {
-            info.sealed = true;
+            info.active = None;
+            info.len = full.written_len();
+            ctx.cache.insert((self.id, segment_id), full.handle());
+        }
+    }
+
+    /// After a failed write or sync: stops the region (later writes are
+    /// refused before they use a sequence number) and records the sequence
+    /// floor (and every table's maximum) in the meta file, so that no
+    /// restart reuses a number a failed write may have used even if its
+    /// bytes are lost. Holding the writer lock (`_writer`) keeps sequence
+    /// allocation still while the floor is read.
+    ///
+    /// Recording the floor is best effort: the caller reports the original
+    /// error, and if the disk refuses this too, the region already refuses
+    /// every write.
+    fn record_failure(&self, _writer: &Writer, ctx: &Context) {
+        if !self.failed.swap(true, Ordering::AcqRel) {
+            let _serial = lock(&self.meta_lock);
+            let meta = read(&self.state).meta(self.next_sequence());
+            if write_meta(&self.dir, &meta).is_ok() {
+                ctx.stats.meta_writes.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
     /// Group commit: returns once `handle` is durable up to `end`. The first
     /// waiter that finds no sync running becomes the leader and syncs for
     /// everyone queued behind it; the others sleep until a sync finishes.
-    fn wait_durable(&self, handle: &SegmentHandle, end: u64, stats: &Stats) -> Result<()> {
+    fn wait_durable(&self, handle: &SegmentHandle, end: u64, ctx: &Context) -> Result<()> {
         let mut group = lock(&self.group);
         loop {
             if handle.durable_len() >= end {
@@ -449,42 +611,59 @@ impl Region {
             group = lock(&self.group);
             group.syncing = false;
             self.group_done.notify_all();
-            synced.context(SegmentSnafu { region_id: self.id })?;
-            stats.syncs.fetch_add(1, Ordering::Relaxed);
+            if let Err(source) = synced {
+                drop(group);
+                self.record_failure(&lock(&self.writer), ctx);
+                return Err(source).context(SegmentSnafu { region_id: self.id });
+            }
+            ctx.stats.syncs.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Syncs the active segment, if any (for `SyncMode::Interval` and
-    /// closing).
-    pub(crate) fn sync_active(&self, stats: &Stats) -> Result<()> {
+    /// Syncs the active segment, if any (for `SyncMode::Interval`).
+    pub(crate) fn sync_active(&self, ctx: &Context) -> Result<()> {
         let handle = lock(&self.writer).active.as_ref().map(Segment::handle);
         if let Some(handle) = handle
             && handle.durable_len() < handle.written_len()
         {
-            handle.sync().context(SegmentSnafu { region_id: self.id })?;
-            stats.syncs.fetch_add(1, Ordering::Relaxed);
+            if let Err(source) = handle.sync() {
+                self.record_failure(&lock(&self.writer), ctx);
+                return Err(source).context(SegmentSnafu { region_id: self.id });
+            }
+            ctx.stats.syncs.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
     }
 
-    /// Syncs and seals the active segment; the region then holds no open
-    /// writer.
-    pub(crate) fn close(&self) -> Result<()> {
+    /// Syncs and seals the active segment, discards a prepared spare, and
+    /// drops the region's segments from the cache; the region then holds no
+    /// open file but those readers still use.
+    pub(crate) fn close(&self, ctx: &Context) -> Result<()> {
         let mut writer = lock(&self.writer);
-        self.closed.store(true, Ordering::Release);
-        if let Some(active) = writer.active.take() {
-            self.seal(active.identity().segment_id);
-            active
-                .close()
-                .context(SegmentSnafu { region_id: self.id })?;
+        {
+            // Under the state lock, so that no reader caches a handle of
+            // this region after the cache is cleared below (see `pin`).
+            let _state = write(&self.state);
+            self.closed.store(true, Ordering::Release);
         }
-        Ok(())
+        let mut result = Ok(());
+        if let Some(spare) = writer.spare.take()
+            && let Ok(Ok(segment)) = spare.creating.join()
+        {
+            result = segment.delete();
+        }
+        if let Some(active) = writer.active.take() {
+            self.seal(&active, ctx);
+            result = result.and(active.close());
+        }
+        ctx.cache.remove_region(self.id);
+        result.context(SegmentSnafu { region_id: self.id })
     }
 
     /// Deletes `table_id`'s entries up to `sequence` (clamped to the table's
     /// last sequence number), durably, then removes segments left with
     /// nothing live.
-    pub(crate) fn mark_delete(&self, table_id: u64, sequence: u64, stats: &Stats) -> Result<()> {
+    pub(crate) fn mark_delete(&self, table_id: u64, sequence: u64, ctx: &Context) -> Result<()> {
         let _serial = lock(&self.meta_lock);
         let meta = {
             let mut state = write(&self.state);
@@ -499,31 +678,20 @@ impl Region {
             while table.records.front().is_some_and(|r| r.last <= up_to) {
                 table.records.pop_front();
             }
-            RegionMeta {
-                next_sequence: self.next_sequence(),
-                tables: state
-                    .tables
-                    .iter()
-                    .filter(|(_, t)| t.deleted_up_to > 0)
-                    .map(|(&table_id, t)| TableMeta {
-                        table_id,
-                        max_sequence: t.max_sequence,
-                        deleted_up_to: t.deleted_up_to,
-                    })
-                    .collect(),
-            }
+            state.meta(self.next_sequence())
         };
         // The mark is durable before any segment holding the entries goes,
         // so no restart can bring them back or reuse their numbers.
         write_meta(&self.dir, &meta)?;
+        ctx.stats.meta_writes.fetch_add(1, Ordering::Relaxed);
 
-        let dead: Vec<SegmentInfo> = {
+        let dead: Vec<u64> = {
             let mut state = write(&self.state);
             let RegionState { segments, tables } = &mut *state;
             let ids: Vec<u64> = segments
                 .iter()
                 .filter(|(_, info)| {
-                    info.sealed
+                    info.active.is_none()
                         && info
                             .tables
                             .iter()
@@ -531,54 +699,153 @@ impl Region {
                 })
                 .map(|(&id, _)| id)
                 .collect();
-            ids.iter().filter_map(|id| segments.remove(id)).collect()
+            for id in &ids {
+                segments.remove(id);
+                // After the removal from the index, under its lock: no
+                // reader can cache the segment again (see `pin`).
+                ctx.cache.remove((self.id, *id));
+            }
+            ids
         };
-        for info in dead {
-            let path = info.handle.path().to_owned();
-            drop(info);
-            Segment::delete_file(&path).context(SegmentSnafu { region_id: self.id })?;
-            stats.segments_deleted.fetch_add(1, Ordering::Relaxed);
+        for segment_id in dead {
+            Segment::delete_file(&self.dir.join(segment_file_name(segment_id)))
+                .context(SegmentSnafu { region_id: self.id })?;
+            ctx.stats.segments_deleted.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
     }
 
     /// The live entries of `table_id` with sequence numbers in
     /// `[start, end]`, read lazily.
-    pub(crate) fn read(&self, table_id: u64, start: u64, end: u64) -> EntryIter {
-        let state = read(&self.state);
-        let Some(table) = state.tables.get(&table_id) else {
-            return EntryIter::empty();
+    pub(crate) fn read(
+        &self,
+        table_id: u64,
+        start: u64,
+        end: u64,
+        ctx: &Context,
+    ) -> Result<EntryIter> {
+        let (locs, pins) = {
+            let state = read(&self.state);
+            let Some(table) = state.tables.get(&table_id) else {
+                return Ok(EntryIter::empty());
+            };
+            let start = start.max(table.deleted_up_to.saturating_add(1));
+            if start > end {
+                return Ok(EntryIter::empty());
+            }
+            let from = table.records.partition_point(|r| r.last < start);
+            let locs = table
+                .records
+                .range(from..)
+                .take_while(|r| r.first <= end)
+                .copied();
+            visible(&state, locs, ctx.config.sync_mode)
         };
-        let start = start.max(table.deleted_up_to.saturating_add(1));
-        if start > end {
-            return EntryIter::empty();
-        }
-        let from = table.records.partition_point(|r| r.last < start);
-        let locs: Vec<RecordLoc> = table
-            .records
-            .range(from..)
-            .take_while(|r| r.first <= end)
-            .copied()
-            .collect();
-        EntryIter::new(locs, &state, start, end, HashMap::new())
+        let handles = self.pin(pins, ctx)?;
+        // Marks are read again after pinning: a segment deleted meanwhile
+        // held only entries at or below its tables' marks, which this skips.
+        let mark = read(&self.state)
+            .tables
+            .get(&table_id)
+            .map_or(0, |t| t.deleted_up_to);
+        let start = start.max(mark.saturating_add(1));
+        Ok(EntryIter::new(locs, handles, start, end, HashMap::new()))
     }
 
     /// Every live entry of the region, in ascending sequence order.
-    pub(crate) fn scan(&self) -> EntryIter {
-        let state = read(&self.state);
-        let mut locs: Vec<RecordLoc> = state
-            .tables
-            .values()
-            .flat_map(|t| t.records.iter().copied())
-            .collect();
+    pub(crate) fn scan(&self, ctx: &Context) -> Result<EntryIter> {
+        let (mut locs, pins) = {
+            let state = read(&self.state);
+            let locs = state
+                .tables
+                .values()
+                .flat_map(|t| t.records.iter().copied());
+            visible(&state, locs, ctx.config.sync_mode)
+        };
         locs.sort_unstable_by_key(|r| r.first);
-        let deleted = state
+        let handles = self.pin(pins, ctx)?;
+        let deleted = read(&self.state)
             .tables
             .iter()
             .map(|(&id, t)| (id, t.deleted_up_to))
             .collect();
-        EntryIter::new(locs, &state, 0, u64::MAX, deleted)
+        Ok(EntryIter::new(locs, handles, 0, u64::MAX, deleted))
     }
+
+    /// Handles to the segments a read needs, from the cache or reopened
+    /// (without holding the state lock while files are opened). A segment
+    /// deleted since the snapshot is left out.
+    fn pin(&self, pins: BTreeMap<u64, Pin>, ctx: &Context) -> Result<HashMap<u64, SegmentHandle>> {
+        let mut handles = HashMap::with_capacity(pins.len());
+        for (segment_id, pin) in pins {
+            let key = (self.id, segment_id);
+            let handle = match pin {
+                Pin::Open(handle) => handle,
+                Pin::Sealed { len } => match ctx.cache.get(key) {
+                    Some(handle) => handle,
+                    None => {
+                        let path = self.dir.join(segment_file_name(segment_id));
+                        let opened = Segment::open_sealed(&path, self.identity(segment_id), len);
+                        // Cached only while the segment is still indexed and
+                        // the region open, checked under the state lock that
+                        // deletion and `close` hold when they clear the cache.
+                        let state = read(&self.state);
+                        let indexed = state.segments.contains_key(&segment_id);
+                        match opened {
+                            Ok(handle) => {
+                                if indexed && !self.closed.load(Ordering::Acquire) {
+                                    ctx.cache.insert(key, handle.clone());
+                                }
+                                handle
+                            }
+                            Err(_) if !indexed => continue,
+                            Err(source) => {
+                                return Err(source).context(SegmentSnafu { region_id: self.id });
+                            }
+                        }
+                    }
+                },
+            };
+            handles.insert(segment_id, handle);
+        }
+        Ok(handles)
+    }
+}
+
+/// The records among `locs` that readers may see (see
+/// [`SegmentInfo::visible_len`]), and the segments they lie in.
+fn visible(
+    state: &RegionState,
+    locs: impl Iterator<Item = RecordLoc>,
+    sync_mode: SyncMode,
+) -> (Vec<RecordLoc>, BTreeMap<u64, Pin>) {
+    let mut pins = BTreeMap::new();
+    let locs = locs
+        .filter(|loc| {
+            let info = &state.segments[&loc.segment_id];
+            if loc.offset >= info.visible_len(sync_mode) {
+                return false;
+            }
+            pins.entry(loc.segment_id)
+                .or_insert_with(|| match &info.active {
+                    Some(handle) => Pin::Open(handle.clone()),
+                    None => Pin::Sealed { len: info.len },
+                });
+            true
+        })
+        .collect();
+    (locs, pins)
+}
+
+/// The temporary name of a segment prepared ahead of need.
+fn spare_file_name(segment_id: u64) -> String {
+    format!("{}{SPARE_SUFFIX}", segment_file_name(segment_id))
+}
+
+fn is_spare_file_name(name: &str) -> bool {
+    name.strip_suffix(SPARE_SUFFIX)
+        .and_then(parse_segment_file_name)
+        .is_some()
 }
 
 fn read_meta(dir: &Path) -> Result<RegionMeta> {

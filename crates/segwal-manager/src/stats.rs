@@ -11,6 +11,8 @@ pub(crate) struct Stats {
     pub(crate) syncs: AtomicU64,
     pub(crate) segments_created: AtomicU64,
     pub(crate) segments_deleted: AtomicU64,
+    pub(crate) spares_used: AtomicU64,
+    pub(crate) meta_writes: AtomicU64,
 }
 
 impl Stats {
@@ -36,8 +38,16 @@ pub struct Statistics {
     pub segments_created: u64,
     /// Segment files deleted since open.
     pub segments_deleted: u64,
+    /// Rollovers that found the next segment prepared ahead of need (the
+    /// others created it while writers waited).
+    pub spares_used: u64,
+    /// Region meta file replacements (deletes, sequence floors).
+    pub meta_writes: u64,
     /// Segment files currently holding live entries, over all open regions.
     pub segments_live: u64,
+    /// Segment files open now: each open region's active one, plus sealed
+    /// ones in the open-segment cache.
+    pub segments_open: u64,
     /// For each open region, ascending: (region id, next sequence number).
     pub regions: Vec<(u64, u64)>,
 }
@@ -51,6 +61,8 @@ impl Statistics {
             syncs: stats.syncs.load(Ordering::Relaxed),
             segments_created: stats.segments_created.load(Ordering::Relaxed),
             segments_deleted: stats.segments_deleted.load(Ordering::Relaxed),
+            spares_used: stats.spares_used.load(Ordering::Relaxed),
+            meta_writes: stats.meta_writes.load(Ordering::Relaxed),
             ..Statistics::default()
         }
     }
@@ -69,9 +81,14 @@ impl std::fmt::Display for Statistics {
         writeln!(f, "syncs: {} ({per_sync:.1} batches per sync)", self.syncs)?;
         writeln!(
             f,
-            "segments: {} live, {} created, {} deleted",
-            self.segments_live, self.segments_created, self.segments_deleted
+            "segments: {} live, {} open, {} created ({} prepared ahead), {} deleted",
+            self.segments_live,
+            self.segments_open,
+            self.segments_created,
+            self.spares_used,
+            self.segments_deleted
         )?;
+        writeln!(f, "meta file writes: {}", self.meta_writes)?;
         for (region_id, next) in &self.regions {
             writeln!(f, "region {region_id}: next sequence {next}")?;
         }

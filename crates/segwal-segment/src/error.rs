@@ -228,4 +228,15 @@ pub enum Error {
         /// The OS error.
         source: io::Error,
     },
+
+    /// Renaming the segment file failed; it keeps its old name.
+    #[snafu(display("cannot rename segment {} to {}: {source}", from.display(), to.display()))]
+    Rename {
+        /// The current name.
+        from: PathBuf,
+        /// The new name.
+        to: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
 }

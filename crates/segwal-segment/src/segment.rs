@@ -20,8 +20,8 @@ use snafu::{ResultExt, ensure};
 use crate::error::{
     AppendPastCapacitySnafu, BadHeaderSnafu, ClearTailSnafu, CorruptedSnafu, CreateSnafu,
     DeleteSnafu, EncodeSnafu, InvalidCapacitySnafu, LockedSnafu, OpenSnafu, PoisonedSnafu,
-    PreallocateSnafu, ReadOnlySnafu, ReadPastEndSnafu, Result, SyncDirSnafu, SyncSnafu,
-    TornTailSnafu, WriteSnafu, WrongIdentitySnafu,
+    PreallocateSnafu, ReadOnlySnafu, ReadPastEndSnafu, RenameSnafu, Result, SyncDirSnafu,
+    SyncSnafu, TornTailSnafu, WriteSnafu, WrongIdentitySnafu,
 };
 
 /// File name suffix of segment files.
@@ -350,6 +350,24 @@ impl Segment {
             shared: Arc::new(shared),
             buf: Vec::new(),
         }
+    }
+
+    /// Renames the segment file to `to` and syncs the directory, so the new
+    /// name is durable when this returns. This is how a segment prepared
+    /// ahead of need under a temporary name is put in place: appends to it
+    /// must not be acknowledged before its final name is durable.
+    ///
+    /// Only a segment without handles can be renamed (a handle reports the
+    /// path it was made with); this panics otherwise.
+    pub fn rename(&mut self, to: &Path) -> Result<()> {
+        let shared = Arc::get_mut(&mut self.shared)
+            .expect("a segment is renamed before any handle to it exists");
+        fs::rename(&shared.path, to).context(RenameSnafu {
+            from: &shared.path,
+            to,
+        })?;
+        shared.path = to.to_owned();
+        sync_parent_dir(to)
     }
 
     /// A shared handle for reads and syncs.

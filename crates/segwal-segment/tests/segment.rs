@@ -653,3 +653,28 @@ fn open_sealed_reads_a_recovered_segment_without_scanning_it() {
         Err(Error::Open { .. })
     ));
 }
+
+#[test]
+fn a_renamed_segment_keeps_its_identity_and_records() {
+    // Proves that a segment prepared under a temporary name can be put in
+    // place: the old name is gone, appends and recovery work under the new
+    // one, and renaming onto a missing directory fails without moving it.
+    let dir = tempfile::tempdir().unwrap();
+    let spare = dir.path().join("spare.tmp");
+    let mut segment = Segment::create(&spare, HEADER, CAPACITY).unwrap();
+    let missing = dir.path().join("no-such-dir").join("x.seg");
+    assert!(matches!(
+        segment.rename(&missing),
+        Err(Error::Rename { .. })
+    ));
+    assert_eq!(segment.path(), spare);
+
+    let path = dir.path().join(segment_file_name(HEADER.segment_id));
+    segment.rename(&path).unwrap();
+    assert_eq!(segment.path(), path);
+    assert!(!spare.exists());
+    append(&mut segment, 1, 1, &[b"after rename"]);
+    segment.close().unwrap();
+    let (_, firsts, _) = open(&path, RecoveryMode::Strict).unwrap();
+    assert_eq!(firsts, [1]);
+}
