@@ -1,5 +1,5 @@
 //! Manager writes of 1 KiB entries, synced (`SyncMode::Always`, group
-//! commit) and unsynced, from 1 and 4 threads, each writing its own table
+//! commit) and unsynced, from 1, 4 and 16 threads, each writing its own table
 //! of one region. SEGWAL_BENCH_DIR and SEGWAL_BENCH_FS as in `segment.rs`.
 
 use std::sync::Arc;
@@ -22,7 +22,7 @@ fn write(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     let entry = payloads(1, 1024);
     for (mode, sync_mode) in [("always", SyncMode::Always), ("never", SyncMode::Never)] {
-        for writers in [1u64, 4] {
+        for writers in [1u64, 4, 16] {
             let dir = bench_dir();
             let config = ManagerConfig {
                 sync_mode,
