@@ -1,0 +1,267 @@
+//! [`LocalWal`]: the `WalManager` over the local segment manager.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use segwal_manager::{
+    EntryIter, ManagerConfig, RecoveryMode, SegmentManager, Statistics, SyncMode,
+};
+use snafu::{OptionExt, ResultExt};
+
+use crate::WalManager;
+use crate::error::{IteratorAbandonedSnafu, Result, TaskSnafu, TimeoutSnafu};
+use crate::iter::{BatchLogIterator, LogEntrySource};
+use crate::types::{
+    LogEntry, LogWriteBatch, ReadContext, ReadRequest, RegionId, ScanContext, ScanRequest,
+    SequenceNumber, WalLocation, WriteContext,
+};
+
+/// Configuration of a [`LocalWal`]: `LocalWalConfig::new(dir)` and builder
+/// methods. Values are checked by [`LocalWal::open`], before anything is
+/// written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalWalConfig {
+    manager: ManagerConfig,
+}
+
+impl LocalWalConfig {
+    /// The defaults for data dir `dir`: 64 MiB segments, 8 cached sealed
+    /// segments, [`SyncMode::Always`], [`RecoveryMode::TolerateTornTail`],
+    /// entries up to 16 MiB.
+    pub fn new(dir: impl Into<PathBuf>) -> LocalWalConfig {
+        LocalWalConfig {
+            manager: ManagerConfig::new(dir),
+        }
+    }
+
+    /// Size of each new segment file in bytes (at least 4096).
+    pub fn segment_size(mut self, bytes: u64) -> LocalWalConfig {
+        self.manager.segment_size_bytes = bytes;
+        self
+    }
+
+    /// How many sealed segments stay open between reads (at least 1).
+    pub fn cache_size(mut self, segments: usize) -> LocalWalConfig {
+        self.manager.cache_size = segments;
+        self
+    }
+
+    /// When a write counts as durable.
+    pub fn sync_mode(mut self, mode: SyncMode) -> LocalWalConfig {
+        self.manager.sync_mode = mode;
+        self
+    }
+
+    /// What recovery does with damaged data.
+    pub fn recovery_mode(mut self, mode: RecoveryMode) -> LocalWalConfig {
+        self.manager.recovery_mode = mode;
+        self
+    }
+
+    /// The largest entry accepted, in bytes.
+    pub fn max_entry_size(mut self, bytes: u64) -> LocalWalConfig {
+        self.manager.max_entry_size_bytes = bytes;
+        self
+    }
+
+    /// The data dir.
+    pub fn dir(&self) -> &Path {
+        &self.manager.dir
+    }
+
+    /// The segment manager's configuration this amounts to.
+    pub fn manager_config(&self) -> &ManagerConfig {
+        &self.manager
+    }
+}
+
+/// The write-ahead log on local disk.
+///
+/// Every call that may block on the disk (writes and their syncs, deletes,
+/// recovery of a region on first use, reads from the mapped segments) runs
+/// on tokio's blocking thread pool, never on the async worker threads.
+///
+/// Dropping a `LocalWal` without [`close_gracefully`](WalManager::close_gracefully)
+/// loses nothing acknowledged: under [`SyncMode::Always`] every
+/// acknowledged write is already on disk, and otherwise the drop syncs what
+/// was written (on the dropping thread; errors cannot be reported there).
+#[derive(Debug, Clone)]
+pub struct LocalWal {
+    manager: Arc<SegmentManager>,
+}
+
+impl LocalWal {
+    /// Checks `config`, locks the data dir (creating it if needed) and
+    /// recovers every region in it.
+    pub async fn open(config: LocalWalConfig) -> Result<LocalWal> {
+        let dir = config.dir().display().to_string();
+        let manager = blocking(format!("opening {dir}"), None, move || {
+            SegmentManager::open(config.manager)
+        })
+        .await??;
+        Ok(LocalWal {
+            manager: Arc::new(manager),
+        })
+    }
+
+    /// The counters behind [`get_statistics`](WalManager::get_statistics).
+    pub fn statistics(&self) -> Statistics {
+        self.manager.statistics()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &ManagerConfig {
+        self.manager.config()
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        operation: impl FnOnce() -> String,
+        timeout: Option<Duration>,
+        work: impl FnOnce(&SegmentManager) -> segwal_manager::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let manager = Arc::clone(&self.manager);
+        Ok(blocking(operation(), timeout, move || work(&manager)).await??)
+    }
+}
+
+/// Runs `work` on the blocking pool; waits at most `timeout` for it.
+async fn blocking<T: Send + 'static>(
+    operation: String,
+    timeout: Option<Duration>,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    let task = tokio::task::spawn_blocking(work);
+    let joined = match timeout {
+        None => task.await,
+        Some(timeout) => match tokio::time::timeout(timeout, task).await {
+            Ok(joined) => joined,
+            Err(_) => return TimeoutSnafu { operation, timeout }.fail(),
+        },
+    };
+    joined.context(TaskSnafu { operation })
+}
+
+/// Reads a manager iterator on the blocking pool, a batch at a time.
+#[derive(Debug)]
+struct LocalSource {
+    /// `None` while a batch is being read, and for good if that read was
+    /// abandoned.
+    iter: Option<EntryIter>,
+}
+
+#[async_trait]
+impl LogEntrySource for LocalSource {
+    async fn next_entries(&mut self, max: usize) -> Result<Vec<LogEntry>> {
+        let mut iter = self.iter.take().context(IteratorAbandonedSnafu)?;
+        let (iter, entries) = blocking("reading the next batch".into(), None, move || {
+            let mut entries = Vec::with_capacity(max.min(4096));
+            let read = iter.next_batch(max, |e| {
+                entries.push(LogEntry {
+                    table_id: e.table_id,
+                    sequence: e.sequence,
+                    payload: e.payload.to_vec(),
+                });
+            });
+            (iter, read.map(|_| entries))
+        })
+        .await?;
+        let entries = entries?;
+        self.iter = Some(iter);
+        Ok(entries)
+    }
+}
+
+#[async_trait]
+impl WalManager for LocalWal {
+    async fn sequence_num(&self, location: WalLocation) -> Result<SequenceNumber> {
+        self.run(
+            || format!("sequence_num of {location:?}"),
+            None,
+            move |m| m.sequence_num(location.region_id, location.table_id),
+        )
+        .await
+    }
+
+    async fn mark_delete_entries_up_to(
+        &self,
+        location: WalLocation,
+        sequence_num: SequenceNumber,
+    ) -> Result<()> {
+        self.run(
+            || format!("deleting {location:?} up to {sequence_num}"),
+            None,
+            move |m| {
+                m.mark_delete_entries_up_to(location.region_id, location.table_id, sequence_num)
+            },
+        )
+        .await
+    }
+
+    async fn close_region(&self, region_id: RegionId) -> Result<()> {
+        self.run(
+            || format!("closing region {region_id}"),
+            None,
+            move |m| m.close_region(region_id),
+        )
+        .await
+    }
+
+    async fn close_gracefully(&self) -> Result<()> {
+        self.run(|| "closing the WAL".into(), None, SegmentManager::close)
+            .await
+    }
+
+    async fn read_batch(&self, ctx: &ReadContext, req: &ReadRequest) -> Result<BatchLogIterator> {
+        let location = req.location;
+        let Some((start, end)) = req.sequence_range() else {
+            // Still refuse calls on a closed WAL.
+            self.run(
+                || format!("reading {location:?}"),
+                None,
+                move |m| m.sequence_num(location.region_id, location.table_id),
+            )
+            .await?;
+            return Ok(BatchLogIterator::empty());
+        };
+        let iter = self
+            .run(
+                || format!("starting a read of {location:?}"),
+                Some(ctx.timeout),
+                move |m| m.read(location.region_id, location.table_id, start, end),
+            )
+            .await?;
+        Ok(BatchLogIterator::new(LocalSource { iter: Some(iter) }, ctx))
+    }
+
+    async fn write(&self, ctx: &WriteContext, batch: &LogWriteBatch) -> Result<SequenceNumber> {
+        let location = batch.location;
+        // Cloning the batch copies no payload (they are `Bytes`).
+        let entries = batch.entries.clone();
+        let count = entries.len();
+        self.run(
+            || format!("write of {count} entries to {location:?}"),
+            Some(ctx.timeout),
+            move |m| m.write(location.region_id, location.table_id, &entries),
+        )
+        .await
+    }
+
+    async fn scan(&self, ctx: &ScanContext, req: &ScanRequest) -> Result<BatchLogIterator> {
+        let region_id = req.region_id;
+        let iter = self
+            .run(
+                || format!("starting a scan of region {region_id}"),
+                Some(ctx.timeout),
+                move |m| m.scan(region_id),
+            )
+            .await?;
+        Ok(BatchLogIterator::new(LocalSource { iter: Some(iter) }, ctx))
+    }
+
+    async fn get_statistics(&self) -> Option<String> {
+        Some(self.manager.statistics().to_string())
+    }
+}

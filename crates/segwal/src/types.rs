@@ -1,0 +1,209 @@
+//! The request, context and entry types of the `WalManager` API, named as
+//! in HoraeDB so engines can port their code.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+/// A region (shard) of the engine; sequence numbers are allocated per
+/// region.
+pub type RegionId = u64;
+/// A table within a region.
+pub type TableId = u64;
+/// A log entry's sequence number within its region.
+pub type SequenceNumber = u64;
+
+/// "Nothing written": what [`WalManager::sequence_num`] returns for a table
+/// with no entries, and the lowest possible read boundary.
+///
+/// [`WalManager::sequence_num`]: crate::WalManager::sequence_num
+pub const MIN_SEQUENCE_NUMBER: SequenceNumber = 0;
+/// The highest read boundary; never assigned to an entry.
+pub const MAX_SEQUENCE_NUMBER: SequenceNumber = u64::MAX;
+
+/// Where log entries go: a table of a region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct WalLocation {
+    /// The region; sequence numbers are allocated per region.
+    pub region_id: RegionId,
+    /// The table within the region.
+    pub table_id: TableId,
+}
+
+impl WalLocation {
+    /// Table `table_id` of region `region_id`.
+    pub fn new(region_id: RegionId, table_id: TableId) -> WalLocation {
+        WalLocation {
+            region_id,
+            table_id,
+        }
+    }
+}
+
+/// One entry to write: opaque bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LogWriteEntry {
+    /// The entry's bytes. `Bytes`, so handing a batch to the I/O thread
+    /// copies no payload.
+    pub payload: Bytes,
+}
+
+impl AsRef<[u8]> for LogWriteEntry {
+    fn as_ref(&self) -> &[u8] {
+        &self.payload
+    }
+}
+
+/// Entries for one table, written atomically with consecutive sequence
+/// numbers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LogWriteBatch {
+    /// The table the entries belong to.
+    pub location: WalLocation,
+    /// The entries, in order.
+    pub entries: Vec<LogWriteEntry>,
+}
+
+impl LogWriteBatch {
+    /// An empty batch for `location`.
+    pub fn new(location: WalLocation) -> LogWriteBatch {
+        LogWriteBatch {
+            location,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Appends an entry (`Vec<u8>`, `&'static [u8]`, `String` or `Bytes`;
+    /// a `Vec` is taken over without copying).
+    pub fn push(&mut self, payload: impl Into<Bytes>) {
+        self.entries.push(LogWriteEntry {
+            payload: payload.into(),
+        });
+    }
+
+    /// How many entries the batch holds.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True if the batch holds no entries (writing it is refused).
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// One end of a read range, as in HoraeDB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadBoundary {
+    /// The lowest sequence number (0).
+    Min,
+    /// The highest sequence number (`u64::MAX`).
+    Max,
+    /// Up to or from this sequence number, inclusive.
+    Included(SequenceNumber),
+    /// Up to or from this sequence number, exclusive.
+    Excluded(SequenceNumber),
+}
+
+impl ReadBoundary {
+    /// The lowest sequence number this boundary admits as a range start, or
+    /// `None` if it admits none (`Excluded(u64::MAX)`).
+    pub fn as_start_sequence(&self) -> Option<SequenceNumber> {
+        match *self {
+            ReadBoundary::Min => Some(MIN_SEQUENCE_NUMBER),
+            ReadBoundary::Max => Some(MAX_SEQUENCE_NUMBER),
+            ReadBoundary::Included(n) => Some(n),
+            ReadBoundary::Excluded(n) => n.checked_add(1),
+        }
+    }
+
+    /// The highest sequence number this boundary admits as a range end, or
+    /// `None` if it admits none (`Excluded(0)`).
+    pub fn as_end_sequence(&self) -> Option<SequenceNumber> {
+        match *self {
+            ReadBoundary::Min => Some(MIN_SEQUENCE_NUMBER),
+            ReadBoundary::Max => Some(MAX_SEQUENCE_NUMBER),
+            ReadBoundary::Included(n) => Some(n),
+            ReadBoundary::Excluded(n) => n.checked_sub(1),
+        }
+    }
+}
+
+/// Read one table's entries with sequence numbers in `[start, end]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadRequest {
+    /// The table.
+    pub location: WalLocation,
+    /// The range's start.
+    pub start: ReadBoundary,
+    /// The range's end.
+    pub end: ReadBoundary,
+}
+
+impl ReadRequest {
+    /// The inclusive sequence range the request covers, or `None` if it is
+    /// empty or inverted.
+    pub fn sequence_range(&self) -> Option<(SequenceNumber, SequenceNumber)> {
+        let start = self.start.as_start_sequence()?;
+        let end = self.end.as_end_sequence()?;
+        (start <= end).then_some((start, end))
+    }
+}
+
+/// Read every live entry of a region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanRequest {
+    /// The region.
+    pub region_id: RegionId,
+}
+
+/// Options for a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteContext {
+    /// How long the caller waits for the write to become durable (default
+    /// 10 s). See [`Error::Timeout`](crate::Error::Timeout) for what a
+    /// timeout means.
+    pub timeout: Duration,
+}
+
+impl Default for WriteContext {
+    fn default() -> Self {
+        WriteContext {
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Options for a read or a scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadContext {
+    /// How long the caller waits for each call (creating the iterator, and
+    /// each `next_batch`; default 10 s).
+    pub timeout: Duration,
+    /// The most entries one `next_batch` returns (default 500; 0 is taken
+    /// as 1).
+    pub batch_size: usize,
+}
+
+impl Default for ReadContext {
+    fn default() -> Self {
+        ReadContext {
+            timeout: Duration::from_secs(10),
+            batch_size: 500,
+        }
+    }
+}
+
+/// Options for a scan: the same as for a read.
+pub type ScanContext = ReadContext;
+
+/// One entry read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    /// The table it belongs to.
+    pub table_id: TableId,
+    /// Its sequence number within the region.
+    pub sequence: SequenceNumber,
+    /// Its bytes.
+    pub payload: Vec<u8>,
+}
