@@ -28,6 +28,14 @@ pub enum Error {
         dir: PathBuf,
     },
 
+    /// The directory holds no segwal lock file, so it is not a data dir
+    /// (tools refuse it rather than report an empty WAL).
+    #[snafu(display("{} is not a segwal data dir (it has no {} file)", dir.display(), crate::LOCK_FILE))]
+    NotADataDir {
+        /// The directory.
+        dir: PathBuf,
+    },
+
     /// A directory could not be created, listed or synced.
     #[snafu(display("cannot access directory {}: {source}", dir.display()))]
     Directory {

@@ -27,6 +27,7 @@
 mod cache;
 mod config;
 mod error;
+mod inspect;
 mod manager;
 mod read;
 mod region;
@@ -34,7 +35,10 @@ mod stats;
 
 pub use config::{ManagerConfig, RecoveryMode, SyncMode};
 pub use error::{Error, Result};
+pub use inspect::{
+    DirReport, Problem, RegionReport, SegmentReport, TableSpan, dump_table, inspect,
+};
 pub use manager::{LOCK_FILE, SegmentManager};
 pub use read::EntryIter;
-pub use segwal_format::Entry;
+pub use segwal_format::{Entry, RegionMeta, TableMeta};
 pub use stats::Statistics;

@@ -1,0 +1,211 @@
+//! `segwal`: the command-line tool. `segwal bench` is the main job (a
+//! realistic write, replay and delete workload with a results table);
+//! `inspect`, `verify` and `dump` look into a data dir without modifying it.
+
+mod bench;
+mod size;
+mod tools;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use segwal::SyncMode;
+
+/// segwal: a segmented write-ahead log for time-series engines.
+#[derive(Debug, Parser)]
+#[command(name = "segwal", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write a realistic workload (several regions and tables), reopen and
+    /// replay it, delete it, and report throughput, latency, recovery speed
+    /// and disk space.
+    Bench {
+        /// Data dir to use; it must not hold a WAL yet. Default: a fresh
+        /// temporary dir, removed afterwards.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Payload bytes to write in all (e.g. 16MiB, 1GiB).
+        #[arg(long, default_value = "256MiB", value_parser = size::parse_size)]
+        total_bytes: u64,
+        /// Bytes per entry.
+        #[arg(long, default_value = "1KiB", value_parser = size::parse_size)]
+        entry_size: u64,
+        /// Entries per batch (one `write` call).
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        batch_entries: u64,
+        /// Concurrent writers.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=4096))]
+        writers: u64,
+        /// Regions written to (writer w writes region w mod regions).
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        regions: u64,
+        /// Tables per region.
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        tables: u64,
+        /// When writes are durable: always, never, or interval:MS.
+        #[arg(long, default_value = "always", value_parser = parse_sync)]
+        sync: SyncMode,
+        /// Size of each segment file.
+        #[arg(long, default_value = "64MiB", value_parser = size::parse_size)]
+        segment_size: u64,
+        /// Print the results as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per region, the segments with size, sequence range, tables and live
+    /// bytes. Modifies nothing.
+    Inspect {
+        /// The data dir.
+        dir: PathBuf,
+    },
+    /// Check every checksum. Exit code 0 when clean, 1 on damage (each
+    /// problem is printed with its file and offset).
+    Verify {
+        /// The data dir.
+        dir: PathBuf,
+    },
+    /// Print one table's live entries, one line each: sequence, length and
+    /// a preview. Modifies nothing.
+    Dump {
+        /// The data dir.
+        dir: PathBuf,
+        /// The region.
+        #[arg(long)]
+        region: u64,
+        /// The table.
+        #[arg(long)]
+        table: u64,
+        /// The first sequence number to print.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// The last sequence number to print.
+        #[arg(long, default_value_t = u64::MAX)]
+        to: u64,
+    },
+}
+
+fn parse_sync(text: &str) -> Result<SyncMode, String> {
+    match text {
+        "always" => Ok(SyncMode::Always),
+        "never" => Ok(SyncMode::Never),
+        _ => {
+            let ms = text
+                .strip_prefix("interval:")
+                .and_then(|ms| ms.parse::<u64>().ok())
+                .filter(|&ms| ms > 0)
+                .ok_or_else(|| {
+                    format!(
+                        "{text:?} is not a sync mode (always, never, or interval:MS with MS > 0)"
+                    )
+                })?;
+            Ok(SyncMode::Interval(Duration::from_millis(ms)))
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("segwal: error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)] // Printing results is this program's job.
+fn run(command: Command) -> Result<ExitCode, String> {
+    match command {
+        Command::Bench {
+            dir,
+            total_bytes,
+            entry_size,
+            batch_entries,
+            writers,
+            regions,
+            tables,
+            sync,
+            segment_size,
+            json,
+        } => {
+            let options = bench::BenchOptions {
+                dir,
+                total_bytes,
+                entry_size: usize::try_from(entry_size).map_err(|_| "entry size too large")?,
+                batch_entries: batch_entries as usize,
+                writers: writers as usize,
+                regions,
+                tables,
+                sync,
+                segment_size,
+            };
+            let temp;
+            let dir = match &options.dir {
+                Some(dir) => {
+                    if dir.join(segwal_manager::LOCK_FILE).exists() {
+                        return Err(format!(
+                            "{} already holds a WAL; bench needs a new or empty dir",
+                            dir.display()
+                        ));
+                    }
+                    dir.clone()
+                }
+                None => {
+                    temp = tempfile::Builder::new()
+                        .prefix("segwal-bench-")
+                        .tempdir()
+                        .map_err(|e| format!("cannot create a temporary dir: {e}"))?;
+                    temp.path().to_owned()
+                }
+            };
+            eprintln!("segwal bench: data dir {}", dir.display());
+            let runtime = tokio::runtime::Runtime::new()
+                .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+            let progress = !json && std::io::stderr().is_terminal();
+            let report = runtime.block_on(bench::run(&options, &dir, progress))?;
+            if json {
+                let text = serde_json::to_string_pretty(&report)
+                    .map_err(|e| format!("cannot encode the report: {e}"))?;
+                println!("{text}");
+            } else {
+                println!("{}", bench::render(&report));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect { dir } => {
+            print!("{}", tools::inspect(&dir)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify { dir } => {
+            let (text, clean) = tools::verify(&dir)?;
+            print!("{text}");
+            Ok(if clean {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Dump {
+            dir,
+            region,
+            table,
+            from,
+            to,
+        } => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            tools::dump(&dir, region, table, from, to, &mut out)?;
+            std::io::Write::flush(&mut out).map_err(|e| format!("cannot write the dump: {e}"))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
