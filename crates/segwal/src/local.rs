@@ -77,7 +77,8 @@ impl LocalWalConfig {
     }
 }
 
-/// The write-ahead log on local disk.
+/// The write-ahead log on local disk. Clones share one WAL (closing one
+/// closes it for all).
 ///
 /// Every call that may block on the disk (writes and their syncs, deletes,
 /// recovery of a region on first use, reads from the mapped segments) runs
