@@ -15,7 +15,7 @@ fn config(dir: &std::path::Path) -> LocalWalConfig {
     LocalWalConfig::new(dir).segment_size(4096)
 }
 
-async fn write(wal: &LocalWal, location: WalLocation, payloads: &[&str]) -> u64 {
+async fn write(wal: &impl WalManager, location: WalLocation, payloads: &[&str]) -> u64 {
     let mut batch = LogWriteBatch::new(location);
     for p in payloads {
         batch.push(p.as_bytes().to_vec());
@@ -46,7 +46,7 @@ async fn drain(mut iter: BatchLogIterator, batch_size: usize) -> Vec<(u64, u64, 
 }
 
 async fn read(
-    wal: &LocalWal,
+    wal: &impl WalManager,
     location: WalLocation,
     start: ReadBoundary,
     end: ReadBoundary,
