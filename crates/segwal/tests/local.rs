@@ -141,7 +141,7 @@ async fn concurrent_writers_reopen_scan_and_delete() {
             let location = WalLocation::new(writer % 3, writer);
             let mut last = 0;
             for i in 0..20 {
-                let seq = write(&wal, location, &[&format!("w{writer}-{i}")]).await;
+                let seq = write(&*wal, location, &[&format!("w{writer}-{i}")]).await;
                 assert!(seq > last);
                 last = seq;
             }
