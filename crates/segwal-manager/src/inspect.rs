@@ -2,7 +2,7 @@
 //! `dump`): it never modifies a file, not even to cut a torn tail.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, TryLockError};
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
 use segwal_format::{Entry, RegionMeta, SegmentIdentity};
@@ -11,10 +11,8 @@ use segwal_segment::{
 };
 use snafu::{ResultExt, ensure};
 
-use crate::error::{
-    DataDirLockedSnafu, DirectorySnafu, NotADataDirSnafu, NotADirectorySnafu, Result,
-};
-use crate::manager::LOCK_FILE;
+use crate::error::{DirectorySnafu, NotADataDirSnafu, NotADirectorySnafu, Result};
+use crate::manager::{LOCK_FILE, lock_data_dir};
 use crate::region::{META_FILE, parse_region_dir_name, region_dir_name};
 
 /// What [`inspect`] found in a data dir.
@@ -158,17 +156,7 @@ fn walk(
     let lock_path = dir.join(LOCK_FILE);
     ensure!(lock_path.is_file(), NotADataDirSnafu { dir });
     let lock = File::open(&lock_path).context(DirectorySnafu { dir })?;
-    match lock.try_lock_shared() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
-            return DataDirLockedSnafu {
-                dir,
-                lock: lock_path,
-            }
-            .fail();
-        }
-        Err(TryLockError::Error(source)) => return Err(source).context(DirectorySnafu { dir }),
-    }
+    lock_data_dir(&lock, dir, false)?;
     let mut region_ids: Vec<u64> = list(dir)?
         .iter()
         .filter_map(|name| parse_region_dir_name(name))

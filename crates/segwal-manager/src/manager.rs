@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, TryLockError};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -73,17 +74,7 @@ impl SegmentManager {
             .write(true)
             .open(&lock_path)
             .context(DirectorySnafu { dir })?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return DataDirLockedSnafu {
-                    dir,
-                    lock: lock_path,
-                }
-                .fail();
-            }
-            Err(TryLockError::Error(source)) => return Err(source).context(DirectorySnafu { dir }),
-        }
+        lock_data_dir(&lock, dir, true)?;
 
         let mut region_ids = Vec::new();
         for entry in fs::read_dir(dir).context(DirectorySnafu { dir })? {
@@ -254,6 +245,26 @@ impl Drop for SegmentManager {
         if let Some(syncer) = self.syncer.take() {
             let _ = syncer.join();
         }
+    }
+}
+
+/// Takes the data dir's lock file (`lock`, already open): exclusively for
+/// a WAL, shared for read-only tools, so neither can open a dir the other
+/// holds. The `flock` goes with the file.
+pub(crate) fn lock_data_dir(lock: &File, dir: &Path, exclusive: bool) -> Result<()> {
+    let locked = if exclusive {
+        lock.try_lock()
+    } else {
+        lock.try_lock_shared()
+    };
+    match locked {
+        Ok(()) => Ok(()),
+        Err(TryLockError::WouldBlock) => DataDirLockedSnafu {
+            dir,
+            lock: dir.join(LOCK_FILE),
+        }
+        .fail(),
+        Err(TryLockError::Error(source)) => Err(source).context(DirectorySnafu { dir }),
     }
 }
 
