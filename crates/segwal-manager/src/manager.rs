@@ -121,8 +121,15 @@ impl SegmentManager {
         &self.inner.ctx.config
     }
 
-    fn region(&self, region_id: u64) -> Result<Arc<Region>> {
+    /// Fails with [`Error::Closed`](crate::Error::Closed) once the manager
+    /// is closed; touches nothing.
+    pub fn check_open(&self) -> Result<()> {
         ensure!(!self.inner.closed.load(Ordering::Acquire), ClosedSnafu);
+        Ok(())
+    }
+
+    fn region(&self, region_id: u64) -> Result<Arc<Region>> {
+        self.check_open()?;
         let regions = &self.inner.regions;
         if let Some(region) = read(regions).get(&region_id) {
             return Ok(Arc::clone(region));
@@ -182,7 +189,7 @@ impl SegmentManager {
 
     /// Syncs and closes the region's files. Its next use opens it again.
     pub fn close_region(&self, region_id: u64) -> Result<()> {
-        ensure!(!self.inner.closed.load(Ordering::Acquire), ClosedSnafu);
+        self.check_open()?;
         let removed = write(&self.inner.regions).remove(&region_id);
         match removed {
             Some(region) => region.close(&self.inner.ctx),

@@ -98,9 +98,11 @@ impl LocalWal {
     /// recovers every region in it.
     pub async fn open(config: LocalWalConfig) -> Result<LocalWal> {
         let dir = config.dir().display().to_string();
-        let manager = blocking(format!("opening {dir}"), None, move || {
-            SegmentManager::open(config.manager)
-        })
+        let manager = blocking(
+            || format!("opening {dir}"),
+            None,
+            move || SegmentManager::open(config.manager),
+        )
         .await??;
         Ok(LocalWal {
             manager: Arc::new(manager),
@@ -124,13 +126,15 @@ impl LocalWal {
         work: impl FnOnce(&SegmentManager) -> segwal_manager::Result<T> + Send + 'static,
     ) -> Result<T> {
         let manager = Arc::clone(&self.manager);
-        Ok(blocking(operation(), timeout, move || work(&manager)).await??)
+        Ok(blocking(operation, timeout, move || work(&manager)).await??)
     }
 }
 
 /// Runs `work` on the blocking pool; waits at most `timeout` for it.
+/// `operation` names the work in an error, and is only called for one (not
+/// on every write).
 async fn blocking<T: Send + 'static>(
-    operation: String,
+    operation: impl FnOnce() -> String,
     timeout: Option<Duration>,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T> {
@@ -139,10 +143,18 @@ async fn blocking<T: Send + 'static>(
         None => task.await,
         Some(timeout) => match tokio::time::timeout(timeout, task).await {
             Ok(joined) => joined,
-            Err(_) => return TimeoutSnafu { operation, timeout }.fail(),
+            Err(_) => {
+                return TimeoutSnafu {
+                    operation: operation(),
+                    timeout,
+                }
+                .fail();
+            }
         },
     };
-    joined.context(TaskSnafu { operation })
+    joined.with_context(|_| TaskSnafu {
+        operation: operation(),
+    })
 }
 
 /// Reads a manager iterator on the blocking pool, a batch at a time.
@@ -157,17 +169,21 @@ struct LocalSource {
 impl LogEntrySource for LocalSource {
     async fn next_entries(&mut self, max: usize) -> Result<Vec<LogEntry>> {
         let mut iter = self.iter.take().context(IteratorAbandonedSnafu)?;
-        let (iter, entries) = blocking("reading the next batch".into(), None, move || {
-            let mut entries = Vec::with_capacity(max.min(4096));
-            let read = iter.next_batch(max, |e| {
-                entries.push(LogEntry {
-                    table_id: e.table_id,
-                    sequence: e.sequence,
-                    payload: e.payload.to_vec(),
+        let (iter, entries) = blocking(
+            || "reading the next batch".into(),
+            None,
+            move || {
+                let mut entries = Vec::with_capacity(max.min(4096));
+                let read = iter.next_batch(max, |e| {
+                    entries.push(LogEntry {
+                        table_id: e.table_id,
+                        sequence: e.sequence,
+                        payload: e.payload.to_vec(),
+                    });
                 });
-            });
-            (iter, read.map(|_| entries))
-        })
+                (iter, read.map(|_| entries))
+            },
+        )
         .await?;
         let entries = entries?;
         self.iter = Some(iter);
@@ -218,13 +234,8 @@ impl WalManager for LocalWal {
     async fn read_batch(&self, ctx: &ReadContext, req: &ReadRequest) -> Result<BatchLogIterator> {
         let location = req.location;
         let Some((start, end)) = req.sequence_range() else {
-            // Still refuse calls on a closed WAL.
-            self.run(
-                || format!("reading {location:?}"),
-                None,
-                move |m| m.sequence_num(location.region_id, location.table_id),
-            )
-            .await?;
+            // Nothing to read, but a closed WAL still refuses the call.
+            self.manager.check_open()?;
             return Ok(BatchLogIterator::empty());
         };
         let iter = self
