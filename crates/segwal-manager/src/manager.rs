@@ -8,6 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use segwal_segment::disk;
 use snafu::{ResultExt, ensure};
 
 use crate::cache::SegmentCache;
@@ -66,7 +67,7 @@ impl SegmentManager {
         config.validate()?;
         let dir = &config.dir;
         ensure!(!dir.exists() || dir.is_dir(), NotADirectorySnafu { dir });
-        fs::create_dir_all(dir).context(DirectorySnafu { dir })?;
+        disk::create_dir_all(dir).context(DirectorySnafu { dir })?;
         let lock_path = dir.join(LOCK_FILE);
         let lock = File::options()
             .create(true)

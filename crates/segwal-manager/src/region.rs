@@ -29,7 +29,7 @@ use segwal_format::{
     MAX_BODY_LEN, RECORD_HEADER_LEN, RegionMeta, SEGMENT_HEADER_LEN, SegmentIdentity, TableMeta,
 };
 use segwal_segment::{
-    BatchRef, OpenOptions, RecoveryMode, Segment, SegmentHandle, parse_segment_file_name,
+    BatchRef, OpenOptions, RecoveryMode, Segment, SegmentHandle, disk, parse_segment_file_name,
     segment_file_name,
 };
 use snafu::{ResultExt, ensure};
@@ -473,16 +473,24 @@ impl Region {
         let segment = match self.take_spare(writer, needed, ctx) {
             Some(segment) => segment,
             None => {
-                fs::create_dir_all(&self.dir).context(DirectorySnafu { dir: &self.dir })?;
+                disk::create_dir_all(&self.dir).context(DirectorySnafu { dir: &self.dir })?;
                 let segment_id = writer.next_segment_id;
                 writer.next_segment_id += 1;
                 let capacity = ctx.config.segment_size_bytes.max(needed);
-                Segment::create(
-                    &self.dir.join(segment_file_name(segment_id)),
+                // Under the temporary name first, as a spare is: a crash
+                // during creation must not leave a half-written file under
+                // a segment's name.
+                let mut segment = Segment::create(
+                    &self.dir.join(spare_file_name(segment_id)),
                     self.identity(segment_id),
                     capacity,
                 )
-                .context(SegmentSnafu { region_id })?
+                .context(SegmentSnafu { region_id })?;
+                if let Err(source) = segment.rename(&self.dir.join(segment_file_name(segment_id))) {
+                    let _ = segment.delete();
+                    return Err(source).context(SegmentSnafu { region_id });
+                }
+                segment
             }
         };
         let segment_id = segment.identity().segment_id;
@@ -852,7 +860,7 @@ fn read_meta(dir: &Path) -> Result<RegionMeta> {
     let path = dir.join(META_FILE);
     let tmp = dir.join(META_TMP_FILE);
     // A leftover temporary file is a replacement that never completed.
-    let _ = fs::remove_file(&tmp);
+    let _ = disk::remove_file(&tmp);
     match fs::read(&path) {
         Ok(bytes) => RegionMeta::decode(&bytes).context(MetaInvalidSnafu { path }),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(RegionMeta::default()),
@@ -863,17 +871,20 @@ fn read_meta(dir: &Path) -> Result<RegionMeta> {
 /// Replaces the meta file atomically and durably: write a temporary file,
 /// sync it, rename it over the old one, sync the directory.
 fn write_meta(dir: &Path, meta: &RegionMeta) -> Result<()> {
-    use std::io::Write;
     let path = dir.join(META_FILE);
     let tmp = dir.join(META_TMP_FILE);
-    fs::create_dir_all(dir).context(DirectorySnafu { dir })?;
-    let mut file = fs::File::create(&tmp).context(MetaIoSnafu { path: &tmp })?;
-    file.write_all(&meta.encode())
-        .context(MetaIoSnafu { path: &tmp })?;
-    file.sync_all().context(MetaIoSnafu { path: &tmp })?;
+    disk::create_dir_all(dir).context(DirectorySnafu { dir })?;
+    // A temporary file left by a replacement that failed half way.
+    match disk::remove_file(&tmp) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            return Err(err).context(MetaIoSnafu { path: &tmp });
+        }
+        _ => {}
+    }
+    let file = disk::create_new(&tmp).context(MetaIoSnafu { path: &tmp })?;
+    disk::write_at(&file, &tmp, &meta.encode(), 0).context(MetaIoSnafu { path: &tmp })?;
+    disk::sync_all(&file, &tmp).context(MetaIoSnafu { path: &tmp })?;
     drop(file);
-    fs::rename(&tmp, &path).context(MetaIoSnafu { path: &path })?;
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .context(DirectorySnafu { dir })
+    disk::rename(&tmp, &path).context(MetaIoSnafu { path: &path })?;
+    disk::sync_dir(dir).context(DirectorySnafu { dir })
 }

@@ -39,7 +39,10 @@
 //! assert_eq!(record.entries().nth(1).unwrap().payload, b"second");
 //! ```
 
+pub mod disk;
 mod error;
+#[cfg(feature = "fault-injection")]
+pub mod powerloss;
 mod segment;
 
 pub use error::{Error, Result};

@@ -1,7 +1,7 @@
 //! One segment file: create, open and recover, append, sync, read, close,
 //! delete.
 
-use std::fs::{self, File, TryLockError};
+use std::fs::{File, TryLockError};
 use std::hash::{BuildHasher, Hasher};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
@@ -17,6 +17,7 @@ use segwal_format::{
 };
 use snafu::{ResultExt, ensure};
 
+use crate::disk;
 use crate::error::{
     AppendPastCapacitySnafu, BadHeaderSnafu, ClearTailSnafu, CorruptedSnafu, CreateSnafu,
     DeleteSnafu, EncodeSnafu, InvalidCapacitySnafu, LockedSnafu, OpenSnafu, PoisonedSnafu,
@@ -213,12 +214,7 @@ impl Segment {
                 reason: "larger than the address space",
             }
         );
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .context(CreateSnafu { path })?;
+        let file = disk::create_new(path).context(CreateSnafu { path })?;
         let header = SegmentHeader {
             region_id: identity.region_id,
             segment_id: identity.segment_id,
@@ -226,7 +222,8 @@ impl Segment {
         };
         let result = lock(&file, path, true)
             .and_then(|()| {
-                preallocate(&file, header, capacity).context(PreallocateSnafu { path, capacity })
+                preallocate(&file, path, header, capacity)
+                    .context(PreallocateSnafu { path, capacity })
             })
             .and_then(|()| sync_parent_dir(path))
             .and_then(|()| map(&file, path));
@@ -247,7 +244,7 @@ impl Segment {
                 // Best effort: the error being returned matters more than a
                 // failure to clean up after it.
                 drop(file);
-                let _ = fs::remove_file(path);
+                let _ = disk::remove_file(path);
                 Err(err)
             }
         }
@@ -269,7 +266,7 @@ impl Segment {
         options: &OpenOptions,
         mut visit: impl FnMut(&Record<'_>),
     ) -> Result<(Segment, RecoveryReport)> {
-        let file = fs::OpenOptions::new()
+        let file = File::options()
             .read(true)
             .write(options.writable)
             .open(path)
@@ -362,7 +359,7 @@ impl Segment {
     pub fn rename(&mut self, to: &Path) -> Result<()> {
         let shared = Arc::get_mut(&mut self.shared)
             .expect("a segment is renamed before any handle to it exists");
-        fs::rename(&shared.path, to).context(RenameSnafu {
+        disk::rename(&shared.path, to).context(RenameSnafu {
             from: &shared.path,
             to,
         })?;
@@ -494,7 +491,7 @@ impl Segment {
             on_record(offset + range.start as u64..offset + range.end as u64);
         }
         debug_assert_eq!(self.buf.len() as u64, len);
-        if let Err(source) = shared.file.write_all_at(&self.buf, offset) {
+        if let Err(source) = disk::write_at(&shared.file, &shared.path, &self.buf, offset) {
             shared.failed.store(true, Ordering::Release);
             return Err(source).context(WriteSnafu {
                 path: &shared.path,
@@ -532,7 +529,7 @@ impl Segment {
     /// Removes a segment file that is not open here, and syncs its
     /// directory.
     pub fn delete_file(path: &Path) -> Result<()> {
-        fs::remove_file(path).context(DeleteSnafu { path })?;
+        disk::remove_file(path).context(DeleteSnafu { path })?;
         sync_parent_dir(path)
     }
 }
@@ -657,7 +654,7 @@ impl Shared {
         if self.durable.load(Ordering::Acquire) >= target {
             return Ok(target);
         }
-        if let Err(source) = self.file.sync_data() {
+        if let Err(source) = disk::sync_data(&self.file, &self.path) {
             self.failed.store(true, Ordering::Release);
             return Err(source).context(SyncSnafu { path: &self.path });
         }
@@ -731,12 +728,10 @@ impl Shared {
         let mut at = offset;
         while at < offset + len {
             let n = (offset + len - at).min(zeros.len() as u64) as usize;
-            self.file
-                .write_all_at(&zeros[..n], at)
-                .context(ClearTailSnafu {
-                    path: &self.path,
-                    offset,
-                })?;
+            disk::write_at(&self.file, &self.path, &zeros[..n], at).context(ClearTailSnafu {
+                path: &self.path,
+                offset,
+            })?;
             at += n as u64;
         }
         Ok(())
@@ -796,19 +791,24 @@ fn read_header(
 }
 
 /// Writes the header and zeros up to `capacity`, then syncs data and size.
-fn preallocate(file: &File, header: SegmentHeader, capacity: u64) -> std::io::Result<()> {
+fn preallocate(
+    file: &File,
+    path: &Path,
+    header: SegmentHeader,
+    capacity: u64,
+) -> std::io::Result<()> {
     let mut chunk = vec![0u8; ZERO_CHUNK.min(capacity as usize)];
     chunk[..SEGMENT_HEADER_LEN].copy_from_slice(&header.encode());
     let mut at = 0u64;
     while at < capacity {
         let n = (capacity - at).min(chunk.len() as u64) as usize;
-        file.write_all_at(&chunk[..n], at)?;
+        disk::write_at(file, path, &chunk[..n], at)?;
         if at == 0 {
             chunk[..SEGMENT_HEADER_LEN].fill(0);
         }
         at += n as u64;
     }
-    file.sync_all()
+    disk::sync_all(file, path)
 }
 
 /// Maps the whole file read-only. Raw, because the file is written (beyond
@@ -821,11 +821,7 @@ fn map(file: &File, path: &Path) -> Result<MmapRaw> {
 
 /// Syncs the directory holding `path`, making a creation or removal durable.
 fn sync_parent_dir(path: &Path) -> Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .context(SyncDirSnafu { dir })
+    disk::sync_parent(path).context(SyncDirSnafu {
+        dir: path.parent().unwrap_or(Path::new(".")),
+    })
 }

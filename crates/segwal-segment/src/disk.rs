@@ -1,0 +1,277 @@
+//! Every file-system call that changes what is on disk, in one place.
+//!
+//! segwal's segment files and the manager's meta files and directories are
+//! created, written, synced, renamed and removed only through these
+//! functions (reads go straight to the file or the memory map). That makes
+//! them the seam where tests stand between segwal and the disk: with the
+//! `fault-injection` feature, a [`Hook`] installed for a directory sees
+//! every such call under it, in the order they happen, and can fail one
+//! instead of performing it. [`crate::powerloss`] records them to build the
+//! states a power loss could leave; a fault hook injects `EIO` or `ENOSPC`.
+//!
+//! Without the feature the functions are the plain system calls.
+
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+/// One call that changes the file system, as a [`Hook`] sees it.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum Op<'a> {
+    /// Create a new, empty file (it must not exist).
+    Create {
+        /// The new file.
+        path: &'a Path,
+    },
+    /// Write `data` at `offset`.
+    Write {
+        /// The file written.
+        path: &'a Path,
+        /// Where the data goes.
+        offset: u64,
+        /// The bytes written.
+        data: &'a [u8],
+    },
+    /// Make a file's data and size durable (`fdatasync` or `fsync`).
+    Sync {
+        /// The file synced.
+        path: &'a Path,
+    },
+    /// Rename a file within its directory, replacing any file at `to`.
+    Rename {
+        /// The old name.
+        from: &'a Path,
+        /// The new name.
+        to: &'a Path,
+    },
+    /// Remove a file.
+    Remove {
+        /// The file removed.
+        path: &'a Path,
+    },
+    /// Create a directory (its parent must exist).
+    CreateDir {
+        /// The new directory.
+        path: &'a Path,
+    },
+    /// Make a directory's entries durable (`fsync` on the directory).
+    SyncDir {
+        /// The directory synced.
+        path: &'a Path,
+    },
+}
+
+/// The kind of an [`Op`], without its data: what a fault plan selects on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OpKind {
+    /// [`Op::Create`].
+    Create,
+    /// [`Op::Write`].
+    Write,
+    /// [`Op::Sync`].
+    Sync,
+    /// [`Op::Rename`].
+    Rename,
+    /// [`Op::Remove`].
+    Remove,
+    /// [`Op::CreateDir`].
+    CreateDir,
+    /// [`Op::SyncDir`].
+    SyncDir,
+}
+
+impl OpKind {
+    /// Every kind.
+    pub const ALL: [OpKind; 7] = [
+        OpKind::Create,
+        OpKind::Write,
+        OpKind::Sync,
+        OpKind::Rename,
+        OpKind::Remove,
+        OpKind::CreateDir,
+        OpKind::SyncDir,
+    ];
+}
+
+impl Op<'_> {
+    /// The path the operation acts on (the source of a rename).
+    pub fn path(&self) -> &Path {
+        match *self {
+            Op::Create { path }
+            | Op::Write { path, .. }
+            | Op::Sync { path }
+            | Op::Remove { path }
+            | Op::CreateDir { path }
+            | Op::SyncDir { path } => path,
+            Op::Rename { from, .. } => from,
+        }
+    }
+
+    /// The operation's kind.
+    pub fn kind(&self) -> OpKind {
+        match self {
+            Op::Create { .. } => OpKind::Create,
+            Op::Write { .. } => OpKind::Write,
+            Op::Sync { .. } => OpKind::Sync,
+            Op::Rename { .. } => OpKind::Rename,
+            Op::Remove { .. } => OpKind::Remove,
+            Op::CreateDir { .. } => OpKind::CreateDir,
+            Op::SyncDir { .. } => OpKind::SyncDir,
+        }
+    }
+}
+
+/// Creates `path` for reading and writing; fails if it exists.
+pub fn create_new(path: &Path) -> io::Result<File> {
+    let mut file = None;
+    run(&Op::Create { path }, &mut || {
+        file = Some(
+            fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(path)?,
+        );
+        Ok(())
+    })?;
+    Ok(file.expect("a successful create leaves the file"))
+}
+
+/// Writes all of `data` at `offset` of `file` (named `path`).
+pub fn write_at(file: &File, path: &Path, data: &[u8], offset: u64) -> io::Result<()> {
+    run(&Op::Write { path, offset, data }, &mut || {
+        file.write_all_at(data, offset)
+    })
+}
+
+/// Makes `file`'s data durable (`fdatasync`): enough for a file whose size
+/// does not change, such as a preallocated segment.
+pub fn sync_data(file: &File, path: &Path) -> io::Result<()> {
+    run(&Op::Sync { path }, &mut || file.sync_data())
+}
+
+/// Makes `file`'s data and metadata durable (`fsync`).
+pub fn sync_all(file: &File, path: &Path) -> io::Result<()> {
+    run(&Op::Sync { path }, &mut || file.sync_all())
+}
+
+/// Renames `from` to `to` (in the same directory), replacing `to`.
+pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    run(&Op::Rename { from, to }, &mut || fs::rename(from, to))
+}
+
+/// Removes file `path`.
+pub fn remove_file(path: &Path) -> io::Result<()> {
+    run(&Op::Remove { path }, &mut || fs::remove_file(path))
+}
+
+/// Creates `dir` and any missing parents, durably: each new directory's
+/// parent is synced after it is created, so no crash can lose the
+/// directory once files in it have been made durable.
+pub fn create_dir_all(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let missing: Vec<&Path> = dir.ancestors().take_while(|a| !a.is_dir()).collect();
+    for path in missing.into_iter().rev() {
+        match run(&Op::CreateDir { path }, &mut || fs::create_dir(path)) {
+            Ok(()) => sync_parent(path)?,
+            // Created meanwhile by another thread or process.
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+/// Syncs directory `dir`, making the creations, renames and removals in it
+/// durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    run(&Op::SyncDir { path: dir }, &mut || {
+        File::open(dir)?.sync_all()
+    })
+}
+
+/// Syncs the directory holding `path`.
+pub fn sync_parent(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => sync_dir(dir),
+        _ => sync_dir(Path::new(".")),
+    }
+}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+fn run(_op: &Op<'_>, perform: &mut dyn FnMut() -> io::Result<()>) -> io::Result<()> {
+    perform()
+}
+
+#[cfg(feature = "fault-injection")]
+use hooks::run;
+#[cfg(feature = "fault-injection")]
+pub use hooks::{Hook, HookGuard, install};
+
+#[cfg(feature = "fault-injection")]
+mod hooks {
+    use std::io;
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use super::Op;
+
+    /// Stands between segwal and the disk for the calls under one
+    /// directory (see [`install`]).
+    pub trait Hook: Send + Sync {
+        /// Called for each operation: performs it by calling `perform`
+        /// (returning its result), or fails it by returning an error
+        /// without calling `perform`.
+        fn run(&self, op: &Op<'_>, perform: &mut dyn FnMut() -> io::Result<()>) -> io::Result<()>;
+    }
+
+    /// Installed hooks with their directories and ids.
+    type Registry = Vec<(u64, PathBuf, Arc<dyn Hook>)>;
+
+    static HOOKS: Mutex<Registry> = Mutex::new(Vec::new());
+    static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+    /// Installs `hook` for every operation on a path under `root` (compared
+    /// as given, so use the same spelling of the path that segwal is
+    /// configured with), until the guard is dropped. Hooks for different
+    /// roots coexist, so tests running in parallel each have their own.
+    pub fn install(root: impl Into<PathBuf>, hook: Arc<dyn Hook>) -> HookGuard {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        registry().push((id, root.into(), hook));
+        HookGuard { id }
+    }
+
+    /// Uninstalls its hook when dropped.
+    #[derive(Debug)]
+    #[must_use = "the hook is uninstalled when the guard is dropped"]
+    pub struct HookGuard {
+        id: u64,
+    }
+
+    impl Drop for HookGuard {
+        fn drop(&mut self) {
+            registry().retain(|(id, _, _)| *id != self.id);
+        }
+    }
+
+    fn registry() -> std::sync::MutexGuard<'static, Registry> {
+        HOOKS.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn run(op: &Op<'_>, perform: &mut dyn FnMut() -> io::Result<()>) -> io::Result<()> {
+        let hook = registry()
+            .iter()
+            .find(|(_, root, _)| op.path().starts_with(root))
+            .map(|(_, _, hook)| Arc::clone(hook));
+        match hook {
+            Some(hook) => hook.run(op, perform),
+            None => perform(),
+        }
+    }
+}
