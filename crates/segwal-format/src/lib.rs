@@ -48,7 +48,9 @@ mod scan;
 
 pub use error::{Error, Result};
 pub use header::{FORMAT_VERSION, MAGIC, SEGMENT_HEADER_LEN, SegmentHeader, SegmentIdentity};
-pub use meta::{META_HEADER_LEN, META_MAGIC, META_TABLE_LEN, RegionMeta, TableMeta};
+pub use meta::{
+    META_END_LEN, META_HEADER_LEN, META_MAGIC, META_TABLE_LEN, RegionMeta, SegmentEnd, TableMeta,
+};
 pub use record::{
     BatchMeta, ENTRY_LEN_PREFIX, Entries, Entry, MAX_BODY_LEN, RECORD_HEADER_LEN, Record,
     RecordDecoder, RecordEncoder, RecordHeader, RecordKind, record_len,

@@ -2,8 +2,9 @@
 //! dumps are checked against the code.
 
 use segwal_format::{
-    BatchMeta, ENTRY_LEN_PREFIX, FORMAT_VERSION, MAGIC, MAX_BODY_LEN, META_HEADER_LEN,
-    META_TABLE_LEN, RECORD_HEADER_LEN, RecordEncoder, SEGMENT_HEADER_LEN, SegmentHeader,
+    BatchMeta, ENTRY_LEN_PREFIX, FORMAT_VERSION, MAGIC, MAX_BODY_LEN, META_END_LEN,
+    META_HEADER_LEN, META_TABLE_LEN, RECORD_HEADER_LEN, RecordEncoder, SEGMENT_HEADER_LEN,
+    SegmentHeader,
 };
 
 const FORMAT_MD: &str = include_str!("../../../docs/FORMAT.md");
@@ -120,7 +121,15 @@ fn region_meta_table_matches_the_code() {
     let fields = check_fields(&tables[0], META_HEADER_LEN, "region meta header");
     assert_eq!(
         fields,
-        ["magic", "version", "reserved", "table_cnt", "next_sequence"]
+        [
+            "magic",
+            "version",
+            "reserved",
+            "table_cnt",
+            "next_sequence",
+            "end_cnt",
+            "reserved2"
+        ]
     );
 }
 
@@ -145,6 +154,7 @@ fn constants_table_matches_the_code() {
         ("MAX_BODY_LEN", MAX_BODY_LEN.to_string()),
         ("META_HEADER_LEN", META_HEADER_LEN.to_string()),
         ("META_TABLE_LEN", META_TABLE_LEN.to_string()),
+        ("META_END_LEN", META_END_LEN.to_string()),
     ];
     let expected: Vec<(String, String)> = expected
         .into_iter()

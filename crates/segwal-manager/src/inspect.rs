@@ -238,9 +238,15 @@ fn walk_region(
             tables: BTreeMap::new(),
             problems: Vec::new(),
         };
+        let end = meta
+            .segment_ends
+            .iter()
+            .find(|e| e.segment_id == segment_id)
+            .map(|e| e.end);
         let options = OpenOptions {
             recovery_mode: RecoveryMode::SkipCorrupted,
             writable: false,
+            end,
         };
         let identity = SegmentIdentity {
             region_id,
@@ -286,6 +292,18 @@ fn walk_region(
                             skipped.cause
                         ),
                         is_damage: true,
+                    });
+                }
+                if recovery.past_end_bytes > 0 {
+                    report.problems.push(Problem {
+                        path: path.clone(),
+                        offset: end,
+                        message: format!(
+                            "{} bytes past the end recorded after a failed sync, ignored \
+                             (the next open zeroes them if this is the newest segment)",
+                            recovery.past_end_bytes
+                        ),
+                        is_damage: false,
                     });
                 }
                 if let Some(torn) = recovery.torn_tail {

@@ -1,6 +1,6 @@
 //! The segment manager: the data dir, its lock, and its regions.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, TryLockError};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +27,11 @@ pub(crate) struct Context {
     pub(crate) config: ManagerConfig,
     pub(crate) stats: Stats,
     pub(crate) cache: SegmentCache,
+    /// Per region, segment ends learnt from failed syncs that its meta file
+    /// may not hold yet (the disk refused that write too). They outlive
+    /// the region's close, and its next recovery records them before it
+    /// reads anything.
+    pub(crate) unrecorded_ends: Mutex<HashMap<u64, BTreeMap<u64, u64>>>,
 }
 
 /// State shared with the interval-sync thread.
@@ -91,6 +96,7 @@ impl SegmentManager {
             cache: SegmentCache::new(config.cache_size),
             config,
             stats: Stats::default(),
+            unrecorded_ends: Mutex::default(),
         };
         let regions = recover_regions(&ctx, &region_ids)?;
 

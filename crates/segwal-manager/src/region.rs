@@ -26,7 +26,8 @@ use std::sync::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWrite
 use std::thread::JoinHandle;
 
 use segwal_format::{
-    MAX_BODY_LEN, RECORD_HEADER_LEN, RegionMeta, SEGMENT_HEADER_LEN, SegmentIdentity, TableMeta,
+    MAX_BODY_LEN, RECORD_HEADER_LEN, RegionMeta, SEGMENT_HEADER_LEN, SegmentEnd, SegmentIdentity,
+    TableMeta,
 };
 use segwal_segment::{
     BatchRef, OpenOptions, RecoveryMode, Segment, SegmentHandle, disk, parse_segment_file_name,
@@ -121,6 +122,9 @@ impl SegmentInfo {
 pub(crate) struct RegionState {
     pub(crate) segments: BTreeMap<u64, SegmentInfo>,
     pub(crate) tables: HashMap<u64, TableState>,
+    /// Segments whose valid records end before their written data, after a
+    /// failed sync (see [`SegmentEnd`]).
+    pub(crate) segment_ends: BTreeMap<u64, u64>,
 }
 
 impl RegionState {
@@ -132,8 +136,9 @@ impl RegionState {
             .count()
     }
 
-    /// What the meta file records: the sequence floor and every table's
-    /// maximum and delete mark.
+    /// What the meta file records: the sequence floor, every table's
+    /// maximum and delete mark, and the recorded ends of segments that
+    /// still exist.
     fn meta(&self, next_sequence: u64) -> RegionMeta {
         let mut tables: Vec<TableMeta> = self
             .tables
@@ -146,9 +151,16 @@ impl RegionState {
             })
             .collect();
         tables.sort_unstable_by_key(|t| t.table_id);
+        let segment_ends = self
+            .segment_ends
+            .iter()
+            .filter(|(id, _)| self.segments.contains_key(id))
+            .map(|(&segment_id, &end)| SegmentEnd { segment_id, end })
+            .collect();
         RegionMeta {
             next_sequence,
             tables,
+            segment_ends,
         }
     }
 }
@@ -208,8 +220,28 @@ impl Region {
     /// Opens region `id` in `dir`, which may not exist yet, rebuilding its
     /// index and sequence numbers from the segments and the meta file.
     pub(crate) fn recover(dir: PathBuf, id: u64, ctx: &Context) -> Result<Region> {
-        let meta = read_meta(&dir)?;
-        let mut state = RegionState::default();
+        let mut meta = read_meta(&dir)?;
+        // Ends learnt from a failed sync in this process but not recorded
+        // yet: recorded now, before anything is read past them, or the
+        // region does not open.
+        let unrecorded = lock(&ctx.unrecorded_ends).get(&id).cloned();
+        if let Some(ends) = unrecorded {
+            for (segment_id, end) in ends {
+                meta.segment_ends.retain(|e| e.segment_id != segment_id);
+                meta.segment_ends.push(SegmentEnd { segment_id, end });
+            }
+            write_meta(&dir, &meta)?;
+            ctx.stats.meta_writes.fetch_add(1, Ordering::Relaxed);
+            lock(&ctx.unrecorded_ends).remove(&id);
+        }
+        let mut state = RegionState {
+            segment_ends: meta
+                .segment_ends
+                .iter()
+                .map(|e| (e.segment_id, e.end))
+                .collect(),
+            ..RegionState::default()
+        };
         for table in &meta.tables {
             state.tables.insert(
                 table.table_id,
@@ -252,6 +284,7 @@ impl Region {
             let options = OpenOptions {
                 recovery_mode: ctx.config.recovery_mode,
                 writable: is_newest,
+                end: state.segment_ends.get(&segment_id).copied(),
             };
             let mut tables: HashMap<u64, u64> = HashMap::new();
             let (segment, report) = Segment::open(&path, identity, &options, |record| {
@@ -412,7 +445,7 @@ impl Region {
                     // The segment is poisoned and stays the active one; the
                     // region refuses writes until it is closed and recovered
                     // from disk.
-                    self.record_failure(&writer, ctx);
+                    self.record_failure(&writer, ctx, None);
                     return Err(source).context(SegmentSnafu { region_id });
                 }
             };
@@ -462,7 +495,9 @@ impl Region {
             // per segment. If it fails the segment stays active (and
             // poisoned): the region refuses writes until it is recovered.
             if let Err(source) = full.sync() {
-                self.record_failure(writer, ctx);
+                let lost_after =
+                    lost_after(&source, full.identity().segment_id, full.durable_len());
+                self.record_failure(writer, ctx, lost_after);
                 return Err(source).context(SegmentSnafu { region_id });
             }
             ctx.stats.syncs.fetch_add(1, Ordering::Relaxed);
@@ -584,15 +619,39 @@ impl Region {
     /// bytes are lost. Holding the writer lock (`_writer`) keeps sequence
     /// allocation still while the floor is read.
     ///
-    /// Recording the floor is best effort: the caller reports the original
+    /// After a failed sync, `lost_after` is the segment and its last good
+    /// durable offset. The kernel may have dropped the writes after it while
+    /// still showing them in the page cache (and may report the next sync of
+    /// the file as a success), so that end is recorded too: recovery, in
+    /// this process or a later one, reads nothing past it.
+    ///
+    /// Recording is best effort here: the caller reports the original
     /// error, and if the disk refuses this too, the region already refuses
-    /// every write.
-    fn record_failure(&self, _writer: &Writer, ctx: &Context) {
-        if !self.failed.swap(true, Ordering::AcqRel) {
-            let _serial = lock(&self.meta_lock);
-            let meta = read(&self.state).meta(self.next_sequence());
-            if write_meta(&self.dir, &meta).is_ok() {
-                ctx.stats.meta_writes.fetch_add(1, Ordering::Relaxed);
+    /// every write; an end not recorded is kept in memory and recorded by
+    /// the region's next recovery, which fails if it cannot.
+    fn record_failure(&self, _writer: &Writer, ctx: &Context, lost_after: Option<(u64, u64)>) {
+        if self.failed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let _serial = lock(&self.meta_lock);
+        if let Some((segment_id, end)) = lost_after {
+            lock(&ctx.unrecorded_ends)
+                .entry(self.id)
+                .or_default()
+                .insert(segment_id, end);
+            write(&self.state).segment_ends.insert(segment_id, end);
+        }
+        let meta = read(&self.state).meta(self.next_sequence());
+        if write_meta(&self.dir, &meta).is_ok() {
+            ctx.stats.meta_writes.fetch_add(1, Ordering::Relaxed);
+            if let Some((segment_id, _)) = lost_after {
+                let mut unrecorded = lock(&ctx.unrecorded_ends);
+                if let Some(ends) = unrecorded.get_mut(&self.id) {
+                    ends.remove(&segment_id);
+                    if ends.is_empty() {
+                        unrecorded.remove(&self.id);
+                    }
+                }
             }
         }
     }
@@ -621,7 +680,9 @@ impl Region {
             self.group_done.notify_all();
             if let Err(source) = synced {
                 drop(group);
-                self.record_failure(&lock(&self.writer), ctx);
+                let lost_after =
+                    lost_after(&source, handle.header().segment_id, handle.durable_len());
+                self.record_failure(&lock(&self.writer), ctx, lost_after);
                 return Err(source).context(SegmentSnafu { region_id: self.id });
             }
             ctx.stats.syncs.fetch_add(1, Ordering::Relaxed);
@@ -635,7 +696,9 @@ impl Region {
             && handle.durable_len() < handle.written_len()
         {
             if let Err(source) = handle.sync() {
-                self.record_failure(&lock(&self.writer), ctx);
+                let lost_after =
+                    lost_after(&source, handle.header().segment_id, handle.durable_len());
+                self.record_failure(&lock(&self.writer), ctx, lost_after);
                 return Err(source).context(SegmentSnafu { region_id: self.id });
             }
             ctx.stats.syncs.fetch_add(1, Ordering::Relaxed);
@@ -662,7 +725,14 @@ impl Region {
         }
         if let Some(active) = writer.active.take() {
             self.seal(&active, ctx);
-            result = result.and(active.close());
+            let (segment_id, durable) = (active.identity().segment_id, active.durable_len());
+            if let Err(err) = active.close() {
+                let lost_after = lost_after(&err, segment_id, durable);
+                if lost_after.is_some() {
+                    self.record_failure(&writer, ctx, lost_after);
+                }
+                result = result.and(Err(err));
+            }
         }
         ctx.cache.remove_region(self.id);
         result.context(SegmentSnafu { region_id: self.id })
@@ -695,7 +765,9 @@ impl Region {
 
         let dead: Vec<u64> = {
             let mut state = write(&self.state);
-            let RegionState { segments, tables } = &mut *state;
+            let RegionState {
+                segments, tables, ..
+            } = &mut *state;
             let ids: Vec<u64> = segments
                 .iter()
                 .filter(|(_, info)| {
@@ -843,6 +915,13 @@ fn visible(
         })
         .collect();
     (locs, pins)
+}
+
+/// For a failed sync (and not a refusal of a segment already failed), the
+/// segment and its last good durable offset, past which nothing may be
+/// trusted (see `Region::record_failure`).
+fn lost_after(err: &segwal_segment::Error, segment_id: u64, durable: u64) -> Option<(u64, u64)> {
+    matches!(err, segwal_segment::Error::Sync { .. }).then_some((segment_id, durable))
 }
 
 /// The temporary name of a segment prepared ahead of need.

@@ -17,8 +17,10 @@
 //!
 //! A recorder can also fail calls ([`Recorder::inject`]). A failed sync is
 //! modelled the way Linux behaves ("fsyncgate"): the unsynced writes it was
-//! meant to cover stay readable in the page cache but are never written,
-//! so no later sync makes them durable.
+//! meant to cover stay readable in the page cache, but whether any of their
+//! sectors reached the disk is unknown, and no later sync writes them: in
+//! every later crash image they are kept, dropped or torn, unless a later
+//! synced write covers them.
 //!
 //! The model is strict POSIX: `fdatasync` is taken to make data and size
 //! durable but never a directory entry, and nothing is durable unless a
@@ -300,16 +302,59 @@ struct Dir {
     pending: Vec<DirChange>,
 }
 
+/// A write not (known to be) on the disk yet.
 #[derive(Debug, Clone)]
-struct PendingWrite {
+struct Write {
     offset: u64,
     data: Arc<[u8]>,
+    state: WriteState,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteState {
+    /// Covered by a completed sync.
+    Durable,
+    /// Not synced yet: a power loss keeps, drops or tears it.
+    Pending,
+    /// A sync that should have covered it failed: whether any of it
+    /// reached the disk is unknown, and no later sync will write it.
+    Limbo,
+}
+
+/// A file: bytes known durable, then writes in the order they were made
+/// (kept in order, since a later write can cover an earlier one).
 #[derive(Debug, Clone, Default)]
 struct Inode {
-    durable: Vec<u8>,
-    pending: Vec<PendingWrite>,
+    base: Vec<u8>,
+    writes: Vec<Write>,
+}
+
+impl Inode {
+    fn sync(&mut self) {
+        for write in &mut self.writes {
+            if write.state == WriteState::Pending {
+                write.state = WriteState::Durable;
+            }
+        }
+        // Durable writes before the first one in limbo can be folded into
+        // the base; the rest must stay in order behind it.
+        let settled = self
+            .writes
+            .iter()
+            .position(|w| w.state != WriteState::Durable)
+            .unwrap_or(self.writes.len());
+        for write in self.writes.drain(..settled) {
+            apply_write(&mut self.base, write.offset, &write.data);
+        }
+    }
+
+    fn lose_sync(&mut self) {
+        for write in &mut self.writes {
+            if write.state == WriteState::Pending {
+                write.state = WriteState::Limbo;
+            }
+        }
+    }
 }
 
 /// The durable state of a directory tree, and what is pending on top.
@@ -336,8 +381,8 @@ impl Model {
                 Node::Dir
             } else {
                 self.inodes.push(Inode {
-                    durable: fs::read(entry.path())?,
-                    pending: Vec::new(),
+                    base: fs::read(entry.path())?,
+                    writes: Vec::new(),
                 });
                 Node::File(self.inodes.len() - 1)
             };
@@ -389,18 +434,14 @@ impl Model {
                 self.link(root, path, Node::File(inode));
             }
             Event::Write { path, offset, data } => {
-                self.inode_of(root, path).pending.push(PendingWrite {
+                self.inode_of(root, path).writes.push(Write {
                     offset: *offset,
                     data: Arc::clone(data),
+                    state: WriteState::Pending,
                 });
             }
-            Event::Sync(path) => {
-                let inode = self.inode_of(root, path);
-                for write in std::mem::take(&mut inode.pending) {
-                    apply_write(&mut inode.durable, write.offset, &write.data);
-                }
-            }
-            Event::LostSync(path) => self.inode_of(root, path).pending.clear(),
+            Event::Sync(path) => self.inode_of(root, path).sync(),
+            Event::LostSync(path) => self.inode_of(root, path).lose_sync(),
             Event::Rename { from, to } => {
                 let (parent, from_name) = Model::split(root, from);
                 let (to_parent, to_name) = Model::split(root, to);
@@ -489,13 +530,17 @@ impl Model {
 
 impl Inode {
     fn crash_contents(&self, fate: Fate, rng: &mut SplitMix, stats: &mut ImageStats) -> Vec<u8> {
-        let mut contents = self.durable.clone();
-        for write in &self.pending {
-            let choice = match fate {
-                Fate::KeepAll => 0,
-                Fate::DropAll => 1,
-                Fate::Random(_) => rng.below(3),
+        let mut contents = self.base.clone();
+        for write in &self.writes {
+            let choice = match (write.state, fate) {
+                (WriteState::Durable, _) | (_, Fate::KeepAll) => 0,
+                (_, Fate::DropAll) => 1,
+                (_, Fate::Random(_)) => rng.below(3),
             };
+            if write.state == WriteState::Durable {
+                apply_write(&mut contents, write.offset, &write.data);
+                continue;
+            }
             match choice {
                 0 => {
                     stats.writes_kept += 1;

@@ -79,6 +79,11 @@ pub struct OpenOptions {
     /// Open for appending. A read-only segment is never modified, not even
     /// to clear a torn tail; appends to it fail.
     pub writable: bool,
+    /// Where the segment's valid records end, when that is known from
+    /// elsewhere (the manager records it after a failed sync: the kernel
+    /// may have lost what came after while still showing it). Recovery
+    /// reads nothing past it; a writable open zeroes what lies past it.
+    pub end: Option<u64>,
 }
 
 impl Default for OpenOptions {
@@ -86,6 +91,7 @@ impl Default for OpenOptions {
         OpenOptions {
             recovery_mode: RecoveryMode::default(),
             writable: true,
+            end: None,
         }
     }
 }
@@ -121,6 +127,9 @@ pub struct RecoveryReport {
     pub torn_tail: Option<TornTail>,
     /// Damaged ranges that were skipped (only under `SkipCorrupted`).
     pub skipped: Vec<SkippedRange>,
+    /// Non-zero bytes past [`OpenOptions::end`], ignored (and zeroed by a
+    /// writable open).
+    pub past_end_bytes: u64,
 }
 
 /// One batch to append: entries for one table with consecutive sequence
@@ -286,11 +295,15 @@ impl Segment {
             failed: AtomicBool::new(false),
             sync_lock: Mutex::new(()),
         };
-        let report = shared.recover(options.recovery_mode, &mut visit)?;
-        if let Some(torn) = &report.torn_tail
-            && options.writable
-        {
-            shared.clear(torn.offset, torn.discarded_bytes)?;
+        let report = shared.recover(options.recovery_mode, options.end, &mut visit)?;
+        if options.writable {
+            if let Some(torn) = &report.torn_tail {
+                shared.clear(torn.offset, torn.discarded_bytes)?;
+            }
+            if report.past_end_bytes > 0 {
+                let end = options.end.expect("bytes past an end imply one");
+                shared.clear(end, report.past_end_bytes)?;
+            }
         }
         shared.written.store(report.end, Ordering::Release);
         // The recovered bytes (and a cleared tail) may still be only in the
@@ -662,19 +675,26 @@ impl Shared {
         Ok(target)
     }
 
-    /// Scans the whole file after the header and applies `mode`.
+    /// Scans the file after the header, up to `end` if given, and applies
+    /// `mode`.
     fn recover(
         &self,
         mode: RecoveryMode,
+        end: Option<u64>,
         visit: &mut impl FnMut(&Record<'_>),
     ) -> Result<RecoveryReport> {
-        let data = self.bytes_unpublished(SEGMENT_HEADER_LEN as u64, self.capacity);
-        let mut scanner = Scanner::new(data, SEGMENT_HEADER_LEN as u64, &self.header);
+        let base = SEGMENT_HEADER_LEN as u64;
+        let limit = end.map_or(self.capacity, |end| end.clamp(base, self.capacity));
+        let past_end = self.bytes_unpublished(limit, self.capacity);
+        let past_end_bytes = past_end.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+        let data = self.bytes_unpublished(base, limit);
+        let mut scanner = Scanner::new(data, base, &self.header);
         let mut report = RecoveryReport {
             records: 0,
-            end: SEGMENT_HEADER_LEN as u64,
+            end: base,
             torn_tail: None,
             skipped: Vec::new(),
+            past_end_bytes: past_end_bytes as u64,
         };
         loop {
             for record in scanner.by_ref() {
@@ -695,7 +715,6 @@ impl Shared {
                             offset,
                         });
                     }
-                    let base = SEGMENT_HEADER_LEN as u64;
                     let tail = &data[(offset - base) as usize..];
                     let nonzero = tail.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
                     report.end = offset;

@@ -123,7 +123,7 @@ proptest! {
         prop_assert_eq!(tail.start, report.end);
         segment.close().unwrap();
         let mut count = 0;
-        let options = OpenOptions { recovery_mode: RecoveryMode::Strict, writable: true };
+        let options = OpenOptions { recovery_mode: RecoveryMode::Strict, writable: true, end: None };
         let (_, report) = Segment::open(&path, HEADER, &options, |_| count += 1).unwrap();
         prop_assert_eq!(count, recovered.len() + 1);
         prop_assert_eq!(report.end, tail.end);

@@ -47,6 +47,7 @@ fn open(path: &Path, mode: RecoveryMode) -> Result<(Segment, Vec<u64>, RecoveryR
     let options = OpenOptions {
         recovery_mode: mode,
         writable: true,
+        end: None,
     };
     let (segment, report) =
         Segment::open(path, HEADER, &options, |r| firsts.push(r.first_sequence()))?;
@@ -238,6 +239,7 @@ fn torn_tail_is_cut_zeroed_and_reported() {
     let read_only = OpenOptions {
         recovery_mode: RecoveryMode::TolerateTornTail,
         writable: false,
+        end: None,
     };
     let before = fs::read(&path).unwrap();
     let (segment, report) = Segment::open(&path, HEADER, &read_only, |_| {}).unwrap();
@@ -537,6 +539,7 @@ fn a_segment_has_one_writer_at_a_time() {
     let read_only = OpenOptions {
         recovery_mode: RecoveryMode::default(),
         writable: false,
+        end: None,
     };
     for options in [OpenOptions::default(), read_only] {
         let err = Segment::open(&path, HEADER, &options, |_| {}).unwrap_err();
@@ -594,6 +597,7 @@ fn a_record_hidden_in_a_payload_is_never_taken_for_one() {
         let options = OpenOptions {
             recovery_mode: mode,
             writable: false,
+            end: None,
         };
         let (_, report) =
             Segment::open(&path, HEADER, &options, |r| tables.push(r.table_id())).unwrap();
