@@ -294,3 +294,77 @@ fn injected_io_faults_lose_no_acknowledged_write() {
     );
     assert!(surfaced > 0 && faults > 0);
 }
+
+/// Proves that when a sync fails and the disk also refuses to record the
+/// segment's last good end in the meta file, the region does not reopen
+/// (in this process, where the page cache still shows the lost writes)
+/// until that end is recorded; and that once it is, recovery reads nothing
+/// past it, so a later power loss leaves a data dir that opens cleanly with
+/// every acknowledged write.
+#[test]
+fn an_end_that_cannot_be_recorded_blocks_recovery_until_it_is() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("wal");
+    std::fs::create_dir(&dir).unwrap();
+    let (recorder, _guard) = Recorder::start(&dir).unwrap();
+    let wal = SegmentManager::open(config(&dir)).unwrap();
+    let mut batches = Vec::new();
+    let mut acks = Vec::new();
+    let mut write = |wal: &SegmentManager, index: usize| {
+        let entries = vec![payload(index, 0, 1, 300)];
+        batches.push(Batch {
+            region: 0,
+            table: 1,
+            entries: entries.clone(),
+        });
+        let result = wal.write(0, 1, &entries);
+        if let Ok(last) = result {
+            acks.push((recorder.position(), Ack::Write { batch: index, last }));
+        }
+        result
+    };
+    for i in 0..3 {
+        write(&wal, i).unwrap();
+    }
+    // The next segment sync fails, and so does every meta file write.
+    recorder.inject(|op| {
+        let name = op.path().to_string_lossy();
+        let fail = (op.kind() == OpKind::Sync && name.ends_with(".seg"))
+            || (op.kind() == OpKind::Create && name.ends_with("META.tmp"));
+        fail.then(|| io::Error::from_raw_os_error(libc::EIO))
+    });
+    assert!(write(&wal, 3).is_err());
+    recorder.inject(|op| {
+        let fail = op.kind() == OpKind::Create && op.path().to_string_lossy().ends_with("META.tmp");
+        fail.then(|| io::Error::from_raw_os_error(libc::EIO))
+    });
+    let _ = wal.close_region(0);
+    let err = write(&wal, 4).unwrap_err();
+    assert!(
+        err.to_string().contains("META.tmp"),
+        "the refusal names the meta file: {err}"
+    );
+    recorder.stop_faults();
+    write(&wal, 5).unwrap();
+    wal.close().unwrap();
+
+    let run = Run {
+        batches,
+        acks,
+        replay: recorder.replay(),
+        workload: WORKLOADS[0],
+    };
+    let mut replay = run.replay.clone();
+    replay.advance_to(replay.len());
+    for seed in 0..16 {
+        let image = root.path().join(format!("image-{seed}"));
+        replay.write_image(Fate::Random(seed), &image).unwrap();
+        check(
+            &image,
+            &run,
+            replay.len(),
+            &format!("power lost at the end, seed {seed}"),
+        );
+        std::fs::remove_dir_all(&image).unwrap();
+    }
+}

@@ -682,3 +682,48 @@ fn a_renamed_segment_keeps_its_identity_and_records() {
     let (_, firsts, _) = open(&path, RecoveryMode::Strict).unwrap();
     assert_eq!(firsts, [1]);
 }
+
+/// Proves that a recorded end (what the manager keeps after a failed sync)
+/// hides every record past it, whatever the file holds there: a read-only
+/// open ignores those bytes and leaves them, a writable open zeroes them,
+/// and later opens without the end then find the segment ending cleanly.
+#[test]
+fn records_past_a_recorded_end_are_ignored_and_zeroed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, mut segment) = new_segment(dir.path());
+    let first = append(&mut segment, 1, 1, &[b"synced"]);
+    append(&mut segment, 1, 2, &[b"never durable"]);
+    append(&mut segment, 2, 3, &[b"nor this"]);
+    segment.close().unwrap();
+    let before = fs::read(&path).unwrap();
+
+    let options = |writable| OpenOptions {
+        recovery_mode: RecoveryMode::Strict,
+        writable,
+        end: Some(first.end),
+    };
+    let mut seen = Vec::new();
+    let (segment, report) = Segment::open(&path, HEADER, &options(false), |r| {
+        seen.push(r.first_sequence());
+    })
+    .unwrap();
+    assert_eq!((seen.as_slice(), report.end), ([1].as_slice(), first.end));
+    assert!(report.past_end_bytes > 0);
+    drop(segment);
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        before,
+        "read-only opens change nothing"
+    );
+
+    let (segment, report) = Segment::open(&path, HEADER, &options(true), |_| {}).unwrap();
+    assert_eq!(report.records, 1);
+    drop(segment);
+    let after = fs::read(&path).unwrap();
+    assert!(after[first.end as usize..].iter().all(|&b| b == 0));
+    let (_, firsts, report) = open(&path, RecoveryMode::Strict).unwrap();
+    assert_eq!(
+        (firsts, report.end, report.past_end_bytes),
+        (vec![1], first.end, 0)
+    );
+}
