@@ -214,6 +214,8 @@ pub(crate) struct Region {
     /// Set (under `writer`) by the first failed write or sync: the region
     /// refuses writes from then on (see `record_failure`).
     failed: AtomicBool,
+    /// Set once the region's directory is known to exist durably.
+    dir_durable: AtomicBool,
 }
 
 impl Region {
@@ -230,6 +232,7 @@ impl Region {
                 meta.segment_ends.retain(|e| e.segment_id != segment_id);
                 meta.segment_ends.push(SegmentEnd { segment_id, end });
             }
+            durable_dir(&dir)?;
             write_meta(&dir, &meta)?;
             ctx.stats.meta_writes.fetch_add(1, Ordering::Relaxed);
             lock(&ctx.unrecorded_ends).remove(&id);
@@ -354,6 +357,7 @@ impl Region {
             group_done: Condvar::new(),
             closed: AtomicBool::new(false),
             failed: AtomicBool::new(false),
+            dir_durable: AtomicBool::new(false),
         })
     }
 
@@ -508,7 +512,7 @@ impl Region {
         let segment = match self.take_spare(writer, needed, ctx) {
             Some(segment) => segment,
             None => {
-                disk::create_dir_all(&self.dir).context(DirectorySnafu { dir: &self.dir })?;
+                self.ensure_dir()?;
                 let segment_id = writer.next_segment_id;
                 writer.next_segment_id += 1;
                 let capacity = ctx.config.segment_size_bytes.max(needed);
@@ -539,6 +543,16 @@ impl Region {
         );
         ctx.stats.segments_created.fetch_add(1, Ordering::Relaxed);
         writer.active = Some(segment);
+        Ok(())
+    }
+
+    /// Makes sure the region's directory exists durably before anything is
+    /// written into it (once per open region).
+    fn ensure_dir(&self) -> Result<()> {
+        if !self.dir_durable.load(Ordering::Acquire) {
+            durable_dir(&self.dir)?;
+            self.dir_durable.store(true, Ordering::Release);
+        }
         Ok(())
     }
 
@@ -642,7 +656,11 @@ impl Region {
             write(&self.state).segment_ends.insert(segment_id, end);
         }
         let meta = read(&self.state).meta(self.next_sequence());
-        if write_meta(&self.dir, &meta).is_ok() {
+        if self
+            .ensure_dir()
+            .and_then(|()| write_meta(&self.dir, &meta))
+            .is_ok()
+        {
             ctx.stats.meta_writes.fetch_add(1, Ordering::Relaxed);
             if let Some((segment_id, _)) = lost_after {
                 let mut unrecorded = lock(&ctx.unrecorded_ends);
@@ -760,6 +778,7 @@ impl Region {
         };
         // The mark is durable before any segment holding the entries goes,
         // so no restart can bring them back or reuse their numbers.
+        self.ensure_dir()?;
         write_meta(&self.dir, &meta)?;
         ctx.stats.meta_writes.fetch_add(1, Ordering::Relaxed);
 
@@ -947,12 +966,21 @@ fn read_meta(dir: &Path) -> Result<RegionMeta> {
     }
 }
 
+/// Creates `dir` if needed and makes its entry in its parent durable,
+/// whether this call created it or an earlier one did (whose sync may have
+/// failed after the directory was made).
+fn durable_dir(dir: &Path) -> Result<()> {
+    disk::create_dir_all(dir)
+        .and_then(|()| disk::sync_parent(dir))
+        .context(DirectorySnafu { dir })
+}
+
 /// Replaces the meta file atomically and durably: write a temporary file,
-/// sync it, rename it over the old one, sync the directory.
+/// sync it, rename it over the old one, sync the directory (which must
+/// exist durably already, see [`durable_dir`]).
 fn write_meta(dir: &Path, meta: &RegionMeta) -> Result<()> {
     let path = dir.join(META_FILE);
     let tmp = dir.join(META_TMP_FILE);
-    disk::create_dir_all(dir).context(DirectorySnafu { dir })?;
     // A temporary file left by a replacement that failed half way.
     match disk::remove_file(&tmp) {
         Err(err) if err.kind() != std::io::ErrorKind::NotFound => {

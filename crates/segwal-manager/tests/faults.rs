@@ -368,3 +368,65 @@ fn an_end_that_cannot_be_recorded_blocks_recovery_until_it_is() {
         std::fs::remove_dir_all(&image).unwrap();
     }
 }
+
+/// Proves that when the sync making a new region directory durable fails,
+/// the next write does not take the directory (which now exists) as
+/// durable: a power loss after that write is acknowledged keeps it. (The
+/// exhaustive fault campaign found this: the retry saw the directory and
+/// skipped the sync.)
+#[test]
+fn a_failed_sync_of_a_new_region_directory_is_redone() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("wal");
+    std::fs::create_dir(&dir).unwrap();
+    let (recorder, _guard) = Recorder::start(&dir).unwrap();
+    let wal = SegmentManager::open(config(&dir)).unwrap();
+    let data_dir = dir.clone();
+    let failed = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&failed);
+    recorder.inject(move |op| {
+        let fail = op.kind() == OpKind::SyncDir
+            && op.path() == data_dir
+            && count.fetch_add(1, Ordering::Relaxed) == 0;
+        fail.then(|| io::Error::from_raw_os_error(libc::EIO))
+    });
+    let entries = vec![payload(0, 0, 1, 10)];
+    let err = wal.write(0, 1, &entries).unwrap_err();
+    assert!(err.to_string().contains(&*dir.to_string_lossy()), "{err}");
+    let entries = vec![payload(1, 0, 1, 10)];
+    let last = wal.write(0, 1, &entries).unwrap();
+    let acked_at = recorder.position();
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        2,
+        "the directory was synced again"
+    );
+    wal.close().unwrap();
+    let run = Run {
+        batches: vec![
+            Batch {
+                region: 0,
+                table: 1,
+                entries: vec![payload(0, 0, 1, 10)],
+            },
+            Batch {
+                region: 0,
+                table: 1,
+                entries,
+            },
+        ],
+        acks: vec![(acked_at, Ack::Write { batch: 1, last })],
+        replay: recorder.replay(),
+        workload: WORKLOADS[0],
+    };
+    let mut replay = run.replay.clone();
+    replay.advance_to(acked_at);
+    let image = root.path().join("image");
+    replay.write_image(Fate::DropAll, &image).unwrap();
+    check(
+        &image,
+        &run,
+        acked_at,
+        "power lost after the acknowledged write",
+    );
+}

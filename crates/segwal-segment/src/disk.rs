@@ -169,7 +169,9 @@ pub fn remove_file(path: &Path) -> io::Result<()> {
 
 /// Creates `dir` and any missing parents, durably: each new directory's
 /// parent is synced after it is created, so no crash can lose the
-/// directory once files in it have been made durable.
+/// directory once files in it have been made durable. If this fails after
+/// creating a directory, a later call finds it and syncs nothing: callers
+/// that need it durable then sync its parent themselves.
 pub fn create_dir_all(dir: &Path) -> io::Result<()> {
     if dir.is_dir() {
         return Ok(());
