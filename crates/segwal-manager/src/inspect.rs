@@ -157,9 +157,12 @@ fn walk(
     ensure!(lock_path.is_file(), NotADataDirSnafu { dir });
     let lock = File::open(&lock_path).context(DirectorySnafu { dir })?;
     lock_data_dir(&lock, dir, false)?;
+    // Only directories are regions, as for the WAL's own open: a file named
+    // like a region is a stray.
     let mut region_ids: Vec<u64> = list(dir)?
         .iter()
-        .filter_map(|name| parse_region_dir_name(name))
+        .filter(|(_, is_dir)| *is_dir)
+        .filter_map(|(name, _)| parse_region_dir_name(name))
         .filter(|id| only_region.is_none_or(|only| only == *id))
         .collect();
     region_ids.sort_unstable();
@@ -173,12 +176,15 @@ fn walk(
     })
 }
 
-fn list(dir: &Path) -> Result<Vec<String>> {
+/// The entries of `dir` whose names are UTF-8 (no segwal name is not),
+/// each with whether it is a directory (not following symbolic links).
+fn list(dir: &Path) -> Result<Vec<(String, bool)>> {
     let mut names = Vec::new();
     for entry in fs::read_dir(dir).context(DirectorySnafu { dir })? {
         let entry = entry.context(DirectorySnafu { dir })?;
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
         if let Ok(name) = entry.file_name().into_string() {
-            names.push(name);
+            names.push((name, is_dir));
         }
     }
     Ok(names)
@@ -221,7 +227,7 @@ fn walk_region(
     let mark = |table: u64| marks.get(&table).copied().unwrap_or(0);
     let mut ids: Vec<u64> = list(&region_dir)?
         .iter()
-        .filter_map(|name| parse_segment_file_name(name))
+        .filter_map(|(name, _)| parse_segment_file_name(name))
         .collect();
     ids.sort_unstable();
     let mut segments = Vec::new();
@@ -328,7 +334,7 @@ fn walk_region(
             }
             Err(err) => report.problems.push(Problem {
                 path: path.clone(),
-                offset: None,
+                offset: error_offset(&err),
                 message: err.to_string(),
                 is_damage: true,
             }),
@@ -341,4 +347,16 @@ fn walk_region(
         segments,
         problems,
     })
+}
+
+/// Where in the file a segment that cannot be opened is damaged: at 0 for
+/// its header, at the error's offset for damage in its records, unknown
+/// for an I/O error.
+fn error_offset(err: &segwal_segment::Error) -> Option<u64> {
+    use segwal_segment::Error;
+    match err {
+        Error::BadHeader { .. } | Error::WrongIdentity { .. } => Some(0),
+        Error::Corrupted { offset, .. } | Error::TornTail { offset, .. } => Some(*offset),
+        _ => None,
+    }
 }
