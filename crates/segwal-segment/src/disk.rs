@@ -176,7 +176,10 @@ pub fn create_dir_all(dir: &Path) -> io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
-    let missing: Vec<&Path> = dir.ancestors().take_while(|a| !a.is_dir()).collect();
+    let missing: Vec<&Path> = dir.ancestors().take_while(|a| !a.exists()).collect();
+    if missing.is_empty() {
+        return Err(io::ErrorKind::NotADirectory.into());
+    }
     for path in missing.into_iter().rev() {
         match run(&Op::CreateDir { path }, &mut || fs::create_dir(path)) {
             Ok(()) => sync_parent(path)?,
