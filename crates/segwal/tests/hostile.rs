@@ -61,7 +61,7 @@ fn set_sequence_floor(dir: &Path, region: u64, next_sequence: u64) {
     std::fs::create_dir_all(&region_dir).unwrap();
     let meta = RegionMeta {
         next_sequence,
-        tables: Vec::new(),
+        ..RegionMeta::default()
     };
     std::fs::write(region_dir.join("META"), meta.encode()).unwrap();
 }
