@@ -311,14 +311,36 @@ impl Region {
                 }
             })
             .context(SegmentSnafu { region_id: id })?;
-            if let Some(torn) = report.torn_tail
-                && !is_newest
-                && ctx.config.recovery_mode != RecoveryMode::SkipCorrupted
-            {
-                return Err(torn.cause).context(SealedSegmentDamagedSnafu {
-                    path,
-                    offset: torn.offset,
-                });
+            if let Some(torn) = report.torn_tail {
+                if !is_newest && ctx.config.recovery_mode != RecoveryMode::SkipCorrupted {
+                    return Err(torn.cause).context(SealedSegmentDamagedSnafu {
+                        path,
+                        offset: torn.offset,
+                    });
+                }
+                log::warn!(
+                    "region {id}: cut {} bytes of an incomplete write at offset {} of {} ({})",
+                    torn.discarded_bytes,
+                    torn.offset,
+                    path.display(),
+                    torn.cause
+                );
+            }
+            for skipped in &report.skipped {
+                log::error!(
+                    "region {id}: skipped damaged bytes {}..{} of {} ({})",
+                    skipped.range.start,
+                    skipped.range.end,
+                    path.display(),
+                    skipped.cause
+                );
+            }
+            if report.past_end_bytes > 0 {
+                log::warn!(
+                    "region {id}: ignored {} bytes of {} past the end recorded after a failed sync",
+                    report.past_end_bytes,
+                    path.display()
+                );
             }
             let handle = segment.handle();
             drop(segment);
