@@ -2,7 +2,8 @@
 //! happen), driven by any sequence of writes, reads, scans, deletes,
 //! region closes, reopens and process crashes, holds exactly what a
 //! reference model says after every operation: reads and scans return the
-//! model's live entries, sequence numbers increase and are never reused,
+//! model's live entries (and iterators kept across other operations their
+//! snapshot), sequence numbers increase and are never reused,
 //! deleted entries never come back, dead segments leave the disk, and only
 //! invalid batches are refused.
 
@@ -62,6 +63,18 @@ enum Op {
     Crash,
     /// A second open of the held data dir, which must be refused.
     OpenTwice,
+    /// Starts a read (or a scan, without a table) kept open across later
+    /// operations.
+    Hold {
+        region: u8,
+        table: Option<u8>,
+        start: Bound,
+        end: Bound,
+    },
+    /// Takes the next batch from the held iterator.
+    PullHeld {
+        batch: u8,
+    },
 }
 
 /// A sequence number operand.
@@ -166,6 +179,17 @@ fuzz_target!(|input: Input| {
             Op::Drop => harness.drop_and_reopen(),
             Op::Crash => harness.crash(),
             Op::OpenTwice => harness.open_twice(),
+            Op::Hold {
+                region: r,
+                table: t,
+                start,
+                end,
+            } => {
+                let pivot = harness.next_sequence(region(r));
+                let (start, end) = (start.resolve(pivot), end.resolve(pivot));
+                harness.hold(region(r), t.map(table), start, end);
+            }
+            Op::PullHeld { batch: b } => harness.pull_held(batch(b)),
         }
     }
 });

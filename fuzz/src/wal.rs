@@ -7,7 +7,7 @@
 //! the next sequence number, and per table the largest sequence number
 //! assigned and the delete mark.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -134,10 +134,24 @@ impl Settings {
     }
 }
 
+/// A read or scan whose iterator is kept across later operations.
+#[derive(Debug)]
+struct Held {
+    iter: EntryIter,
+    /// What it has yet to yield: the model's answer when it was created
+    /// (an iterator is a snapshot; later writes, deletes, closes and
+    /// crashes do not change it).
+    expected: VecDeque<(u64, u64, Vec<u8>)>,
+    /// The call that created it, for messages.
+    call: String,
+}
+
 /// A WAL and its model, checked against each other after every operation.
 #[derive(Debug)]
 pub struct Harness {
     settings: Settings,
+    /// At most one iterator kept open across operations.
+    held: Option<Held>,
     /// The data dir; replaced by a copy at each simulated crash.
     dir: TempDir,
     wal: Option<SegmentManager>,
@@ -153,6 +167,7 @@ impl Harness {
         let wal = SegmentManager::open(settings.config(dir.path())).expect("opening an empty dir");
         Harness {
             settings,
+            held: None,
             dir,
             wal: Some(wal),
             model: Model::default(),
@@ -281,6 +296,71 @@ impl Harness {
             // The newest segment may be the one being written, which stays.
             self.check_segment_files(region, true);
         }
+    }
+
+    /// Starts a read of `[start, end]` of `table`, or a scan of the region
+    /// if `table` is `None`, and keeps the iterator (dropping any held
+    /// before) for [`pull_held`](Harness::pull_held).
+    pub fn hold(&mut self, region: u64, table: Option<u64>, start: u64, end: u64) {
+        let (iter, expected, call) = match table {
+            Some(table) => (
+                self.wal().read(region, table, start, end),
+                self.model
+                    .read(region, table, start, end)
+                    .into_iter()
+                    .map(|(seq, payload)| (table, seq, payload))
+                    .collect(),
+                format!("read {region}/{table} [{start}, {end}]"),
+            ),
+            None => (
+                self.wal().scan(region),
+                self.model.scan(region).into(),
+                format!("scan {region}"),
+            ),
+        };
+        let iter = iter.unwrap_or_else(|e| panic!("{call}: {e}"));
+        self.held = Some(Held {
+            iter,
+            expected,
+            call,
+        });
+    }
+
+    /// Takes up to `batch` entries from the held iterator, which must be
+    /// the next ones of its snapshot, whatever happened since it was made.
+    pub fn pull_held(&mut self, batch: usize) {
+        let Some(held) = &mut self.held else {
+            return;
+        };
+        let mut got = Vec::new();
+        let handed = held
+            .iter
+            .next_batch(batch, |e| {
+                got.push((e.table_id, e.sequence, e.payload.to_vec()))
+            })
+            .unwrap_or_else(|e| panic!("held {}: next_batch: {e}", held.call));
+        assert_eq!(
+            handed,
+            got.len(),
+            "held {}: next_batch miscounted",
+            held.call
+        );
+        assert!(
+            handed <= batch,
+            "held {}: handed out more than asked",
+            held.call
+        );
+        assert!(
+            handed > 0 || held.expected.is_empty(),
+            "held {}: ended early, {} entries short",
+            held.call,
+            held.expected.len()
+        );
+        let want: Vec<_> = held
+            .expected
+            .drain(..handed.min(held.expected.len()))
+            .collect();
+        assert_eq!(got, want, "held {}", held.call);
     }
 
     /// Closes a region; its next use opens it again.
