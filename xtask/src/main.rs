@@ -11,8 +11,11 @@
 //!   Needs the nightly toolchain and cargo-fuzz, and installs neither. The
 //!   corpus grows in `fuzz/corpus/TARGET`, crashes land in
 //!   `fuzz/artifacts/TARGET`; both stay out of git.
-//! - `crash [--iterations N]`: the long crash campaigns, in release mode:
-//!   `crash_kill` (a writer killed with SIGKILL N times, default 200).
+//! - `crash [--iterations N] [--images N] [--fault-samples N]`: the long
+//!   crash campaigns, in release mode: `crash_kill` (a writer killed with
+//!   SIGKILL N times, default 200), `power_loss` (about N crash images,
+//!   default 20,000) and `faults` (up to N failed calls of each kind,
+//!   default every one). See docs/TESTING.md.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -23,7 +26,9 @@ usage: cargo xtask <command>
 commands:
   bench [FILTER]                          criterion benches, on disk and on tmpfs
   fuzz [TARGET | all | --list] [--time S] run a cargo-fuzz target (or all) for S seconds (default 60)
-  crash [--iterations N]                  crash campaigns: kill -9 N times (default 200)";
+  crash [--iterations N] [--images N] [--fault-samples N]
+                                          crash campaigns: kill -9 N times (default 200),
+                                          ~N power-loss images (20000), N faults per kind (all)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -283,12 +288,27 @@ struct Campaign {
 }
 
 /// Every crash campaign, run in this order by `cargo xtask crash`.
-const CAMPAIGNS: &[Campaign] = &[Campaign {
-    test: "crash_kill",
-    flag: "--iterations",
-    env: "SEGWAL_CRASH_ITERATIONS",
-    default: 200,
-}];
+const CAMPAIGNS: &[Campaign] = &[
+    Campaign {
+        test: "crash_kill",
+        flag: "--iterations",
+        env: "SEGWAL_CRASH_ITERATIONS",
+        default: 200,
+    },
+    Campaign {
+        test: "power_loss",
+        flag: "--images",
+        env: "SEGWAL_CRASH_IMAGES",
+        default: 20_000,
+    },
+    Campaign {
+        test: "faults",
+        flag: "--fault-samples",
+        env: "SEGWAL_FAULT_SAMPLES",
+        // More than any kind's calls in the workload: every call fails once.
+        default: 1_000_000,
+    },
+];
 
 fn crash(args: &[String]) -> Result<(), String> {
     let mut lengths: Vec<u64> = CAMPAIGNS.iter().map(|c| c.default).collect();
