@@ -279,38 +279,48 @@ impl Region {
                 region_id: id,
                 segment_id,
             };
-            // Only the newest segment can end in a torn write; it is opened
-            // writable so the tail is cut and zeroed, but never appended to
-            // again (see ARCHITECTURE.md: after a restart, appends go to a
-            // fresh segment).
+            // Only the newest segment can end in a torn write. Every segment
+            // is opened read-only (so readers still holding handles from
+            // before a close do not block this open); the newest is opened
+            // again, writable, only when there is a tail to cut and zero. It
+            // is never appended to again (see ARCHITECTURE.md: after a
+            // restart, appends go to a fresh segment).
             let is_newest = Some(segment_id) == newest;
-            let options = OpenOptions {
-                recovery_mode: ctx.config.recovery_mode,
-                writable: is_newest,
-                end: state.segment_ends.get(&segment_id).copied(),
-            };
-            let mut tables: HashMap<u64, u64> = HashMap::new();
-            let (segment, report) = Segment::open(&path, identity, &options, |record| {
-                let (table_id, first, last) = (
-                    record.table_id(),
-                    record.first_sequence(),
-                    record.last_sequence(),
-                );
-                next_sequence = next_sequence.max(last + 1);
-                let table = state.tables.entry(table_id).or_default();
-                table.max_sequence = table.max_sequence.max(last);
-                if last > table.deleted_up_to {
-                    table.records.push_back(RecordLoc {
-                        first,
-                        last,
+            let open = |writable: bool| {
+                let options = OpenOptions {
+                    recovery_mode: ctx.config.recovery_mode,
+                    writable,
+                    end: state.segment_ends.get(&segment_id).copied(),
+                };
+                let mut records = Vec::new();
+                Segment::open(&path, identity, &options, |record| {
+                    let loc = RecordLoc {
+                        first: record.first_sequence(),
+                        last: record.last_sequence(),
                         segment_id,
                         offset: record.offset(),
-                    });
+                    };
+                    records.push((record.table_id(), loc));
+                })
+                .map(|(segment, report)| (segment, report, records))
+                .context(SegmentSnafu { region_id: id })
+            };
+            let (mut segment, mut report, mut records) = open(false)?;
+            if is_newest && (report.torn_tail.is_some() || report.past_end_bytes > 0) {
+                drop(segment);
+                (segment, report, records) = open(true)?;
+            }
+            let mut tables: HashMap<u64, u64> = HashMap::new();
+            for (table_id, loc) in records {
+                next_sequence = next_sequence.max(loc.last + 1);
+                let table = state.tables.entry(table_id).or_default();
+                table.max_sequence = table.max_sequence.max(loc.last);
+                if loc.last > table.deleted_up_to {
+                    table.records.push_back(loc);
                     let max = tables.entry(table_id).or_default();
-                    *max = (*max).max(last);
+                    *max = (*max).max(loc.last);
                 }
-            })
-            .context(SegmentSnafu { region_id: id })?;
+            }
             if let Some(torn) = report.torn_tail {
                 if !is_newest && ctx.config.recovery_mode != RecoveryMode::SkipCorrupted {
                     return Err(torn.cause).context(SealedSegmentDamagedSnafu {

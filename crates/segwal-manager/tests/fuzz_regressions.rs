@@ -1,7 +1,7 @@
 //! Bugs found by the fuzz targets of `fuzz/` (`cargo xtask fuzz`), each
 //! pinned by the smallest sequence of calls that shows it.
 //!
-//! A test here that is `#[ignore]`d reproduces a bug that is not fixed yet:
+//! A test here that is `#[ignore]`d reproduces a bug that is not fixed yet
 //! run it with `cargo test -p segwal-manager --test fuzz_regressions --
 //! --ignored`, and remove the `ignore` with the fix.
 
@@ -32,7 +32,6 @@ fn drain(mut iter: EntryIter) -> Vec<(u64, Vec<u8>)> {
 /// handles keep the files open and `flock`ed, so recovery's writable open
 /// of the newest segment fails with "locked by another open".
 #[test]
-#[ignore = "bug: an open iterator keeps its segments flocked across close; recovery then fails"]
 fn an_iterator_held_across_close_does_not_block_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let wal = SegmentManager::open(config(dir.path())).unwrap();
@@ -54,7 +53,6 @@ fn an_iterator_held_across_close_does_not_block_reopening() {
 /// Proves the same for `close_region`: a region whose reader outlives
 /// `close_region` can be used again (its next use recovers it from disk).
 #[test]
-#[ignore = "bug: an open iterator keeps its segments flocked across close_region; recovery then fails"]
 fn an_iterator_held_across_close_region_does_not_block_the_region() {
     let dir = tempfile::tempdir().unwrap();
     let wal = SegmentManager::open(config(dir.path())).unwrap();

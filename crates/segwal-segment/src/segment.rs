@@ -547,6 +547,21 @@ impl Segment {
     }
 }
 
+impl Drop for Segment {
+    /// The writer is gone: its exclusive lock becomes a shared one, held as
+    /// long as handles keep the file open, so that a later read-only open
+    /// of the file (the recovery of a closed region, while a reader from
+    /// before the close still holds a handle) is not refused.
+    fn drop(&mut self) {
+        if self.shared.writable {
+            // Converting a lock this descriptor holds exclusively cannot
+            // wait for another holder; a failure leaves it exclusive, which
+            // only makes a later open report "locked".
+            let _ = self.shared.file.lock_shared();
+        }
+    }
+}
+
 impl SegmentHandle {
     /// The segment file's path.
     pub fn path(&self) -> &Path {
