@@ -1,21 +1,12 @@
 //! Drives the `segwal` binary: bench, inspect, verify (clean and damaged),
 //! dump, and the one-line errors with their exit codes.
 
+mod support;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
 use segwal_manager::{ManagerConfig, SegmentManager};
-
-fn segwal(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_segwal"))
-        .args(args)
-        .output()
-        .expect("the segwal binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use support::{segwal, text};
 
 /// A data dir with region 1: table 2 holds "entry-0".."entry-9", table 3
 /// one binary entry; then table 2 deleted up to 4.

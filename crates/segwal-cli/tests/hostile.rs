@@ -3,11 +3,13 @@
 //! sequence ranges, strays named like regions, and a file named like a
 //! segment that is not one.
 
+mod support;
+
 use std::path::Path;
-use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard};
 
 use segwal_manager::{ManagerConfig, SegmentManager};
+use support::{segwal, text};
 
 const MAX: u64 = u64::MAX;
 
@@ -20,17 +22,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn segwal(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_segwal"))
-        .args(args)
-        .output()
-        .expect("the segwal binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// A data dir with regions 0 and `u64::MAX`, each with tables 0 and
