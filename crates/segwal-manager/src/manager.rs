@@ -72,9 +72,7 @@ impl SegmentManager {
         config.validate()?;
         let dir = &config.dir;
         ensure!(!dir.exists() || dir.is_dir(), NotADirectorySnafu { dir });
-        disk::create_dir_all(dir)
-            .and_then(|()| disk::sync_parent(dir))
-            .context(DirectorySnafu { dir })?;
+        disk::create_dir_all(dir).context(DirectorySnafu { dir })?;
         let lock_path = dir.join(LOCK_FILE);
         let lock = File::options()
             .create(true)

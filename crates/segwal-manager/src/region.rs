@@ -13,7 +13,7 @@
 //! 3. `state` — the index, the segment set and the delete marks. Held
 //!    briefly: to publish a written record, to snapshot for a read, to apply
 //!    a delete mark, to pick dead segments.
-//! 4. The open-segment cache's lock, a leaf.
+//! 4. The open-segment cache's lock and `Context::unrecorded_ends`, leaves.
 //!
 //! `group` (group commit) is never held together with another lock, and
 //! never across a sync.
@@ -232,7 +232,7 @@ impl Region {
                 meta.segment_ends.retain(|e| e.segment_id != segment_id);
                 meta.segment_ends.push(SegmentEnd { segment_id, end });
             }
-            durable_dir(&dir)?;
+            disk::create_dir_all(&dir).context(DirectorySnafu { dir: &dir })?;
             write_meta(&dir, &meta)?;
             ctx.stats.meta_writes.fetch_add(1, Ordering::Relaxed);
             lock(&ctx.unrecorded_ends).remove(&id);
@@ -582,7 +582,7 @@ impl Region {
     /// written into it (once per open region).
     fn ensure_dir(&self) -> Result<()> {
         if !self.dir_durable.load(Ordering::Acquire) {
-            durable_dir(&self.dir)?;
+            disk::create_dir_all(&self.dir).context(DirectorySnafu { dir: &self.dir })?;
             self.dir_durable.store(true, Ordering::Release);
         }
         Ok(())
@@ -998,18 +998,9 @@ fn read_meta(dir: &Path) -> Result<RegionMeta> {
     }
 }
 
-/// Creates `dir` if needed and makes its entry in its parent durable,
-/// whether this call created it or an earlier one did (whose sync may have
-/// failed after the directory was made).
-fn durable_dir(dir: &Path) -> Result<()> {
-    disk::create_dir_all(dir)
-        .and_then(|()| disk::sync_parent(dir))
-        .context(DirectorySnafu { dir })
-}
-
 /// Replaces the meta file atomically and durably: write a temporary file,
 /// sync it, rename it over the old one, sync the directory (which must
-/// exist durably already, see [`durable_dir`]).
+/// exist durably already, see `disk::create_dir_all`).
 fn write_meta(dir: &Path, meta: &RegionMeta) -> Result<()> {
     let path = dir.join(META_FILE);
     let tmp = dir.join(META_TMP_FILE);

@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex};
 use segwal_manager::{Error, SegmentManager};
 use segwal_segment::disk::{Op, OpKind};
 use segwal_segment::powerloss::{Fate, Recorder};
-use support::{Ack, Batch, REGIONS, Rng, Run, TABLES, WORKLOADS, check, config, payload};
+use support::{
+    Ack, Batch, REGIONS, Rng, Run, TABLES, WORKLOADS, check, config, env_count, payload,
+};
 
 const STEPS: u64 = 80;
 
@@ -199,14 +201,6 @@ fn describe(op: &Op<'_>) -> String {
     }
 }
 
-/// How many occurrences of each kind to try, from `SEGWAL_FAULT_SAMPLES`.
-fn samples() -> usize {
-    std::env::var("SEGWAL_FAULT_SAMPLES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(6)
-}
-
 /// Proves that an injected `EIO` or `ENOSPC` on any kind of disk call, at
 /// many points of a workload, loses no acknowledged write, neither in the
 /// process that saw the fault nor after a later power loss; that a write
@@ -215,7 +209,7 @@ fn samples() -> usize {
 /// once the disk is; and that a failed sync is never reported as success.
 #[test]
 fn injected_io_faults_lose_no_acknowledged_write() {
-    let samples = samples();
+    let samples = env_count("SEGWAL_FAULT_SAMPLES", 6);
     let (mut faults, mut surfaced, mut absorbed, mut images) = (0, 0, 0, 0);
     for kind in OpKind::ALL {
         // How many calls of this kind the workload makes without faults.

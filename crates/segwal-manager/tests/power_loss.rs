@@ -17,7 +17,9 @@ use segwal_segment::powerloss::{Fate, ImageStats, Recorder};
 
 mod support;
 
-use support::{Ack, Batch, REGIONS, Rng, Run, TABLES, WORKLOADS, Workload, check, config, payload};
+use support::{
+    Ack, Batch, REGIONS, Rng, Run, TABLES, WORKLOADS, Workload, check, config, env_count, payload,
+};
 
 /// What the writers have done so far.
 #[derive(Default)]
@@ -137,14 +139,6 @@ fn writer(
     }
 }
 
-/// How many images to check, from `SEGWAL_CRASH_IMAGES`.
-fn image_budget() -> usize {
-    std::env::var("SEGWAL_CRASH_IMAGES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(600)
-}
-
 /// Proves that after a power loss at any point of a workload with
 /// `SyncMode::Always` (rollovers, prepared segments, deletes, a region and
 /// the manager reopened), recovery succeeds in the default mode, every
@@ -153,7 +147,7 @@ fn image_budget() -> usize {
 /// and the next sequence number is above every one acknowledged or seen.
 #[test]
 fn every_crash_image_keeps_every_acknowledged_write() {
-    let budget = image_budget();
+    let budget = env_count("SEGWAL_CRASH_IMAGES", 600);
     let runs = (budget / 1500).max(WORKLOADS.len());
     let per_run = budget / runs;
     let mut total = ImageStats::default();

@@ -167,26 +167,25 @@ pub fn remove_file(path: &Path) -> io::Result<()> {
     run(&Op::Remove { path }, &mut || fs::remove_file(path))
 }
 
-/// Creates `dir` and any missing parents, durably: each new directory's
-/// parent is synced after it is created, so no crash can lose the
-/// directory once files in it have been made durable. If this fails after
-/// creating a directory, a later call finds it and syncs nothing: callers
-/// that need it durable then sync its parent themselves.
+/// Creates `dir` and any missing parents, durably: the parent of each new
+/// directory is synced, and so is `dir`'s parent when `dir` existed already
+/// (an earlier creation's sync may have failed after the directory was
+/// made), so no crash can lose `dir` once files in it are durable.
 pub fn create_dir_all(dir: &Path) -> io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
     let missing: Vec<&Path> = dir.ancestors().take_while(|a| !a.exists()).collect();
-    if missing.is_empty() {
+    if missing.is_empty() && !dir.is_dir() {
         return Err(io::ErrorKind::NotADirectory.into());
     }
-    for path in missing.into_iter().rev() {
+    for &path in missing.iter().rev() {
         match run(&Op::CreateDir { path }, &mut || fs::create_dir(path)) {
             Ok(()) => sync_parent(path)?,
             // Created meanwhile by another thread or process.
             Err(err) if err.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => {}
             Err(err) => return Err(err),
         }
+    }
+    if missing.is_empty() {
+        sync_parent(dir)?;
     }
     Ok(())
 }

@@ -532,15 +532,15 @@ impl Inode {
     fn crash_contents(&self, fate: Fate, rng: &mut SplitMix, stats: &mut ImageStats) -> Vec<u8> {
         let mut contents = self.base.clone();
         for write in &self.writes {
-            let choice = match (write.state, fate) {
-                (WriteState::Durable, _) | (_, Fate::KeepAll) => 0,
-                (_, Fate::DropAll) => 1,
-                (_, Fate::Random(_)) => rng.below(3),
-            };
             if write.state == WriteState::Durable {
                 apply_write(&mut contents, write.offset, &write.data);
                 continue;
             }
+            let choice = match fate {
+                Fate::KeepAll => 0,
+                Fate::DropAll => 1,
+                Fate::Random(_) => rng.below(3),
+            };
             match choice {
                 0 => {
                     stats.writes_kept += 1;

@@ -9,6 +9,14 @@ use std::path::Path;
 use segwal_manager::{ManagerConfig, SegmentManager, SyncMode};
 use segwal_segment::powerloss::Replay;
 
+/// A campaign length from environment variable `name`, or `default`.
+pub fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
+}
+
 pub const REGIONS: u64 = 2;
 pub const TABLES: u64 = 3;
 
