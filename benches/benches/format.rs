@@ -11,6 +11,7 @@ const SEGMENT: SegmentHeader = SegmentHeader {
     region_id: 1,
     segment_id: 1,
     salt: 0x5a17,
+    capacity: 64 << 20,
 };
 const META: BatchMeta = BatchMeta {
     table_id: 1,

@@ -94,6 +94,7 @@ fuzz_target!(|input: Input<'_>| {
         region_id: 1,
         segment_id: input.segment_id,
         salt: input.salt,
+        capacity: 0,
     };
     let mut bytes = input.bytes.build(&segment);
     if input.seal {

@@ -9,7 +9,8 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use segwal_format::{
-    BatchMeta, RECORD_HEADER_LEN, RecordEncoder, SEGMENT_HEADER_LEN, SegmentHeader,
+    BatchMeta, MIN_SEGMENT_CAPACITY, RECORD_HEADER_LEN, RecordEncoder, SEGMENT_HEADER_LEN,
+    SegmentHeader,
 };
 use segwal_fuzz::format::{
     check_meta, check_scan, check_segment_image, seal_meta, seal_record, seal_segment_header,
@@ -100,6 +101,7 @@ impl Built {
             region_id: 1,
             segment_id: u64::from(self.segment_id),
             salt: self.salt,
+            capacity: 0,
         };
         let encoder = RecordEncoder::new(&segment);
         let foreign = RecordEncoder::new(&SegmentHeader {
@@ -143,6 +145,16 @@ impl Built {
             sequence += entries.len() as u64;
         }
         image.resize(image.len() + usize::from(self.zero_tail % 512), 0);
+        // The header records the image's final length, as a real segment's
+        // records its file length (at least the minimum, so it decodes).
+        let capacity = (image.len() as u64).max(MIN_SEGMENT_CAPACITY);
+        image[..SEGMENT_HEADER_LEN].copy_from_slice(
+            &SegmentHeader {
+                capacity,
+                ..segment
+            }
+            .encode(),
+        );
         for damage in self.damage.iter().take(MAX_DAMAGE) {
             damage.apply(&mut image, segment.salt);
         }
@@ -205,6 +217,7 @@ fuzz_target!(|input: Input<'_>| match input {
             region_id: 1,
             segment_id: 0,
             salt,
+            capacity: 0,
         };
         check_scan(bytes, base, &segment);
     }

@@ -20,8 +20,8 @@ const RECORD_HEADER_CRC: Range<usize> = 0..4;
 const RECORD_BODY_LEN: Range<usize> = 12..16;
 /// `body_crc` of a record: bytes 16..20.
 const RECORD_BODY_CRC: Range<usize> = 16..20;
-/// The segment header's checksum: bytes 36..40, over bytes 0..36.
-const SEGMENT_HEADER_CRC: Range<usize> = 36..40;
+/// The segment header's checksum: bytes 44..48, over bytes 0..44.
+const SEGMENT_HEADER_CRC: Range<usize> = 44..48;
 
 /// Writes valid checksums into the record at the start of `bytes`, as a
 /// writer with `salt` would: the body checksum (if the declared body is
@@ -212,6 +212,7 @@ pub fn check_segment_image(bytes: &[u8]) {
                 region_id: field(12),
                 segment_id: field(20),
                 salt: field(28),
+                capacity: field(36),
             }
         }
     };

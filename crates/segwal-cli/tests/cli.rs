@@ -108,18 +108,18 @@ fn verify_names_the_file_and_offset_of_damage() {
         .path()
         .join(format!("{:020}", 1))
         .join(format!("{:020}.seg", 1));
-    // Flip a byte inside the first record's payload (header 40 bytes,
+    // Flip a byte inside the first record's payload (header 48 bytes,
     // record header 56, entry length 4): later records, written after a
     // sync covering it, make this corruption, not a torn tail.
     let mut bytes = std::fs::read(&segment).unwrap();
-    bytes[40 + 56 + 4] ^= 0x01;
+    bytes[48 + 56 + 4] ^= 0x01;
     std::fs::write(&segment, &bytes).unwrap();
 
     let out = segwal(&["verify", dir.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let shown = text(&out.stdout);
     assert!(
-        shown.contains(&format!("{} at offset 40", segment.display())),
+        shown.contains(&format!("{} at offset 48", segment.display())),
         "{shown}"
     );
     assert!(shown.contains("DAMAGED"), "{shown}");

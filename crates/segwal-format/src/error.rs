@@ -3,7 +3,7 @@
 
 use snafu::Snafu;
 
-use crate::header::{FORMAT_VERSION, MAGIC, SEGMENT_HEADER_LEN};
+use crate::header::{FORMAT_VERSION, MAGIC, MIN_SEGMENT_CAPACITY, SEGMENT_HEADER_LEN};
 
 /// A `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -58,6 +58,16 @@ pub enum Error {
     SegmentHeaderReserved {
         /// The reserved bytes as found.
         found: [u8; 3],
+    },
+
+    /// The header's checksum matches but its capacity cannot hold a header
+    /// and one record (see `MIN_SEGMENT_CAPACITY`).
+    #[snafu(display(
+        "segment header records a capacity of {capacity} bytes, below the minimum of {MIN_SEGMENT_CAPACITY}"
+    ))]
+    SegmentCapacityTooSmall {
+        /// The capacity as found.
+        capacity: u64,
     },
 
     /// A batch with no entries cannot be encoded.

@@ -1,18 +1,19 @@
 //! The segment header: the first [`SEGMENT_HEADER_LEN`] bytes of a segment.
 //!
 //! ```text
-//!  0        8    9        12           20            28         36         40
-//!  +--------+----+--------+------------+-------------+----------+----------+
-//!  | magic  |ver |reserved| region_id  | segment_id  |   salt   |header_crc|
-//!  +--------+----+--------+------------+-------------+----------+----------+
+//!  0        8    9        12           20            28         36         44         48
+//!  +--------+----+--------+------------+-------------+----------+----------+----------+
+//!  | magic  |ver |reserved| region_id  | segment_id  |   salt   | capacity |header_crc|
+//!  +--------+----+--------+------------+-------------+----------+----------+----------+
 //! ```
 
 use snafu::ensure;
 
 use crate::error::{
-    BadMagicSnafu, Result, SegmentHeaderChecksumSnafu, SegmentHeaderReservedSnafu,
-    ShortSegmentHeaderSnafu, UnsupportedVersionSnafu,
+    BadMagicSnafu, Result, SegmentCapacityTooSmallSnafu, SegmentHeaderChecksumSnafu,
+    SegmentHeaderReservedSnafu, ShortSegmentHeaderSnafu, UnsupportedVersionSnafu,
 };
+use crate::record::{ENTRY_LEN_PREFIX, RECORD_HEADER_LEN};
 use crate::{read_u32, read_u64};
 
 /// The first eight bytes of every segment file.
@@ -23,7 +24,10 @@ use crate::{read_u32, read_u64};
 pub const MAGIC: [u8; 8] = *b"\x89SEGWAL\n";
 
 /// The format version this build writes and the only one it reads.
-pub const FORMAT_VERSION: u8 = 1;
+///
+/// Version 2 added the segment's `capacity` to the header; version 1 files
+/// are refused.
+pub const FORMAT_VERSION: u8 = 2;
 
 const MAGIC_AT: usize = 0;
 const VERSION_AT: usize = MAGIC_AT + MAGIC.len();
@@ -32,13 +36,19 @@ const RESERVED_LEN: usize = 3;
 const REGION_ID_AT: usize = RESERVED_AT + RESERVED_LEN;
 const SEGMENT_ID_AT: usize = REGION_ID_AT + size_of::<u64>();
 const SALT_AT: usize = SEGMENT_ID_AT + size_of::<u64>();
-const CRC_AT: usize = SALT_AT + size_of::<u64>();
+const CAPACITY_AT: usize = SALT_AT + size_of::<u64>();
+const CRC_AT: usize = CAPACITY_AT + size_of::<u64>();
 
 /// Length in bytes of the segment header; records start right after it.
 pub const SEGMENT_HEADER_LEN: usize = CRC_AT + size_of::<u32>();
 
-const _: () = assert!(SEGMENT_HEADER_LEN == 8 + 1 + 3 + 8 + 8 + 8 + 4);
-const _: () = assert!(SEGMENT_HEADER_LEN == 40);
+/// The smallest capacity a segment can have: its header and one record
+/// holding one empty entry.
+pub const MIN_SEGMENT_CAPACITY: u64 =
+    (SEGMENT_HEADER_LEN + RECORD_HEADER_LEN + ENTRY_LEN_PREFIX) as u64;
+
+const _: () = assert!(SEGMENT_HEADER_LEN == 8 + 1 + 3 + 8 + 8 + 8 + 8 + 4);
+const _: () = assert!(SEGMENT_HEADER_LEN == 48);
 
 /// Which log a segment belongs to and where in it.
 ///
@@ -66,6 +76,12 @@ pub struct SegmentHeader {
     /// this segment when recovery searches past damage; and a record copied
     /// from another segment never verifies here.
     pub salt: u64,
+    /// The file's length in bytes, header included, fixed when the segment
+    /// is created (segments are preallocated and never resized). A file
+    /// whose length differs lost its end, or gained bytes, after creation:
+    /// without this field a cut exactly at a record boundary would look
+    /// like a segment that simply holds fewer records.
+    pub capacity: u64,
 }
 
 impl SegmentHeader {
@@ -84,7 +100,8 @@ impl SegmentHeader {
         bytes[VERSION_AT] = FORMAT_VERSION;
         bytes[REGION_ID_AT..SEGMENT_ID_AT].copy_from_slice(&self.region_id.to_le_bytes());
         bytes[SEGMENT_ID_AT..SALT_AT].copy_from_slice(&self.segment_id.to_le_bytes());
-        bytes[SALT_AT..CRC_AT].copy_from_slice(&self.salt.to_le_bytes());
+        bytes[SALT_AT..CAPACITY_AT].copy_from_slice(&self.salt.to_le_bytes());
+        bytes[CAPACITY_AT..CRC_AT].copy_from_slice(&self.capacity.to_le_bytes());
         let crc = crc32fast::hash(&bytes[..CRC_AT]);
         bytes[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
         bytes
@@ -95,7 +112,8 @@ impl SegmentHeader {
     /// The checks run in the order that gives the most useful error: a file
     /// that is not a segment at all (magic), then one from another format
     /// version (whose header may be laid out differently, so its checksum is
-    /// not checked), then damage (checksum), then flags this build ignores.
+    /// not checked), then damage (checksum), then flags this build ignores,
+    /// then a capacity too small to hold a record.
     pub fn decode(bytes: &[u8]) -> Result<SegmentHeader> {
         ensure!(
             bytes.len() >= SEGMENT_HEADER_LEN,
@@ -122,10 +140,16 @@ impl SegmentHeader {
             reserved == [0; RESERVED_LEN],
             SegmentHeaderReservedSnafu { found: reserved }
         );
+        let capacity = read_u64(bytes, CAPACITY_AT);
+        ensure!(
+            capacity >= MIN_SEGMENT_CAPACITY,
+            SegmentCapacityTooSmallSnafu { capacity }
+        );
         Ok(SegmentHeader {
             region_id: read_u64(bytes, REGION_ID_AT),
             segment_id: read_u64(bytes, SEGMENT_ID_AT),
             salt: read_u64(bytes, SALT_AT),
+            capacity,
         })
     }
 }
@@ -139,6 +163,7 @@ mod tests {
         region_id: 0x0102_0304_0506_0708,
         segment_id: 42,
         salt: 0xa1a2_a3a4_a5a6_a7a8,
+        capacity: 0x0400_0000,
     };
 
     /// Pins the byte encoding of the segment header: if this test fails, the
@@ -148,12 +173,13 @@ mod tests {
     fn golden_bytes() {
         let expected: [u8; SEGMENT_HEADER_LEN] = [
             0x89, b'S', b'E', b'G', b'W', b'A', b'L', b'\n', // magic
-            0x01,  // version
+            0x02,  // version
             0x00, 0x00, 0x00, // reserved
             0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, // region_id
             0x2a, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // segment_id
             0xa8, 0xa7, 0xa6, 0xa5, 0xa4, 0xa3, 0xa2, 0xa1, // salt
-            0x76, 0x6d, 0x8e, 0xaf, // crc32 of the 36 bytes before
+            0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, // capacity (64 MiB)
+            0x8a, 0xca, 0xd1, 0xa2, // crc32 of the 44 bytes before
         ];
         assert_eq!(HEADER.encode(), expected);
         assert_eq!(SegmentHeader::decode(&expected), Ok(HEADER));
@@ -182,12 +208,12 @@ mod tests {
     #[test]
     fn unknown_version_is_named() {
         let mut bytes = HEADER.encode();
-        bytes[VERSION_AT] = 2;
+        bytes[VERSION_AT] = 1;
         let err = SegmentHeader::decode(&bytes).unwrap_err();
-        assert_eq!(err, Error::UnsupportedVersion { found: 2 });
+        assert_eq!(err, Error::UnsupportedVersion { found: 1 });
         assert_eq!(
             err.to_string(),
-            "unsupported segment format version 2 (this build reads version 1)"
+            "unsupported segment format version 1 (this build reads version 2)"
         );
     }
 
@@ -214,5 +240,21 @@ mod tests {
             SegmentHeader::decode(&bytes),
             Err(Error::SegmentHeaderReserved { found: [1, 0, 0] })
         );
+    }
+
+    #[test]
+    fn a_capacity_that_cannot_hold_a_record_is_rejected() {
+        for capacity in [0, MIN_SEGMENT_CAPACITY - 1] {
+            let bytes = SegmentHeader { capacity, ..HEADER }.encode();
+            assert_eq!(
+                SegmentHeader::decode(&bytes),
+                Err(Error::SegmentCapacityTooSmall { capacity })
+            );
+        }
+        let smallest = SegmentHeader {
+            capacity: MIN_SEGMENT_CAPACITY,
+            ..HEADER
+        };
+        assert_eq!(SegmentHeader::decode(&smallest.encode()), Ok(smallest));
     }
 }

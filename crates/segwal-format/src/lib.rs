@@ -22,7 +22,7 @@
 //! ```
 //! use segwal_format::{BatchMeta, RecordEncoder, ScanEnd, Scanner, SegmentHeader};
 //!
-//! let segment = SegmentHeader { region_id: 1, segment_id: 7, salt: 0x5eed };
+//! let segment = SegmentHeader { region_id: 1, segment_id: 7, salt: 0x5eed, capacity: 1 << 20 };
 //! let mut image = Vec::new();
 //! let meta = BatchMeta { table_id: 3, first_sequence: 1, durable_offset: 0 };
 //! RecordEncoder::new(&segment)
@@ -47,7 +47,9 @@ mod record;
 mod scan;
 
 pub use error::{Error, Result};
-pub use header::{FORMAT_VERSION, MAGIC, SEGMENT_HEADER_LEN, SegmentHeader, SegmentIdentity};
+pub use header::{
+    FORMAT_VERSION, MAGIC, MIN_SEGMENT_CAPACITY, SEGMENT_HEADER_LEN, SegmentHeader, SegmentIdentity,
+};
 pub use meta::{
     META_END_LEN, META_HEADER_LEN, META_MAGIC, META_TABLE_LEN, RegionMeta, SegmentEnd, TableMeta,
 };

@@ -501,6 +501,7 @@ mod tests {
         region_id: 1,
         segment_id: 5,
         salt: 0xa1a2_a3a4_a5a6_a7a8,
+        capacity: 64 << 20,
     };
     const META: BatchMeta = BatchMeta {
         table_id: 0x1122_3344_5566_7788,

@@ -222,6 +222,7 @@ mod tests {
         region_id: 1,
         segment_id: 3,
         salt: 0x0123_4567_89ab_cdef,
+        capacity: 1 << 20,
     };
     const BASE: u64 = 40;
 

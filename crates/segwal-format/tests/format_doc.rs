@@ -3,8 +3,8 @@
 
 use segwal_format::{
     BatchMeta, ENTRY_LEN_PREFIX, FORMAT_VERSION, MAGIC, MAX_BODY_LEN, META_END_LEN,
-    META_HEADER_LEN, META_TABLE_LEN, RECORD_HEADER_LEN, RecordEncoder, SEGMENT_HEADER_LEN,
-    SegmentHeader,
+    META_HEADER_LEN, META_TABLE_LEN, MIN_SEGMENT_CAPACITY, RECORD_HEADER_LEN, RecordEncoder,
+    SEGMENT_HEADER_LEN, SegmentHeader,
 };
 
 const FORMAT_MD: &str = include_str!("../../../docs/FORMAT.md");
@@ -79,6 +79,7 @@ fn segment_header_table_matches_the_code() {
             "region_id",
             "segment_id",
             "salt",
+            "capacity",
             "header_crc"
         ]
     );
@@ -149,6 +150,7 @@ fn constants_table_matches_the_code() {
         ("MAGIC", magic_hex),
         ("FORMAT_VERSION", FORMAT_VERSION.to_string()),
         ("SEGMENT_HEADER_LEN", SEGMENT_HEADER_LEN.to_string()),
+        ("MIN_SEGMENT_CAPACITY", MIN_SEGMENT_CAPACITY.to_string()),
         ("RECORD_HEADER_LEN", RECORD_HEADER_LEN.to_string()),
         ("ENTRY_LEN_PREFIX", ENTRY_LEN_PREFIX.to_string()),
         ("MAX_BODY_LEN", MAX_BODY_LEN.to_string()),
@@ -190,12 +192,14 @@ fn golden_byte_dumps_match_the_encoder() {
         region_id: 0x0102_0304_0506_0708,
         segment_id: 42,
         salt: 0xa1a2_a3a4_a5a6_a7a8,
+        capacity: 0x0400_0000,
     };
     assert_eq!(dumps[0], header.encode());
     let segment = SegmentHeader {
         region_id: 1,
         segment_id: 5,
         salt: 0xa1a2_a3a4_a5a6_a7a8,
+        capacity: 0x0400_0000,
     };
     let meta = BatchMeta {
         table_id: 0x1122_3344_5566_7788,

@@ -10,6 +10,7 @@ const SEGMENT: SegmentHeader = SegmentHeader {
     region_id: 3,
     segment_id: 11,
     salt: 0x7e57_5a17_0000_0001,
+    capacity: 1 << 20,
 };
 const BASE: u64 = SEGMENT_HEADER_LEN as u64;
 

@@ -286,6 +286,7 @@ fn walk_region(
         match opened {
             Ok((segment, recovery)) => {
                 report.data_bytes = recovery.end;
+                let capacity = segment.header().capacity;
                 drop(segment);
                 for skipped in recovery.skipped {
                     report.problems.push(Problem {
@@ -296,6 +297,23 @@ fn walk_region(
                             skipped.range.end - skipped.range.start,
                             skipped.range.end,
                             skipped.cause
+                        ),
+                        is_damage: true,
+                    });
+                }
+                if let Some(len) = recovery.wrong_length {
+                    report.problems.push(Problem {
+                        path: path.clone(),
+                        offset: Some(len.min(capacity)),
+                        message: format!(
+                            "the file is {len} bytes long but its header records {capacity}: \
+                             it was {} after creation, and records past offset {} may be lost",
+                            if len < capacity {
+                                "cut short"
+                            } else {
+                                "extended"
+                            },
+                            len.min(capacity)
                         ),
                         is_damage: true,
                     });
@@ -357,6 +375,7 @@ fn error_offset(err: &segwal_segment::Error) -> Option<u64> {
     match err {
         Error::BadHeader { .. } | Error::WrongIdentity { .. } => Some(0),
         Error::Corrupted { offset, .. } | Error::TornTail { offset, .. } => Some(*offset),
+        Error::WrongLength { len, capacity, .. } => Some((*len).min(*capacity)),
         _ => None,
     }
 }

@@ -345,6 +345,15 @@ impl Region {
                     skipped.cause
                 );
             }
+            if let Some(len) = report.wrong_length {
+                log::error!(
+                    "region {id}: {} is {len} bytes long but its header records {}; \
+                     read only up to offset {}",
+                    path.display(),
+                    segment.header().capacity,
+                    segment.capacity()
+                );
+            }
             if report.past_end_bytes > 0 {
                 log::warn!(
                     "region {id}: ignored {} bytes of {} past the end recorded after a failed sync",

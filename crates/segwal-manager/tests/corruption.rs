@@ -25,7 +25,7 @@
 //! # Which bytes are checked
 //!
 //! Every byte of a segment file is checked, though not every byte is
-//! checksummed: bytes `[0, 40)` are the header (magic and version compared,
+//! checksummed: bytes `[0, 48)` are the header (magic and version compared,
 //! the rest under `header_crc`); every record is covered by its two
 //! checksums; and everything after the last record (the preallocated tail)
 //! is not checksummed but must be zero, so the scanner sees a non-zero
@@ -34,12 +34,11 @@
 //! segment, damage in a sealed one. Every byte of `META` is under its CRC.
 //! `LOCK` is empty: nothing to flip or truncate.
 //!
-//! Truncation is different: removing bytes of the zero tail changes nothing
-//! that recovery reads, and is rightly not reported. Removing whole records
-//! (a cut exactly at a record boundary) cannot be detected at all, because
-//! nothing records a segment's length; the sweep checks that such images
-//! still return only intact entries, and the ignored test
-//! `a_sealed_segment_cut_at_a_record_boundary_is_reported` pins the gap.
+//! Every cut is seen, wherever it falls: the header records the file's
+//! length (its capacity), so a cut in the zero tail, or exactly at a record
+//! boundary, where the records alone could not show it, is refused by
+//! `Strict` and `TolerateTornTail` and reported by `inspect` at the cut;
+//! `SkipCorrupted` reads what is left.
 //!
 //! # How much is checked
 //!
@@ -334,8 +333,6 @@ impl Mutation {
 /// What a mutation did to the image, as recovery must see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Damage {
-    /// Nothing recovery reads changed (bytes of a zero tail cut off).
-    None,
     /// `META` no longer decodes.
     Meta,
     /// The segment's header no longer decodes.
@@ -355,9 +352,17 @@ enum Damage {
         offset: u64,
         lost: Range<usize>,
     },
-    /// Whole records cut off at a record boundary: the segment now ends
-    /// cleanly, and nothing can tell (see the ignored test).
-    Vanished { segment: usize, lost: Range<usize> },
+    /// The file was cut to `len` bytes (at least its header): the records
+    /// from the first one not wholly before `len` are lost. What is left
+    /// of a record cut in two reads as a torn tail at `torn`, unless every
+    /// byte of it is zero (its checksum starts with zeros for some salts),
+    /// which reads as a clean end.
+    Cut {
+        segment: usize,
+        len: u64,
+        torn: Option<u64>,
+        lost: Range<usize>,
+    },
 }
 
 impl Damage {
@@ -365,14 +370,14 @@ impl Damage {
     /// damage, and which of them (a damaged header loses them all).
     fn lost(&self, p: &Pristine) -> Option<(usize, Range<usize>)> {
         match self {
-            Damage::None | Damage::Meta => None,
+            Damage::Meta => None,
             Damage::Header { segment } => {
                 let records = p.files[p.segments[*segment]].records.as_ref().unwrap();
                 Some((*segment, 0..records.len()))
             }
             Damage::Corrupt { segment, lost, .. }
             | Damage::Torn { segment, lost, .. }
-            | Damage::Vanished { segment, lost } => Some((*segment, lost.clone())),
+            | Damage::Cut { segment, lost, .. } => Some((*segment, lost.clone())),
         }
     }
 }
@@ -432,37 +437,22 @@ fn damage(p: &Pristine, m: Mutation) -> Damage {
             if len < header_len {
                 return Damage::Header { segment };
             }
-            if len >= file.data_end() {
-                return Damage::None;
-            }
-            if let Some(i) = records.iter().position(|r| r.offset == len) {
-                return Damage::Vanished {
-                    segment,
-                    lost: i..records.len(),
-                };
-            }
             let i = records
                 .iter()
-                .position(|r| (r.offset..r.end).contains(&len))
-                .expect("a length inside the data lies in a record");
-            // What is left of the cut record reads as the zero tail when
-            // every byte of it is zero (its checksum's first bytes are zero
-            // for some salts): the cut then looks like one at the record's
-            // start, the known gap below.
-            if file.bytes[records[i].offset as usize..len as usize]
-                .iter()
-                .all(|&b| b == 0)
-            {
-                return Damage::Vanished {
-                    segment,
-                    lost: i..records.len(),
-                };
-            }
-            // Every later record is cut off too, so none can prove the cut
-            // record durable.
-            Damage::Torn {
+                .position(|r| r.end > len)
+                .unwrap_or(records.len());
+            let torn = records
+                .get(i)
+                .filter(|r| {
+                    file.bytes[r.offset as usize..len as usize]
+                        .iter()
+                        .any(|&b| b != 0)
+                })
+                .map(|r| r.offset);
+            Damage::Cut {
                 segment,
-                offset: records[i].offset,
+                len,
+                torn,
                 lost: i..records.len(),
             }
         }
@@ -477,6 +467,7 @@ enum Refusal {
     Corrupted { segment: usize, offset: u64 },
     TornTail { segment: usize, offset: u64 },
     SealedDamaged { segment: usize, offset: u64 },
+    WrongLength { segment: usize, len: u64 },
 }
 
 /// What `SegmentManager::open` must do with the damage in `mode`
@@ -484,7 +475,9 @@ enum Refusal {
 fn refusal(p: &Pristine, damage: &Damage, mode: RecoveryMode) -> Option<Refusal> {
     let newest = |segment: usize| segment + 1 == p.segments.len();
     match *damage {
-        Damage::None | Damage::Vanished { .. } => None,
+        Damage::Cut { segment, len, .. } => {
+            (mode != RecoveryMode::SkipCorrupted).then_some(Refusal::WrongLength { segment, len })
+        }
         // Without META, deletes would come back and sequence numbers could
         // be reused: every mode refuses.
         Damage::Meta => Some(Refusal::Meta),
@@ -511,7 +504,13 @@ fn problems(p: &Pristine, dir: &Path, damage: &Damage) -> Vec<(PathBuf, Option<u
     let path = |segment: usize| dir.join(&p.files[p.segments[segment]].rel);
     let newest = |segment: usize| segment + 1 == p.segments.len();
     match *damage {
-        Damage::None | Damage::Vanished { .. } => vec![],
+        Damage::Cut {
+            segment, len, torn, ..
+        } => {
+            let mut found = vec![(path(segment), Some(len), true)];
+            found.extend(torn.map(|offset| (path(segment), Some(offset), !newest(segment))));
+            found
+        }
         Damage::Meta => vec![(dir.join(&p.files[p.meta_file].rel), None, true)],
         Damage::Header { segment } => vec![(path(segment), Some(0), true)],
         Damage::Corrupt {
@@ -736,9 +735,11 @@ fn check_refusal(p: &Pristine, dir: &Path, refusal: Refusal, err: &Error, contex
         Refusal::Header { segment } => (dir.join(&p.files[p.segments[segment]].rel), None),
         Refusal::Corrupted { segment, offset }
         | Refusal::TornTail { segment, offset }
-        | Refusal::SealedDamaged { segment, offset } => {
-            (dir.join(&p.files[p.segments[segment]].rel), Some(offset))
-        }
+        | Refusal::SealedDamaged { segment, offset }
+        | Refusal::WrongLength {
+            segment,
+            len: offset,
+        } => (dir.join(&p.files[p.segments[segment]].rel), Some(offset)),
     };
     let (at, found_offset) = match (refusal, err) {
         (Refusal::Meta, Error::MetaInvalid { path, .. }) => (path, None),
@@ -766,6 +767,13 @@ fn check_refusal(p: &Pristine, dir: &Path, refusal: Refusal, err: &Error, contex
         | (Refusal::SealedDamaged { .. }, Error::SealedSegmentDamaged { path, offset, .. }) => {
             (path, Some(*offset))
         }
+        (
+            Refusal::WrongLength { .. },
+            Error::Segment {
+                region_id: REGION,
+                source: SegmentError::WrongLength { path, len, .. },
+            },
+        ) => (path, Some(*len)),
         _ => panic!("{context}: expected {refusal:?}, got {err:?}"),
     };
     assert_eq!((at, found_offset), (&path, offset), "{context}: {err}");
@@ -914,11 +922,11 @@ fn every_bit_flip_in_meta_is_refused() {
     sweep("META bit flips", flips(p.meta_file, 0..len));
 }
 
-/// Proves that cutting any file at any length is handled as documented:
-/// inside the header, refused; inside a record, a torn tail (a note in the
-/// newest segment, damage in a sealed one); in the zero tail, harmless;
-/// `META` refused at every length; and the entries returned are always
-/// intact.
+/// Proves that cutting any file at any length is detected and handled as
+/// documented: inside the header, refused; anywhere else in a segment,
+/// reported at the cut and refused by `Strict` and `TolerateTornTail`,
+/// while `SkipCorrupted` returns the records before the cut; `META`
+/// refused at every length; and the entries returned are always intact.
 #[test]
 fn every_truncation_of_every_file_is_handled() {
     let p = pristine();
@@ -934,14 +942,13 @@ fn every_truncation_of_every_file_is_handled() {
 }
 
 /// Proves that a sealed segment cut exactly at a record boundary is
-/// reported as damage and refused by strict recovery.
+/// reported as damage and refused by strict recovery, naming the cut.
 ///
-/// It is not, today: a segment's length is recorded nowhere, so a segment
-/// that ends cleanly after fewer records looks intact, and the records
-/// cut off are lost without a word from `inspect`, `verify` or any
-/// recovery mode. The same holds for the newest segment.
+/// The records alone cannot show such a cut: the segment ends cleanly
+/// after fewer records. It is the capacity in the segment header (format
+/// version 2) that tells; before it, the records cut off were lost without
+/// a word from `inspect`, `verify` or any recovery mode.
 #[test]
-#[ignore = "bug: a segment cut at a record boundary is not detected (its length is recorded nowhere)"]
 fn a_sealed_segment_cut_at_a_record_boundary_is_reported() {
     let p = pristine();
     let file = p.segments[0];

@@ -97,6 +97,26 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// The file's length is not the capacity its header records: it was cut
+    /// (or extended) after creation, which no crash does. Refused unless
+    /// the recovery mode is
+    /// [`RecoveryMode::SkipCorrupted`](crate::RecoveryMode::SkipCorrupted).
+    #[snafu(display(
+        "segment {} ends at offset {len} but its header records a length of {capacity} bytes \
+         (the file was {}, and records past offset {} may be lost)",
+        path.display(),
+        if len < capacity { "cut short" } else { "extended" },
+        len.min(capacity)
+    ))]
+    WrongLength {
+        /// The segment file.
+        path: PathBuf,
+        /// The file's length.
+        len: u64,
+        /// The length its header records.
+        capacity: u64,
+    },
+
     /// Recovery found damage to data that had been synced.
     #[snafu(display("segment {} is corrupted at offset {offset}: {source}", path.display()))]
     Corrupted {

@@ -12,8 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use memmap2::{MmapOptions, MmapRaw};
 use segwal_format::{
-    BatchMeta, ENTRY_LEN_PREFIX, RECORD_HEADER_LEN, Record, RecordEncoder, SEGMENT_HEADER_LEN,
-    ScanEnd, Scanner, SegmentHeader, SegmentIdentity,
+    BatchMeta, MIN_SEGMENT_CAPACITY, Record, RecordEncoder, SEGMENT_HEADER_LEN, ScanEnd, Scanner,
+    SegmentHeader, SegmentIdentity,
 };
 use snafu::{ResultExt, ensure};
 
@@ -22,7 +22,7 @@ use crate::error::{
     AppendPastCapacitySnafu, BadHeaderSnafu, ClearTailSnafu, CorruptedSnafu, CreateSnafu,
     DeleteSnafu, EncodeSnafu, InvalidCapacitySnafu, LockedSnafu, OpenSnafu, PoisonedSnafu,
     PreallocateSnafu, ReadOnlySnafu, ReadPastEndSnafu, RenameSnafu, Result, SyncDirSnafu,
-    SyncSnafu, TornTailSnafu, WriteSnafu, WrongIdentitySnafu,
+    SyncSnafu, TornTailSnafu, WriteSnafu, WrongIdentitySnafu, WrongLengthSnafu,
 };
 
 /// File name suffix of segment files.
@@ -32,8 +32,6 @@ const SUFFIX: &str = ".seg";
 const NAME_DIGITS: usize = 20;
 /// Size of the zero buffer used to preallocate and to clear torn tails.
 const ZERO_CHUNK: usize = 1 << 20;
-/// The smallest useful segment: a header and one record with one empty entry.
-const MIN_CAPACITY: u64 = (SEGMENT_HEADER_LEN + RECORD_HEADER_LEN + ENTRY_LEN_PREFIX) as u64;
 
 /// The file name of segment `segment_id`: twenty zero-padded digits and
 /// `.seg`, so that string order is numeric order.
@@ -130,6 +128,11 @@ pub struct RecoveryReport {
     /// Non-zero bytes past [`OpenOptions::end`], ignored (and zeroed by a
     /// writable open).
     pub past_end_bytes: u64,
+    /// The file's length when it differs from the capacity its header
+    /// records (only under `SkipCorrupted`; other modes refuse such a file).
+    /// The segment was read, and is used, as if its capacity were the
+    /// smaller of the two.
+    pub wrong_length: Option<u64>,
 }
 
 /// One batch to append: entries for one table with consecutive sequence
@@ -148,13 +151,15 @@ pub struct BatchRef<'a, E> {
 ///
 /// # Invariants
 ///
-/// - `durable <= written <= capacity == map.len()` (`durable` is 0 only
+/// - `durable <= written <= capacity <= map.len()` (`durable` is 0 only
 ///   for the moment between recovery and the sync that ends `open`).
+///   `capacity` is the header's, or the file's length if that is smaller
+///   (a cut file opened under `SkipCorrupted`).
 /// - Bytes in `[0, written)` are never modified while this value exists:
 ///   appends write at or after `written`, and recovery clears a torn tail
 ///   before the first handle exists and only at or after the recovered end.
-/// - The file is never truncated: its length is `capacity` from creation
-///   to deletion.
+/// - The file is never truncated: its length is the header's capacity from
+///   creation to deletion.
 /// - Once `failed` is set it stays set. `durable` then moves at most once
 ///   more, for a sync that was already under way and covers only data
 ///   written before the failure.
@@ -210,7 +215,7 @@ impl Segment {
     /// Fails if the file exists. On failure no file is left behind.
     pub fn create(path: &Path, identity: SegmentIdentity, capacity: u64) -> Result<Segment> {
         ensure!(
-            capacity >= MIN_CAPACITY,
+            capacity >= MIN_SEGMENT_CAPACITY,
             InvalidCapacitySnafu {
                 capacity,
                 reason: "smaller than a header and one record",
@@ -228,6 +233,7 @@ impl Segment {
             region_id: identity.region_id,
             segment_id: identity.segment_id,
             salt: new_salt(identity),
+            capacity,
         };
         let result = lock(&file, path, true)
             .and_then(|()| {
@@ -281,7 +287,17 @@ impl Segment {
             .open(path)
             .context(OpenSnafu { path })?;
         lock(&file, path, options.writable)?;
-        let (found, capacity) = read_header(&file, path, expected)?;
+        let (found, len) = read_header(&file, path, expected)?;
+        let wrong_length = (len != found.capacity).then_some(len);
+        ensure!(
+            wrong_length.is_none() || options.recovery_mode == RecoveryMode::SkipCorrupted,
+            WrongLengthSnafu {
+                path,
+                len,
+                capacity: found.capacity,
+            }
+        );
+        let capacity = len.min(found.capacity);
         let map = map(&file, path)?;
         let shared = Shared {
             path: path.to_owned(),
@@ -295,7 +311,8 @@ impl Segment {
             failed: AtomicBool::new(false),
             sync_lock: Mutex::new(()),
         };
-        let report = shared.recover(options.recovery_mode, options.end, &mut visit)?;
+        let mut report = shared.recover(options.recovery_mode, options.end, &mut visit)?;
+        report.wrong_length = wrong_length;
         if options.writable {
             if let Some(torn) = &report.torn_tail {
                 shared.clear(torn.offset, torn.discarded_bytes)?;
@@ -327,7 +344,8 @@ impl Segment {
     pub fn open_sealed(path: &Path, expected: SegmentIdentity, len: u64) -> Result<SegmentHandle> {
         let file = File::open(path).context(OpenSnafu { path })?;
         lock(&file, path, false)?;
-        let (found, capacity) = read_header(&file, path, expected)?;
+        let (found, file_len) = read_header(&file, path, expected)?;
+        let capacity = file_len.min(found.capacity);
         ensure!(
             (SEGMENT_HEADER_LEN as u64..=capacity).contains(&len),
             ReadPastEndSnafu {
@@ -710,6 +728,7 @@ impl Shared {
             torn_tail: None,
             skipped: Vec::new(),
             past_end_bytes: past_end_bytes as u64,
+            wrong_length: None,
         };
         loop {
             for record in scanner.by_ref() {
@@ -808,8 +827,8 @@ fn read_header(
     path: &Path,
     expected: SegmentIdentity,
 ) -> Result<(SegmentHeader, u64)> {
-    let capacity = file.metadata().context(OpenSnafu { path })?.len();
-    let mut header_bytes = vec![0u8; (capacity as usize).min(SEGMENT_HEADER_LEN)];
+    let len = file.metadata().context(OpenSnafu { path })?.len();
+    let mut header_bytes = vec![0u8; len.min(SEGMENT_HEADER_LEN as u64) as usize];
     file.read_exact_at(&mut header_bytes, 0)
         .context(OpenSnafu { path })?;
     let found = SegmentHeader::decode(&header_bytes).context(BadHeaderSnafu { path })?;
@@ -821,7 +840,7 @@ fn read_header(
             found: found.identity(),
         }
     );
-    Ok((found, capacity))
+    Ok((found, len))
 }
 
 /// Writes the header and zeros up to `capacity`, then syncs data and size.

@@ -101,6 +101,7 @@ fn zero_length_and_short_files_are_rejected_naming_the_file() {
             region_id: 2,
             segment_id: 7,
             salt: 1,
+            capacity: 4096,
         };
         fs::write(&path, &header.encode()[..len]).unwrap();
         let err = open(&path, RecoveryMode::default()).unwrap_err();
@@ -319,6 +320,48 @@ fn damage_to_synced_data_follows_the_recovery_mode() {
         fs::read(&path).unwrap()[(second.start + RECORD_HEADER_LEN as u64 + 5) as usize],
         b'X'
     );
+}
+
+/// Proves that a segment whose file was cut exactly at a record boundary,
+/// or extended, is refused by `Strict` and `TolerateTornTail` (the records
+/// could not show the cut) and read up to the shorter length, with the
+/// length reported, by `SkipCorrupted`.
+#[test]
+fn a_file_of_another_length_than_its_header_records_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, mut segment) = new_segment(dir.path());
+    append(&mut segment, 1, 1, &[b"first"]);
+    let second = append(&mut segment, 1, 2, &[b"second"]);
+    segment.close().unwrap();
+    let pristine = fs::read(&path).unwrap();
+
+    for (what, len) in [("cut", second.start), ("extended", CAPACITY + 512)] {
+        let mut bytes = pristine.clone();
+        bytes.resize(len as usize, 0);
+        fs::write(&path, &bytes).unwrap();
+        for mode in [RecoveryMode::Strict, RecoveryMode::TolerateTornTail] {
+            let err = open(&path, mode).unwrap_err();
+            assert!(
+                matches!(&err, Error::WrongLength { len: l, capacity: CAPACITY, .. } if *l == len),
+                "{what}, {mode:?}: {err}"
+            );
+            let message = err.to_string();
+            assert!(
+                message.contains(&*path.to_string_lossy())
+                    && message.contains(&format!("ends at offset {len}"))
+                    && message.contains(&format!("length of {CAPACITY} bytes")),
+                "{message}"
+            );
+        }
+        let (segment, firsts, report) = open(&path, RecoveryMode::SkipCorrupted).unwrap();
+        let expected: &[u64] = if len < CAPACITY { &[1] } else { &[1, 2] };
+        assert_eq!(firsts, expected, "{what}");
+        assert_eq!(report.wrong_length, Some(len), "{what}");
+        assert_eq!(segment.capacity(), len.min(CAPACITY), "{what}");
+        segment.close().unwrap();
+        // Recovery never changes the length back: the evidence stays.
+        assert_eq!(fs::metadata(&path).unwrap().len(), len, "{what}");
+    }
 }
 
 #[test]
@@ -577,6 +620,7 @@ fn a_record_hidden_in_a_payload_is_never_taken_for_one() {
             region_id: HEADER.region_id,
             segment_id: HEADER.segment_id,
             salt,
+            capacity: CAPACITY,
         };
         let meta = BatchMeta {
             table_id: 666,
