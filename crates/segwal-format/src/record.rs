@@ -470,17 +470,55 @@ pub struct Entries<'a> {
     next_sequence: u64,
 }
 
+impl<'a> Entries<'a> {
+    /// Resumes iterating where an earlier `Entries` of a verified record
+    /// stopped: `rest` is the bytes that iterator had left
+    /// ([`remaining_len`](Entries::remaining_len) of them, at the end of the
+    /// record), `table_id` and `next_sequence` what it would have handed
+    /// out next. A reader that hands out a large record a few entries at a
+    /// time uses this to avoid verifying the whole record again for every
+    /// few entries.
+    ///
+    /// The bytes are not verified again; whoever resumes must know they
+    /// have not changed since the record was verified. Bytes whose length
+    /// prefixes do not tile them end the iteration early (never a panic).
+    pub fn resume(rest: &'a [u8], table_id: u64, next_sequence: u64) -> Entries<'a> {
+        Entries {
+            body: rest,
+            table_id,
+            next_sequence,
+        }
+    }
+
+    /// Bytes of the body not yet handed out; they end where the record does.
+    pub fn remaining_len(&self) -> usize {
+        self.body.len()
+    }
+
+    /// The sequence number of the next entry.
+    pub fn next_sequence(&self) -> u64 {
+        self.next_sequence
+    }
+
+    /// The table the entries belong to.
+    pub fn table_id(&self) -> u64 {
+        self.table_id
+    }
+}
+
 impl<'a> Iterator for Entries<'a> {
     type Item = Entry<'a>;
 
     fn next(&mut self) -> Option<Entry<'a>> {
-        if self.body.is_empty() {
+        // For a verified record the length prefixes tile the body exactly,
+        // so the checks below never end it early; they only keep bytes
+        // given to `resume` from causing a panic.
+        let prefix = self.body.get(..ENTRY_LEN_PREFIX)?;
+        let len = read_u32(prefix, 0) as usize;
+        let Some((payload, rest)) = self.body[ENTRY_LEN_PREFIX..].split_at_checked(len) else {
+            self.body = &[];
             return None;
-        }
-        // The decoder verified that the length prefixes tile the body
-        // exactly, so these slices are in bounds.
-        let len = read_u32(self.body, 0) as usize;
-        let (payload, rest) = self.body[ENTRY_LEN_PREFIX..].split_at(len);
+        };
         self.body = rest;
         let sequence = self.next_sequence;
         self.next_sequence += 1;
@@ -570,6 +608,33 @@ mod tests {
                 },
             ]
         );
+    }
+
+    /// Proves that entries resumed from the bytes an earlier iterator left
+    /// are exactly the ones it would have handed out next, and that
+    /// resuming over arbitrary bytes ends early instead of panicking.
+    #[test]
+    fn resumed_entries_continue_where_they_stopped() {
+        let bytes = encode(&META, &[b"first", b"", b"third", b"fourth"]);
+        let record = RecordDecoder::new(&SEGMENT).decode(&bytes, 64).unwrap();
+        let all: Vec<_> = record.entries().collect();
+        for taken in 0..=all.len() {
+            let mut entries = record.entries();
+            entries.by_ref().take(taken).for_each(drop);
+            let rest = &bytes[bytes.len() - entries.remaining_len()..];
+            let resumed = Entries::resume(rest, entries.table_id(), entries.next_sequence())
+                .collect::<Vec<_>>();
+            assert_eq!(resumed, all[taken..], "after {taken} entries");
+        }
+        for garbage in [
+            &[1u8][..],
+            &[5, 0, 0, 0, b'a'],
+            &[0xff; 9],
+            &[0, 0, 0, 0, 2, 0],
+        ] {
+            let entries: Vec<_> = Entries::resume(garbage, 1, 1).collect();
+            assert!(entries.len() <= 1, "{garbage:?}");
+        }
     }
 
     #[test]

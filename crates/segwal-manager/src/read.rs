@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use segwal_format::Entry;
+use segwal_format::{Entries, Entry};
 use segwal_segment::SegmentHandle;
 use snafu::ResultExt;
 
@@ -35,6 +35,8 @@ pub struct EntryIter {
     /// `start` already lies past its table's mark).
     deleted: HashMap<u64, u64>,
     next_loc: usize,
+    /// Set when the record at `next_loc` was handed out only in part.
+    resume: Option<Resume>,
     /// Sequence number of the last entry handed out.
     delivered: Option<u64>,
 }
@@ -48,6 +50,7 @@ impl EntryIter {
             end: 0,
             deleted: HashMap::new(),
             next_loc: 0,
+            resume: None,
             delivered: None,
         }
     }
@@ -70,43 +73,74 @@ impl EntryIter {
             end,
             deleted,
             next_loc: 0,
+            resume: None,
             delivered: None,
         }
     }
 
     /// Hands up to `max` entries to `visit`, in ascending sequence order,
     /// and returns how many it handed out; 0 means the iterator is done.
+    ///
+    /// Each record is verified once, when its first entry is needed; a
+    /// record handed out over several calls resumes where the last call
+    /// stopped, so reading a huge batch `max` entries at a time costs one
+    /// pass over it, not one per call.
     pub fn next_batch(&mut self, max: usize, mut visit: impl FnMut(Entry<'_>)) -> Result<usize> {
         let mut count = 0;
         while count < max && self.next_loc < self.locs.len() {
             let loc = self.locs[self.next_loc];
             let handle = &self.handles[&loc.segment_id];
             let region_id = handle.header().region_id;
-            let mut records = handle
-                .records_from(loc.offset)
-                .context(SegmentSnafu { region_id })?;
-            let Some(record) = records.next() else {
-                return ReadCorruptedSnafu {
-                    path: handle.path(),
-                    offset: loc.offset,
-                    reason: format!("{:?}", records.end()),
+            let (mut entries, record_end) = match self.resume.take() {
+                Some(resume) => {
+                    // Written bytes never change while a handle maps them
+                    // (segwal-segment's invariant), so the record verified
+                    // by an earlier call still is.
+                    let rest = handle
+                        .read(resume.offset, resume.end - resume.offset)
+                        .context(SegmentSnafu { region_id })?;
+                    let entries = Entries::resume(rest, resume.table_id, resume.next_sequence);
+                    (entries, resume.end)
                 }
-                .fail();
+                None => {
+                    let mut records = handle
+                        .records_from(loc.offset)
+                        .context(SegmentSnafu { region_id })?;
+                    let Some(record) = records.next() else {
+                        return ReadCorruptedSnafu {
+                            path: handle.path(),
+                            offset: loc.offset,
+                            reason: format!("{:?}", records.end()),
+                        }
+                        .fail();
+                    };
+                    (record.entries(), record.end_offset())
+                }
             };
-            let deleted = self.deleted.get(&record.table_id()).copied().unwrap_or(0);
+            let deleted = self.deleted.get(&entries.table_id()).copied().unwrap_or(0);
             let from = self
                 .start
                 .max(deleted.saturating_add(1))
                 .max(self.delivered.map_or(0, |d| d + 1));
-            for entry in record.entries() {
+            loop {
+                if count == max {
+                    if entries.remaining_len() > 0 && entries.next_sequence() <= self.end {
+                        self.resume = Some(Resume {
+                            offset: record_end - entries.remaining_len() as u64,
+                            end: record_end,
+                            table_id: entries.table_id(),
+                            next_sequence: entries.next_sequence(),
+                        });
+                        return Ok(count);
+                    }
+                    break;
+                }
+                let Some(entry) = entries.next() else { break };
                 if entry.sequence < from {
                     continue;
                 }
                 if entry.sequence > self.end {
                     break;
-                }
-                if count == max {
-                    return Ok(count);
                 }
                 visit(entry);
                 count += 1;
@@ -116,4 +150,16 @@ impl EntryIter {
         }
         Ok(count)
     }
+}
+
+/// Where the entries of the record at `next_loc` resume, when an earlier
+/// call handed out only some of them.
+#[derive(Debug, Clone, Copy)]
+struct Resume {
+    /// Segment offset of the next entry's length prefix.
+    offset: u64,
+    /// Segment offset just past the record.
+    end: u64,
+    table_id: u64,
+    next_sequence: u64,
 }
