@@ -173,8 +173,14 @@ pub async fn write_read_back_with_every_batch_size_and_boundary(backend: &impl B
     write(&wal, WalLocation::new(1, 2), &["other"]).await;
     let all: Vec<u64> = (1..=20).collect();
     for batch_size in [1, 2, 3, 7, 19, 20, 21, 500] {
-        let entries =
-            read_entries(&wal, table, ReadBoundary::Min, ReadBoundary::Max, batch_size).await;
+        let entries = read_entries(
+            &wal,
+            table,
+            ReadBoundary::Min,
+            ReadBoundary::Max,
+            batch_size,
+        )
+        .await;
         let seqs: Vec<u64> = entries.iter().map(|e| e.1).collect();
         assert_eq!(seqs, all, "batch size {batch_size}");
         for (table_id, seq, payload) in entries {
@@ -282,14 +288,24 @@ pub async fn deletes_are_durable_and_trim_inside_batches(backend: &impl Backend)
     wal.mark_delete_entries_up_to(t, 8).await.unwrap();
     assert_eq!(read(&wal, t).await, [9, 10, 11]);
     for batch_size in 1..=4 {
-        let got: Vec<_> = read_entries(&wal, t, ReadBoundary::Included(2), ReadBoundary::Max, batch_size)
-            .await
-            .into_iter()
-            .map(|(table, seq, payload)| (table, seq, payload.parse::<u64>().unwrap()))
-            .collect();
+        let got: Vec<_> = read_entries(
+            &wal,
+            t,
+            ReadBoundary::Included(2),
+            ReadBoundary::Max,
+            batch_size,
+        )
+        .await
+        .into_iter()
+        .map(|(table, seq, payload)| (table, seq, payload.parse::<u64>().unwrap()))
+        .collect();
         assert_eq!(got, [(1, 9, 9), (1, 10, 10), (1, 11, 11)]);
     }
-    let scanned: Vec<(u64, u64)> = scan(&wal, 4, 2).await.into_iter().map(|e| (e.0, e.1)).collect();
+    let scanned: Vec<(u64, u64)> = scan(&wal, 4, 2)
+        .await
+        .into_iter()
+        .map(|e| (e.0, e.1))
+        .collect();
     assert_eq!(scanned, [(2, 6), (1, 9), (1, 10), (1, 11)]);
     // A mark below the current one changes nothing.
     wal.mark_delete_entries_up_to(t, 3).await.unwrap();
@@ -304,7 +320,11 @@ pub async fn deletes_are_durable_and_trim_inside_batches(backend: &impl Backend)
     assert!(read(&wal, t).await.is_empty());
     assert_eq!(write(&wal, t, &["12"]).await, 12);
     assert_eq!(read(&wal, t).await, [12]);
-    let scanned: Vec<(u64, u64)> = scan(&wal, 4, 500).await.into_iter().map(|e| (e.0, e.1)).collect();
+    let scanned: Vec<(u64, u64)> = scan(&wal, 4, 500)
+        .await
+        .into_iter()
+        .map(|e| (e.0, e.1))
+        .collect();
     assert_eq!(scanned, [(2, 6), (1, 12)]);
     drop(wal);
 
@@ -385,7 +405,12 @@ pub async fn a_closed_wal_refuses_every_call(backend: &impl Backend) {
         .unwrap_err();
     assert!(err.is_closed(), "{err}");
     assert!(wal.sequence_num(table).await.unwrap_err().is_closed());
-    assert!(wal.mark_delete_entries_up_to(table, 1).await.unwrap_err().is_closed());
+    assert!(
+        wal.mark_delete_entries_up_to(table, 1)
+            .await
+            .unwrap_err()
+            .is_closed()
+    );
     assert!(wal.close_region(5).await.unwrap_err().is_closed());
     let req = ReadRequest {
         location: table,
