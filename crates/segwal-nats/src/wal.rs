@@ -245,6 +245,35 @@ impl Inner {
             })
             .await
             .map_err(|e| self.request_error(id, "creating or finding the stream", boxed(e)))?;
+        let record = codec::encode_owner(&OwnerRecord::Take(self.config.owner.clone()));
+        let subject = self.config.owner_subject(id);
+        if force {
+            // Fence first: a take record stored whatever the stream's
+            // position, so that every position the old owner knows is
+            // stale and its writes fail from here on. It carries no
+            // `Segwal-Next` (the old owner may have written since we
+            // looked); the take below, made with the position checked,
+            // does.
+            match self
+                .publish(subject.clone(), record.clone(), None, None, None)
+                .await
+            {
+                Ok(ack) => log::warn!(
+                    "region {id}: fenced any other owner at stream sequence {}",
+                    ack.sequence
+                ),
+                Err(PublishFailure::Failed(e)) => {
+                    return Err(self.request_error(id, "publishing the fence record", boxed(e)));
+                }
+                Err(PublishFailure::TimedOut) => {
+                    return Err(self.request_error(
+                        id,
+                        "publishing the fence record",
+                        "no acknowledgement in time".into(),
+                    ));
+                }
+            }
+        }
         for attempt in 0.. {
             let last = self.stream_last(id, &stream).await?;
             let next_seq = self.floor_at(id, &stream, last).await?;
@@ -265,10 +294,14 @@ impl Inner {
                      its later writes will be fenced"
                 );
             }
-            let record = codec::encode_owner(&OwnerRecord::Take(self.config.owner.clone()));
-            let subject = self.config.owner_subject(id);
             match self
-                .publish(subject.clone(), record, last, next_seq, None)
+                .publish(
+                    subject.clone(),
+                    record.clone(),
+                    Some(last),
+                    Some(next_seq),
+                    None,
+                )
                 .await
             {
                 Ok(ack) => {
@@ -322,29 +355,43 @@ impl Inner {
         Ok(info.state.last_sequence)
     }
 
-    /// The region's next sequence number, from the header of the stream's
-    /// last message (`last`). That message is never purged: every purge
-    /// follows a newer message and removes only older ones.
+    /// The region's next sequence number, from the `Segwal-Next` header of
+    /// the stream's last message (`last`). That message is never purged:
+    /// every purge follows a newer message and removes only older ones.
+    /// Only a fence record (a forced takeover) has no header; then the
+    /// message before it counts (the headers never decrease along the
+    /// stream).
     async fn floor_at(&self, id: RegionId, stream: &Stream, last: u64) -> Result<u64, Error> {
-        if last == 0 {
-            return Ok(1);
+        const MAX_STEPS: u64 = 1000;
+        for seq in (last.saturating_sub(MAX_STEPS)..=last).rev() {
+            if seq == 0 {
+                return Ok(1);
+            }
+            let message = match stream.get_raw_message(seq).await {
+                Ok(message) => message,
+                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => continue,
+                Err(e) => {
+                    return Err(self.request_error(
+                        id,
+                        format!("reading stream message {seq} for the next sequence number"),
+                        boxed(e),
+                    ));
+                }
+            };
+            let Some(header) = message.headers.get(NEXT_HEADER) else {
+                continue;
+            };
+            return match header.as_str().parse::<u64>() {
+                Ok(next) if next >= 1 => Ok(next),
+                _ => Err(self.malformed(id, &message, format!("invalid {NEXT_HEADER} header"))),
+            };
         }
-        let message = stream.get_raw_message(last).await.map_err(|e| {
-            self.request_error(
-                id,
-                format!("reading the stream's last message ({last})"),
-                boxed(e),
-            )
-        })?;
-        let next = message
-            .headers
-            .get(NEXT_HEADER)
-            .and_then(|v| v.as_str().parse::<u64>().ok())
-            .filter(|&n| n >= 1);
-        match next {
-            Some(next) => Ok(next),
-            None => Err(self.malformed(id, &message, format!("no valid {NEXT_HEADER} header"))),
-        }
+        Err(self.request_error(
+            id,
+            "finding the next sequence number",
+            format!("none of the last {MAX_STEPS} messages before {last} carries {NEXT_HEADER}")
+                .into(),
+        ))
     }
 
     /// The region's latest ownership record and its stream sequence.
@@ -452,16 +499,20 @@ impl Inner {
         &self,
         subject: String,
         body: Bytes,
-        expected_last: u64,
-        next_seq: SequenceNumber,
+        expected_last: Option<u64>,
+        next_seq: Option<SequenceNumber>,
         timeout: Option<Duration>,
     ) -> Result<PublishAck, PublishFailure> {
         let mut headers = HeaderMap::new();
-        headers.insert(
-            async_nats::header::NATS_EXPECTED_LAST_SEQUENCE,
-            expected_last.to_string().as_str(),
-        );
-        headers.insert(NEXT_HEADER, next_seq.to_string().as_str());
+        if let Some(expected_last) = expected_last {
+            headers.insert(
+                async_nats::header::NATS_EXPECTED_LAST_SEQUENCE,
+                expected_last.to_string().as_str(),
+            );
+        }
+        if let Some(next_seq) = next_seq {
+            headers.insert(NEXT_HEADER, next_seq.to_string().as_str());
+        }
         let ack = self
             .js
             .publish_with_headers(subject, headers, body)
@@ -482,6 +533,11 @@ impl Inner {
     /// Best effort: removes `subject`'s messages below stream sequence
     /// `below` (older ownership records or delete marks).
     async fn purge_below(&self, id: RegionId, stream: &Stream, subject: &str, below: u64) {
+        // nats-server takes a purge up to sequence 1 as a purge of the whole
+        // subject; there is nothing below 1 anyway.
+        if below <= 1 {
+            return;
+        }
         match stream.purge().filter(subject).sequence(below).await {
             Ok(response) => {
                 self.stats
@@ -544,7 +600,16 @@ impl Inner {
             }
             Some((_, OwnerRecord::Take(owner))) => owner,
             Some((_, OwnerRecord::Release(owner))) => format!("none (released by {owner})"),
-            None => "unknown (the ownership record is gone)".into(),
+            // The latest record is never purged; a server that has not
+            // caught up yet (just after an election) may not show it. Not
+            // a reason to give the region up: fail this call, retry later.
+            None => {
+                return Err(self.request_error(
+                    region.id,
+                    "checking ownership",
+                    "the region's ownership record is not visible (yet)".into(),
+                ));
+            }
         };
         log::warn!(
             "region {}: owner {:?} is fenced; the region is held by {by:?}",
@@ -576,7 +641,13 @@ impl Inner {
         // is dropped, the next call resynchronises.
         w.needs_resync = true;
         match self
-            .publish(subject, body, w.last_stream_seq, w.next_seq, Some(timeout))
+            .publish(
+                subject,
+                body,
+                Some(w.last_stream_seq),
+                Some(w.next_seq),
+                Some(timeout),
+            )
             .await
         {
             Ok(ack) => {
@@ -806,6 +877,8 @@ impl Inner {
         // storage of every batch wholly at or below it.
         let subject = self.config.data_subject(region_id, table_id);
         let purged = match self.first_live(&region, &subject, up_to, snapshot).await {
+            // Nothing below the first message; see `purge_below`.
+            Ok(Some(keep_from)) if keep_from <= 1 => Ok(0),
             Ok(Some(keep_from)) => region
                 .stream
                 .purge()

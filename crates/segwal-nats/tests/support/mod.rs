@@ -13,6 +13,10 @@ use async_trait::async_trait;
 use segwal_conformance::Backend;
 use segwal_nats::{NatsWal, NatsWalConfig};
 
+/// Held by tests that run a 3-node cluster, one at a time: three of them
+/// at once on a 2-core machine slow elections past the tests' patience.
+pub(crate) static CLUSTER_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The `nats-server` binary: `$NATS_SERVER`, or on `PATH`, or where
 /// Debian's package puts it. `None` (after a loud message) if there is
 /// none; under CI (`CI` set) a missing server fails the test instead.
