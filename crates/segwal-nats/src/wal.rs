@@ -918,6 +918,74 @@ impl Inner {
             self.purge_below(region_id, &region.stream, &mark_subject, mark_seq)
                 .await;
         }
+        if let Err(e) = self.compact_head(&region).await {
+            log::warn!("region {region_id}: moving old records off the stream's head failed: {e}");
+        }
+        Ok(())
+    }
+
+    /// JetStream frees storage a block (8 MiB) at a time, once every
+    /// message in it is gone. An ownership record or delete mark at the
+    /// head of the stream would keep its block for as long as it lives. So
+    /// while the stream's first message is such a record, it is
+    /// written again at the end (same content) and the old copy purged.
+    async fn compact_head(&self, region: &Region) -> Result<(), Error> {
+        let id = region.id;
+        let owner_subject = self.config.owner_subject(id);
+        let mark_prefix = format!("{}.{id}.m.", self.config.prefix);
+        for _ in 0..16 {
+            let info = region
+                .stream
+                .get_info()
+                .await
+                .map_err(|e| self.request_error(id, "reading the stream state", boxed(e)))?;
+            let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+            if info.state.messages == 0 || first >= last {
+                return Ok(());
+            }
+            let message = match region.stream.get_raw_message(first).await {
+                Ok(message) => message,
+                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(()),
+                Err(e) => {
+                    return Err(self.request_error(id, "reading the stream's head", boxed(e)));
+                }
+            };
+            let subject = message.subject.to_string();
+            if subject != owner_subject && !subject.starts_with(&mark_prefix) {
+                return Ok(()); // A batch: live data holds the head.
+            }
+            let mut w = region.writer.lock().await;
+            self.ready(region, &mut w).await?;
+            let body = if subject == owner_subject {
+                codec::encode_owner(&OwnerRecord::Take(self.config.owner.clone()))
+            } else {
+                message.payload.clone()
+            };
+            let servers = self.servers.clone();
+            let ack = self
+                .publish_owned(
+                    region,
+                    &mut w,
+                    subject.clone(),
+                    body,
+                    self.config.request_timeout,
+                    || format!("rewriting {subject}"),
+                    |source| Error::Request {
+                        operation: format!("rewriting {subject}"),
+                        region: id,
+                        stream: region.stream_name.clone(),
+                        servers,
+                        source,
+                    },
+                )
+                .await?;
+            if subject == owner_subject {
+                w.take_seq = ack.sequence;
+            }
+            drop(w);
+            self.purge_below(id, &region.stream, &subject, ack.sequence)
+                .await;
+        }
         Ok(())
     }
 
