@@ -160,6 +160,31 @@ impl NatsWal {
         &self.inner.config
     }
 
+    /// Bytes the servers hold for region `region_id` (its stream's stored
+    /// messages, as JetStream counts them; 0 if it has no stream). Needs no
+    /// ownership of the region.
+    pub async fn stored_bytes(&self, region_id: RegionId) -> Result<u64, Error> {
+        self.inner.check_open()?;
+        let name = self.inner.config.stream_name(region_id);
+        match self.inner.js.get_stream(&name).await {
+            Ok(stream) => Ok(stream.cached_info().state.bytes),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    async_nats::jetstream::context::GetStreamErrorKind::JetStream(ref js)
+                        if js.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND
+                ) =>
+            {
+                Ok(0)
+            }
+            Err(e) => {
+                Err(self
+                    .inner
+                    .request_error(region_id, "reading the stream's size", boxed(e)))
+            }
+        }
+    }
+
     /// Takes region `region_id` over even if another owner holds it (that
     /// owner crashed, or is cut off and will be fenced): its later writes
     /// and deletes fail. Use it only once the coordinator has moved the
