@@ -6,7 +6,7 @@ mod support;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use segwal::{
@@ -99,9 +99,16 @@ async fn acknowledged_writes_survive_a_node_killed_mid_run() {
     }
     let killed = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
+    // Per region, writes acknowledged since the phase began.
+    let acks: Arc<[AtomicU64; 2]> = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
     let mut writers = Vec::new();
     for writer in 0..4u64 {
-        let (wal, killed, stop) = (Arc::clone(&wal), Arc::clone(&killed), Arc::clone(&stop));
+        let (wal, killed, stop, acks) = (
+            Arc::clone(&wal),
+            Arc::clone(&killed),
+            Arc::clone(&stop),
+            Arc::clone(&acks),
+        );
         writers.push(tokio::spawn(async move {
             let mut outcomes = Outcomes::default();
             let region = writer % 2;
@@ -115,6 +122,7 @@ async fn acknowledged_writes_survive_a_node_killed_mid_run() {
                 let after_kill = killed.load(Ordering::Acquire);
                 match wal.write(&ctx, &batch(location, &payloads)).await {
                     Ok(last) => {
+                        acks[region as usize].fetch_add(1, Ordering::AcqRel);
                         outcomes
                             .acked
                             .push((last, region, payloads[0].clone(), after_kill))
@@ -135,9 +143,10 @@ async fn acknowledged_writes_survive_a_node_killed_mid_run() {
     let leader = stream_leader(&servers, "fault_0").await;
     servers.kill(leader);
     killed.store(true, Ordering::Release);
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Writes go on with two nodes (after an election, a few seconds).
+    wait_for_acks(&acks, 20, "with a node down").await;
     servers.restart(leader).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    wait_for_acks(&acks, 20, "after the node returned").await;
     stop.store(true, Ordering::Release);
     let mut acked = Vec::new();
     let mut failed = HashSet::new();
@@ -196,6 +205,22 @@ async fn acknowledged_writes_survive_a_node_killed_mid_run() {
         );
     }
     wal.close_gracefully().await.unwrap();
+}
+
+/// Waits (at most 60 s) until every region has `count` more
+/// acknowledged writes.
+async fn wait_for_acks(acks: &[AtomicU64; 2], count: u64, phase: &str) {
+    let start: Vec<u64> = acks.iter().map(|a| a.load(Ordering::Acquire)).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (region, ack) in acks.iter().enumerate() {
+        while ack.load(Ordering::Acquire) < start[region] + count {
+            assert!(
+                Instant::now() < deadline,
+                "region {region}: writes did not go on {phase}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 fn log_line(line: &str) {
