@@ -283,7 +283,7 @@ async fn losing_quorum_fails_writes_clearly_and_resumes() {
         "{err:?}"
     );
     servers.restart(1).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     let seq = loop {
         match wal.write(&ctx, &batch(table, &["after".into()])).await {
             Ok(seq) => break seq,

@@ -176,11 +176,17 @@ impl NatsServers {
         }
     }
 
-    /// Starts server `i` again, on its ports and store dir.
+    /// Starts server `i` again, on its ports and store dir, and waits
+    /// until it accepts clients (not for JetStream to settle: the tests
+    /// wait for their writes to go through).
     pub(crate) async fn restart(&mut self, i: usize) {
         self.spawn(i);
-        let live = self.nodes.iter().filter(|n| n.child.is_some()).count();
-        self.wait_ready(live).await;
+        let url = format!("nats://127.0.0.1:{}", self.nodes[i].port);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while async_nats::connect(&url).await.is_err() {
+            assert!(Instant::now() < deadline, "node {i} did not restart");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Waits until JetStream can create (and delete) a stream with
