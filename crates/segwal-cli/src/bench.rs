@@ -11,6 +11,7 @@ use segwal::{
     LocalWal, LocalWalConfig, LogWriteBatch, ReadContext, ScanRequest, SyncMode, WalLocation,
     WalManager, WriteContext,
 };
+use segwal_nats::{NatsWal, NatsWalConfig};
 use serde::Serialize;
 
 use crate::size::format_bytes;
@@ -27,11 +28,82 @@ pub(crate) struct BenchOptions {
     pub(crate) tables: u64,
     pub(crate) sync: SyncMode,
     pub(crate) segment_size: u64,
+    pub(crate) backend: Backend,
+}
+
+/// Where the bench writes.
+#[derive(Debug, Clone)]
+pub(crate) enum Backend {
+    /// `LocalWal` in the data dir.
+    Local,
+    /// `NatsWal` on these servers, with streams of `replicas` replicas under
+    /// a prefix of its own (`segwal_bench_<pid>`).
+    Nats {
+        servers: Vec<String>,
+        replicas: usize,
+    },
+}
+
+/// What the bench needs of a backend besides the `WalManager` calls.
+trait BenchBackend {
+    type Wal: WalManager;
+    async fn open(&self) -> Result<Self::Wal, String>;
+    /// (syncs, batches written) if the backend counts syncs.
+    fn syncs(&self, wal: &Self::Wal) -> Option<(u64, u64)>;
+    /// Bytes of storage the log occupies (measured with the WAL closed).
+    async fn stored_bytes(&self, regions: u64) -> u64;
+}
+
+struct LocalBench {
+    config: LocalWalConfig,
+}
+
+impl BenchBackend for LocalBench {
+    type Wal = LocalWal;
+    async fn open(&self) -> Result<LocalWal, String> {
+        LocalWal::open(self.config.clone())
+            .await
+            .map_err(|e| e.to_string())
+    }
+    fn syncs(&self, wal: &LocalWal) -> Option<(u64, u64)> {
+        let stats = wal.statistics();
+        Some((stats.syncs, stats.batches_written))
+    }
+    async fn stored_bytes(&self, _regions: u64) -> u64 {
+        disk_usage(self.config.dir())
+    }
+}
+
+struct NatsBench {
+    config: NatsWalConfig,
+}
+
+impl BenchBackend for NatsBench {
+    type Wal = NatsWal;
+    async fn open(&self) -> Result<NatsWal, String> {
+        NatsWal::open(self.config.clone())
+            .await
+            .map_err(|e| e.to_string())
+    }
+    fn syncs(&self, _wal: &NatsWal) -> Option<(u64, u64)> {
+        None
+    }
+    async fn stored_bytes(&self, regions: u64) -> u64 {
+        let Ok(wal) = NatsWal::open(self.config.clone()).await else {
+            return 0;
+        };
+        let mut total = 0;
+        for region in 0..regions {
+            total += wal.stored_bytes(region).await.unwrap_or(0);
+        }
+        total
+    }
 }
 
 /// Everything the bench measured; printed as a table or as JSON.
 #[derive(Debug, Serialize)]
 pub(crate) struct BenchReport {
+    pub(crate) backend: String,
     pub(crate) dir: PathBuf,
     pub(crate) sync: String,
     pub(crate) writers: usize,
@@ -117,15 +189,34 @@ pub(crate) async fn run(
     dir: &Path,
     progress: bool,
 ) -> Result<BenchReport, String> {
-    let config = LocalWalConfig::new(dir)
-        .sync_mode(options.sync)
-        .segment_size(options.segment_size)
-        .max_entry_size(options.entry_size.max(1) as u64);
-    let wal = Arc::new(
-        LocalWal::open(config.clone())
-            .await
-            .map_err(|e| e.to_string())?,
-    );
+    match &options.backend {
+        Backend::Local => {
+            let config = LocalWalConfig::new(dir)
+                .sync_mode(options.sync)
+                .segment_size(options.segment_size)
+                .max_entry_size(options.entry_size.max(1) as u64);
+            let label = "local".to_owned();
+            run_on(&LocalBench { config }, label, options, dir, progress).await
+        }
+        Backend::Nats { servers, replicas } => {
+            let config = NatsWalConfig::new(servers.iter().cloned())
+                .replicas(*replicas)
+                .prefix(format!("segwal_bench_{}", std::process::id()))
+                .owner(format!("segwal-bench-{}", std::process::id()));
+            let label = format!("nats R{replicas} at {}", servers.join(","));
+            run_on(&NatsBench { config }, label, options, dir, progress).await
+        }
+    }
+}
+
+async fn run_on<B: BenchBackend>(
+    backend: &B,
+    label: String,
+    options: &BenchOptions,
+    dir: &Path,
+    progress: bool,
+) -> Result<BenchReport, String> {
+    let wal = Arc::new(backend.open().await?);
     let batch_bytes = (options.entry_size * options.batch_entries) as u64;
     let batches_total = options.total_bytes.div_ceil(batch_bytes.max(1)).max(1);
     let bar = if progress {
@@ -178,16 +269,16 @@ pub(crate) async fn run(
     let write_time = started.elapsed();
     bar.finish_and_clear();
     latencies.sort_unstable();
-    let stats = wal.statistics();
-    let entries_written = stats.entries_written;
+    let (syncs, batches_written) = backend.syncs(&wal).unwrap_or((0, latencies.len() as u64));
+    let entries_written = latencies.len() as u64 * options.batch_entries as u64;
     let payload_bytes = entries_written * options.entry_size as u64;
     wal.close_gracefully().await.map_err(|e| e.to_string())?;
     drop(wal);
-    let disk_before = disk_usage(dir);
+    let disk_before = backend.stored_bytes(options.regions).await;
 
     // Reopen (recovery) and replay every region.
     let opened = Instant::now();
-    let wal = LocalWal::open(config).await.map_err(|e| e.to_string())?;
+    let wal = backend.open().await?;
     let open_time = opened.elapsed();
     let replay_started = Instant::now();
     let mut replayed = 0u64;
@@ -224,10 +315,11 @@ pub(crate) async fn run(
         }
     }
     wal.close_gracefully().await.map_err(|e| e.to_string())?;
-    let disk_after = disk_usage(dir);
+    let disk_after = backend.stored_bytes(options.regions).await;
 
     let seconds = write_time.as_secs_f64().max(1e-9);
     Ok(BenchReport {
+        backend: label,
         dir: dir.to_owned(),
         sync: sync_label(options.sync),
         writers: options.writers,
@@ -244,8 +336,8 @@ pub(crate) async fn run(
         write_latency_p99_us: percentile(&latencies, 0.99),
         write_latency_p999_us: percentile(&latencies, 0.999),
         write_latency_max_us: latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1e6),
-        syncs: stats.syncs,
-        batches_per_sync: stats.batches_written as f64 / stats.syncs.max(1) as f64,
+        syncs,
+        batches_per_sync: batches_written as f64 / syncs.max(1) as f64,
         recovery_open_seconds: open_time.as_secs_f64(),
         replay_seconds: replay_time.as_secs_f64(),
         replay_megabytes_per_second: replayed_bytes as f64
@@ -262,8 +354,20 @@ pub(crate) fn render(report: &BenchReport) -> String {
     let mut table = comfy_table::Table::new();
     table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
     table.set_header(["measure", "value"]);
+    let storage = if report.backend == "local" {
+        report.dir.display().to_string()
+    } else {
+        report.backend.clone()
+    };
     let rows: Vec<(&str, String)> = vec![
-        ("data dir", report.dir.display().to_string()),
+        (
+            if report.backend == "local" {
+                "data dir"
+            } else {
+                "backend"
+            },
+            storage,
+        ),
         (
             "workload",
             format!(
@@ -304,10 +408,14 @@ pub(crate) fn render(report: &BenchReport) -> String {
         ),
         (
             "syncs",
-            format!(
-                "{} ({:.1} batches per sync)",
-                report.syncs, report.batches_per_sync
-            ),
+            if report.backend == "local" {
+                format!(
+                    "{} ({:.1} batches per sync)",
+                    report.syncs, report.batches_per_sync
+                )
+            } else {
+                "n/a (acknowledged by a JetStream quorum)".into()
+            },
         ),
         (
             "recovery",
@@ -320,7 +428,11 @@ pub(crate) fn render(report: &BenchReport) -> String {
             ),
         ),
         (
-            "disk",
+            if report.backend == "local" {
+                "disk"
+            } else {
+                "server storage"
+            },
             format!(
                 "{} before delete, {} after",
                 format_bytes(report.disk_bytes_before_delete),

@@ -59,6 +59,18 @@ enum Command {
         /// Print the results as JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Where to write: `local` (a data dir) or `nats` (a NATS JetStream
+        /// server or cluster, see --servers).
+        #[arg(long, value_enum, default_value_t = BackendKind::Local)]
+        backend: BackendKind,
+        /// With --backend nats: the server URLs, comma-separated (every
+        /// node of a cluster).
+        #[arg(long, value_delimiter = ',')]
+        servers: Vec<String>,
+        /// With --backend nats: replicas of each region's stream. Default:
+        /// 3 with three or more servers, else 1.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=5))]
+        replicas: Option<u64>,
     },
     /// Per region, the segments with size, sequence range, tables and live
     /// bytes. Modifies nothing.
@@ -90,6 +102,15 @@ enum Command {
         #[arg(long, default_value_t = u64::MAX)]
         to: u64,
     },
+}
+
+/// `segwal bench --backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BackendKind {
+    /// `LocalWal` in a data dir.
+    Local,
+    /// `NatsWal` on NATS JetStream.
+    Nats,
 }
 
 fn parse_sync(text: &str) -> Result<SyncMode, String> {
@@ -136,7 +157,26 @@ fn run(command: Command) -> Result<ExitCode, String> {
             sync,
             segment_size,
             json,
+            backend,
+            servers,
+            replicas,
         } => {
+            let backend = match backend {
+                BackendKind::Local => {
+                    if !servers.is_empty() || replicas.is_some() {
+                        return Err("--servers and --replicas need --backend nats".into());
+                    }
+                    bench::Backend::Local
+                }
+                BackendKind::Nats => {
+                    if servers.is_empty() {
+                        return Err("--backend nats needs --servers URL[,URL...]".into());
+                    }
+                    let replicas =
+                        replicas.map_or(if servers.len() >= 3 { 3 } else { 1 }, |r| r as usize);
+                    bench::Backend::Nats { servers, replicas }
+                }
+            };
             let options = bench::BenchOptions {
                 dir,
                 total_bytes,
@@ -147,6 +187,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 tables,
                 sync,
                 segment_size,
+                backend,
             };
             let temp;
             let dir = match &options.dir {
@@ -167,7 +208,13 @@ fn run(command: Command) -> Result<ExitCode, String> {
                     temp.path().to_owned()
                 }
             };
-            eprintln!("segwal bench: data dir {}", dir.display());
+            match &options.backend {
+                bench::Backend::Local => eprintln!("segwal bench: data dir {}", dir.display()),
+                bench::Backend::Nats { servers, replicas } => eprintln!(
+                    "segwal bench: NATS JetStream at {} with {replicas} replicas",
+                    servers.join(",")
+                ),
+            }
             let runtime = tokio::runtime::Runtime::new()
                 .map_err(|e| format!("cannot start the async runtime: {e}"))?;
             let progress = !json && std::io::stderr().is_terminal();

@@ -53,6 +53,14 @@ pub enum Error {
         /// The backend's error.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+
+    /// A backend outside this crate refuses the call because it was closed
+    /// (`close_gracefully`); [`Error::is_closed`] is true.
+    #[snafu(display("{source}"))]
+    BackendClosed {
+        /// The backend's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl Error {
@@ -64,13 +72,21 @@ impl Error {
         }
     }
 
+    /// Wraps a backend's own error saying it was closed before the call
+    /// ([`Error::is_closed`] is true for it).
+    pub fn backend_closed(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
+        Error::BackendClosed {
+            source: source.into(),
+        }
+    }
+
     /// True if the WAL was closed (`close_gracefully`) before this call.
     pub fn is_closed(&self) -> bool {
         matches!(
             self,
             Error::Local {
                 source: segwal_manager::Error::Closed
-            }
+            } | Error::BackendClosed { .. }
         )
     }
 }

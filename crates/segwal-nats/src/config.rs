@@ -1,0 +1,157 @@
+//! [`NatsWalConfig`]: where the cluster is and how regions map onto it.
+
+use std::time::Duration;
+
+use crate::error::{Error, InvalidConfigSnafu};
+
+/// Configuration of a [`NatsWal`](crate::NatsWal):
+/// `NatsWalConfig::new(servers)` and builder methods. Checked by
+/// [`NatsWal::open`](crate::NatsWal::open) before anything is contacted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsWalConfig {
+    pub(crate) servers: Vec<String>,
+    pub(crate) prefix: String,
+    pub(crate) replicas: usize,
+    pub(crate) owner: String,
+    pub(crate) request_timeout: Duration,
+}
+
+impl NatsWalConfig {
+    /// The defaults for `servers` (URLs such as `nats://10.0.0.1:4222`; list
+    /// every node of a cluster so the client can fail over): prefix
+    /// `segwal`, 1 replica, a random owner name, 5 s request timeout.
+    pub fn new<S: Into<String>>(servers: impl IntoIterator<Item = S>) -> NatsWalConfig {
+        NatsWalConfig {
+            servers: servers.into_iter().map(Into::into).collect(),
+            prefix: "segwal".into(),
+            replicas: 1,
+            owner: random_owner(),
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// The names used on the server: region R is stream `{prefix}_R` with
+    /// subjects `{prefix}.R.>`. Letters, digits, `-` and `_` only. Two WALs
+    /// with different prefixes share a cluster without seeing each other.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> NatsWalConfig {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Replicas of each region's stream: 1 on a single server, 3 (or 5) in
+    /// a cluster. A write is acknowledged once a majority stores it. Applies
+    /// to streams this WAL creates; existing streams keep theirs.
+    pub fn replicas(mut self, replicas: usize) -> NatsWalConfig {
+        self.replicas = replicas;
+        self
+    }
+
+    /// This instance's name as a region owner. Give each engine node a
+    /// stable, unique name: a node restarted under the same name takes its
+    /// regions back without a takeover; two live instances must never share
+    /// one. Default: a random name, unique to this instance.
+    pub fn owner(mut self, owner: impl Into<String>) -> NatsWalConfig {
+        self.owner = owner.into();
+        self
+    }
+
+    /// How long a JetStream request (and a publish acknowledgement) may take
+    /// before it fails (default 5 s).
+    pub fn request_timeout(mut self, timeout: Duration) -> NatsWalConfig {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// The servers, as configured.
+    pub fn servers(&self) -> &[String] {
+        &self.servers
+    }
+
+    /// The owner name.
+    pub fn owner_name(&self) -> &str {
+        &self.owner
+    }
+
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        let fail = |reason: String| InvalidConfigSnafu { reason }.fail();
+        if self.servers.is_empty() || self.servers.iter().any(|s| s.trim().is_empty()) {
+            return fail("at least one server URL is needed, and none may be empty".into());
+        }
+        if self.prefix.is_empty()
+            || self.prefix.len() > 64
+            || !self
+                .prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return fail(format!(
+                "prefix {:?} must be 1 to 64 letters, digits, '-' or '_'",
+                self.prefix
+            ));
+        }
+        if !(1..=5).contains(&self.replicas) {
+            return fail(format!(
+                "replicas must be 1 to 5, not {} (JetStream's limit)",
+                self.replicas
+            ));
+        }
+        if self.owner.is_empty()
+            || self.owner.len() > 256
+            || self
+                .owner
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return fail(format!(
+                "owner name {:?} must be 1 to 256 characters without whitespace",
+                self.owner
+            ));
+        }
+        if self.request_timeout.is_zero() {
+            return fail("the request timeout must be above zero".into());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn servers_label(&self) -> String {
+        self.servers.join(",")
+    }
+
+    pub(crate) fn stream_name(&self, region: u64) -> String {
+        format!("{}_{region}", self.prefix)
+    }
+
+    pub(crate) fn region_subjects(&self, region: u64) -> String {
+        format!("{}.{region}.>", self.prefix)
+    }
+
+    pub(crate) fn data_subject(&self, region: u64, table: u64) -> String {
+        format!("{}.{region}.t.{table}", self.prefix)
+    }
+
+    pub(crate) fn all_data_subjects(&self, region: u64) -> String {
+        format!("{}.{region}.t.*", self.prefix)
+    }
+
+    pub(crate) fn mark_subject(&self, region: u64, table: u64) -> String {
+        format!("{}.{region}.m.{table}", self.prefix)
+    }
+
+    pub(crate) fn owner_subject(&self, region: u64) -> String {
+        format!("{}.{region}.o", self.prefix)
+    }
+}
+
+/// A name no other instance has: the process id and 64 random bits (from
+/// the standard library's randomly keyed hasher).
+fn random_owner() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    format!("segwal-{}-{:016x}", std::process::id(), hasher.finish())
+}

@@ -1,0 +1,208 @@
+//! The crate's one error type. Every message names the region (and table)
+//! involved and, where the cluster is at fault, the servers configured.
+
+use std::time::Duration;
+
+use snafu::Snafu;
+
+/// A boxed error from the NATS client, kept as the source.
+pub(crate) type ClientError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What can go wrong in a [`NatsWal`](crate::NatsWal) call. Reaches callers
+/// of the `WalManager` trait inside [`segwal::Error`]; [`Error::of`] gets it
+/// back out.
+#[derive(Debug, Snafu)]
+#[snafu(visibility(pub(crate)))]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration cannot work; nothing was contacted.
+    #[snafu(display("invalid NATS WAL configuration: {reason}"))]
+    InvalidConfig {
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// No configured server accepted a connection.
+    #[snafu(display("cannot connect to NATS at {servers}: {source}"))]
+    Connect {
+        /// The configured servers.
+        servers: String,
+        /// The client's error.
+        source: ClientError,
+    },
+
+    /// A JetStream request about a region (its stream, ownership record,
+    /// a message, a purge) failed: the cluster is unreachable, has no
+    /// quorum for the region's stream, or refused the request.
+    #[snafu(display(
+        "{operation} for region {region} (stream {stream}) failed at {servers}: {source} \
+         (is the cluster reachable, and does it have a quorum of the stream's replicas?)"
+    ))]
+    Request {
+        /// What was being done.
+        operation: String,
+        /// The region.
+        region: u64,
+        /// The region's stream.
+        stream: String,
+        /// The configured servers.
+        servers: String,
+        /// The client's error.
+        source: ClientError,
+    },
+
+    /// JetStream did not acknowledge a write: it may or may not be stored
+    /// (like any failed write, its outcome is unknown until the next read),
+    /// and its sequence numbers are never handed out again by this
+    /// instance. The region resynchronises with the stream on the next
+    /// write.
+    #[snafu(display(
+        "write of {entries} entries to region {region} table {table} (sequences {first}..={last}) \
+         was not acknowledged by JetStream at {servers}: {source} \
+         (the cluster may be unreachable or have lost quorum; the outcome is unknown)"
+    ))]
+    Publish {
+        /// The region.
+        region: u64,
+        /// The table.
+        table: u64,
+        /// How many entries the batch held.
+        entries: usize,
+        /// The batch's first sequence number.
+        first: u64,
+        /// The batch's last sequence number.
+        last: u64,
+        /// The configured servers.
+        servers: String,
+        /// The client's error.
+        source: ClientError,
+    },
+
+    /// The write or delete did not complete within its timeout; like a
+    /// failed write its outcome is unknown.
+    #[snafu(display(
+        "{operation} on region {region} timed out after {timeout:?} waiting for JetStream at {servers}"
+    ))]
+    Timeout {
+        /// What timed out, with the table.
+        operation: String,
+        /// The region.
+        region: u64,
+        /// The timeout.
+        timeout: Duration,
+        /// The configured servers.
+        servers: String,
+    },
+
+    /// Another `NatsWal` took the region over while this one held it: this
+    /// instance no longer writes, deletes or reads it. `close_region` lets
+    /// it go; the next use tries to open it again (and is refused while the
+    /// other owner holds it).
+    #[snafu(display(
+        "region {region} was taken over by owner {by:?}; this instance (owner {owner:?}) is fenced \
+         and no longer writes it"
+    ))]
+    Fenced {
+        /// The region.
+        region: u64,
+        /// This instance's owner name.
+        owner: String,
+        /// The owner that holds the region now (or what the record says).
+        by: String,
+    },
+
+    /// The region is held by another owner that has not released it
+    /// (`close_region` there). If that owner is gone for good,
+    /// [`NatsWal::take_over_region`](crate::NatsWal::take_over_region)
+    /// takes the region anyway and fences it.
+    #[snafu(display(
+        "region {region} is owned by {holder:?}, not by this instance (owner {owner:?}); \
+         close it there first, or take it over"
+    ))]
+    RegionOwned {
+        /// The region.
+        region: u64,
+        /// This instance's owner name.
+        owner: String,
+        /// The owner holding it.
+        holder: String,
+    },
+
+    /// The batch holds no entries; nothing was written and no sequence
+    /// number used.
+    #[snafu(display("empty batch for region {region} table {table}: nothing to write"))]
+    EmptyBatch {
+        /// The region.
+        region: u64,
+        /// The table.
+        table: u64,
+    },
+
+    /// The batch, encoded as one message, is larger than the servers accept
+    /// (`max_payload`); nothing was written and no sequence number used.
+    #[snafu(display(
+        "batch of {entries} entries ({bytes} bytes encoded) for region {region} table {table} \
+         exceeds the NATS server's max_payload of {max_payload} bytes"
+    ))]
+    BatchTooLarge {
+        /// The region.
+        region: u64,
+        /// The table.
+        table: u64,
+        /// How many entries the batch held.
+        entries: usize,
+        /// The encoded size.
+        bytes: usize,
+        /// The servers' limit.
+        max_payload: usize,
+    },
+
+    /// The region has used every sequence number.
+    #[snafu(display("region {region} has no sequence numbers left for a batch of {entries}"))]
+    SequencesExhausted {
+        /// The region.
+        region: u64,
+        /// How many entries the batch held.
+        entries: usize,
+    },
+
+    /// A message in a region's stream is not what segwal writes: the
+    /// stream was changed by something else, or damaged.
+    #[snafu(display(
+        "message {stream_sequence} ({subject}) in stream {stream} of region {region} is malformed: {reason}"
+    ))]
+    Malformed {
+        /// The region.
+        region: u64,
+        /// The stream.
+        stream: String,
+        /// The message's subject.
+        subject: String,
+        /// The message's stream sequence.
+        stream_sequence: u64,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The WAL was closed (`close_gracefully`) before this call.
+    #[snafu(display("the NATS WAL is closed"))]
+    Closed,
+}
+
+impl Error {
+    /// The NATS backend's error inside a `WalManager` call's error, if it
+    /// is one.
+    pub fn of(err: &segwal::Error) -> Option<&Error> {
+        std::error::Error::source(err)?.downcast_ref::<Error>()
+    }
+}
+
+impl From<Error> for segwal::Error {
+    fn from(err: Error) -> segwal::Error {
+        if matches!(err, Error::Closed) {
+            segwal::Error::backend_closed(err)
+        } else {
+            segwal::Error::backend(err)
+        }
+    }
+}

@@ -1,0 +1,504 @@
+//! The NATS backend against real servers where it differs from a local
+//! disk: a node lost mid-run, quorum lost, a region moved between owners,
+//! storage freed by deletes, an unreachable cluster.
+
+mod support;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use segwal::{
+    LogEntry, LogWriteBatch, ReadBoundary, ReadContext, ReadRequest, ScanRequest, WalLocation,
+    WalManager, WriteContext,
+};
+use segwal_nats::{Error, NatsWal, NatsWalConfig};
+use support::NatsServers;
+
+async fn scan_all(wal: &NatsWal, region_id: u64) -> Vec<LogEntry> {
+    let mut iter = wal
+        .scan(&ReadContext::default(), &ScanRequest { region_id })
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    while let Some(batch) = iter.next_batch().await.unwrap() {
+        out.extend(batch);
+    }
+    out
+}
+
+async fn read_all(wal: &NatsWal, location: WalLocation) -> Vec<LogEntry> {
+    try_read_all(wal, location).await.unwrap()
+}
+
+async fn try_read_all(wal: &NatsWal, location: WalLocation) -> segwal::Result<Vec<LogEntry>> {
+    let request = ReadRequest {
+        location,
+        start: ReadBoundary::Min,
+        end: ReadBoundary::Max,
+    };
+    let mut iter = wal.read_batch(&ReadContext::default(), &request).await?;
+    let mut out = Vec::new();
+    while let Some(batch) = iter.next_batch().await? {
+        out.extend(batch);
+    }
+    Ok(out)
+}
+
+fn batch(location: WalLocation, payloads: &[String]) -> LogWriteBatch {
+    let mut batch = LogWriteBatch::new(location);
+    for p in payloads {
+        batch.push(p.clone().into_bytes());
+    }
+    batch
+}
+
+async fn write(wal: &NatsWal, location: WalLocation, payload: &str) -> segwal::Result<u64> {
+    wal.write(
+        &WriteContext::default(),
+        &batch(location, &[payload.to_owned()]),
+    )
+    .await
+}
+
+fn nats_error(err: &segwal::Error) -> &Error {
+    Error::of(err).unwrap_or_else(|| panic!("not a NATS error: {err}"))
+}
+
+/// What the writers of the fault test saw.
+#[derive(Default)]
+struct Outcomes {
+    /// Acknowledged batches: last sequence -> (region, first payload), and
+    /// whether the ack came after the kill.
+    acked: Vec<(u64, u64, String, bool)>,
+    /// Payloads of batches whose write failed (outcome unknown).
+    failed: HashSet<String>,
+}
+
+/// Proves that with R3 on three nodes, killing the leader of a region's
+/// stream mid-run loses no acknowledged write, leaves every batch whole,
+/// and lets writes go on with two nodes and after the node returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_a_node_killed_mid_run() {
+    let _one_cluster_at_a_time = support::CLUSTER_TESTS.lock().await;
+    let Some(mut servers) = NatsServers::cluster(3).await else {
+        return;
+    };
+    let config = NatsWalConfig::new(servers.urls())
+        .prefix("fault")
+        .replicas(3)
+        .owner("node-a")
+        .request_timeout(Duration::from_secs(2));
+    let wal = Arc::new(NatsWal::open(config.clone()).await.unwrap());
+    // Open both regions before the clock starts.
+    for region in 0..2 {
+        write(&wal, WalLocation::new(region, 99), "warm-up")
+            .await
+            .unwrap();
+    }
+    let killed = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    // Per region, writes acknowledged since the phase began.
+    let acks: Arc<[AtomicU64; 2]> = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+    let mut writers = Vec::new();
+    for writer in 0..4u64 {
+        let (wal, killed, stop, acks) = (
+            Arc::clone(&wal),
+            Arc::clone(&killed),
+            Arc::clone(&stop),
+            Arc::clone(&acks),
+        );
+        writers.push(tokio::spawn(async move {
+            let mut outcomes = Outcomes::default();
+            let region = writer % 2;
+            let location = WalLocation::new(region, writer);
+            let ctx = WriteContext {
+                timeout: Duration::from_secs(3),
+            };
+            let mut i = 0;
+            while !stop.load(Ordering::Acquire) {
+                let payloads = [format!("w{writer}-{i}-a"), format!("w{writer}-{i}-b")];
+                let after_kill = killed.load(Ordering::Acquire);
+                match wal.write(&ctx, &batch(location, &payloads)).await {
+                    Ok(last) => {
+                        acks[region as usize].fetch_add(1, Ordering::AcqRel);
+                        outcomes
+                            .acked
+                            .push((last, region, payloads[0].clone(), after_kill))
+                    }
+                    Err(e) => {
+                        log_line(&format!("writer {writer}: {e}"));
+                        outcomes.failed.insert(payloads[0].clone());
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                i += 1;
+            }
+            outcomes
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Kill the node leading region 0's stream, forcing an election.
+    let leader = stream_leader(&servers, "fault_0").await;
+    servers.kill(leader);
+    killed.store(true, Ordering::Release);
+    // Writes go on with two nodes (after an election, a few seconds).
+    wait_for_acks(&acks, 20, "with a node down").await;
+    servers.restart(leader).await;
+    wait_for_acks(&acks, 20, "after the node returned").await;
+    stop.store(true, Ordering::Release);
+    let mut acked = Vec::new();
+    let mut failed = HashSet::new();
+    for writer in writers {
+        let outcomes = writer.await.unwrap();
+        acked.extend(outcomes.acked);
+        failed.extend(outcomes.failed);
+    }
+    for region in 0..2u64 {
+        let after_kill = acked.iter().filter(|a| a.1 == region && a.3).count();
+        assert!(
+            after_kill > 0,
+            "region {region}: no write was acknowledged after the node was killed"
+        );
+    }
+    wal.close_gracefully().await.unwrap();
+
+    // A restarted owner reads everything back.
+    let wal = NatsWal::open(config).await.unwrap();
+    for region in 0..2u64 {
+        let entries = scan_all(&wal, region).await;
+        let mut found: BTreeMap<u64, String> = BTreeMap::new();
+        let mut previous = 0;
+        // After the warm-up entry (table 99), two-entry batches.
+        assert_eq!(entries[0].table_id, 99);
+        for pair in entries[1..].chunks(2) {
+            // Batches are whole: "-a" then "-b" of the same attempt.
+            let first = String::from_utf8(pair[0].payload.clone()).unwrap();
+            assert_eq!(pair.len(), 2, "a torn batch at {}", pair[0].sequence);
+            let second = String::from_utf8(pair[1].payload.clone()).unwrap();
+            assert_eq!(second, format!("{}b", &first[..first.len() - 1]));
+            assert_eq!(pair[1].sequence, pair[0].sequence + 1);
+            assert!(pair[0].sequence > previous, "out of order");
+            previous = pair[1].sequence;
+            found.insert(pair[1].sequence, first);
+        }
+        let region_acked: Vec<_> = acked.iter().filter(|a| a.1 == region).collect();
+        for (last, _, payload, _) in &region_acked {
+            assert_eq!(
+                found.get(last),
+                Some(payload),
+                "region {region}: acknowledged batch ending at {last} is lost"
+            );
+        }
+        let acked_payloads: HashSet<&String> = region_acked.iter().map(|a| &a.2).collect();
+        for payload in found.values() {
+            assert!(
+                acked_payloads.contains(payload) || failed.contains(payload),
+                "region {region}: {payload} was never written"
+            );
+        }
+        assert!(
+            region_acked.len() > 20,
+            "too few writes: {}",
+            region_acked.len()
+        );
+    }
+    wal.close_gracefully().await.unwrap();
+}
+
+/// Waits (at most 60 s) until every region has `count` more
+/// acknowledged writes.
+async fn wait_for_acks(acks: &[AtomicU64; 2], count: u64, phase: &str) {
+    let start: Vec<u64> = acks.iter().map(|a| a.load(Ordering::Acquire)).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (region, ack) in acks.iter().enumerate() {
+        while ack.load(Ordering::Acquire) < start[region] + count {
+            assert!(
+                Instant::now() < deadline,
+                "region {region}: writes did not go on {phase}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn log_line(line: &str) {
+    eprintln!("{line}");
+}
+
+/// The index of the server leading stream `name`.
+async fn stream_leader(servers: &NatsServers, name: &str) -> usize {
+    let client = async_nats::connect(servers.urls().as_slice())
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream(name).await.unwrap();
+    let info = stream.info().await.unwrap();
+    let leader = info
+        .cluster
+        .as_ref()
+        .and_then(|c| c.leader.clone())
+        .expect("a leader");
+    leader
+        .strip_prefix('n')
+        .and_then(|i| i.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected server name {leader}"))
+}
+
+/// Proves that with two of three nodes gone a write fails with an error
+/// naming the region and servers (no acknowledgement), and that once a
+/// quorum is back writes resume without reusing the failed write's numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_quorum_fails_writes_clearly_and_resumes() {
+    let _one_cluster_at_a_time = support::CLUSTER_TESTS.lock().await;
+    let Some(mut servers) = NatsServers::cluster(3).await else {
+        return;
+    };
+    let config = NatsWalConfig::new(servers.urls())
+        .prefix("quorum")
+        .replicas(3)
+        .owner("node-a")
+        .request_timeout(Duration::from_secs(1));
+    let wal = NatsWal::open(config).await.unwrap();
+    let table = WalLocation::new(1, 1);
+    assert_eq!(write(&wal, table, "before").await.unwrap(), 1);
+    servers.kill(1);
+    servers.kill(2);
+    let ctx = WriteContext {
+        timeout: Duration::from_secs(2),
+    };
+    let err = wal
+        .write(&ctx, &batch(table, &["lost".into()]))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("region 1"), "{text}");
+    assert!(text.contains("127.0.0.1"), "{text}");
+    assert!(
+        matches!(
+            nats_error(&err),
+            Error::Publish { .. } | Error::Timeout { .. } | Error::Request { .. }
+        ),
+        "{err:?}"
+    );
+    servers.restart(1).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let seq = loop {
+        match wal.write(&ctx, &batch(table, &["after".into()])).await {
+            Ok(seq) => break seq,
+            Err(e) if Instant::now() < deadline => {
+                log_line(&format!("waiting for quorum: {e}"));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("writes did not resume: {e}"),
+        }
+    };
+    assert!(seq > 2, "the failed write's number was reused: {seq}");
+    // Just after an election the servers may still be placing consumers.
+    let entries = loop {
+        match try_read_all(&wal, table).await {
+            Ok(entries) => break entries,
+            Err(e) if Instant::now() < deadline => {
+                log_line(&format!("waiting to read: {e}"));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("reads did not resume: {e}"),
+        }
+    };
+    assert_eq!(entries[0].payload, b"before");
+    assert_eq!(entries.last().unwrap().payload, b"after");
+    assert_eq!(entries.last().unwrap().sequence, seq);
+    wal.close_gracefully().await.unwrap();
+}
+
+/// Proves that a region moved to another instance fences the old owner:
+/// after a graceful move its writes are refused, after a forced takeover
+/// its writes and deletes fail, and nothing it wrote after losing the
+/// region is visible.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_region_fences_the_stale_owner() {
+    let Some(servers) = NatsServers::single().await else {
+        return;
+    };
+    let config = |owner: &str| {
+        NatsWalConfig::new(servers.urls())
+            .prefix("move")
+            .owner(owner)
+    };
+    let a = NatsWal::open(config("node-a")).await.unwrap();
+    let b = NatsWal::open(config("node-b")).await.unwrap();
+    let table = WalLocation::new(1, 1);
+
+    // A graceful move: A closes the region, B opens it.
+    assert_eq!(write(&a, table, "a1").await.unwrap(), 1);
+    a.close_region(1).await.unwrap();
+    assert_eq!(write(&b, table, "b2").await.unwrap(), 2);
+    let err = write(&a, table, "stale").await.unwrap_err();
+    assert!(
+        matches!(nats_error(&err), Error::RegionOwned { holder, .. } if holder == "node-b"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("region 1"), "{err}");
+    assert_eq!(write(&b, table, "b3").await.unwrap(), 3);
+
+    // A forced takeover while B is writing: B is fenced from then on.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (b, stop) = (b.clone(), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let (mut acked, mut fenced_at) = (Vec::new(), None);
+            let mut i = 0;
+            while !stop.load(Ordering::Acquire) {
+                match write(&b, table, &format!("b-{i}")).await {
+                    Ok(seq) => {
+                        assert!(fenced_at.is_none(), "a write acknowledged after fencing");
+                        acked.push((seq, format!("b-{i}")));
+                    }
+                    Err(e) => {
+                        assert!(
+                            matches!(nats_error(&e), Error::Fenced { by, .. } if by == "node-a"),
+                            "{e}"
+                        );
+                        fenced_at.get_or_insert(i);
+                    }
+                }
+                i += 1;
+                tokio::task::yield_now().await;
+            }
+            (acked, fenced_at)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.take_over_region(1).await.unwrap();
+    let first_a = write(&a, table, "a-after").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Release);
+    let (b_acked, fenced_at) = writer.await.unwrap();
+    assert!(fenced_at.is_some(), "B was never fenced");
+    assert!(b_acked.len() > 5, "B wrote too little before the takeover");
+    // Every later call of B on the region fails; deletes too.
+    let err = b.mark_delete_entries_up_to(table, 1).await.unwrap_err();
+    assert!(matches!(nats_error(&err), Error::Fenced { .. }), "{err}");
+    assert!(b.sequence_num(table).await.is_err());
+
+    // A sees B's acknowledged writes, numbered before its own, and nothing
+    // of B's after the takeover.
+    let entries = read_all(&a, table).await;
+    let by_seq: BTreeMap<u64, String> = entries
+        .iter()
+        .map(|e| (e.sequence, String::from_utf8(e.payload.clone()).unwrap()))
+        .collect();
+    for (seq, payload) in &b_acked {
+        assert_eq!(by_seq.get(seq), Some(payload));
+        assert!(*seq < first_a);
+    }
+    assert_eq!(by_seq.get(&first_a).map(String::as_str), Some("a-after"));
+    assert_eq!(*by_seq.keys().last().unwrap(), first_a);
+    assert_eq!(entries.len(), 3 + b_acked.len() + 1);
+
+    // B lets the region go without writing anything; it stays A's.
+    b.close_region(1).await.unwrap();
+    let err = write(&b, table, "stale").await.unwrap_err();
+    assert!(
+        matches!(nats_error(&err), Error::RegionOwned { .. }),
+        "{err}"
+    );
+    a.close_gracefully().await.unwrap();
+    b.close_gracefully().await.unwrap();
+}
+
+/// Proves that deletes free the server's storage: the stream's bytes
+/// drop with the deleted entries, and the store dir shrinks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_free_server_storage() {
+    let Some(servers) = NatsServers::single().await else {
+        return;
+    };
+    let wal = NatsWal::open(NatsWalConfig::new(servers.urls()).prefix("purge"))
+        .await
+        .unwrap();
+    let (table, other) = (WalLocation::new(3, 1), WalLocation::new(3, 2));
+    let payload = vec![7u8; 16 << 10];
+    let mut last = 0;
+    for _ in 0..640 {
+        let mut batch = LogWriteBatch::new(table);
+        batch.push(payload.clone());
+        last = wal.write(&WriteContext::default(), &batch).await.unwrap();
+    }
+    write(&wal, other, "kept").await.unwrap();
+    let client = async_nats::connect(servers.urls().as_slice())
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream("purge_3").await.unwrap();
+    let full = stream.info().await.unwrap().state.bytes;
+    let disk_full = disk_usage(servers.store_dir());
+    assert!(full > 10 << 20, "{full}");
+
+    wal.mark_delete_entries_up_to(table, last / 2)
+        .await
+        .unwrap();
+    let half = stream.info().await.unwrap().state.bytes;
+    assert!(
+        half < full * 6 / 10 && half > full * 4 / 10,
+        "{half} of {full}"
+    );
+
+    wal.mark_delete_entries_up_to(table, last).await.unwrap();
+    let state = stream.info().await.unwrap().state.clone();
+    assert!(state.bytes < 4096, "{} bytes left", state.bytes);
+    // Left: the other table's batch, the delete mark, the take record
+    // (rewritten behind the batch so that it keeps no block alive).
+    assert_eq!(state.messages, 3);
+    let disk_empty = disk_usage(servers.store_dir());
+    assert!(
+        disk_empty < disk_full / 2,
+        "the store dir holds {disk_empty} bytes after deleting, {disk_full} before"
+    );
+    assert_eq!(read_all(&wal, other).await.len(), 1);
+    assert_eq!(wal.sequence_num(table).await.unwrap(), last);
+    wal.close_gracefully().await.unwrap();
+}
+
+fn disk_usage(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => disk_usage(&e.path()),
+                    Ok(m) => m.blocks() * 512,
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Proves that an unreachable cluster and a bad configuration give clear
+/// errors naming the servers or the setting, before anything is written.
+#[tokio::test]
+async fn unreachable_servers_and_bad_config_give_clear_errors() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let config = NatsWalConfig::new([url.clone()]).request_timeout(Duration::from_millis(500));
+    let err = NatsWal::open(config.clone()).await.unwrap_err();
+    assert!(matches!(err, Error::Connect { .. }), "{err}");
+    assert!(err.to_string().contains(&url), "{err}");
+    for (bad, what) in [
+        (config.clone().replicas(0), "replicas"),
+        (config.clone().prefix("a.b"), "prefix"),
+        (config.clone().owner("two words"), "owner"),
+        (NatsWalConfig::new(Vec::<String>::new()), "server"),
+    ] {
+        let err = NatsWal::open(bad).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig { .. }), "{err}");
+        assert!(err.to_string().contains(what), "{err}");
+    }
+}

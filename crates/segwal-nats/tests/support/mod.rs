@@ -1,0 +1,269 @@
+//! Real `nats-server` processes for the tests: a single server or a
+//! cluster with routes, each with JetStream and its own store dir, on free
+//! loopback ports. Processes are killed when the value is dropped.
+
+#![allow(dead_code)] // Each test file uses a part.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use segwal_conformance::Backend;
+use segwal_nats::{NatsWal, NatsWalConfig};
+
+/// Held by tests that run a 3-node cluster, one at a time: three of them
+/// at once on a 2-core machine slow elections past the tests' patience.
+pub(crate) static CLUSTER_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The `nats-server` binary: `$NATS_SERVER`, or on `PATH`, or where
+/// Debian's package puts it. `None` (after a loud message) if there is
+/// none; under CI (`CI` set) a missing server fails the test instead.
+pub(crate) fn nats_server_binary() -> Option<PathBuf> {
+    let candidates = std::env::var_os("NATS_SERVER")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(
+            std::env::var_os("PATH")
+                .map(|path| {
+                    std::env::split_paths(&path)
+                        .map(|dir| dir.join("nats-server"))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default(),
+        )
+        .chain([
+            "/usr/sbin/nats-server".into(),
+            "/usr/bin/nats-server".into(),
+        ]);
+    for candidate in candidates {
+        if candidate.is_file() {
+            return Some(candidate);
+        }
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "nats-server is not installed; .ci/run installs it (apt-get install nats-server)"
+    );
+    eprintln!(
+        "\n!!!!!!!! SKIPPED: nats-server not found (set NATS_SERVER or `apt-get install nats-server`); \
+         the NATS backend is NOT tested !!!!!!!!\n"
+    );
+    None
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// One server of a [`NatsServers`].
+struct Node {
+    args: Vec<String>,
+    port: u16,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+/// Running `nats-server` processes: one, or a cluster.
+pub(crate) struct NatsServers {
+    binary: PathBuf,
+    dir: tempfile::TempDir,
+    nodes: Vec<Node>,
+}
+
+impl NatsServers {
+    /// One server with JetStream.
+    pub(crate) async fn single() -> Option<NatsServers> {
+        NatsServers::start(1).await
+    }
+
+    /// A cluster of `n` servers (routes between all of them).
+    pub(crate) async fn cluster(n: usize) -> Option<NatsServers> {
+        NatsServers::start(n).await
+    }
+
+    async fn start(n: usize) -> Option<NatsServers> {
+        let binary = nats_server_binary()?;
+        let dir = tempfile::tempdir().expect("a temporary dir");
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let nodes = (0..n)
+            .map(|i| {
+                let (port, cluster_port) = ports[i];
+                let store = dir.path().join(format!("n{i}"));
+                let mut args = vec![
+                    "-a".into(),
+                    "127.0.0.1".into(),
+                    "-p".into(),
+                    port.to_string(),
+                    "-js".into(),
+                    "-sd".into(),
+                    store.display().to_string(),
+                    "-n".into(),
+                    format!("n{i}"),
+                ];
+                if n > 1 {
+                    let routes: Vec<String> = ports
+                        .iter()
+                        .enumerate()
+                        .filter(|&(j, _)| j != i)
+                        .map(|(_, (_, c))| format!("nats://127.0.0.1:{c}"))
+                        .collect();
+                    args.extend([
+                        "--cluster_name".into(),
+                        "segwal-test".into(),
+                        "--cluster".into(),
+                        format!("nats://127.0.0.1:{cluster_port}"),
+                        "--routes".into(),
+                        routes.join(","),
+                    ]);
+                }
+                Node {
+                    args,
+                    port,
+                    log: dir.path().join(format!("n{i}.log")),
+                    child: None,
+                }
+            })
+            .collect();
+        let mut servers = NatsServers { binary, dir, nodes };
+        for i in 0..n {
+            servers.spawn(i);
+        }
+        servers.wait_ready(n).await;
+        Some(servers)
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        assert!(node.child.is_none(), "node {i} is running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .expect("a log file");
+        let child = Command::new(&self.binary)
+            .args(&node.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("a log file"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
+        node.child = Some(child);
+    }
+
+    /// Every server's client URL.
+    pub(crate) fn urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("nats://127.0.0.1:{}", n.port))
+            .collect()
+    }
+
+    /// The store dir of all servers.
+    pub(crate) fn store_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `kill -9` of server `i`.
+    pub(crate) fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts server `i` again, on its ports and store dir, and waits
+    /// until it accepts clients (not for JetStream to settle: the tests
+    /// wait for their writes to go through).
+    pub(crate) async fn restart(&mut self, i: usize) {
+        self.spawn(i);
+        let url = format!("nats://127.0.0.1:{}", self.nodes[i].port);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while async_nats::connect(&url).await.is_err() {
+            assert!(Instant::now() < deadline, "node {i} did not restart");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until JetStream can create (and delete) a stream with
+    /// `replicas` replicas: servers up, routes formed, a meta leader.
+    async fn wait_ready(&self, replicas: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last_error = String::new();
+        while Instant::now() < deadline {
+            match self.probe(replicas).await {
+                Ok(()) => return,
+                Err(e) => last_error = e,
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let logs: String = self
+            .nodes
+            .iter()
+            .map(|n| std::fs::read_to_string(&n.log).unwrap_or_default())
+            .collect();
+        panic!("nats-server did not become ready: {last_error}\n{logs}");
+    }
+
+    async fn probe(&self, replicas: usize) -> Result<(), String> {
+        let urls = self.urls();
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(1))
+            .connect(urls.as_slice())
+            .await
+            .map_err(|e| e.to_string())?;
+        let js = async_nats::jetstream::new(client);
+        let name = format!("PROBE_{}", std::process::id());
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: name.clone(),
+            subjects: vec![format!("probe.{}", std::process::id())],
+            num_replicas: replicas.min(self.nodes.len()),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        js.delete_stream(&name).await.map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+impl Drop for NatsServers {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// The conformance suite's backend: a `NatsWal` on its own servers, with
+/// a fixed owner name (every `open` is the same node restarting).
+pub(crate) struct NatsBackend {
+    pub(crate) servers: NatsServers,
+    pub(crate) config: NatsWalConfig,
+}
+
+impl NatsBackend {
+    /// On a single server, R1.
+    pub(crate) async fn single() -> Option<NatsBackend> {
+        let servers = NatsServers::single().await?;
+        let config = NatsWalConfig::new(servers.urls())
+            .prefix("conformance")
+            .owner("node-a");
+        Some(NatsBackend { servers, config })
+    }
+}
+
+#[async_trait]
+impl Backend for NatsBackend {
+    type Wal = NatsWal;
+
+    async fn open(&self) -> NatsWal {
+        NatsWal::open(self.config.clone())
+            .await
+            .expect("NatsWal opens")
+    }
+}
