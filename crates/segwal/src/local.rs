@@ -9,6 +9,7 @@ use segwal_manager::{
     EntryIter, ManagerConfig, RecoveryMode, SegmentManager, Statistics, SyncMode,
 };
 use snafu::{OptionExt, ResultExt};
+use tokio::runtime::RuntimeFlavor;
 
 use crate::WalManager;
 use crate::error::{IteratorAbandonedSnafu, Result, TaskSnafu, TimeoutSnafu};
@@ -24,6 +25,7 @@ use crate::types::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalWalConfig {
     manager: ManagerConfig,
+    writes_in_place: bool,
 }
 
 impl LocalWalConfig {
@@ -33,6 +35,7 @@ impl LocalWalConfig {
     pub fn new(dir: impl Into<PathBuf>) -> LocalWalConfig {
         LocalWalConfig {
             manager: ManagerConfig::new(dir),
+            writes_in_place: true,
         }
     }
 
@@ -66,6 +69,24 @@ impl LocalWalConfig {
         self
     }
 
+    /// Whether a write called on a multi-threaded tokio runtime runs on the
+    /// calling worker thread (`true`, the default) rather than on the
+    /// blocking pool.
+    ///
+    /// In place, a write costs what the segment manager's write costs
+    /// (about 2 µs for a synced 1 KiB write on tmpfs here) instead of two
+    /// thread hand-offs on top (about 20 µs more); tokio's `block_in_place`
+    /// first hands the worker's other tasks to another thread, so they are
+    /// not held up by the write's `fdatasync`. The price: a write in place
+    /// cannot be abandoned, so [`WriteContext::timeout`] does not apply to
+    /// it; the call returns when the write is durable or has failed. Set
+    /// `false` to have every write honour its timeout. On a current-thread
+    /// runtime, writes always go to the blocking pool.
+    pub fn writes_in_place(mut self, in_place: bool) -> LocalWalConfig {
+        self.writes_in_place = in_place;
+        self
+    }
+
     /// The data dir.
     pub fn dir(&self) -> &Path {
         &self.manager.dir
@@ -80,9 +101,11 @@ impl LocalWalConfig {
 /// The write-ahead log on local disk. Clones share one WAL (closing one
 /// closes it for all).
 ///
-/// Every call that may block on the disk (writes and their syncs, deletes,
-/// recovery of a region on first use, reads from the mapped segments) runs
-/// on tokio's blocking thread pool, never on the async worker threads.
+/// Every call that may block on the disk (deletes, recovery of a region on
+/// first use, reads from the mapped segments) runs on tokio's blocking
+/// thread pool, never on the async worker threads. Writes do too, unless
+/// they run in place (see [`LocalWalConfig::writes_in_place`]), which
+/// tokio's `block_in_place` makes safe for the worker's other tasks.
 ///
 /// Dropping a `LocalWal` without [`close_gracefully`](WalManager::close_gracefully)
 /// loses nothing acknowledged: under [`SyncMode::Always`] every
@@ -91,6 +114,7 @@ impl LocalWalConfig {
 #[derive(Debug, Clone)]
 pub struct LocalWal {
     manager: Arc<SegmentManager>,
+    writes_in_place: bool,
 }
 
 impl LocalWal {
@@ -98,6 +122,7 @@ impl LocalWal {
     /// recovers every region in it.
     pub async fn open(config: LocalWalConfig) -> Result<LocalWal> {
         let dir = config.dir().display().to_string();
+        let writes_in_place = config.writes_in_place;
         let manager = blocking(
             || format!("opening {dir}"),
             None,
@@ -106,6 +131,7 @@ impl LocalWal {
         .await??;
         Ok(LocalWal {
             manager: Arc::new(manager),
+            writes_in_place,
         })
     }
 
@@ -250,6 +276,16 @@ impl WalManager for LocalWal {
 
     async fn write(&self, ctx: &WriteContext, batch: &LogWriteBatch) -> Result<SequenceNumber> {
         let location = batch.location;
+        if self.writes_in_place
+            && tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread)
+        {
+            let written = tokio::task::block_in_place(|| {
+                self.manager
+                    .write(location.region_id, location.table_id, &batch.entries)
+            });
+            return Ok(written?);
+        }
         // Cloning the batch copies no payload (they are `Bytes`).
         let entries = batch.entries.clone();
         let count = entries.len();

@@ -162,7 +162,8 @@ pub struct ScanRequest {
 pub struct WriteContext {
     /// How long the caller waits for the write to become durable (default
     /// 10 s). See [`Error::Timeout`](crate::Error::Timeout) for what a
-    /// timeout means.
+    /// timeout means. `LocalWal` writes that run in place do not apply it
+    /// (see `LocalWalConfig::writes_in_place`).
     pub timeout: Duration,
 }
 

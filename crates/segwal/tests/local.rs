@@ -342,3 +342,56 @@ fn a_slow_disk_operation_does_not_stall_other_tasks() {
         assert!(during > 0, "the other task never ran during the write");
     });
 }
+
+#[test]
+fn a_write_in_place_does_not_stall_the_workers_other_tasks() {
+    // Proves that a write run in place (the default on a multi-threaded
+    // runtime) leaves the worker's other tasks running: with one worker
+    // thread, a spawned task keeps ticking while a slow write (creating,
+    // zero-filling and syncing a 48 MiB segment) runs in a task on that
+    // worker, because `block_in_place` hands the worker to another thread
+    // first; and the write's result is what the blocking pool would give.
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let wal = LocalWal::open(config(dir.path())).await.unwrap();
+        let ticks = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ticker = tokio::spawn({
+            let (ticks, done) = (Arc::clone(&ticks), Arc::clone(&done));
+            async move {
+                while !done.load(Ordering::Acquire) {
+                    ticks.fetch_add(1, Ordering::Relaxed);
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        let writer = tokio::spawn({
+            let (wal, ticks) = (wal.clone(), Arc::clone(&ticks));
+            async move {
+                while ticks.load(Ordering::Relaxed) == 0 {
+                    tokio::task::yield_now().await;
+                }
+                let mut batch = LogWriteBatch::new(WalLocation::new(1, 1));
+                for _ in 0..3 {
+                    batch.push(vec![9u8; 16 << 20]);
+                }
+                let before = ticks.load(Ordering::Relaxed);
+                let seq = wal.write(&WriteContext::default(), &batch).await.unwrap();
+                (seq, ticks.load(Ordering::Relaxed) - before)
+            }
+        });
+        let (seq, during) = writer.await.unwrap();
+        done.store(true, Ordering::Release);
+        ticker.await.unwrap();
+        assert_eq!(seq, 3);
+        assert!(during > 0, "the other task never ran during the write");
+        let location = WalLocation::new(1, 1);
+        assert_eq!(wal.sequence_num(location).await.unwrap(), 3);
+        wal.close_gracefully().await.unwrap();
+    });
+}
