@@ -142,7 +142,11 @@ pub(crate) fn open(
 
 /// Opens `kind`'s log in `dir` and reads back every entry: the `recover`
 /// workload's measured step. Returns the entries and payload bytes read.
-pub(crate) fn recover_read_all(kind: EngineKind, dir: &Path, entry_len: usize) -> Result<(u64, u64)> {
+pub(crate) fn recover_read_all(
+    kind: EngineKind,
+    dir: &Path,
+    entry_len: usize,
+) -> Result<(u64, u64)> {
     if kind == EngineKind::Okaywal {
         // okaywal hands every entry to its log manager during recovery, and
         // keeps nothing readable afterwards but positions the caller saved.
@@ -189,7 +193,11 @@ mod segwal_async {
                 .enable_all()
                 .build()
                 .context(|| "cannot start a tokio runtime")?;
-            let mode = if synced { SyncMode::Always } else { SyncMode::Never };
+            let mode = if synced {
+                SyncMode::Always
+            } else {
+                SyncMode::Never
+            };
             let config = LocalWalConfig::new(dir).sync_mode(mode);
             let wal = runtime
                 .block_on(LocalWal::open(config))
@@ -284,7 +292,11 @@ mod segwal_sync {
     impl SyncSegwal {
         pub(super) fn open(dir: &Path, synced: bool) -> Result<SyncSegwal> {
             let config = ManagerConfig {
-                sync_mode: if synced { SyncMode::Always } else { SyncMode::Never },
+                sync_mode: if synced {
+                    SyncMode::Always
+                } else {
+                    SyncMode::Never
+                },
                 ..ManagerConfig::new(dir)
             };
             let manager = SegmentManager::open(config)
@@ -411,9 +423,10 @@ mod raft {
         }
 
         fn read_table(&self, table: u64, visit: &mut dyn FnMut(&[u8])) -> Result<()> {
-            let (Some(first), Some(last)) =
-                (self.engine.first_index(table), self.engine.last_index(table))
-            else {
+            let (Some(first), Some(last)) = (
+                self.engine.first_index(table),
+                self.engine.last_index(table),
+            ) else {
                 return Ok(());
             };
             let mut entries = Vec::new();
@@ -640,7 +653,9 @@ mod rocks {
         }
 
         fn sync(&self) -> Result<()> {
-            self.db.flush_wal(true).context(|| "RocksDB WAL sync failed")
+            self.db
+                .flush_wal(true)
+                .context(|| "RocksDB WAL sync failed")
         }
 
         fn read_table(&self, table: u64, visit: &mut dyn FnMut(&[u8])) -> Result<()> {
@@ -652,7 +667,9 @@ mod rocks {
         }
 
         fn close(self: Box<Self>) -> Result<()> {
-            self.db.flush_wal(true).context(|| "RocksDB WAL sync failed")
+            self.db
+                .flush_wal(true)
+                .context(|| "RocksDB WAL sync failed")
         }
     }
 }

@@ -116,9 +116,14 @@ fn parse_options(args: &[String]) -> Result<Options> {
             }
             "--seconds" => {
                 let text = value()?;
-                seconds = Some(text.parse::<f64>().ok().filter(|&s| s > 0.0).ok_or_else(
-                    || Error::msg(format!("--seconds needs a positive number, not {text:?}")),
-                )?);
+                seconds = Some(
+                    text.parse::<f64>()
+                        .ok()
+                        .filter(|&s| s > 0.0)
+                        .ok_or_else(|| {
+                            Error::msg(format!("--seconds needs a positive number, not {text:?}"))
+                        })?,
+                );
             }
             "--bulk-bytes" => bulk_bytes = Some(parse_size(value()?)?),
             "--table-read-bytes" => table_read_bytes = Some(parse_size(value()?)?),
@@ -143,7 +148,9 @@ fn parse_options(args: &[String]) -> Result<Options> {
     options.bulk_bytes = bulk_bytes.unwrap_or(options.bulk_bytes);
     options.table_read_bytes = table_read_bytes.unwrap_or(options.table_read_bytes);
     if options.bulk_bytes == 0 || options.table_read_bytes == 0 {
-        return Err(Error::msg("--bulk-bytes and --table-read-bytes must be positive"));
+        return Err(Error::msg(
+            "--bulk-bytes and --table-read-bytes must be positive",
+        ));
     }
     Ok(options)
 }

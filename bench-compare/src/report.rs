@@ -33,7 +33,7 @@ fn median(values: &mut [f64]) -> Option<f64> {
     }
     values.sort_by(f64::total_cmp);
     let mid = values.len() / 2;
-    Some(if values.len() % 2 == 1 {
+    Some(if !values.len().is_multiple_of(2) {
         values[mid]
     } else {
         (values[mid - 1] + values[mid]) / 2.0
@@ -96,7 +96,7 @@ fn human(value: f64) -> String {
         let digits = whole.to_string();
         let mut out = String::new();
         for (i, c) in digits.chars().enumerate() {
-            if i > 0 && (digits.len() - i) % 3 == 0 {
+            if i > 0 && (digits.len() - i).is_multiple_of(3) {
                 out.push(',');
             }
             out.push(c);
@@ -157,7 +157,9 @@ pub(crate) fn table(rows: &[Row]) -> String {
                 notes,
             );
         }
-        let segwal = section.iter().find(|r| r.engine == EngineKind::Segwal.name());
+        let segwal = section
+            .iter()
+            .find(|r| r.engine == EngineKind::Segwal.name());
         let peers = [
             EngineKind::RaftEngine,
             EngineKind::Okaywal,
@@ -239,7 +241,10 @@ pub(crate) fn svg(rows: &[Row], title: &str) -> String {
             let Some(ratio) = row.vs_segwal else { continue };
             let h = ratio.min(max_ratio * 1.1) * scale;
             let x = x0 + bar * e as f64;
-            let colour = COLOURS[EngineKind::ALL.iter().position(|k| k == engine).unwrap_or(0)];
+            let colour = COLOURS[EngineKind::ALL
+                .iter()
+                .position(|k| k == engine)
+                .unwrap_or(0)];
             let _ = writeln!(
                 out,
                 r#"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{h:.1}" fill="{colour}"><title>{} {}: {} {} ({ratio:.2}x)</title></rect>"#,
@@ -269,7 +274,10 @@ pub(crate) fn svg(rows: &[Row], title: &str) -> String {
     for (e, engine) in engines.iter().enumerate() {
         let x = left + 130.0 * (e % 4) as f64;
         let y = base + 40.0 + 18.0 * (e / 4) as f64;
-        let colour = COLOURS[EngineKind::ALL.iter().position(|k| k == engine).unwrap_or(0)];
+        let colour = COLOURS[EngineKind::ALL
+            .iter()
+            .position(|k| k == engine)
+            .unwrap_or(0)];
         let _ = writeln!(
             out,
             r#"<rect x="{x}" y="{:.0}" width="12" height="12" fill="{colour}"/><text x="{:.0}" y="{:.0}">{}</text>"#,
@@ -303,7 +311,8 @@ pub(crate) fn file_system(dir: &Path) -> String {
         .filter_map(|line| {
             let mut fields = line.split_whitespace();
             let (_, point, kind) = (fields.next()?, fields.next()?, fields.next()?);
-            dir.starts_with(point).then(|| (point.len(), kind.to_owned()))
+            dir.starts_with(point)
+                .then(|| (point.len(), kind.to_owned()))
         })
         .max_by_key(|(len, _)| *len)
         .map_or_else(|| "unknown".into(), |(_, kind)| kind)

@@ -222,7 +222,7 @@ fn batch_from(pool: &Bytes, batch: u64, count: usize, len: usize) -> Vec<Bytes> 
 fn synced(spec: &Spec) -> Result<RunResult> {
     let (writers, count, len) = spec.workload.sync_shape().expect("a synced workload");
     let pool = pool(POOL_BYTES);
-    let wal: Arc<dyn Wal> = Arc::from(engines::open(spec.engine, &spec.dir, true, len)?);
+    let wal = engines::open(spec.engine, &spec.dir, true, len)?;
     let warmup = Duration::from_secs_f64(spec.seconds / 5.0);
     let measured = Duration::from_secs_f64(spec.seconds);
     let start = Instant::now() + Duration::from_millis(20);
@@ -231,7 +231,7 @@ fn synced(spec: &Spec) -> Result<RunResult> {
     let per_writer: Vec<Result<(Vec<u32>, Instant)>> = std::thread::scope(|s| {
         let handles: Vec<_> = (1..=writers)
             .map(|table| {
-                let (wal, pool, failed) = (Arc::clone(&wal), &pool, &failed);
+                let (wal, pool, failed): (&dyn Wal, _, _) = (&*wal, &pool, &failed);
                 s.spawn(move || {
                     let mut latencies = Vec::with_capacity(1 << 16);
                     let mut index = 1;
@@ -273,9 +273,7 @@ fn synced(spec: &Spec) -> Result<RunResult> {
         last_end = last_end.max(end);
     }
     let note = wal.note();
-    Arc::into_inner(wal)
-        .expect("the writers are done")
-        .close()?;
+    wal.close()?;
     let seconds = (last_end - measure_from).as_secs_f64();
     let ops = latencies.len() as u64;
     let entries = ops * count as u64;

@@ -23,7 +23,10 @@ fn write(c: &mut Criterion) {
     let entry = payloads(1, 1024);
     let modes = [
         ("always", SyncMode::Always),
-        ("interval-10ms", SyncMode::Interval(Duration::from_millis(10))),
+        (
+            "interval-10ms",
+            SyncMode::Interval(Duration::from_millis(10)),
+        ),
         ("never", SyncMode::Never),
     ];
     for (mode, sync_mode) in modes {

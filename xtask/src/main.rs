@@ -135,6 +135,23 @@ fn bench(filter: &[String]) -> Result<(), String> {
 /// lock file and, unless CARGO_TARGET_DIR says otherwise, its own target
 /// dir, `bench-compare/target`.
 fn bench_compare(args: &[String]) -> Result<(), String> {
+    // raft-proto's build runs protoc; librocksdb-sys's runs bindgen, which
+    // loads libclang, and compiles RocksDB's C++.
+    let found = |tool: &str| {
+        Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    if !found("protoc") || !found("clang") {
+        return Err(
+            "bench-compare needs protoc, clang and libclang to build its peers; \
+             on Debian: apt-get install protobuf-compiler clang libclang-dev"
+                .into(),
+        );
+    }
     let manifest = workspace_root().join("bench-compare").join("Cargo.toml");
     run(cargo()
         .args(["run", "--release", "--locked", "--manifest-path"])
