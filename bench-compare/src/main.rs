@@ -42,7 +42,9 @@ usage: segwal-bench-compare [options]
   --quick                 a smoke test in seconds: 1 run, 0.2 s, 16MiB, 8MiB
                           (explicit flags still win)
   --json PATH             also write every run and the summary as JSON
-  --svg PATH              also write a bar chart of the ratios to segwal";
+  --svg PATH              also write a bar chart of the ratios to segwal
+  --from-json PATH        run nothing: print the table (and write --svg) from the
+                          runs saved in PATH by an earlier --json";
 
 /// The parsed command line.
 #[derive(Debug)]
@@ -56,6 +58,7 @@ struct Options {
     table_read_bytes: u64,
     json: Option<PathBuf>,
     svg: Option<PathBuf>,
+    from_json: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -63,7 +66,10 @@ fn main() -> ExitCode {
     let result = if args.first().map(String::as_str) == Some("child") {
         child(&args[1..])
     } else {
-        parse_options(&args).and_then(|options| compare(&options))
+        parse_options(&args).and_then(|options| match &options.from_json {
+            Some(path) => replot(&options, path),
+            None => compare(&options),
+        })
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -86,6 +92,7 @@ fn parse_options(args: &[String]) -> Result<Options> {
         table_read_bytes: 256 << 20,
         json: None,
         svg: None,
+        from_json: None,
     };
     let mut quick = false;
     let mut args = args.iter();
@@ -130,6 +137,7 @@ fn parse_options(args: &[String]) -> Result<Options> {
             "--quick" => quick = true,
             "--json" => options.json = Some(PathBuf::from(value()?)),
             "--svg" => options.svg = Some(PathBuf::from(value()?)),
+            "--from-json" => options.from_json = Some(PathBuf::from(value()?)),
             "--help" | "-h" | "help" => {
                 eprintln!("{USAGE}");
                 std::process::exit(0);
@@ -239,6 +247,35 @@ fn compare(options: &Options) -> Result<()> {
             failures.join("\n  ")
         )))
     }
+}
+
+/// Prints the table of an earlier run's JSON (and writes `--svg`).
+fn replot(options: &Options, path: &std::path::Path) -> Result<()> {
+    let text =
+        std::fs::read_to_string(path).context(|| format!("cannot read {}", path.display()))?;
+    let saved: serde_json::Value =
+        serde_json::from_str(&text).context(|| format!("{} is not JSON", path.display()))?;
+    let results: Vec<RunResult> = serde_json::from_value(saved["runs"].clone())
+        .context(|| format!("{} has no runs saved by --json", path.display()))?;
+    let summary = report::summarize(&options.workloads, &options.engines, &results);
+    let fs = saved["file_system"].as_str().unwrap_or("unknown");
+    let dir = saved["dir"].as_str().unwrap_or("?");
+    let args: Vec<&str> = saved["args"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    let runs = saved["runs_per_engine"].as_u64().unwrap_or(0);
+    println!(
+        "bench-compare on {dir} ({fs}), medians of {runs} run(s): {}",
+        args.join(" ")
+    );
+    print!("{}", report::table(&summary));
+    if let Some(svg) = &options.svg {
+        let title = format!("segwal bench-compare on {fs} ({dir})");
+        std::fs::write(svg, report::svg(&summary, &title))
+            .context(|| format!("cannot write {}", svg.display()))?;
+    }
+    Ok(())
 }
 
 /// One run of one engine: a fresh data dir, the prepare step if any, then

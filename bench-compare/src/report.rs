@@ -157,9 +157,6 @@ pub(crate) fn table(rows: &[Row]) -> String {
                 notes,
             );
         }
-        let segwal = section
-            .iter()
-            .find(|r| r.engine == EngineKind::Segwal.name());
         let peers = [
             EngineKind::RaftEngine,
             EngineKind::Okaywal,
@@ -169,13 +166,17 @@ pub(crate) fn table(rows: &[Row]) -> String {
             .iter()
             .filter(|r| peers.iter().any(|p| p.name() == r.engine))
             .max_by(|a, b| a.median.total_cmp(&b.median));
-        if let (Some(segwal), Some(best)) = (segwal, best) {
-            let _ = writeln!(
-                out,
-                "\nsegwal / best peer ({}): {:.2}x",
-                best.engine,
-                segwal.median / best.median
-            );
+        for ours in [EngineKind::Segwal, EngineKind::SegwalManager] {
+            let row = section.iter().find(|r| r.engine == ours.name());
+            if let (Some(row), Some(best)) = (row, best) {
+                let _ = writeln!(
+                    out,
+                    "\n{} / best peer ({}): {:.2}x",
+                    ours.name(),
+                    best.engine,
+                    row.median / best.median
+                );
+            }
         }
     }
     out
@@ -195,17 +196,25 @@ pub(crate) fn svg(rows: &[Row], title: &str) -> String {
         .into_iter()
         .filter(|e| rows.iter().any(|r| r.engine == e.name()))
         .collect();
-    let (bar, gap, left, top, plot_h) = (16.0, 24.0, 50.0, 50.0, 300.0);
+    let (bar, gap, left, top, plot_h) = (16.0, 24.0, 50.0, 75.0, 300.0);
     let group_w = bar * engines.len() as f64 + gap;
     let width = left + group_w * workloads.len() as f64 + 20.0;
     let height = top + plot_h + 110.0;
-    let max_ratio = rows
-        .iter()
-        .filter_map(|r| r.vs_segwal)
-        .fold(1.0f64, f64::max)
-        .min(20.0);
-    let scale = plot_h / (max_ratio * 1.1);
+    // A log2 scale, bars growing up or down from segwal's 1.0x, so that
+    // 0.5x and 2x look equally far from parity.
+    let ratios = rows.iter().filter_map(|r| r.vs_segwal);
+    let lo = ratios
+        .clone()
+        .fold(1.0f64, f64::min)
+        .max(1.0 / 64.0)
+        .log2()
+        .floor();
+    let hi = ratios.fold(1.0f64, f64::max).min(64.0).log2().ceil();
+    let span = (hi - lo).max(1.0);
+    let scale = plot_h / span;
+    let y_of = |ratio: f64| top + (hi - ratio.clamp(1.0 / 64.0, 64.0).log2()) * scale;
     let base = top + plot_h;
+    let one = y_of(1.0);
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -218,17 +227,26 @@ pub(crate) fn svg(rows: &[Row], title: &str) -> String {
     );
     let _ = writeln!(
         out,
-        r#"<text x="{left}" y="36">median of each engine / median of segwal (higher is faster)</text>"#
+        r#"<text x="{left}" y="36">median of each engine / median of segwal, log scale (higher is faster)</text>"#
     );
-    // Axis and the segwal = 1 line.
-    let one = base - scale;
-    let _ = writeln!(
-        out,
-        r##"<line x1="{left}" y1="{base}" x2="{:.0}" y2="{base}" stroke="black"/><line x1="{left}" y1="{one:.1}" x2="{:.0}" y2="{one:.1}" stroke="#999" stroke-dasharray="4 3"/><text x="4" y="{:.1}">1.0x</text>"##,
-        width - 10.0,
-        width - 10.0,
-        one + 4.0
-    );
+    // Grid lines at powers of two; the 1.0x line is solid.
+    let mut power = lo;
+    while power <= hi {
+        let y = y_of(2f64.powf(power));
+        let label = if power >= 0.0 {
+            format!("{}x", 2f64.powf(power))
+        } else {
+            format!("1/{}x", 2f64.powf(-power))
+        };
+        let stroke = if power == 0.0 { "#000" } else { "#ccc" };
+        let _ = writeln!(
+            out,
+            r#"<line x1="{left}" y1="{y:.1}" x2="{:.0}" y2="{y:.1}" stroke="{stroke}"/><text x="4" y="{:.1}">{label}</text>"#,
+            width - 10.0,
+            y + 4.0
+        );
+        power += 1.0;
+    }
     for (w, workload) in workloads.iter().enumerate() {
         let x0 = left + gap / 2.0 + group_w * w as f64;
         for (e, engine) in engines.iter().enumerate() {
@@ -239,7 +257,8 @@ pub(crate) fn svg(rows: &[Row], title: &str) -> String {
                 continue;
             };
             let Some(ratio) = row.vs_segwal else { continue };
-            let h = ratio.min(max_ratio * 1.1) * scale;
+            let y = y_of(ratio);
+            let (y_top, h) = (y.min(one), (y - one).abs().max(1.0));
             let x = x0 + bar * e as f64;
             let colour = COLOURS[EngineKind::ALL
                 .iter()
@@ -247,21 +266,25 @@ pub(crate) fn svg(rows: &[Row], title: &str) -> String {
                 .unwrap_or(0)];
             let _ = writeln!(
                 out,
-                r#"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{h:.1}" fill="{colour}"><title>{} {}: {} {} ({ratio:.2}x)</title></rect>"#,
-                base - h,
+                r#"<rect x="{x:.1}" y="{y_top:.1}" width="{:.1}" height="{h:.1}" fill="{colour}"><title>{} {}: {} {} ({ratio:.2}x)</title></rect>"#,
                 bar - 2.0,
                 row.engine,
                 row.workload,
                 human(row.median),
                 row.unit
             );
+            // The label sits past the bar's far end.
+            let label_y = if ratio >= 1.0 {
+                y_top - 3.0
+            } else {
+                y_top + h + 3.0
+            };
+            let anchor = if ratio >= 1.0 { "start" } else { "end" };
             let _ = writeln!(
                 out,
-                r#"<text x="{:.1}" y="{:.1}" font-size="8" transform="rotate(-90 {:.1} {:.1})">{ratio:.2}</text>"#,
+                r#"<text x="{:.1}" y="{label_y:.1}" font-size="8" text-anchor="{anchor}" transform="rotate(-90 {:.1} {label_y:.1})">{ratio:.2}</text>"#,
                 x + bar / 2.0 + 3.0,
-                base - h - 3.0,
                 x + bar / 2.0 + 3.0,
-                base - h - 3.0
             );
         }
         let _ = writeln!(
