@@ -120,8 +120,7 @@ pub(crate) trait Wal: Send + Sync {
 }
 
 /// Opens `kind`'s log in `dir` (created if missing). `synced`: every write
-/// is durable on return. `tables`: the tables the workload uses, from 1.
-/// `entry_len`: the size of every entry (the floor has no framing and needs
+/// is durable on return. `entry_len`: the size of every entry (the floor has no framing and needs
 /// it to count entries when reading back).
 pub(crate) fn open(
     kind: EngineKind,

@@ -162,9 +162,8 @@ pub(crate) fn run(spec: &Spec) -> Result<Option<RunResult>> {
         (w, false) if w.sync_shape().is_some() => synced(spec)?,
         (Workload::Bulk, false) => bulk(spec)?.0,
         (Workload::Recover, true) => {
-            let (result, wal) = bulk(spec)?;
+            let (_, wal) = bulk(spec)?;
             wal.close()?;
-            drop(result);
             return Ok(None);
         }
         (Workload::Recover, false) => recover(spec)?,
