@@ -542,3 +542,40 @@ pub(crate) fn parse_size(text: &str) -> Result<u64> {
     };
     Ok(number << shift)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_and_without_units() {
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("16MiB").unwrap(), 16 << 20);
+        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_size("8k").unwrap(), 8 << 10);
+        assert!(parse_size("1 TB").is_err());
+        assert!(parse_size("MiB").is_err());
+    }
+
+    #[test]
+    fn batches_of_one_write_never_share_bytes() {
+        let pool = pool(POOL_BYTES);
+        let batch = batch_from(&pool, 3, 64, 4096);
+        assert_eq!(batch.len(), 64);
+        let mut starts: Vec<&[u8]> = batch.iter().map(|e| &e[..16]).collect();
+        starts.sort();
+        starts.dedup();
+        assert_eq!(starts.len(), 64);
+    }
+
+    #[test]
+    fn every_workload_and_engine_name_round_trips() {
+        for workload in Workload::ALL {
+            assert_eq!(Workload::parse(workload.name()).unwrap(), workload);
+        }
+        for engine in EngineKind::ALL {
+            assert_eq!(EngineKind::parse(engine.name()).unwrap(), engine);
+        }
+        assert!(Workload::parse("sync2").is_err());
+    }
+}
