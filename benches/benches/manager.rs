@@ -1,5 +1,5 @@
-//! Manager writes of 1 KiB entries, synced (`SyncMode::Always`, group
-//! commit) and unsynced, from 1, 4 and 16 threads, each writing its own table
+//! Manager writes of 1 KiB entries in each sync mode (`Always`, with group
+//! commit; `Interval` of 10 ms; `Never`), from 1, 4 and 16 threads, each writing its own table
 //! of one region. SEGWAL_BENCH_DIR and SEGWAL_BENCH_FS as in `segment.rs`.
 
 use std::sync::Arc;
@@ -21,7 +21,15 @@ fn write(c: &mut Criterion) {
     let mut group = c.benchmark_group(format!("manager_write/{fs}"));
     group.throughput(Throughput::Elements(1));
     let entry = payloads(1, 1024);
-    for (mode, sync_mode) in [("always", SyncMode::Always), ("never", SyncMode::Never)] {
+    let modes = [
+        ("always", SyncMode::Always),
+        (
+            "interval-10ms",
+            SyncMode::Interval(Duration::from_millis(10)),
+        ),
+        ("never", SyncMode::Never),
+    ];
+    for (mode, sync_mode) in modes {
         for writers in [1u64, 4, 16] {
             let dir = bench_dir();
             let config = ManagerConfig {
@@ -62,5 +70,12 @@ fn write(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, write);
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    targets = write
+}
 criterion_main!(benches);

@@ -4,6 +4,8 @@
 //! and SEGWAL_BENCH_FS to name it in the results (`cargo xtask bench` sets
 //! both).
 
+use std::time::Duration;
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use segwal_benches::payloads;
 use segwal_format::SegmentIdentity;
@@ -64,5 +66,12 @@ fn append(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, append);
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    targets = append
+}
 criterion_main!(benches);

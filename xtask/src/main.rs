@@ -6,6 +6,11 @@
 //!   the segment and manager benches run twice, on the real disk (under `target/`) and
 //!   on tmpfs (`/dev/shm`), because tmpfs shows CPU cost and the disk shows
 //!   fdatasync. Reports land in `target/criterion/`.
+//! - `bench-compare [ARGS...]`: segwal against raft-engine, okaywal, RocksDB
+//!   and a write + fdatasync floor (`bench-compare/`, a workspace of its
+//!   own so that nothing else builds RocksDB), built and run in release
+//!   mode with ARGS passed through (`cargo xtask bench-compare --help`).
+//!   See docs/BENCHMARKS.md.
 //! - `fuzz [TARGET | all | --list] [--time SECONDS]`: a cargo-fuzz campaign
 //!   on one target of `fuzz/` (or each in turn), for SECONDS (default 60).
 //!   Needs the nightly toolchain and cargo-fuzz, and installs neither. The
@@ -25,6 +30,8 @@ usage: cargo xtask <command>
 
 commands:
   bench [FILTER]                          criterion benches, on disk and on tmpfs
+  bench-compare [ARGS...]                 segwal vs raft-engine, okaywal, RocksDB and a floor
+                                          (`cargo xtask bench-compare --help`; docs/BENCHMARKS.md)
   fuzz [TARGET | all | --list] [--time S] run a cargo-fuzz target (or all) for S seconds (default 60)
   crash [--iterations N] [--images N] [--fault-samples N]
                                           crash campaigns: kill -9 N times (default 200),
@@ -34,6 +41,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("bench") => bench(&args[1..]),
+        Some("bench-compare") => bench_compare(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
         Some("crash") => crash(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
@@ -113,13 +121,43 @@ fn bench(filter: &[String]) -> Result<(), String> {
     }
     for (label, dir) in dirs {
         eprintln!("xtask: segment benches on {label} ({})", dir.display());
-        for name in ["segment", "manager"] {
+        for name in ["segment", "manager", "read"] {
             run(bench(name)
                 .env("SEGWAL_BENCH_DIR", &dir)
                 .env("SEGWAL_BENCH_FS", label))?;
         }
     }
     Ok(())
+}
+
+/// Builds and runs `bench-compare/` in release mode, passing `args` on. It
+/// is a workspace of its own (the root manifest excludes it), with its own
+/// lock file and, unless CARGO_TARGET_DIR says otherwise, its own target
+/// dir, `bench-compare/target`.
+fn bench_compare(args: &[String]) -> Result<(), String> {
+    // raft-proto's build runs protoc; librocksdb-sys's runs bindgen, which
+    // loads libclang, and compiles RocksDB's C++.
+    let found = |tool: &str| {
+        Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    if !found("protoc") || !found("clang") {
+        return Err(
+            "bench-compare needs protoc, clang and libclang to build its peers; \
+             on Debian: apt-get install protobuf-compiler clang libclang-dev"
+                .into(),
+        );
+    }
+    let manifest = workspace_root().join("bench-compare").join("Cargo.toml");
+    run(cargo()
+        .args(["run", "--release", "--locked", "--manifest-path"])
+        .arg(&manifest)
+        .arg("--")
+        .args(args))
 }
 
 /// Default length of a fuzz run, in seconds.

@@ -1,0 +1,766 @@
+//! The engines under test, each behind one small interface, and how each
+//! maps segwal's model (regions holding tables, batches of opaque entries)
+//! onto its own. docs/BENCHMARKS.md repeats the mappings for readers.
+//!
+//! Every engine is driven from plain OS threads, one per writer; each
+//! writer owns one table and knows how many entries it has written, so it
+//! passes the index of its batch's first entry (engines that need one, like
+//! raft-engine and the RocksDB keys, use it; segwal allocates its own).
+
+use std::fmt;
+use std::fs::File;
+use std::io::{IoSlice, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+
+use crate::error::{Context, Error, Result};
+
+/// The one region every segwal workload writes to: each writer owns a table
+/// of it, so concurrent writers share one log and its group commit, as they
+/// share one log in raft-engine, okaywal and RocksDB.
+pub(crate) const REGION: u64 = 1;
+
+/// An engine under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) enum EngineKind {
+    /// segwal end to end: the async `LocalWal` (`WalManager` API), called
+    /// from writer threads through a tokio runtime. The baseline of every
+    /// ratio.
+    Segwal,
+    /// segwal's synchronous `SegmentManager`, the layer under `LocalWal`,
+    /// called directly: the difference to `Segwal` is the adapter's cost.
+    SegwalManager,
+    /// raft-engine 0.4 (TiKV's log store).
+    RaftEngine,
+    /// okaywal 0.3.
+    Okaywal,
+    /// RocksDB through the `rocksdb` crate, with its own WAL.
+    Rocksdb,
+    /// Plain `write` + `fdatasync` on one appended file: what the disk and
+    /// kernel allow with no format, no index and no group commit.
+    Floor,
+}
+
+impl EngineKind {
+    /// Every engine, in the order the runs alternate.
+    pub(crate) const ALL: [EngineKind; 6] = [
+        EngineKind::Segwal,
+        EngineKind::SegwalManager,
+        EngineKind::RaftEngine,
+        EngineKind::Okaywal,
+        EngineKind::Rocksdb,
+        EngineKind::Floor,
+    ];
+
+    /// The name on the command line and in the results.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            EngineKind::Segwal => "segwal",
+            EngineKind::SegwalManager => "segwal-manager",
+            EngineKind::RaftEngine => "raft-engine",
+            EngineKind::Okaywal => "okaywal",
+            EngineKind::Rocksdb => "rocksdb",
+            EngineKind::Floor => "floor",
+        }
+    }
+
+    /// The engine called `name`.
+    pub(crate) fn parse(name: &str) -> Result<EngineKind> {
+        EngineKind::ALL
+            .into_iter()
+            .find(|e| e.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = EngineKind::ALL.iter().map(|e| e.name()).collect();
+                Error::msg(format!(
+                    "unknown engine {name:?}; the engines are {}",
+                    names.join(", ")
+                ))
+            })
+    }
+
+    /// Whether the engine has a notion of reading one table's entries.
+    pub(crate) fn reads_tables(self) -> bool {
+        self != EngineKind::Floor
+    }
+}
+
+impl fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A log opened for writing or reading, shared by the writer threads.
+pub(crate) trait Wal: Send + Sync {
+    /// Appends `entries` as one atomic batch of `table`, whose first entry is
+    /// the table's `first_index`-th (from 1). Durable on return if the log
+    /// was opened `synced`.
+    fn write(&self, table: u64, first_index: u64, entries: &[Bytes]) -> Result<()>;
+
+    /// Makes everything written so far durable.
+    fn sync(&self) -> Result<()>;
+
+    /// Hands every entry of `table` to `visit`, in order.
+    fn read_table(&self, table: u64, visit: &mut dyn FnMut(&[u8])) -> Result<()>;
+
+    /// Hands every entry of every table to `visit`.
+    fn read_all(&self, visit: &mut dyn FnMut(&[u8])) -> Result<()>;
+
+    /// Engine counters worth a line in the results (segwal's batches per
+    /// sync, for instance).
+    fn note(&self) -> Option<String> {
+        None
+    }
+
+    /// Closes the log, syncing what the engine syncs on close.
+    fn close(self: Box<Self>) -> Result<()>;
+}
+
+/// Opens `kind`'s log in `dir` (created if missing). `synced`: every write
+/// is durable on return. `entry_len`: the size of every entry (the floor has no framing and needs
+/// it to count entries when reading back).
+pub(crate) fn open(
+    kind: EngineKind,
+    dir: &Path,
+    synced: bool,
+    entry_len: usize,
+) -> Result<Box<dyn Wal>> {
+    std::fs::create_dir_all(dir).context(|| format!("cannot create {}", dir.display()))?;
+    Ok(match kind {
+        EngineKind::Segwal => Box::new(segwal_async::AsyncSegwal::open(dir, synced)?),
+        EngineKind::SegwalManager => Box::new(segwal_sync::SyncSegwal::open(dir, synced)?),
+        EngineKind::RaftEngine => Box::new(raft::Raft::open(dir, synced)?),
+        EngineKind::Okaywal => Box::new(okay::Okay::open(dir, None)?.0),
+        EngineKind::Rocksdb => Box::new(rocks::Rocks::open(dir, synced)?),
+        EngineKind::Floor => Box::new(Floor::open(dir, synced, entry_len)?),
+    })
+}
+
+/// Opens `kind`'s log in `dir` and reads back every entry: the `recover`
+/// workload's measured step. Returns the entries and payload bytes read.
+pub(crate) fn recover_read_all(
+    kind: EngineKind,
+    dir: &Path,
+    entry_len: usize,
+) -> Result<(u64, u64)> {
+    if kind == EngineKind::Okaywal {
+        // okaywal hands every entry to its log manager during recovery, and
+        // keeps nothing readable afterwards but positions the caller saved.
+        let (wal, entries, bytes) = okay::Okay::open(dir, None)?;
+        wal.close_boxed()?;
+        return Ok((entries, bytes));
+    }
+    let (mut entries, mut bytes) = (0u64, 0u64);
+    let wal = open(kind, dir, false, entry_len)?;
+    wal.read_all(&mut |payload: &[u8]| {
+        entries += 1;
+        bytes += payload.len() as u64;
+    })?;
+    wal.close()?;
+    Ok((entries, bytes))
+}
+
+/// The 16-byte key (RocksDB) or header chunk (okaywal) naming a table and
+/// an entry's index in it, big-endian so byte order is numeric order.
+fn table_key(table: u64, index: u64) -> [u8; 16] {
+    let mut key = [0; 16];
+    key[..8].copy_from_slice(&table.to_be_bytes());
+    key[8..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
+/// segwal through the async `WalManager` API.
+mod segwal_async {
+    use super::*;
+    use segwal::{
+        LocalWal, LocalWalConfig, LogWriteBatch, ReadBoundary, ReadContext, ReadRequest,
+        ScanRequest, SyncMode, WalLocation, WalManager, WriteContext,
+    };
+
+    /// A `LocalWal` and the runtime its futures run on.
+    pub(super) struct AsyncSegwal {
+        runtime: tokio::runtime::Runtime,
+        wal: LocalWal,
+    }
+
+    impl AsyncSegwal {
+        pub(super) fn open(dir: &Path, synced: bool) -> Result<AsyncSegwal> {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context(|| "cannot start a tokio runtime")?;
+            let mode = if synced {
+                SyncMode::Always
+            } else {
+                SyncMode::Never
+            };
+            let config = LocalWalConfig::new(dir).sync_mode(mode);
+            let wal = runtime
+                .block_on(LocalWal::open(config))
+                .context(|| format!("cannot open segwal in {}", dir.display()))?;
+            Ok(AsyncSegwal { runtime, wal })
+        }
+
+        fn drain(
+            &self,
+            iter: segwal::Result<segwal::BatchLogIterator>,
+            visit: &mut dyn FnMut(&[u8]),
+        ) -> Result<()> {
+            self.runtime.block_on(async {
+                let mut iter = iter.context(|| "cannot start a segwal read")?;
+                while let Some(batch) = iter.next_batch().await.context(|| "segwal read failed")? {
+                    for entry in &batch {
+                        visit(&entry.payload);
+                    }
+                }
+                Ok(())
+            })
+        }
+    }
+
+    impl Wal for AsyncSegwal {
+        fn write(&self, table: u64, _first_index: u64, entries: &[Bytes]) -> Result<()> {
+            let mut batch = LogWriteBatch::new(WalLocation::new(REGION, table));
+            for entry in entries {
+                batch.push(entry.clone());
+            }
+            self.runtime
+                .block_on(self.wal.write(&WriteContext::default(), &batch))
+                .context(|| format!("segwal write to table {table} failed"))?;
+            Ok(())
+        }
+
+        fn sync(&self) -> Result<()> {
+            // `WalManager` has no sync of its own; closing a region syncs it.
+            self.runtime
+                .block_on(self.wal.close_region(REGION))
+                .context(|| "segwal close_region (sync) failed")
+        }
+
+        fn read_table(&self, table: u64, visit: &mut dyn FnMut(&[u8])) -> Result<()> {
+            let request = ReadRequest {
+                location: WalLocation::new(REGION, table),
+                start: ReadBoundary::Min,
+                end: ReadBoundary::Max,
+            };
+            let iter = self
+                .runtime
+                .block_on(self.wal.read_batch(&ReadContext::default(), &request));
+            self.drain(iter, visit)
+        }
+
+        fn read_all(&self, visit: &mut dyn FnMut(&[u8])) -> Result<()> {
+            let request = ScanRequest { region_id: REGION };
+            let iter = self
+                .runtime
+                .block_on(self.wal.scan(&ReadContext::default(), &request));
+            self.drain(iter, visit)
+        }
+
+        fn note(&self) -> Option<String> {
+            let stats = self.wal.statistics();
+            Some(format!(
+                "{:.1} batches per sync",
+                stats.batches_written as f64 / stats.syncs.max(1) as f64
+            ))
+        }
+
+        fn close(self: Box<Self>) -> Result<()> {
+            self.runtime
+                .block_on(self.wal.close_gracefully())
+                .context(|| "segwal close failed")
+        }
+    }
+}
+
+/// segwal's synchronous segment manager.
+mod segwal_sync {
+    use super::*;
+    use segwal_manager::{ManagerConfig, SegmentManager, SyncMode};
+
+    /// Entries per `next_batch` call when reading.
+    const READ_BATCH: usize = 1024;
+
+    pub(super) struct SyncSegwal {
+        manager: SegmentManager,
+    }
+
+    impl SyncSegwal {
+        pub(super) fn open(dir: &Path, synced: bool) -> Result<SyncSegwal> {
+            let config = ManagerConfig {
+                sync_mode: if synced {
+                    SyncMode::Always
+                } else {
+                    SyncMode::Never
+                },
+                ..ManagerConfig::new(dir)
+            };
+            let manager = SegmentManager::open(config)
+                .context(|| format!("cannot open a segwal manager in {}", dir.display()))?;
+            Ok(SyncSegwal { manager })
+        }
+
+        fn drain(
+            iter: segwal_manager::Result<segwal_manager::EntryIter>,
+            visit: &mut dyn FnMut(&[u8]),
+        ) -> Result<()> {
+            let mut iter = iter.context(|| "cannot start a segwal read")?;
+            while iter
+                .next_batch(READ_BATCH, |entry| visit(entry.payload))
+                .context(|| "segwal read failed")?
+                > 0
+            {}
+            Ok(())
+        }
+    }
+
+    impl Wal for SyncSegwal {
+        fn write(&self, table: u64, _first_index: u64, entries: &[Bytes]) -> Result<()> {
+            self.manager
+                .write(REGION, table, entries)
+                .context(|| format!("segwal write to table {table} failed"))?;
+            Ok(())
+        }
+
+        fn sync(&self) -> Result<()> {
+            self.manager
+                .close_region(REGION)
+                .context(|| "segwal close_region (sync) failed")
+        }
+
+        fn read_table(&self, table: u64, visit: &mut dyn FnMut(&[u8])) -> Result<()> {
+            SyncSegwal::drain(self.manager.read(REGION, table, 0, u64::MAX), visit)
+        }
+
+        fn read_all(&self, visit: &mut dyn FnMut(&[u8])) -> Result<()> {
+            SyncSegwal::drain(self.manager.scan(REGION), visit)
+        }
+
+        fn note(&self) -> Option<String> {
+            let stats = self.manager.statistics();
+            Some(format!(
+                "{:.1} batches per sync",
+                stats.batches_written as f64 / stats.syncs.max(1) as f64
+            ))
+        }
+
+        fn close(self: Box<Self>) -> Result<()> {
+            self.manager.close().context(|| "segwal close failed")
+        }
+    }
+}
+
+/// raft-engine: a table is a raft group; entries are `eraftpb::Entry`
+/// messages whose `data` is the payload (shared, not copied) and whose
+/// `index` counts from 1 within the group.
+mod raft {
+    use super::*;
+    use raft_engine::{Config, Engine, LogBatch, MessageExt};
+    use raft_proto::eraftpb::Entry;
+
+    /// Entries per `fetch_entries_to` call when reading.
+    const READ_BATCH: u64 = 1024;
+
+    /// Tells raft-engine where an `Entry` keeps its index.
+    #[derive(Clone, Copy)]
+    struct EntryExt;
+
+    impl MessageExt for EntryExt {
+        type Entry = Entry;
+
+        fn index(entry: &Entry) -> u64 {
+            entry.index
+        }
+    }
+
+    pub(super) struct Raft {
+        engine: Engine,
+        synced: bool,
+    }
+
+    impl Raft {
+        pub(super) fn open(dir: &Path, synced: bool) -> Result<Raft> {
+            // The defaults, as a user starts: 128 MiB files, recycling on,
+            // lz4 tried on batches over 8 KiB (payloads are incompressible).
+            let config = Config {
+                dir: dir.display().to_string(),
+                ..Config::default()
+            };
+            let engine = Engine::open(config)
+                .context(|| format!("cannot open raft-engine in {}", dir.display()))?;
+            Ok(Raft { engine, synced })
+        }
+    }
+
+    impl Wal for Raft {
+        fn write(&self, table: u64, first_index: u64, entries: &[Bytes]) -> Result<()> {
+            let messages: Vec<Entry> = entries
+                .iter()
+                .zip(first_index..)
+                .map(|(payload, index)| Entry {
+                    term: 1,
+                    index,
+                    data: payload.clone(),
+                    ..Entry::default()
+                })
+                .collect();
+            let mut batch = LogBatch::default();
+            batch
+                .add_entries::<EntryExt>(table, &messages)
+                .context(|| format!("raft-engine cannot batch table {table}"))?;
+            self.engine
+                .write(&mut batch, self.synced)
+                .context(|| format!("raft-engine write to table {table} failed"))?;
+            Ok(())
+        }
+
+        fn sync(&self) -> Result<()> {
+            self.engine.sync().context(|| "raft-engine sync failed")
+        }
+
+        fn read_table(&self, table: u64, visit: &mut dyn FnMut(&[u8])) -> Result<()> {
+            let (Some(first), Some(last)) = (
+                self.engine.first_index(table),
+                self.engine.last_index(table),
+            ) else {
+                return Ok(());
+            };
+            let mut entries = Vec::new();
+            let mut from = first;
+            while from <= last {
+                let to = (from + READ_BATCH).min(last + 1);
+                entries.clear();
+                self.engine
+                    .fetch_entries_to::<EntryExt>(table, from, to, None, &mut entries)
+                    .context(|| format!("raft-engine read of table {table} failed"))?;
+                for entry in &entries {
+                    visit(&entry.data);
+                }
+                from = to;
+            }
+            Ok(())
+        }
+
+        fn read_all(&self, visit: &mut dyn FnMut(&[u8])) -> Result<()> {
+            for table in self.engine.raft_groups() {
+                self.read_table(table, visit)?;
+            }
+            Ok(())
+        }
+
+        fn close(self: Box<Self>) -> Result<()> {
+            self.engine.sync().context(|| "raft-engine sync failed")
+        }
+    }
+}
+
+/// okaywal: one log for all writers. A batch is one okaywal entry: a
+/// 16-byte chunk naming the table and the first index, then one chunk per
+/// payload. okaywal syncs every commit; it has no unsynced write. It keeps
+/// no index: a reader sees entries only in recovery (or at positions the
+/// application saved), so reading one table is a recovery that filters.
+/// Checkpointing is off (`checkpoint_after_bytes` = u64::MAX) so that the
+/// data stays in the log to be read back.
+mod okay {
+    use super::*;
+    use okaywal::{
+        Configuration, Entry, EntryId, LogManager, ReadChunkResult, SegmentReader, WriteAheadLog,
+    };
+
+    /// What recovery found: entries and payload bytes.
+    #[derive(Debug, Default)]
+    struct Counts {
+        entries: AtomicU64,
+        bytes: AtomicU64,
+    }
+
+    /// The log manager: counts the recovered payloads (of one table, or
+    /// all), reading every byte and checking every chunk's checksum, and
+    /// checkpoints nothing.
+    #[derive(Debug)]
+    struct Manager {
+        counts: Arc<Counts>,
+        table: Option<u64>,
+    }
+
+    impl LogManager for Manager {
+        fn recover(&mut self, entry: &mut Entry<'_>) -> std::io::Result<()> {
+            let mut header = true;
+            let mut wanted = true;
+            loop {
+                let mut chunk = match entry.read_chunk()? {
+                    ReadChunkResult::Chunk(chunk) => chunk,
+                    ReadChunkResult::EndOfEntry | ReadChunkResult::AbortedEntry => break,
+                };
+                let data = chunk.read_all()?;
+                if !chunk.check_crc()? {
+                    return Err(std::io::Error::other("okaywal chunk checksum mismatch"));
+                }
+                if header {
+                    header = false;
+                    let table = u64::from_be_bytes(data[..8].try_into().expect("8 bytes"));
+                    wanted = self.table.is_none_or(|t| t == table);
+                } else if wanted {
+                    self.counts.entries.fetch_add(1, Ordering::Relaxed);
+                    self.counts
+                        .bytes
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+            }
+            Ok(())
+        }
+
+        fn checkpoint_to(
+            &mut self,
+            _last_checkpointed_id: EntryId,
+            _checkpointed_entries: &mut SegmentReader,
+            _wal: &WriteAheadLog,
+        ) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    pub(super) struct Okay {
+        wal: WriteAheadLog,
+    }
+
+    impl Okay {
+        /// Opens (recovers) the log in `dir`, counting the entries of
+        /// `table` (or of all tables) that recovery reads; returns the log
+        /// and the entries and payload bytes counted.
+        pub(super) fn open(dir: &Path, table: Option<u64>) -> Result<(Okay, u64, u64)> {
+            let counts = Arc::new(Counts::default());
+            let manager = Manager {
+                counts: Arc::clone(&counts),
+                table,
+            };
+            let config = Configuration::default_for(dir).checkpoint_after_bytes(u64::MAX);
+            let wal = config
+                .open(manager)
+                .context(|| format!("cannot open okaywal in {}", dir.display()))?;
+            let entries = counts.entries.load(Ordering::Relaxed);
+            let bytes = counts.bytes.load(Ordering::Relaxed);
+            Ok((Okay { wal }, entries, bytes))
+        }
+
+        pub(super) fn close_boxed(self) -> Result<()> {
+            self.wal.shutdown().context(|| "okaywal shutdown failed")
+        }
+    }
+
+    impl Wal for Okay {
+        fn write(&self, table: u64, first_index: u64, entries: &[Bytes]) -> Result<()> {
+            let fail = || format!("okaywal write to table {table} failed");
+            let mut entry = self.wal.begin_entry().context(fail)?;
+            entry
+                .write_chunk(&table_key(table, first_index))
+                .context(fail)?;
+            for payload in entries {
+                entry.write_chunk(payload).context(fail)?;
+            }
+            entry.commit().context(fail)?;
+            Ok(())
+        }
+
+        fn sync(&self) -> Result<()> {
+            // Every commit is synced already.
+            Ok(())
+        }
+
+        fn read_table(&self, _table: u64, _visit: &mut dyn FnMut(&[u8])) -> Result<()> {
+            Err(Error::msg(
+                "okaywal reads tables only in recovery; use okay::table_read",
+            ))
+        }
+
+        fn read_all(&self, _visit: &mut dyn FnMut(&[u8])) -> Result<()> {
+            Err(Error::msg(
+                "okaywal reads entries only in recovery; use recover_read_all",
+            ))
+        }
+
+        fn close(self: Box<Self>) -> Result<()> {
+            self.close_boxed()
+        }
+    }
+}
+
+/// Reads every entry of `table` from okaywal's log in `dir`: a recovery
+/// that keeps only that table's payloads (okaywal has no index).
+/// Returns the entries and payload bytes read.
+pub(crate) fn okaywal_read_table(dir: &Path, table: u64) -> Result<(u64, u64)> {
+    let (wal, entries, bytes) = okay::Okay::open(dir, Some(table))?;
+    wal.close_boxed()?;
+    Ok((entries, bytes))
+}
+
+/// RocksDB: one database, its WAL on; an entry is the value of the key
+/// (table, index), big-endian; a batch is one `WriteBatch`, synced with
+/// `WriteOptions::set_sync(true)` in synced workloads. Built without
+/// compression libraries (the payloads are incompressible).
+mod rocks {
+    use super::*;
+    use rocksdb::{DB, Options, WriteBatch, WriteOptions};
+
+    pub(super) struct Rocks {
+        db: DB,
+        options: WriteOptions,
+    }
+
+    impl Rocks {
+        pub(super) fn open(dir: &Path, synced: bool) -> Result<Rocks> {
+            let mut db_options = Options::default();
+            db_options.create_if_missing(true);
+            let db = DB::open(&db_options, dir)
+                .context(|| format!("cannot open RocksDB in {}", dir.display()))?;
+            let mut options = WriteOptions::default();
+            options.set_sync(synced);
+            Ok(Rocks { db, options })
+        }
+
+        fn iterate(
+            &self,
+            from: &[u8],
+            table: Option<u64>,
+            visit: &mut dyn FnMut(&[u8]),
+        ) -> Result<()> {
+            let mut iter = self.db.raw_iterator();
+            iter.seek(from);
+            while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+                if table.is_some_and(|t| key[..8] != t.to_be_bytes()) {
+                    break;
+                }
+                visit(value);
+                iter.next();
+            }
+            iter.status().context(|| "RocksDB read failed")
+        }
+    }
+
+    impl Wal for Rocks {
+        fn write(&self, table: u64, first_index: u64, entries: &[Bytes]) -> Result<()> {
+            let mut batch = WriteBatch::default();
+            for (payload, index) in entries.iter().zip(first_index..) {
+                batch.put(table_key(table, index), payload);
+            }
+            self.db
+                .write_opt(batch, &self.options)
+                .context(|| format!("RocksDB write to table {table} failed"))
+        }
+
+        fn sync(&self) -> Result<()> {
+            self.db
+                .flush_wal(true)
+                .context(|| "RocksDB WAL sync failed")
+        }
+
+        fn read_table(&self, table: u64, visit: &mut dyn FnMut(&[u8])) -> Result<()> {
+            self.iterate(&table_key(table, 0), Some(table), visit)
+        }
+
+        fn read_all(&self, visit: &mut dyn FnMut(&[u8])) -> Result<()> {
+            self.iterate(&[], None, visit)
+        }
+
+        fn close(self: Box<Self>) -> Result<()> {
+            self.db
+                .flush_wal(true)
+                .context(|| "RocksDB WAL sync failed")
+        }
+    }
+}
+
+/// The floor: every batch is one `writev` of its payloads (no framing, no
+/// checksum) appended to one file (`O_APPEND`, so concurrent writers never
+/// overlap), then, if synced, an `fdatasync` of its own: no group commit.
+/// Reading back reads the file in 1 MiB blocks and counts `entry_len`-byte
+/// entries.
+pub(crate) struct Floor {
+    file: File,
+    path: PathBuf,
+    synced: bool,
+    entry_len: usize,
+}
+
+impl Floor {
+    const FILE: &'static str = "floor.log";
+
+    fn open(dir: &Path, synced: bool, entry_len: usize) -> Result<Floor> {
+        let path = dir.join(Floor::FILE);
+        let file = File::options()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(&path)
+            .context(|| format!("cannot open {}", path.display()))?;
+        Ok(Floor {
+            file,
+            path,
+            synced,
+            entry_len,
+        })
+    }
+}
+
+impl Wal for Floor {
+    fn write(&self, _table: u64, _first_index: u64, entries: &[Bytes]) -> Result<()> {
+        let slices: Vec<IoSlice<'_>> = entries.iter().map(|e| IoSlice::new(e)).collect();
+        let total: usize = entries.iter().map(|e| e.len()).sum();
+        let written = (&self.file)
+            .write_vectored(&slices)
+            .context(|| format!("write to {} failed", self.path.display()))?;
+        if written < total {
+            // Regular files do not write short but on a full disk; finish
+            // (no longer atomically) rather than pretend.
+            let rest: Vec<u8> = entries.iter().flat_map(|e| e.iter().copied()).collect();
+            (&self.file)
+                .write_all(&rest[written..])
+                .context(|| format!("write to {} failed", self.path.display()))?;
+        }
+        if self.synced {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .context(|| format!("fdatasync of {} failed", self.path.display()))
+    }
+
+    fn read_table(&self, _table: u64, _visit: &mut dyn FnMut(&[u8])) -> Result<()> {
+        Err(Error::msg("the floor has no tables"))
+    }
+
+    fn read_all(&self, visit: &mut dyn FnMut(&[u8])) -> Result<()> {
+        let mut file =
+            File::open(&self.path).context(|| format!("cannot open {}", self.path.display()))?;
+        let mut block = vec![0u8; (1 << 20) / self.entry_len * self.entry_len];
+        loop {
+            let mut filled = 0;
+            while filled < block.len() {
+                let n = file
+                    .read(&mut block[filled..])
+                    .context(|| format!("read of {} failed", self.path.display()))?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            for entry in block[..filled].chunks(self.entry_len) {
+                visit(entry);
+            }
+            if filled < block.len() {
+                return Ok(());
+            }
+        }
+    }
+
+    fn close(self: Box<Self>) -> Result<()> {
+        self.sync()
+    }
+}

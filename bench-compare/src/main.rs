@@ -1,0 +1,339 @@
+//! `segwal-bench-compare`: segwal against raft-engine, okaywal, RocksDB and
+//! a plain write + fdatasync floor, on identical workloads.
+//!
+//! Every run is a child process of its own (this binary, `child SPEC`), so
+//! that one engine's page cache habits, threads and heap never leak into
+//! the next one's numbers and peak memory is per run. Engines alternate run
+//! by run (A B C D E F A B C ...). See docs/BENCHMARKS.md.
+//!
+//! Usage: `cargo xtask bench-compare [--dir DIR] [--runs N]
+//! [--workloads a,b] [--engines a,b] [--seconds S] [--bulk-bytes SIZE]
+//! [--table-read-bytes SIZE] [--quick] [--json PATH] [--svg PATH]`.
+
+// The results table is this program's output.
+#![allow(clippy::print_stdout)]
+
+mod engines;
+mod error;
+mod report;
+mod workloads;
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+
+use engines::EngineKind;
+use error::{Context, Error, Result};
+use workloads::{RunResult, Spec, Workload, parse_size};
+
+const USAGE: &str = "\
+usage: segwal-bench-compare [options]
+
+  --dir DIR               where the engines' data dirs go (default: the system
+                          temporary dir); pick the file system: a real disk, /dev/shm
+  --runs N                runs of each workload per engine, alternating (default 3)
+  --workloads a,b,...     sync1, sync16, sync16-256, sync16-64k, bulk, recover,
+                          table-read (default: all)
+  --engines a,b,...       segwal, segwal-manager, raft-engine, okaywal, rocksdb,
+                          floor (default: all)
+  --seconds S             measured seconds of each synced run, after a warm-up of
+                          S/5 (default 3)
+  --bulk-bytes SIZE       payload of bulk and recover (default 1GiB)
+  --table-read-bytes SIZE payload of table-read's 100 tables (default 256MiB)
+  --quick                 a smoke test in seconds: 1 run, 0.2 s, 16MiB, 8MiB
+                          (explicit flags still win)
+  --json PATH             also write every run and the summary as JSON
+  --svg PATH              also write a bar chart of the ratios to segwal
+  --from-json PATH        run nothing: print the table (and write --svg) from the
+                          runs saved in PATH by an earlier --json";
+
+/// The parsed command line.
+#[derive(Debug)]
+struct Options {
+    dir: PathBuf,
+    runs: u32,
+    workloads: Vec<Workload>,
+    engines: Vec<EngineKind>,
+    seconds: f64,
+    bulk_bytes: u64,
+    table_read_bytes: u64,
+    json: Option<PathBuf>,
+    svg: Option<PathBuf>,
+    from_json: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = if args.first().map(String::as_str) == Some("child") {
+        child(&args[1..])
+    } else {
+        parse_options(&args).and_then(|options| match &options.from_json {
+            Some(path) => replot(&options, path),
+            None => compare(&options),
+        })
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("segwal-bench-compare: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_options(args: &[String]) -> Result<Options> {
+    let (mut runs, mut seconds, mut bulk_bytes, mut table_read_bytes) = (None, None, None, None);
+    let mut options = Options {
+        dir: std::env::temp_dir(),
+        runs: 3,
+        workloads: Workload::ALL.to_vec(),
+        engines: EngineKind::ALL.to_vec(),
+        seconds: 3.0,
+        bulk_bytes: 1 << 30,
+        table_read_bytes: 256 << 20,
+        json: None,
+        svg: None,
+        from_json: None,
+    };
+    let mut quick = false;
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let mut value = || {
+            args.next()
+                .ok_or_else(|| Error::msg(format!("{flag} needs a value")))
+        };
+        match flag.as_str() {
+            "--dir" => options.dir = PathBuf::from(value()?),
+            "--runs" => {
+                let text = value()?;
+                runs = Some(text.parse::<u32>().ok().filter(|&n| n > 0).ok_or_else(|| {
+                    Error::msg(format!("--runs needs a positive number, not {text:?}"))
+                })?);
+            }
+            "--workloads" => {
+                options.workloads = value()?
+                    .split(',')
+                    .map(Workload::parse)
+                    .collect::<Result<_>>()?;
+            }
+            "--engines" => {
+                options.engines = value()?
+                    .split(',')
+                    .map(EngineKind::parse)
+                    .collect::<Result<_>>()?;
+            }
+            "--seconds" => {
+                let text = value()?;
+                seconds = Some(
+                    text.parse::<f64>()
+                        .ok()
+                        .filter(|&s| s > 0.0)
+                        .ok_or_else(|| {
+                            Error::msg(format!("--seconds needs a positive number, not {text:?}"))
+                        })?,
+                );
+            }
+            "--bulk-bytes" => bulk_bytes = Some(parse_size(value()?)?),
+            "--table-read-bytes" => table_read_bytes = Some(parse_size(value()?)?),
+            "--quick" => quick = true,
+            "--json" => options.json = Some(PathBuf::from(value()?)),
+            "--svg" => options.svg = Some(PathBuf::from(value()?)),
+            "--from-json" => options.from_json = Some(PathBuf::from(value()?)),
+            "--help" | "-h" | "help" => {
+                eprintln!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(Error::msg(format!("unknown argument {other:?}\n{USAGE}"))),
+        }
+    }
+    if quick {
+        options.runs = 1;
+        options.seconds = 0.2;
+        options.bulk_bytes = 16 << 20;
+        options.table_read_bytes = 8 << 20;
+    }
+    options.runs = runs.unwrap_or(options.runs);
+    options.seconds = seconds.unwrap_or(options.seconds);
+    options.bulk_bytes = bulk_bytes.unwrap_or(options.bulk_bytes);
+    options.table_read_bytes = table_read_bytes.unwrap_or(options.table_read_bytes);
+    if options.bulk_bytes == 0 || options.table_read_bytes == 0 {
+        return Err(Error::msg(
+            "--bulk-bytes and --table-read-bytes must be positive",
+        ));
+    }
+    Ok(options)
+}
+
+/// The parent: every workload, `runs` rounds, every engine in turn within a
+/// round, each in a child process on a fresh data dir under `--dir`.
+fn compare(options: &Options) -> Result<()> {
+    std::fs::create_dir_all(&options.dir)
+        .context(|| format!("cannot create {}", options.dir.display()))?;
+    let fs = report::file_system(&options.dir);
+    eprintln!(
+        "bench-compare: data under {} ({fs}); {} run(s) per engine",
+        options.dir.display(),
+        options.runs
+    );
+    let mut results = Vec::new();
+    let mut failures = Vec::new();
+    for &workload in &options.workloads {
+        for run in 0..options.runs {
+            for &engine in &options.engines {
+                if !workload.supports(engine) {
+                    continue;
+                }
+                let label = format!("{} {engine} run {}", workload.name(), run + 1);
+                match one_run(options, engine, workload) {
+                    Ok(mut result) => {
+                        result.run = run;
+                        eprintln!(
+                            "bench-compare: {label}: {:.0} {}{}",
+                            result.value,
+                            workload.unit(),
+                            result
+                                .note
+                                .as_ref()
+                                .map(|n| format!(" ({n})"))
+                                .unwrap_or_default()
+                        );
+                        results.push(result);
+                    }
+                    Err(err) => {
+                        eprintln!("bench-compare: {label} FAILED: {err}");
+                        failures.push(format!("{label}: {err}"));
+                    }
+                }
+            }
+        }
+    }
+    let summary = report::summarize(&options.workloads, &options.engines, &results);
+    let command: Vec<String> = std::env::args().collect();
+    println!(
+        "bench-compare on {} ({fs}), medians of {} run(s): {}",
+        options.dir.display(),
+        options.runs,
+        command[1..].join(" ")
+    );
+    print!("{}", report::table(&summary));
+    if let Some(path) = &options.json {
+        let json = serde_json::json!({
+            "dir": options.dir,
+            "file_system": fs,
+            "args": &command[1..],
+            "runs_per_engine": options.runs,
+            "seconds": options.seconds,
+            "bulk_bytes": options.bulk_bytes,
+            "table_read_bytes": options.table_read_bytes,
+            "summary": summary,
+            "runs": results,
+            "failures": failures,
+        });
+        let text = serde_json::to_string_pretty(&json).context(|| "cannot encode the results")?;
+        std::fs::write(path, text).context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("bench-compare: wrote {}", path.display());
+    }
+    if let Some(path) = &options.svg {
+        let title = format!("segwal bench-compare on {fs} ({})", options.dir.display());
+        std::fs::write(path, report::svg(&summary, &title))
+            .context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("bench-compare: wrote {}", path.display());
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::msg(format!(
+            "{} run(s) failed:\n  {}",
+            failures.len(),
+            failures.join("\n  ")
+        )))
+    }
+}
+
+/// Prints the table of an earlier run's JSON (and writes `--svg`).
+fn replot(options: &Options, path: &std::path::Path) -> Result<()> {
+    let text =
+        std::fs::read_to_string(path).context(|| format!("cannot read {}", path.display()))?;
+    let saved: serde_json::Value =
+        serde_json::from_str(&text).context(|| format!("{} is not JSON", path.display()))?;
+    let results: Vec<RunResult> = serde_json::from_value(saved["runs"].clone())
+        .context(|| format!("{} has no runs saved by --json", path.display()))?;
+    let summary = report::summarize(&options.workloads, &options.engines, &results);
+    let fs = saved["file_system"].as_str().unwrap_or("unknown");
+    let dir = saved["dir"].as_str().unwrap_or("?");
+    let args: Vec<&str> = saved["args"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    let runs = saved["runs_per_engine"].as_u64().unwrap_or(0);
+    println!(
+        "bench-compare on {dir} ({fs}), medians of {runs} run(s): {}",
+        args.join(" ")
+    );
+    print!("{}", report::table(&summary));
+    if let Some(svg) = &options.svg {
+        let title = format!("segwal bench-compare on {fs} ({dir})");
+        std::fs::write(svg, report::svg(&summary, &title))
+            .context(|| format!("cannot write {}", svg.display()))?;
+    }
+    Ok(())
+}
+
+/// One run of one engine: a fresh data dir, the prepare step if any, then
+/// the measured step, each in a child process.
+fn one_run(options: &Options, engine: EngineKind, workload: Workload) -> Result<RunResult> {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("bench-{}-", engine.name()))
+        .tempdir_in(&options.dir)
+        .context(|| format!("cannot create a data dir in {}", options.dir.display()))?;
+    let mut spec = Spec {
+        engine,
+        workload,
+        prepare: workload.has_prepare(),
+        dir: dir.path().join("data"),
+        seconds: options.seconds,
+        bulk_bytes: options.bulk_bytes,
+        table_read_bytes: options.table_read_bytes,
+    };
+    if spec.prepare {
+        spawn_child(&spec)?;
+        spec.prepare = false;
+    }
+    let output = spawn_child(&spec)?;
+    serde_json::from_str(output.trim()).context(|| format!("bad child output {output:?}"))
+}
+
+/// Runs this binary as `child SPEC` and returns what it printed.
+fn spawn_child(spec: &Spec) -> Result<String> {
+    let exe = std::env::current_exe().context(|| "cannot find this program's path")?;
+    let spec_json = serde_json::to_string(spec).context(|| "cannot encode a run")?;
+    let output = Command::new(exe)
+        .arg("child")
+        .arg(&spec_json)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .context(|| "cannot start a child run")?;
+    if !output.status.success() {
+        return Err(Error::msg(format!(
+            "child {} {}{} exited with {}",
+            spec.engine,
+            spec.workload.name(),
+            if spec.prepare { " (prepare)" } else { "" },
+            output.status
+        )));
+    }
+    String::from_utf8(output.stdout).context(|| "child output is not UTF-8")
+}
+
+/// The child: runs one spec and prints its result as one JSON line.
+fn child(args: &[String]) -> Result<()> {
+    let [spec] = args else {
+        return Err(Error::msg("usage: segwal-bench-compare child SPEC-JSON"));
+    };
+    let spec: Spec = serde_json::from_str(spec).context(|| "bad child spec")?;
+    if let Some(result) = workloads::run(&spec)? {
+        let line = serde_json::to_string(&result).context(|| "cannot encode a result")?;
+        println!("{line}");
+    }
+    Ok(())
+}

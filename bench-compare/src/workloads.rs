@@ -1,0 +1,581 @@
+//! The workloads, as one child process runs them: one engine, one run.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::engines::{self, EngineKind, Wal};
+use crate::error::{Context, Error, Result};
+
+/// A workload of the comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) enum Workload {
+    /// 1 writer, batches of 1 x 1 KiB, synced each write.
+    Sync1,
+    /// 16 writers, batches of 4 x 1 KiB, synced.
+    Sync16,
+    /// As `Sync16` with 256-byte entries.
+    Sync16Small,
+    /// As `Sync16` with 64 KiB entries.
+    Sync16Large,
+    /// 1 writer, batches of 64 x 4 KiB, unsynced, then one sync.
+    Bulk,
+    /// Reopen the `Bulk` data and read every entry back.
+    Recover,
+    /// 100 tables interleaved in one region; read single tables back.
+    TableRead,
+}
+
+impl Workload {
+    /// Every workload, in the order they run.
+    pub(crate) const ALL: [Workload; 7] = [
+        Workload::Sync1,
+        Workload::Sync16,
+        Workload::Sync16Small,
+        Workload::Sync16Large,
+        Workload::Bulk,
+        Workload::Recover,
+        Workload::TableRead,
+    ];
+
+    /// The name on the command line and in the results.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Workload::Sync1 => "sync1",
+            Workload::Sync16 => "sync16",
+            Workload::Sync16Small => "sync16-256",
+            Workload::Sync16Large => "sync16-64k",
+            Workload::Bulk => "bulk",
+            Workload::Recover => "recover",
+            Workload::TableRead => "table-read",
+        }
+    }
+
+    /// The workload called `name`.
+    pub(crate) fn parse(name: &str) -> Result<Workload> {
+        Workload::ALL
+            .into_iter()
+            .find(|w| w.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Workload::ALL.iter().map(|w| w.name()).collect();
+                Error::msg(format!(
+                    "unknown workload {name:?}; the workloads are {}",
+                    names.join(", ")
+                ))
+            })
+    }
+
+    /// The headline figure's unit.
+    pub(crate) fn unit(self) -> &'static str {
+        match self {
+            Workload::Sync1 => "writes/s",
+            Workload::Sync16 | Workload::Sync16Small | Workload::Sync16Large => "entries/s",
+            Workload::Bulk | Workload::Recover => "MB/s",
+            Workload::TableRead => "entries/s",
+        }
+    }
+
+    /// Whether `engine` can run this workload at all.
+    pub(crate) fn supports(self, engine: EngineKind) -> bool {
+        self != Workload::TableRead || engine.reads_tables()
+    }
+
+    /// Whether a run needs a prepare step in a process of its own first.
+    pub(crate) fn has_prepare(self) -> bool {
+        matches!(self, Workload::Recover | Workload::TableRead)
+    }
+
+    /// Writers, entries per batch and entry size of a synced workload.
+    fn sync_shape(self) -> Option<(u64, usize, usize)> {
+        match self {
+            Workload::Sync1 => Some((1, 1, 1024)),
+            Workload::Sync16 => Some((16, 4, 1024)),
+            Workload::Sync16Small => Some((16, 4, 256)),
+            Workload::Sync16Large => Some((16, 4, 64 << 10)),
+            _ => None,
+        }
+    }
+}
+
+/// Entries per batch and entry size of `bulk` (and so of `recover`).
+const BULK_BATCH: (usize, usize) = (64, 4096);
+/// Tables, entries per batch and entry size of `table-read`'s data.
+const TABLE_READ_SHAPE: (u64, usize, usize) = (100, 16, 1024);
+/// The tables `table-read` reads back, one at a time: 10 of the 100.
+const TABLES_READ: [u64; 10] = [1, 11, 21, 31, 41, 51, 61, 71, 81, 91];
+
+/// What a child process is asked to do.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Spec {
+    pub(crate) engine: EngineKind,
+    pub(crate) workload: Workload,
+    /// `true` for the untimed step that writes the data a `recover` or
+    /// `table-read` run reads.
+    pub(crate) prepare: bool,
+    /// The engine's data dir (fresh for each run).
+    pub(crate) dir: PathBuf,
+    /// Measured time of a synced workload, after a warm-up of a fifth of it.
+    pub(crate) seconds: f64,
+    /// Payload bytes of `bulk` and `recover`.
+    pub(crate) bulk_bytes: u64,
+    /// Payload bytes of `table-read`'s data.
+    pub(crate) table_read_bytes: u64,
+}
+
+/// One run's measurements.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct RunResult {
+    pub(crate) engine: String,
+    pub(crate) workload: String,
+    /// Which round of the alternation, from 0.
+    pub(crate) run: u32,
+    /// The headline figure, in the workload's unit.
+    pub(crate) value: f64,
+    /// Batches written (or tables read).
+    pub(crate) ops: u64,
+    /// Entries written or read.
+    pub(crate) entries: u64,
+    /// Payload bytes written or read.
+    pub(crate) bytes: u64,
+    /// Measured wall time.
+    pub(crate) seconds: f64,
+    /// Batch latency percentiles, in microseconds (write workloads).
+    pub(crate) p50_us: Option<f64>,
+    pub(crate) p99_us: Option<f64>,
+    pub(crate) p999_us: Option<f64>,
+    /// The highest `RssAnon` seen while measuring, sampled every
+    /// millisecond, in bytes.
+    pub(crate) peak_anon_bytes: Option<u64>,
+    /// For segwal in `table-read`: entries/s of the same reads done by
+    /// scanning (decoding) the whole region and keeping the table's entries.
+    pub(crate) scan_entries_per_s: Option<f64>,
+    /// Engine counters (segwal: batches per sync).
+    pub(crate) note: Option<String>,
+}
+
+/// Runs `spec` and returns its measurements (nothing for a prepare step).
+pub(crate) fn run(spec: &Spec) -> Result<Option<RunResult>> {
+    let mut result = match (spec.workload, spec.prepare) {
+        (w, false) if w.sync_shape().is_some() => synced(spec)?,
+        (Workload::Bulk, false) => bulk(spec)?.0,
+        (Workload::Recover, true) => {
+            let (_, wal) = bulk(spec)?;
+            wal.close()?;
+            return Ok(None);
+        }
+        (Workload::Recover, false) => recover(spec)?,
+        (Workload::TableRead, true) => {
+            write_tables(spec)?;
+            return Ok(None);
+        }
+        (Workload::TableRead, false) => table_read(spec)?,
+        (w, prepare) => {
+            return Err(Error::msg(format!(
+                "workload {} has no {} step",
+                w.name(),
+                if prepare { "prepare" } else { "measured" }
+            )));
+        }
+    };
+    result.engine = spec.engine.name().to_owned();
+    result.workload = spec.workload.name().to_owned();
+    Ok(Some(result))
+}
+
+/// Incompressible payload bytes: a xorshift stream from a fixed seed,
+/// generated before any timing. Entries are slices of it (shared, never
+/// copied by the harness).
+fn pool(len: usize) -> Bytes {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut bytes = Vec::with_capacity(len + 8);
+    while bytes.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        bytes.extend_from_slice(&state.to_le_bytes());
+    }
+    bytes.truncate(len);
+    Bytes::from(bytes)
+}
+
+/// Size of the payload pool: larger than the largest batch, so the entries
+/// of one batch never repeat bytes (raft-engine compresses large batches).
+const POOL_BYTES: usize = 32 << 20;
+
+/// The `batch`-th batch of `count` entries of `len` bytes from `pool`.
+fn batch_from(pool: &Bytes, batch: u64, count: usize, len: usize) -> Vec<Bytes> {
+    let batch_bytes = count * len;
+    let batches_in_pool = (pool.len() / batch_bytes) as u64;
+    let start = (batch % batches_in_pool) as usize * batch_bytes;
+    (0..count)
+        .map(|i| pool.slice(start + i * len..start + (i + 1) * len))
+        .collect()
+}
+
+/// The synced workloads: `writers` threads, each writing its own table as
+/// fast as it can for a warm-up (a fifth of `seconds`, not counted) and
+/// then `seconds`.
+fn synced(spec: &Spec) -> Result<RunResult> {
+    let (writers, count, len) = spec.workload.sync_shape().expect("a synced workload");
+    let pool = pool(POOL_BYTES);
+    let wal = engines::open(spec.engine, &spec.dir, true, len)?;
+    let warmup = Duration::from_secs_f64(spec.seconds / 5.0);
+    let measured = Duration::from_secs_f64(spec.seconds);
+    let start = Instant::now() + Duration::from_millis(20);
+    let (measure_from, end) = (start + warmup, start + warmup + measured);
+    let failed = AtomicBool::new(false);
+    let per_writer: Vec<Result<(Vec<u32>, Instant)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (1..=writers)
+            .map(|table| {
+                let (wal, pool, failed): (&dyn Wal, _, _) = (&*wal, &pool, &failed);
+                s.spawn(move || {
+                    let mut latencies = Vec::with_capacity(1 << 16);
+                    let mut index = 1;
+                    let mut batch = table * 7919;
+                    let mut last_end = measure_from;
+                    std::thread::sleep(start.saturating_duration_since(Instant::now()));
+                    loop {
+                        let entries = batch_from(pool, batch, count, len);
+                        let before = Instant::now();
+                        if let Err(err) = wal.write(table, index, &entries) {
+                            failed.store(true, Ordering::Relaxed);
+                            return Err(err);
+                        }
+                        let after = Instant::now();
+                        if before >= measure_from {
+                            let nanos = (after - before).as_nanos();
+                            latencies.push(u32::try_from(nanos).unwrap_or(u32::MAX));
+                            last_end = after;
+                        }
+                        index += count as u64;
+                        batch += 1;
+                        if after >= end || failed.load(Ordering::Relaxed) {
+                            return Ok((latencies, last_end));
+                        }
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a writer thread panicked"))
+            .collect()
+    });
+    let mut latencies = Vec::new();
+    let mut last_end = measure_from;
+    for writer in per_writer {
+        let (mut lat, end) = writer?;
+        latencies.append(&mut lat);
+        last_end = last_end.max(end);
+    }
+    let note = wal.note();
+    wal.close()?;
+    let seconds = (last_end - measure_from).as_secs_f64();
+    let ops = latencies.len() as u64;
+    let entries = ops * count as u64;
+    latencies.sort_unstable();
+    let percentile = |p: f64| {
+        let at = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len().max(1));
+        latencies.get(at - 1).map(|&ns| f64::from(ns) / 1e3)
+    };
+    let value = if spec.workload == Workload::Sync1 {
+        ops as f64 / seconds
+    } else {
+        entries as f64 / seconds
+    };
+    Ok(RunResult {
+        value,
+        ops,
+        entries,
+        bytes: entries * len as u64,
+        seconds,
+        p50_us: percentile(0.50),
+        p99_us: percentile(0.99),
+        p999_us: percentile(0.999),
+        note,
+        ..RunResult::default()
+    })
+}
+
+/// `bulk`: one writer, batches of 64 x 4 KiB, unsynced, until
+/// `bulk_bytes` are written, then one sync, all timed. Returns the still
+/// open log for `recover`'s prepare step.
+fn bulk(spec: &Spec) -> Result<(RunResult, Box<dyn Wal>)> {
+    let (count, len) = BULK_BATCH;
+    let pool = pool(POOL_BYTES);
+    let wal = engines::open(spec.engine, &spec.dir, false, len)?;
+    let batches = spec.bulk_bytes.div_ceil((count * len) as u64);
+    let start = Instant::now();
+    let mut latencies = Vec::with_capacity(batches as usize);
+    for batch in 0..batches {
+        let entries = batch_from(&pool, batch, count, len);
+        let before = Instant::now();
+        wal.write(1, 1 + batch * count as u64, &entries)?;
+        latencies.push(u32::try_from(before.elapsed().as_nanos()).unwrap_or(u32::MAX));
+    }
+    wal.sync()?;
+    let seconds = start.elapsed().as_secs_f64();
+    let bytes = batches * (count * len) as u64;
+    latencies.sort_unstable();
+    let at = |p: f64| {
+        let i = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len().max(1));
+        latencies.get(i - 1).map(|&ns| f64::from(ns) / 1e3)
+    };
+    let result = RunResult {
+        value: bytes as f64 / seconds / 1e6,
+        ops: batches,
+        entries: batches * count as u64,
+        bytes,
+        seconds,
+        p50_us: at(0.5),
+        p99_us: at(0.99),
+        p999_us: at(0.999),
+        note: wal.note(),
+        ..RunResult::default()
+    };
+    Ok((result, wal))
+}
+
+/// `recover`: open the `bulk` data and read every entry back, timed, with
+/// peak anonymous memory sampled meanwhile.
+fn recover(spec: &Spec) -> Result<RunResult> {
+    let (count, len) = BULK_BATCH;
+    let batches = spec.bulk_bytes.div_ceil((count * len) as u64);
+    let expected = batches * count as u64;
+    let sampler = AnonSampler::start();
+    let start = Instant::now();
+    let (entries, bytes) = engines::recover_read_all(spec.engine, &spec.dir, len)?;
+    let seconds = start.elapsed().as_secs_f64();
+    let peak = sampler.stop();
+    if entries != expected || bytes != expected * len as u64 {
+        return Err(Error::msg(format!(
+            "{} recovered {entries} entries ({bytes} bytes), not the {expected} written",
+            spec.engine
+        )));
+    }
+    Ok(RunResult {
+        value: bytes as f64 / seconds / 1e6,
+        ops: 1,
+        entries,
+        bytes,
+        seconds,
+        peak_anon_bytes: Some(peak),
+        ..RunResult::default()
+    })
+}
+
+/// `table-read`'s data: 100 tables written round-robin, a batch of
+/// 16 x 1 KiB each in turn, unsynced, until `table_read_bytes`; then one
+/// sync and a close.
+fn write_tables(spec: &Spec) -> Result<()> {
+    let (tables, count, len) = TABLE_READ_SHAPE;
+    let pool = pool(POOL_BYTES);
+    let wal = engines::open(spec.engine, &spec.dir, false, len)?;
+    let rounds = table_read_rounds(spec);
+    for round in 0..rounds {
+        for table in 1..=tables {
+            let entries = batch_from(&pool, round * tables + table, count, len);
+            wal.write(table, 1 + round * count as u64, &entries)?;
+        }
+    }
+    wal.sync()?;
+    wal.close()
+}
+
+/// Rounds of `write_tables`: every table gets one batch per round.
+fn table_read_rounds(spec: &Spec) -> u64 {
+    let (tables, count, len) = TABLE_READ_SHAPE;
+    spec.table_read_bytes
+        .div_ceil(tables * (count * len) as u64)
+        .max(1)
+}
+
+/// `table-read`: open the data (untimed, except for okaywal, whose only
+/// read is its recovery), then read `TABLES_READ` one table at a time,
+/// timed. For segwal also the same reads by scanning the whole region.
+fn table_read(spec: &Spec) -> Result<RunResult> {
+    let (_, count, len) = TABLE_READ_SHAPE;
+    let expected = table_read_rounds(spec) * count as u64;
+    let check = |table: u64, entries: u64| {
+        if entries == expected {
+            Ok(())
+        } else {
+            Err(Error::msg(format!(
+                "{} read {entries} entries of table {table}, not the {expected} written",
+                spec.engine
+            )))
+        }
+    };
+    let mut total = 0;
+    let sampler = AnonSampler::start();
+    let mut scan_entries_per_s = None;
+    let seconds;
+    if spec.engine == EngineKind::Okaywal {
+        let start = Instant::now();
+        for table in TABLES_READ {
+            let (entries, _) = engines::okaywal_read_table(&spec.dir, table)?;
+            check(table, entries)?;
+            total += entries;
+        }
+        seconds = start.elapsed().as_secs_f64();
+    } else {
+        let wal = engines::open(spec.engine, &spec.dir, false, len)?;
+        let start = Instant::now();
+        for table in TABLES_READ {
+            let mut entries = 0;
+            wal.read_table(table, &mut |payload| {
+                entries += 1;
+                std::hint::black_box(payload);
+            })?;
+            check(table, entries)?;
+            total += entries;
+        }
+        seconds = start.elapsed().as_secs_f64();
+        if matches!(spec.engine, EngineKind::Segwal | EngineKind::SegwalManager) {
+            scan_entries_per_s = Some(scan_filter(&*wal, &check)?);
+        }
+        wal.close()?;
+    }
+    let peak = sampler.stop();
+    Ok(RunResult {
+        value: total as f64 / seconds,
+        ops: TABLES_READ.len() as u64,
+        entries: total,
+        bytes: total * len as u64,
+        seconds,
+        peak_anon_bytes: Some(peak),
+        scan_entries_per_s,
+        ..RunResult::default()
+    })
+}
+
+/// The reads of `table_read` done the slow way: for each table, decode the
+/// whole region (every record of every segment) and keep that table's
+/// entries. A scan yields payloads in sequence order, which is the order
+/// `write_tables` wrote them, so an entry's table follows from its position.
+fn scan_filter(wal: &dyn Wal, check: &dyn Fn(u64, u64) -> Result<()>) -> Result<f64> {
+    let (tables, count, _) = TABLE_READ_SHAPE;
+    let start = Instant::now();
+    let mut total = 0;
+    for table in TABLES_READ {
+        let mut position = 0u64;
+        let mut entries = 0;
+        wal.read_all(&mut |payload| {
+            // Round-robin order: entry `position` belongs to table
+            // `(position / count) % tables + 1`.
+            if (position / count as u64) % tables + 1 == table {
+                entries += 1;
+                std::hint::black_box(payload);
+            }
+            position += 1;
+        })?;
+        check(table, entries)?;
+        total += entries;
+    }
+    Ok(total as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Samples this process's `RssAnon` every millisecond on a thread of its
+/// own and keeps the highest value.
+struct AnonSampler {
+    stop: Arc<AtomicBool>,
+    peak: Arc<AtomicU64>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl AnonSampler {
+    fn start() -> AnonSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak = Arc::new(AtomicU64::new(rss_anon().unwrap_or(0)));
+        let thread = {
+            let (stop, peak) = (Arc::clone(&stop), Arc::clone(&peak));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some(now) = rss_anon() {
+                        peak.fetch_max(now, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+        };
+        AnonSampler { stop, peak, thread }
+    }
+
+    /// Stops sampling; the peak in bytes.
+    fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+        if let Some(now) = rss_anon() {
+            self.peak.fetch_max(now, Ordering::Relaxed);
+        }
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+/// `RssAnon` of this process, in bytes (Linux).
+fn rss_anon() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("RssAnon:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Parses a size such as `1GiB`, `64MiB`, `512KiB` or a plain byte count.
+pub(crate) fn parse_size(text: &str) -> Result<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .context(|| format!("{text:?} is not a size such as 1GiB or 4096"))?;
+    let shift = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        _ => return Err(Error::msg(format!("{text:?}: unknown unit {unit:?}"))),
+    };
+    Ok(number << shift)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_and_without_units() {
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("16MiB").unwrap(), 16 << 20);
+        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_size("8k").unwrap(), 8 << 10);
+        assert!(parse_size("1 TB").is_err());
+        assert!(parse_size("MiB").is_err());
+    }
+
+    #[test]
+    fn batches_of_one_write_never_share_bytes() {
+        let pool = pool(POOL_BYTES);
+        let batch = batch_from(&pool, 3, 64, 4096);
+        assert_eq!(batch.len(), 64);
+        let mut starts: Vec<&[u8]> = batch.iter().map(|e| &e[..16]).collect();
+        starts.sort();
+        starts.dedup();
+        assert_eq!(starts.len(), 64);
+    }
+
+    #[test]
+    fn every_workload_and_engine_name_round_trips() {
+        for workload in Workload::ALL {
+            assert_eq!(Workload::parse(workload.name()).unwrap(), workload);
+        }
+        for engine in EngineKind::ALL {
+            assert_eq!(EngineKind::parse(engine.name()).unwrap(), engine);
+        }
+        assert!(Workload::parse("sync2").is_err());
+    }
+}
