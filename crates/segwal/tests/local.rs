@@ -1,6 +1,7 @@
-//! The async API over the local WAL: HoraeDB's conformance scenarios as an
-//! engine calls them, contexts, closing, and that blocking work stays off
-//! the async threads.
+//! The async API over the local WAL: what only `LocalWal` has (reopening
+//! over the same dir, contexts and timeouts, dropping without closing, and
+//! that blocking work stays off the async threads). The conformance
+//! scenarios every backend shares run from `crates/segwal-conformance`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,68 +67,6 @@ async fn read(
         .into_iter()
         .map(|(_, seq, _)| seq)
         .collect()
-}
-
-#[tokio::test]
-async fn write_read_back_with_every_batch_size_and_boundary() {
-    let dir = tempfile::tempdir().unwrap();
-    let wal = LocalWal::open(config(dir.path())).await.unwrap();
-    let table = WalLocation::new(1, 1);
-    assert_eq!(wal.sequence_num(table).await.unwrap(), 0);
-    for i in 0..20 {
-        let payload = format!("entry {i}");
-        assert_eq!(write(&wal, table, &[&payload]).await, i + 1);
-    }
-    let all: Vec<u64> = (1..=20).collect();
-    for batch_size in 1..=25 {
-        assert_eq!(
-            read(
-                &wal,
-                table,
-                ReadBoundary::Min,
-                ReadBoundary::Max,
-                batch_size
-            )
-            .await,
-            all
-        );
-    }
-    use ReadBoundary::{Excluded, Included, Max, Min};
-    let boundaries = [
-        Min,
-        Max,
-        Included(0),
-        Included(5),
-        Included(20),
-        Included(u64::MAX),
-        Excluded(0),
-        Excluded(5),
-        Excluded(20),
-        Excluded(u64::MAX),
-    ];
-    let admits = |b: ReadBoundary, start: bool, n: u64| match (b, start) {
-        (Min, _) => start,
-        (Max, _) => !start || n == u64::MAX,
-        (Included(x), true) => n >= x,
-        (Included(x), false) => n <= x,
-        (Excluded(x), true) => n > x,
-        (Excluded(x), false) => n < x,
-    };
-    for start in boundaries {
-        for end in boundaries {
-            let expected: Vec<u64> = all
-                .iter()
-                .copied()
-                .filter(|&n| admits(start, true, n) && admits(end, false, n))
-                .collect();
-            assert_eq!(
-                read(&wal, table, start, end, 7).await,
-                expected,
-                "{start:?}..{end:?}"
-            );
-        }
-    }
-    wal.close_gracefully().await.unwrap();
 }
 
 #[tokio::test]
