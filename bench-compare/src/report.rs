@@ -187,6 +187,14 @@ const COLOURS: [&str; 6] = [
     "#1f77b4", "#6baed6", "#d62728", "#2ca02c", "#ff7f0e", "#7f7f7f",
 ];
 
+/// The chart colour of `engine`.
+fn colour(engine: &EngineKind) -> &'static str {
+    COLOURS[EngineKind::ALL
+        .iter()
+        .position(|k| k == engine)
+        .unwrap_or(0)]
+}
+
 /// A grouped bar chart: per workload, each engine's median as a ratio to
 /// segwal's (segwal = 1), with the ratio written above each bar.
 pub(crate) fn svg(rows: &[Row], title: &str) -> String {
@@ -260,10 +268,7 @@ pub(crate) fn svg(rows: &[Row], title: &str) -> String {
             let y = y_of(ratio);
             let (y_top, h) = (y.min(one), (y - one).abs().max(1.0));
             let x = x0 + bar * e as f64;
-            let colour = COLOURS[EngineKind::ALL
-                .iter()
-                .position(|k| k == engine)
-                .unwrap_or(0)];
+            let colour = colour(engine);
             let _ = writeln!(
                 out,
                 r#"<rect x="{x:.1}" y="{y_top:.1}" width="{:.1}" height="{h:.1}" fill="{colour}"><title>{} {}: {} {} ({ratio:.2}x)</title></rect>"#,
@@ -297,10 +302,7 @@ pub(crate) fn svg(rows: &[Row], title: &str) -> String {
     for (e, engine) in engines.iter().enumerate() {
         let x = left + 130.0 * (e % 4) as f64;
         let y = base + 40.0 + 18.0 * (e / 4) as f64;
-        let colour = COLOURS[EngineKind::ALL
-            .iter()
-            .position(|k| k == engine)
-            .unwrap_or(0)];
+        let colour = colour(engine);
         let _ = writeln!(
             out,
             r#"<rect x="{x}" y="{:.0}" width="12" height="12" fill="{colour}"/><text x="{:.0}" y="{:.0}">{}</text>"#,

@@ -222,6 +222,15 @@ impl Inner {
         }
     }
 
+    /// The error for a publish of `what` (an ownership record) that failed.
+    fn publish_error(&self, region: RegionId, what: &str, failure: PublishFailure) -> Error {
+        let source = match failure {
+            PublishFailure::Failed(e) => boxed(e),
+            PublishFailure::TimedOut => "no acknowledgement in time".into(),
+        };
+        self.request_error(region, format!("publishing the {what}"), source)
+    }
+
     fn malformed(&self, region: RegionId, message: &StreamMessage, reason: String) -> Error {
         MalformedSnafu {
             region,
@@ -287,16 +296,7 @@ impl Inner {
                     "region {id}: fenced any other owner at stream sequence {}",
                     ack.sequence
                 ),
-                Err(PublishFailure::Failed(e)) => {
-                    return Err(self.request_error(id, "publishing the fence record", boxed(e)));
-                }
-                Err(PublishFailure::TimedOut) => {
-                    return Err(self.request_error(
-                        id,
-                        "publishing the fence record",
-                        "no acknowledgement in time".into(),
-                    ));
-                }
+                Err(failure) => return Err(self.publish_error(id, "fence record", failure)),
             }
         }
         for attempt in 0.. {
@@ -357,16 +357,7 @@ impl Inner {
                 {
                     continue;
                 }
-                Err(PublishFailure::Failed(e)) => {
-                    return Err(self.request_error(id, "publishing the take record", boxed(e)));
-                }
-                Err(PublishFailure::TimedOut) => {
-                    return Err(self.request_error(
-                        id,
-                        "publishing the take record",
-                        "no acknowledgement in time".into(),
-                    ));
-                }
+                Err(failure) => return Err(self.publish_error(id, "take record", failure)),
             }
         }
         unreachable!("the loop returns")
