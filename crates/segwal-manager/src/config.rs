@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use segwal_format::MAX_BODY_LEN;
-pub use segwal_segment::RecoveryMode;
+pub use segwal_segment::{Preallocation, RecoveryMode};
 
 use crate::error::{Error, Result};
 
@@ -44,6 +44,9 @@ pub struct ManagerConfig {
     pub recovery_mode: RecoveryMode,
     /// The largest entry (payload) accepted, in bytes (default 16 MiB).
     pub max_entry_size_bytes: u64,
+    /// How new segments' blocks are set aside; `None` (the default) picks
+    /// by sync mode, see [`ManagerConfig::preallocation`].
+    pub preallocation: Option<Preallocation>,
 }
 
 impl ManagerConfig {
@@ -56,7 +59,21 @@ impl ManagerConfig {
             sync_mode: SyncMode::Always,
             recovery_mode: RecoveryMode::default(),
             max_entry_size_bytes: 16 << 20,
+            preallocation: None,
         }
+    }
+
+    /// How new segments' blocks are set aside: as configured, or else
+    /// [`Preallocation::Zeroed`] under [`SyncMode::Always`], where every
+    /// write waits for an `fdatasync` that must then have no file-system
+    /// metadata to commit, and [`Preallocation::Reserved`] under the other
+    /// modes, where syncs are rare and writing each segment twice would
+    /// halve the bandwidth.
+    pub fn preallocation(&self) -> Preallocation {
+        self.preallocation.unwrap_or(match self.sync_mode {
+            SyncMode::Always => Preallocation::Zeroed,
+            SyncMode::Interval(_) | SyncMode::Never => Preallocation::Reserved,
+        })
     }
 
     /// Checks every value, before anything is opened or written.

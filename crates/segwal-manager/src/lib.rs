@@ -33,7 +33,7 @@ mod read;
 mod region;
 mod stats;
 
-pub use config::{ManagerConfig, RecoveryMode, SyncMode};
+pub use config::{ManagerConfig, Preallocation, RecoveryMode, SyncMode};
 pub use error::{Error, Result};
 pub use inspect::{
     DirReport, Problem, RegionReport, SegmentReport, TableSpan, dump_table, inspect,

@@ -564,6 +564,7 @@ impl Region {
                     &self.dir.join(spare_file_name(segment_id)),
                     self.identity(segment_id),
                     capacity,
+                    ctx.config.preallocation(),
                 )
                 .context(SegmentSnafu { region_id })?;
                 if let Err(source) = segment.rename(&self.dir.join(segment_file_name(segment_id))) {
@@ -618,9 +619,10 @@ impl Region {
         let path = self.dir.join(spare_file_name(segment_id));
         let identity = self.identity(segment_id);
         let capacity = ctx.config.segment_size_bytes;
+        let preallocation = ctx.config.preallocation();
         let spawned = std::thread::Builder::new()
             .name(format!("segwal-spare-{}", self.id))
-            .spawn(move || Segment::create(&path, identity, capacity));
+            .spawn(move || Segment::create(&path, identity, capacity, preallocation));
         // Without a thread the rollover creates the segment itself.
         if let Ok(creating) = spawned {
             writer.next_segment_id += 1;

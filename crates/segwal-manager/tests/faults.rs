@@ -1,5 +1,5 @@
-//! Injected I/O faults: `EIO` and `ENOSPC` on the n-th write, sync, file
-//! creation, rename, removal, directory creation or directory sync, through
+//! Injected I/O faults: `EIO` and `ENOSPC` on the n-th write, block
+//! reservation (`fallocate`), sync, file creation, rename, removal, directory creation or directory sync, through
 //! the `segwal_segment::disk` seam, while a workload runs with
 //! `SyncMode::Always`. A failed sync is modelled as Linux behaves: the
 //! writes it covered stay readable but may never reach the disk.
@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use segwal_manager::{Error, SegmentManager};
+use segwal_manager::{Error, ManagerConfig, Preallocation, SegmentManager};
 use segwal_segment::disk::{Op, OpKind};
 use segwal_segment::powerloss::{Fate, Recorder};
 use support::{
@@ -96,7 +96,14 @@ fn run_with_fault(dir: &Path, kind: OpKind, nth: usize, errno: i32) -> Outcome {
     let mut batches = Vec::new();
     let mut acks = Vec::new();
     let mut errors = Vec::new();
-    let wal = SegmentManager::open(config(dir)).unwrap();
+    // Blocks are reserved only for segments that are not zero-filled, so
+    // faults in reservations need that setting to have calls to fail.
+    let preallocation = (kind == OpKind::Allocate).then_some(Preallocation::Reserved);
+    let wal = SegmentManager::open(ManagerConfig {
+        preallocation,
+        ..config(dir)
+    })
+    .unwrap();
     for i in 0..STEPS {
         step.store(i as usize, Ordering::Relaxed);
         let region = rng.below(REGIONS);

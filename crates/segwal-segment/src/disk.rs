@@ -34,6 +34,15 @@ pub enum Op<'a> {
         /// The bytes written.
         data: &'a [u8],
     },
+    /// Reserve blocks for the first `len` bytes of a file, extending it to
+    /// `len` if it is shorter, without changing what it holds: bytes past
+    /// the old end read as zeros (`fallocate` with mode 0).
+    Allocate {
+        /// The file.
+        path: &'a Path,
+        /// The length reserved.
+        len: u64,
+    },
     /// Make a file's data and size durable (`fdatasync` or `fsync`).
     Sync {
         /// The file synced.
@@ -70,6 +79,8 @@ pub enum OpKind {
     Create,
     /// [`Op::Write`].
     Write,
+    /// [`Op::Allocate`].
+    Allocate,
     /// [`Op::Sync`].
     Sync,
     /// [`Op::Rename`].
@@ -84,9 +95,10 @@ pub enum OpKind {
 
 impl OpKind {
     /// Every kind.
-    pub const ALL: [OpKind; 7] = [
+    pub const ALL: [OpKind; 8] = [
         OpKind::Create,
         OpKind::Write,
+        OpKind::Allocate,
         OpKind::Sync,
         OpKind::Rename,
         OpKind::Remove,
@@ -101,6 +113,7 @@ impl Op<'_> {
         match *self {
             Op::Create { path }
             | Op::Write { path, .. }
+            | Op::Allocate { path, .. }
             | Op::Sync { path }
             | Op::Remove { path }
             | Op::CreateDir { path }
@@ -114,6 +127,7 @@ impl Op<'_> {
         match self {
             Op::Create { .. } => OpKind::Create,
             Op::Write { .. } => OpKind::Write,
+            Op::Allocate { .. } => OpKind::Allocate,
             Op::Sync { .. } => OpKind::Sync,
             Op::Rename { .. } => OpKind::Rename,
             Op::Remove { .. } => OpKind::Remove,
@@ -144,6 +158,42 @@ pub fn write_at(file: &File, path: &Path, data: &[u8], offset: u64) -> io::Resul
     run(&Op::Write { path, offset, data }, &mut || {
         file.write_all_at(data, offset)
     })
+}
+
+/// Reserves blocks for the first `len` bytes of `file` (named `path`) and
+/// extends it to `len`, leaving its contents as they are; new bytes read as
+/// zeros. Fails with [`io::ErrorKind::Unsupported`] where the file system
+/// cannot reserve blocks (or off Linux): the caller then writes zeros.
+pub fn allocate(file: &File, path: &Path, len: u64) -> io::Result<()> {
+    run(&Op::Allocate { path, len }, &mut || fallocate(file, len))
+}
+
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn fallocate(file: &File, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+
+    let len =
+        libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    loop {
+        // SAFETY: `fallocate` reads no memory of ours; the descriptor is
+        // open for writing for as long as `file` is borrowed.
+        let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EOPNOTSUPP) => return Err(io::ErrorKind::Unsupported.into()),
+            _ => return Err(err),
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn fallocate(_file: &File, _len: u64) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
 }
 
 /// Makes `file`'s data durable (`fdatasync`): enough for a file whose size

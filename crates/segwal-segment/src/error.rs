@@ -32,8 +32,9 @@ pub enum Error {
         source: io::Error,
     },
 
-    /// Writing the zero-filled body of a new segment failed; on a full disk
-    /// this is `ENOSPC`. The partial file has been removed.
+    /// Writing the zero-filled body of a new segment, or reserving its
+    /// blocks, failed; on a full disk this is `ENOSPC`. The partial file has
+    /// been removed.
     #[snafu(display("cannot preallocate {capacity} bytes for segment {}: {source}", path.display()))]
     Preallocate {
         /// The segment file.

@@ -9,19 +9,19 @@
 //! over.
 //!
 //! This is the only segwal crate that contains `unsafe` code: the creation
-//! of byte slices over the memory map, in `segment.rs`, each with a
-//! `// SAFETY:` comment. `docs/ARCHITECTURE.md` explains why writes never go
+//! of byte slices over the memory map, in `segment.rs`, and the
+//! `fallocate` call in `disk.rs`, each with a `// SAFETY:` comment. `docs/ARCHITECTURE.md` explains why writes never go
 //! through the map.
 //!
 //! ```
 //! use segwal_format::SegmentIdentity;
-//! use segwal_segment::{BatchRef, OpenOptions, Segment};
+//! use segwal_segment::{BatchRef, OpenOptions, Preallocation, Segment};
 //!
 //! let dir = tempfile::tempdir().unwrap();
 //! let path = dir.path().join(segwal_segment::segment_file_name(1));
 //! let identity = SegmentIdentity { region_id: 9, segment_id: 1 };
 //!
-//! let mut segment = Segment::create(&path, identity, 1 << 20).unwrap();
+//! let mut segment = Segment::create(&path, identity, 1 << 20, Preallocation::Zeroed).unwrap();
 //! let entries: [&[u8]; 2] = [b"first", b"second"];
 //! let placed = segment
 //!     .append(&BatchRef { table_id: 4, first_sequence: 1, entries: &entries })
@@ -47,6 +47,6 @@ mod segment;
 
 pub use error::{Error, Result};
 pub use segment::{
-    BatchRef, OpenOptions, RecoveryMode, RecoveryReport, Segment, SegmentHandle, SkippedRange,
-    TornTail, parse_segment_file_name, segment_file_name,
+    BatchRef, OpenOptions, Preallocation, RecoveryMode, RecoveryReport, Segment, SegmentHandle,
+    SkippedRange, TornTail, parse_segment_file_name, segment_file_name,
 };

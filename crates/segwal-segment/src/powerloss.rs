@@ -47,6 +47,11 @@ enum Event {
         offset: u64,
         data: Arc<[u8]>,
     },
+    /// Blocks reserved up to `len`: the file grows to `len` with zeros.
+    Allocate {
+        path: PathBuf,
+        len: u64,
+    },
     Sync(PathBuf),
     /// A sync that failed: its writes stay visible but never reach the disk.
     LostSync(PathBuf),
@@ -71,6 +76,7 @@ impl Event {
                     offset + data.len() as u64
                 )
             }
+            Event::Allocate { path, len } => format!("allocate {} [0, {len})", rel(path)),
             Event::Sync(path) => format!("sync {}", rel(path)),
             Event::LostSync(path) => format!("failed sync {}", rel(path)),
             Event::Rename { from, to } => format!("rename {} -> {}", rel(from), rel(to)),
@@ -173,6 +179,10 @@ impl Hook for Recorder {
                 path: path.to_owned(),
                 offset,
                 data: data.into(),
+            },
+            Op::Allocate { path, len } => Event::Allocate {
+                path: path.to_owned(),
+                len,
             },
             Op::Sync { path } => Event::Sync(path.to_owned()),
             Op::Rename { from, to } => Event::Rename {
@@ -330,6 +340,14 @@ struct Inode {
 }
 
 impl Inode {
+    /// The file's length as a reader sees it now.
+    fn len(&self) -> u64 {
+        self.writes
+            .iter()
+            .map(|w| w.offset + w.data.len() as u64)
+            .fold(self.base.len() as u64, u64::max)
+    }
+
     fn sync(&mut self) {
         for write in &mut self.writes {
             if write.state == WriteState::Pending {
@@ -439,6 +457,19 @@ impl Model {
                     data: Arc::clone(data),
                     state: WriteState::Pending,
                 });
+            }
+            Event::Allocate { path, len } => {
+                // Reserving blocks changes no byte; growing the file is, to
+                // a power loss, a write of zeros past the old end.
+                let inode = self.inode_of(root, path);
+                let old_len = inode.len();
+                if *len > old_len {
+                    inode.writes.push(Write {
+                        offset: old_len,
+                        data: vec![0u8; (*len - old_len) as usize].into(),
+                        state: WriteState::Pending,
+                    });
+                }
             }
             Event::Sync(path) => self.inode_of(root, path).sync(),
             Event::LostSync(path) => self.inode_of(root, path).lose_sync(),

@@ -8,7 +8,9 @@ use std::ops::Range;
 
 use proptest::prelude::*;
 use segwal_format::SegmentIdentity;
-use segwal_segment::{BatchRef, OpenOptions, RecoveryMode, Segment, segment_file_name};
+use segwal_segment::{
+    BatchRef, OpenOptions, Preallocation, RecoveryMode, Segment, segment_file_name,
+};
 
 const HEADER: SegmentIdentity = SegmentIdentity {
     region_id: 1,
@@ -45,7 +47,7 @@ struct Written {
 
 fn write(dir: &std::path::Path, ops: &[(usize, bool)]) -> Written {
     let path = dir.join(segment_file_name(1));
-    let mut segment = Segment::create(&path, HEADER, CAPACITY).unwrap();
+    let mut segment = Segment::create(&path, HEADER, CAPACITY, Preallocation::Zeroed).unwrap();
     let mut records = Vec::new();
     for (i, &(len, sync_after)) in ops.iter().enumerate() {
         let payload = vec![i as u8 ^ 0x5a; len];

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use segwal_format::SegmentIdentity;
-use segwal_segment::{BatchRef, Error, OpenOptions, Segment, segment_file_name};
+use segwal_segment::{BatchRef, Error, OpenOptions, Preallocation, Segment, segment_file_name};
 
 /// A tmpfs of `size` mounted on a fresh temporary directory, unmounted on
 /// drop.
@@ -58,22 +58,29 @@ fn fill(path: &Path) {
 /// Proves that a full disk is an error, never a crash or a half-made file:
 /// creating a segment that does not fit fails with ENOSPC and leaves no file,
 /// while a segment preallocated before the disk filled up takes appends to
-/// its last byte and syncs them (no SIGBUS, no ENOSPC: its blocks are real).
+/// its last byte and syncs them (no SIGBUS, no ENOSPC: its blocks are real),
+/// whether its blocks were zero-filled or reserved with `fallocate`.
 #[test]
 fn full_disk_fails_creation_cleanly_and_never_appends() {
-    let Some(fs_) = SmallFs::mount("1m") else {
-        return;
-    };
+    for preallocation in [Preallocation::Zeroed, Preallocation::Reserved] {
+        let Some(fs_) = SmallFs::mount("1m") else {
+            return;
+        };
+        full_disk_case(&fs_, preallocation);
+    }
+}
+
+fn full_disk_case(fs_: &SmallFs, preallocation: Preallocation) {
     let header = SegmentIdentity {
         region_id: 1,
         segment_id: 1,
     };
 
     let too_big = fs_.path(&segment_file_name(9));
-    let err = Segment::create(&too_big, header, 4 << 20).unwrap_err();
+    let err = Segment::create(&too_big, header, 4 << 20, preallocation).unwrap_err();
     match &err {
         Error::Preallocate { source, .. } => assert_eq!(source.kind(), ErrorKind::StorageFull),
-        other => panic!("expected ENOSPC while preallocating, got {other}"),
+        other => panic!("expected ENOSPC while preallocating ({preallocation:?}), got {other}"),
     }
     assert!(
         err.to_string().contains(&*too_big.to_string_lossy()),
@@ -82,7 +89,7 @@ fn full_disk_fails_creation_cleanly_and_never_appends() {
     assert!(!too_big.exists(), "a failed create leaves no file behind");
 
     let path = fs_.path(&segment_file_name(1));
-    let mut segment = Segment::create(&path, header, 256 << 10).unwrap();
+    let mut segment = Segment::create(&path, header, 256 << 10, preallocation).unwrap();
     fill(&fs_.path("filler"));
 
     let payload = vec![0xabu8; 1000];
@@ -96,7 +103,7 @@ fn full_disk_fails_creation_cleanly_and_never_appends() {
         match segment.append(&batch) {
             Ok(_) => sequence += 1,
             Err(Error::AppendPastCapacity { .. }) => break,
-            Err(other) => panic!("append on a full disk failed: {other}"),
+            Err(other) => panic!("append on a full disk failed ({preallocation:?}): {other}"),
         }
         if sequence % 16 == 0 {
             segment.sync().unwrap();
@@ -105,7 +112,13 @@ fn full_disk_fails_creation_cleanly_and_never_appends() {
     assert!(sequence > 200, "only {sequence} appends fit");
     segment.close().unwrap();
 
-    let err = Segment::create(&fs_.path(&segment_file_name(2)), header, 64 << 10).unwrap_err();
+    let err = Segment::create(
+        &fs_.path(&segment_file_name(2)),
+        header,
+        64 << 10,
+        preallocation,
+    )
+    .unwrap_err();
     assert!(matches!(err, Error::Preallocate { .. }), "{err}");
     assert!(!fs_.path(&segment_file_name(2)).exists());
 

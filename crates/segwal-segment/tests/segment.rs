@@ -10,8 +10,8 @@ use segwal_format::{
     SegmentIdentity,
 };
 use segwal_segment::{
-    BatchRef, Error, OpenOptions, RecoveryMode, RecoveryReport, Segment, parse_segment_file_name,
-    segment_file_name,
+    BatchRef, Error, OpenOptions, Preallocation, RecoveryMode, RecoveryReport, Segment,
+    parse_segment_file_name, segment_file_name,
 };
 
 const HEADER: SegmentIdentity = SegmentIdentity {
@@ -22,7 +22,7 @@ const CAPACITY: u64 = 64 * 1024;
 
 fn new_segment(dir: &Path) -> (PathBuf, Segment) {
     let path = dir.join(segment_file_name(HEADER.segment_id));
-    let segment = Segment::create(&path, HEADER, CAPACITY).unwrap();
+    let segment = Segment::create(&path, HEADER, CAPACITY, Preallocation::Zeroed).unwrap();
     (path, segment)
 }
 
@@ -76,17 +76,50 @@ fn create_preallocates_real_blocks_and_writes_the_header() {
     assert!(bytes[SEGMENT_HEADER_LEN..].iter().all(|&b| b == 0));
 }
 
+/// Proves that a segment whose blocks are reserved rather than written has
+/// its full length, every block allocated (so appends never meet a hole or
+/// a full disk), reads as zeros past its header, and takes appends that a
+/// reopen recovers like any other segment's.
+#[test]
+fn create_reserved_allocates_every_block_and_reads_as_zeros() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(segment_file_name(1));
+    let mut segment = Segment::create(&path, HEADER, CAPACITY, Preallocation::Reserved).unwrap();
+    let meta = fs::metadata(&path).unwrap();
+    assert_eq!(meta.len(), CAPACITY);
+    assert!(meta.blocks() * 512 >= CAPACITY, "{} blocks", meta.blocks());
+    let bytes = fs::read(&path).unwrap();
+    assert_eq!(SegmentHeader::decode(&bytes).unwrap(), segment.header());
+    assert!(bytes[SEGMENT_HEADER_LEN..].iter().all(|&b| b == 0));
+
+    let entries: [&[u8]; 1] = [b"reserved"];
+    let placed = segment
+        .append(&BatchRef {
+            table_id: 3,
+            first_sequence: 1,
+            entries: &entries,
+        })
+        .unwrap();
+    segment.sync().unwrap();
+    segment.close().unwrap();
+    let (_, report) = Segment::open(&path, HEADER, &OpenOptions::default(), |_| {}).unwrap();
+    assert_eq!(
+        (report.records, report.end, report.torn_tail),
+        (1, placed.end, None)
+    );
+}
+
 #[test]
 fn create_refuses_an_existing_file_and_bad_capacities() {
     let dir = tempfile::tempdir().unwrap();
     let (path, _segment) = new_segment(dir.path());
-    let err = Segment::create(&path, HEADER, CAPACITY).unwrap_err();
+    let err = Segment::create(&path, HEADER, CAPACITY, Preallocation::Zeroed).unwrap_err();
     assert!(matches!(err, Error::Create { .. }), "{err}");
     assert!(err.to_string().contains(&*path.to_string_lossy()), "{err}");
 
     let other = dir.path().join("other.seg");
     for capacity in [0, SEGMENT_HEADER_LEN as u64, u64::MAX] {
-        let err = Segment::create(&other, HEADER, capacity).unwrap_err();
+        let err = Segment::create(&other, HEADER, capacity, Preallocation::Zeroed).unwrap_err();
         assert!(matches!(err, Error::InvalidCapacity { .. }), "{err}");
     }
     assert!(!other.exists(), "a refused create leaves no file");
@@ -369,7 +402,7 @@ fn append_past_capacity_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(segment_file_name(7));
     let capacity = (SEGMENT_HEADER_LEN + 2 * (RECORD_HEADER_LEN + 4 + 100)) as u64;
-    let mut segment = Segment::create(&path, HEADER, capacity).unwrap();
+    let mut segment = Segment::create(&path, HEADER, capacity, Preallocation::Zeroed).unwrap();
     let payload = [7u8; 100];
     append(&mut segment, 1, 1, &[&payload]);
     let big = [7u8; 101];
@@ -709,7 +742,7 @@ fn a_renamed_segment_keeps_its_identity_and_records() {
     // one, and renaming onto a missing directory fails without moving it.
     let dir = tempfile::tempdir().unwrap();
     let spare = dir.path().join("spare.tmp");
-    let mut segment = Segment::create(&spare, HEADER, CAPACITY).unwrap();
+    let mut segment = Segment::create(&spare, HEADER, CAPACITY, Preallocation::Zeroed).unwrap();
     let missing = dir.path().join("no-such-dir").join("x.seg");
     assert!(matches!(
         segment.rename(&missing),

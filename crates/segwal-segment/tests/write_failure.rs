@@ -6,7 +6,7 @@
 #![allow(unsafe_code)]
 
 use segwal_format::{SEGMENT_HEADER_LEN, SegmentIdentity};
-use segwal_segment::{BatchRef, Error, OpenOptions, Segment, segment_file_name};
+use segwal_segment::{BatchRef, Error, OpenOptions, Preallocation, Segment, segment_file_name};
 
 /// Proves that a failed write reaches the caller, poisons the segment (no
 /// later append or sync succeeds, so nothing after the failure is ever
@@ -21,7 +21,7 @@ fn a_failed_write_poisons_the_segment_and_loses_nothing_synced() {
         region_id: 1,
         segment_id: 1,
     };
-    let mut segment = Segment::create(&path, header, 64 << 10).unwrap();
+    let mut segment = Segment::create(&path, header, 64 << 10, Preallocation::Zeroed).unwrap();
     let payload = [0x42u8; 1000];
     let mut sequence = 1;
     while segment.written_len() < 8000 {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use segwal_manager::{
-    EntryIter, ManagerConfig, RecoveryMode, SegmentManager, Statistics, SyncMode,
+    EntryIter, ManagerConfig, Preallocation, RecoveryMode, SegmentManager, Statistics, SyncMode,
 };
 use snafu::{OptionExt, ResultExt};
 use tokio::runtime::RuntimeFlavor;
@@ -60,6 +60,15 @@ impl LocalWalConfig {
     /// What recovery does with damaged data.
     pub fn recovery_mode(mut self, mode: RecoveryMode) -> LocalWalConfig {
         self.manager.recovery_mode = mode;
+        self
+    }
+
+    /// How new segments' blocks are set aside. By default, zero-filled
+    /// under [`SyncMode::Always`] (so a sync has no file-system metadata to
+    /// write) and reserved with `fallocate` under the other modes (so a
+    /// segment is not written twice).
+    pub fn preallocation(mut self, preallocation: Preallocation) -> LocalWalConfig {
+        self.manager.preallocation = Some(preallocation);
         self
     }
 
