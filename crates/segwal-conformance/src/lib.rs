@@ -113,7 +113,7 @@ async fn drain(mut iter: BatchLogIterator, batch_size: usize) -> Vec<(u64, u64, 
             out.push((
                 e.table_id,
                 e.sequence,
-                String::from_utf8(e.payload).unwrap(),
+                String::from_utf8(e.payload.to_vec()).unwrap(),
             ));
         }
     }

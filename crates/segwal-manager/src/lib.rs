@@ -39,6 +39,7 @@ pub use inspect::{
     DirReport, Problem, RegionReport, SegmentReport, TableSpan, dump_table, inspect,
 };
 pub use manager::{LOCK_FILE, SegmentManager};
-pub use read::EntryIter;
+pub use read::{EntryIter, SharedEntry};
 pub use segwal_format::{Entry, RegionMeta, TableMeta};
+pub use segwal_segment::SegmentBytes;
 pub use stats::Statistics;

@@ -146,7 +146,12 @@ impl SegmentManager {
             return Ok(Arc::clone(region));
         }
         let dir = self.inner.ctx.config.dir.join(region_dir_name(region_id));
-        let region = Arc::new(Region::recover(dir, region_id, &self.inner.ctx)?);
+        let region = Arc::new(Region::recover(
+            dir,
+            region_id,
+            &self.inner.ctx,
+            recovery_threads(),
+        )?);
         regions.insert(region_id, Arc::clone(&region));
         Ok(region)
     }
@@ -282,19 +287,25 @@ pub(crate) fn lock_data_dir(lock: &File, dir: &Path, exclusive: bool) -> Result<
     }
 }
 
-/// Recovers regions in parallel, a few threads at a time.
+/// How many threads recovery uses: one per core.
+fn recovery_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// Recovers regions in parallel, one thread per core. When there are fewer
+/// regions than cores, each region opens several segments at a time, so
+/// that one big region also recovers on every core.
 fn recover_regions(ctx: &Context, ids: &[u64]) -> Result<HashMap<u64, Arc<Region>>> {
-    let threads = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .max(1);
+    let threads = recovery_threads();
     let mut regions = HashMap::new();
     for chunk in ids.chunks(threads) {
+        let scan_threads = threads.div_ceil(chunk.len());
         let recovered: Vec<Result<Region>> = std::thread::scope(|scope| {
             let workers: Vec<_> = chunk
                 .iter()
                 .map(|&id| {
                     let dir = ctx.config.dir.join(region_dir_name(id));
-                    scope.spawn(move || Region::recover(dir, id, ctx))
+                    scope.spawn(move || Region::recover(dir, id, ctx, scan_threads))
                 })
                 .collect();
             workers

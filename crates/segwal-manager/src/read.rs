@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use segwal_format::{Entries, Entry};
-use segwal_segment::SegmentHandle;
+use segwal_segment::{SegmentBytes, SegmentHandle};
 use snafu::ResultExt;
 
 use crate::error::{ReadCorruptedSnafu, Result, SegmentSnafu};
@@ -86,6 +86,33 @@ impl EntryIter {
     /// stopped, so reading a huge batch `max` entries at a time costs one
     /// pass over it, not one per call.
     pub fn next_batch(&mut self, max: usize, mut visit: impl FnMut(Entry<'_>)) -> Result<usize> {
+        self.advance(max, |entry, _| visit(entry))
+    }
+
+    /// Like [`next_batch`](EntryIter::next_batch), but hands out each entry
+    /// as a [`SharedEntry`], whose payload is shared with the segment's
+    /// mapping rather than copied, and outlives the call.
+    pub fn next_batch_shared(
+        &mut self,
+        max: usize,
+        mut visit: impl FnMut(SharedEntry),
+    ) -> Result<usize> {
+        self.advance(max, |entry, handle| {
+            visit(SharedEntry {
+                table_id: entry.table_id,
+                sequence: entry.sequence,
+                payload: handle.share(entry.payload),
+            })
+        })
+    }
+
+    /// [`next_batch`](EntryIter::next_batch), handing each entry out with
+    /// the handle of the segment it was read from.
+    fn advance(
+        &mut self,
+        max: usize,
+        mut visit: impl FnMut(Entry<'_>, &SegmentHandle),
+    ) -> Result<usize> {
         let mut count = 0;
         while count < max && self.next_loc < self.locs.len() {
             let loc = self.locs[self.next_loc];
@@ -142,7 +169,7 @@ impl EntryIter {
                 if entry.sequence > self.end {
                     break;
                 }
-                visit(entry);
+                visit(entry, handle);
                 count += 1;
                 self.delivered = Some(entry.sequence);
             }
@@ -150,6 +177,19 @@ impl EntryIter {
         }
         Ok(count)
     }
+}
+
+/// An entry handed out by [`EntryIter::next_batch_shared`].
+#[derive(Debug, Clone)]
+pub struct SharedEntry {
+    /// The table it belongs to.
+    pub table_id: u64,
+    /// Its sequence number within the region.
+    pub sequence: u64,
+    /// Its bytes, shared with the segment's mapping: they keep the segment
+    /// file open and mapped (and its space in use, if it is deleted) until
+    /// the last of them is dropped.
+    pub payload: SegmentBytes,
 }
 
 /// Where the entries of the record at `next_loc` resume, when an earlier

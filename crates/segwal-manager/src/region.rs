@@ -221,7 +221,13 @@ pub(crate) struct Region {
 impl Region {
     /// Opens region `id` in `dir`, which may not exist yet, rebuilding its
     /// index and sequence numbers from the segments and the meta file.
-    pub(crate) fn recover(dir: PathBuf, id: u64, ctx: &Context) -> Result<Region> {
+    /// Segments are opened (and verified) `scan_threads` at a time.
+    pub(crate) fn recover(
+        dir: PathBuf,
+        id: u64,
+        ctx: &Context,
+        scan_threads: usize,
+    ) -> Result<Region> {
         let mut meta = read_meta(&dir)?;
         // Ends learnt from a failed sync in this process but not recorded
         // yet: recorded now, before anything is read past them, or the
@@ -273,115 +279,124 @@ impl Region {
         ids.sort_unstable();
         let mut next_sequence = meta.next_sequence.max(1);
         let newest = ids.last().copied();
-        for &segment_id in &ids {
+        // Opens (and so verifies) one segment, collecting where its records
+        // are. Every segment is opened read-only first (so readers still
+        // holding handles from before a close do not block this open).
+        let segment_ends = &state.segment_ends;
+        let open = |segment_id: u64, writable: bool| {
             let path = dir.join(segment_file_name(segment_id));
             let identity = SegmentIdentity {
                 region_id: id,
                 segment_id,
             };
-            // Only the newest segment can end in a torn write. Every segment
-            // is opened read-only (so readers still holding handles from
-            // before a close do not block this open); the newest is opened
-            // again, writable, only when there is a tail to cut and zero. It
-            // is never appended to again (see ARCHITECTURE.md: after a
-            // restart, appends go to a fresh segment).
-            let is_newest = Some(segment_id) == newest;
-            let open = |writable: bool| {
-                let options = OpenOptions {
-                    recovery_mode: ctx.config.recovery_mode,
-                    writable,
-                    end: state.segment_ends.get(&segment_id).copied(),
-                };
-                let mut records = Vec::new();
-                Segment::open(&path, identity, &options, |record| {
-                    let loc = RecordLoc {
-                        first: record.first_sequence(),
-                        last: record.last_sequence(),
-                        segment_id,
-                        offset: record.offset(),
-                    };
-                    records.push((record.table_id(), loc));
-                })
-                .map(|(segment, report)| (segment, report, records))
-                .context(SegmentSnafu { region_id: id })
+            let options = OpenOptions {
+                recovery_mode: ctx.config.recovery_mode,
+                writable,
+                end: segment_ends.get(&segment_id).copied(),
             };
-            let (mut segment, mut report, mut records) = open(false)?;
-            if is_newest && (report.torn_tail.is_some() || report.past_end_bytes > 0) {
-                drop(segment);
-                (segment, report, records) = open(true)?;
-            }
-            let mut tables: HashMap<u64, u64> = HashMap::new();
-            for (table_id, loc) in records {
-                next_sequence = next_sequence.max(loc.last + 1);
-                let table = state.tables.entry(table_id).or_default();
-                table.max_sequence = table.max_sequence.max(loc.last);
-                if loc.last > table.deleted_up_to {
-                    table.records.push_back(loc);
-                    let max = tables.entry(table_id).or_default();
-                    *max = (*max).max(loc.last);
+            let mut records = Vec::new();
+            Segment::open(&path, identity, &options, |record| {
+                let loc = RecordLoc {
+                    first: record.first_sequence(),
+                    last: record.last_sequence(),
+                    segment_id,
+                    offset: record.offset(),
+                };
+                records.push((record.table_id(), loc));
+            })
+            .map(|(segment, report)| (segment, report, records))
+            .context(SegmentSnafu { region_id: id })
+        };
+        // Segments are opened `scan_threads` at a time, in parallel, and
+        // then taken in id order: the index and every check below see them
+        // in order, and only a window's record lists are held at once.
+        for window in ids.chunks(scan_threads.max(1)) {
+            let opened = parallel_map(window, |&segment_id| open(segment_id, false));
+            for (&segment_id, first_open) in window.iter().zip(opened) {
+                let path = dir.join(segment_file_name(segment_id));
+                // Only the newest segment can end in a torn write. It is opened
+                // again, writable, only when there is a tail to cut and zero. It
+                // is never appended to again (see ARCHITECTURE.md: after a
+                // restart, appends go to a fresh segment).
+                let is_newest = Some(segment_id) == newest;
+                let (mut segment, mut report, mut records) = first_open?;
+                if is_newest && (report.torn_tail.is_some() || report.past_end_bytes > 0) {
+                    drop(segment);
+                    (segment, report, records) = open(segment_id, true)?;
                 }
-            }
-            if let Some(torn) = report.torn_tail {
-                if !is_newest && ctx.config.recovery_mode != RecoveryMode::SkipCorrupted {
-                    return Err(torn.cause).context(SealedSegmentDamagedSnafu {
-                        path,
-                        offset: torn.offset,
-                    });
+                let mut tables: HashMap<u64, u64> = HashMap::new();
+                for (table_id, loc) in records {
+                    next_sequence = next_sequence.max(loc.last + 1);
+                    let table = state.tables.entry(table_id).or_default();
+                    table.max_sequence = table.max_sequence.max(loc.last);
+                    if loc.last > table.deleted_up_to {
+                        table.records.push_back(loc);
+                        let max = tables.entry(table_id).or_default();
+                        *max = (*max).max(loc.last);
+                    }
                 }
-                log::warn!(
-                    "region {id}: cut {} bytes of an incomplete write at offset {} of {} ({})",
-                    torn.discarded_bytes,
-                    torn.offset,
-                    path.display(),
-                    torn.cause
-                );
-            }
-            for skipped in &report.skipped {
-                log::error!(
-                    "region {id}: skipped damaged bytes {}..{} of {} ({})",
-                    skipped.range.start,
-                    skipped.range.end,
-                    path.display(),
-                    skipped.cause
-                );
-            }
-            if let Some(len) = report.wrong_length {
-                log::error!(
-                    "region {id}: {} is {len} bytes long but its header records {}; \
+                if let Some(torn) = report.torn_tail {
+                    if !is_newest && ctx.config.recovery_mode != RecoveryMode::SkipCorrupted {
+                        return Err(torn.cause).context(SealedSegmentDamagedSnafu {
+                            path,
+                            offset: torn.offset,
+                        });
+                    }
+                    log::warn!(
+                        "region {id}: cut {} bytes of an incomplete write at offset {} of {} ({})",
+                        torn.discarded_bytes,
+                        torn.offset,
+                        path.display(),
+                        torn.cause
+                    );
+                }
+                for skipped in &report.skipped {
+                    log::error!(
+                        "region {id}: skipped damaged bytes {}..{} of {} ({})",
+                        skipped.range.start,
+                        skipped.range.end,
+                        path.display(),
+                        skipped.cause
+                    );
+                }
+                if let Some(len) = report.wrong_length {
+                    log::error!(
+                        "region {id}: {} is {len} bytes long but its header records {}; \
                      read only up to offset {}",
-                    path.display(),
-                    segment.header().capacity,
-                    segment.capacity()
+                        path.display(),
+                        segment.header().capacity,
+                        segment.capacity()
+                    );
+                }
+                if report.past_end_bytes > 0 {
+                    log::warn!(
+                        "region {id}: ignored {} bytes of {} past the end recorded after a failed sync",
+                        report.past_end_bytes,
+                        path.display()
+                    );
+                }
+                let handle = segment.handle();
+                drop(segment);
+                if tables.is_empty() {
+                    // Nothing live: the segment goes, now that nothing can
+                    // point at it.
+                    drop(handle);
+                    Segment::delete_file(&path).context(SegmentSnafu { region_id: id })?;
+                    ctx.stats.segments_deleted.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                // The region is not shared yet, so nothing can race this insert
+                // (see `pin`).
+                ctx.cache.insert((id, segment_id), handle);
+                state.segments.insert(
+                    segment_id,
+                    SegmentInfo {
+                        tables,
+                        active: None,
+                        len: report.end,
+                    },
                 );
             }
-            if report.past_end_bytes > 0 {
-                log::warn!(
-                    "region {id}: ignored {} bytes of {} past the end recorded after a failed sync",
-                    report.past_end_bytes,
-                    path.display()
-                );
-            }
-            let handle = segment.handle();
-            drop(segment);
-            if tables.is_empty() {
-                // Nothing live: the segment goes, now that nothing can
-                // point at it.
-                drop(handle);
-                Segment::delete_file(&path).context(SegmentSnafu { region_id: id })?;
-                ctx.stats.segments_deleted.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            // The region is not shared yet, so nothing can race this insert
-            // (see `pin`).
-            ctx.cache.insert((id, segment_id), handle);
-            state.segments.insert(
-                segment_id,
-                SegmentInfo {
-                    tables,
-                    active: None,
-                    len: report.end,
-                },
-            );
         }
         Ok(Region {
             id,
@@ -1028,4 +1043,27 @@ fn write_meta(dir: &Path, meta: &RegionMeta) -> Result<()> {
     drop(file);
     disk::rename(&tmp, &path).context(MetaIoSnafu { path: &path })?;
     disk::sync_dir(dir).context(DirectorySnafu { dir })
+}
+
+/// `f` applied to every item, the first on this thread and each other on a
+/// thread of its own; results in `items`' order.
+fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let Some((first, rest)) = items.split_first() else {
+        return Vec::new();
+    };
+    std::thread::scope(|scope| {
+        let f = &f;
+        let others: Vec<_> = rest
+            .iter()
+            .map(|item| scope.spawn(move || f(item)))
+            .collect();
+        let mut results = Vec::with_capacity(items.len());
+        results.push(f(first));
+        results.extend(
+            others
+                .into_iter()
+                .map(|worker| worker.join().expect("segment recovery panicked")),
+        );
+        results
+    })
 }

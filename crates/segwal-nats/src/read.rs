@@ -180,7 +180,8 @@ impl NatsSource {
                     self.buffered.push_back(LogEntry {
                         table_id: table,
                         sequence,
-                        payload: payload.to_vec(),
+                        // A view of the message, not a copy.
+                        payload: message.payload.slice_ref(payload),
                     });
                 }
             }

@@ -174,9 +174,9 @@ async fn acknowledged_writes_survive_a_node_killed_mid_run() {
         assert_eq!(entries[0].table_id, 99);
         for pair in entries[1..].chunks(2) {
             // Batches are whole: "-a" then "-b" of the same attempt.
-            let first = String::from_utf8(pair[0].payload.clone()).unwrap();
+            let first = String::from_utf8(pair[0].payload.to_vec()).unwrap();
             assert_eq!(pair.len(), 2, "a torn batch at {}", pair[0].sequence);
-            let second = String::from_utf8(pair[1].payload.clone()).unwrap();
+            let second = String::from_utf8(pair[1].payload.to_vec()).unwrap();
             assert_eq!(second, format!("{}b", &first[..first.len() - 1]));
             assert_eq!(pair[1].sequence, pair[0].sequence + 1);
             assert!(pair[0].sequence > previous, "out of order");
@@ -306,8 +306,8 @@ async fn losing_quorum_fails_writes_clearly_and_resumes() {
             Err(e) => panic!("reads did not resume: {e}"),
         }
     };
-    assert_eq!(entries[0].payload, b"before");
-    assert_eq!(entries.last().unwrap().payload, b"after");
+    assert_eq!(entries[0].payload, &b"before"[..]);
+    assert_eq!(entries.last().unwrap().payload, &b"after"[..]);
     assert_eq!(entries.last().unwrap().sequence, seq);
     wal.close_gracefully().await.unwrap();
 }
@@ -387,7 +387,7 @@ async fn a_moved_region_fences_the_stale_owner() {
     let entries = read_all(&a, table).await;
     let by_seq: BTreeMap<u64, String> = entries
         .iter()
-        .map(|e| (e.sequence, String::from_utf8(e.payload.clone()).unwrap()))
+        .map(|e| (e.sequence, String::from_utf8(e.payload.to_vec()).unwrap()))
         .collect();
     for (seq, payload) in &b_acked {
         assert_eq!(by_seq.get(seq), Some(payload));

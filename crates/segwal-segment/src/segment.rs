@@ -604,6 +604,52 @@ impl Drop for Segment {
     }
 }
 
+/// Bytes of a segment's written data, shared with the mapping rather than
+/// copied (see [`SegmentHandle::share`]).
+///
+/// They stay readable and unchanged for as long as this value (or a clone)
+/// lives, even after the segment is closed or its file deleted: like a
+/// [`SegmentHandle`], it keeps the file open and mapped, and so keeps a
+/// deleted file's blocks in use and its lock held until it is dropped.
+#[derive(Clone)]
+pub struct SegmentBytes {
+    shared: Arc<Shared>,
+    /// `start <= end <= shared.written`: written bytes never change while
+    /// `shared` lives (see `Shared`'s invariants).
+    start: u64,
+    end: u64,
+}
+
+impl SegmentBytes {
+    /// Where the bytes lie in the segment file.
+    pub fn offsets(&self) -> Range<u64> {
+        self.start..self.end
+    }
+}
+
+impl AsRef<[u8]> for SegmentBytes {
+    fn as_ref(&self) -> &[u8] {
+        self.shared.bytes(self.start, self.end)
+    }
+}
+
+impl std::ops::Deref for SegmentBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.as_ref()
+    }
+}
+
+impl std::fmt::Debug for SegmentBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentBytes")
+            .field("path", &self.shared.path)
+            .field("offsets", &self.offsets())
+            .finish()
+    }
+}
+
 impl SegmentHandle {
     /// The segment file's path.
     pub fn path(&self) -> &Path {
@@ -651,6 +697,32 @@ impl SegmentHandle {
             }
         );
         Ok(self.shared.bytes(offset, offset + len))
+    }
+
+    /// `bytes`, a slice of this segment's written data that this handle
+    /// handed out (from [`read`](SegmentHandle::read) or a record from
+    /// [`records_from`](SegmentHandle::records_from)), as a
+    /// [`SegmentBytes`]: the same bytes, not copied, that stay readable for
+    /// as long as the value lives.
+    ///
+    /// # Panics
+    ///
+    /// If `bytes` does not lie within this segment's written data (a bug in
+    /// the caller).
+    pub fn share(&self, bytes: &[u8]) -> SegmentBytes {
+        let base = self.shared.map.as_ptr() as usize;
+        let start = (bytes.as_ptr() as usize).wrapping_sub(base) as u64;
+        let end = start.wrapping_add(bytes.len() as u64);
+        assert!(
+            start <= end && end <= self.written_len(),
+            "a slice outside the written data of {} shared",
+            self.shared.path.display()
+        );
+        SegmentBytes {
+            shared: Arc::clone(&self.shared),
+            start,
+            end,
+        }
     }
 
     /// The records from `offset` (which must be a record boundary) to the

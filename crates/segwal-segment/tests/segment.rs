@@ -804,3 +804,36 @@ fn records_past_a_recorded_end_are_ignored_and_zeroed() {
         (vec![1], first.end, 0)
     );
 }
+
+/// Proves that a slice shared out of a handle names the same bytes at the
+/// same offsets, stays readable after the segment is deleted, and that a
+/// slice from elsewhere cannot be passed off as the segment's.
+#[test]
+fn shared_bytes_outlive_the_segment_and_only_its_own_slices_are_shared() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, mut segment) = new_segment(dir.path());
+    let entries: [&[u8]; 2] = [b"kept", b"shared"];
+    let placed = segment
+        .append(&BatchRef {
+            table_id: 1,
+            first_sequence: 1,
+            entries: &entries,
+        })
+        .unwrap();
+    let handle = segment.handle();
+    let record = handle.records_from(placed.start).unwrap().next().unwrap();
+    let payload = record.entries().nth(1).unwrap().payload;
+    let shared = handle.share(payload);
+    assert_eq!(&*shared, b"shared");
+    assert!(placed.start < shared.offsets().start && shared.offsets().end <= placed.end);
+    segment.delete().unwrap();
+    drop(handle);
+    assert_eq!(&*shared, b"shared");
+
+    let foreign = b"shared".to_vec();
+    let (_, other) = new_segment(dir.path());
+    let outside = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        other.handle().share(&foreign)
+    }));
+    assert!(outside.is_err(), "a slice from the heap was shared");
+}

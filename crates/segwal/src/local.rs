@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use segwal_manager::{
     EntryIter, ManagerConfig, Preallocation, RecoveryMode, SegmentManager, Statistics, SyncMode,
 };
@@ -209,11 +210,12 @@ impl LogEntrySource for LocalSource {
             None,
             move || {
                 let mut entries = Vec::with_capacity(max.min(4096));
-                let read = iter.next_batch(max, |e| {
+                // Payloads are not copied: each shares its segment's mapping.
+                let read = iter.next_batch_shared(max, |e| {
                     entries.push(LogEntry {
                         table_id: e.table_id,
                         sequence: e.sequence,
-                        payload: e.payload.to_vec(),
+                        payload: Bytes::from_owner(e.payload),
                     });
                 });
                 (iter, read.map(|_| entries))

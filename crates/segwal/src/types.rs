@@ -205,6 +205,10 @@ pub struct LogEntry {
     pub table_id: TableId,
     /// Its sequence number within the region.
     pub sequence: SequenceNumber,
-    /// Its bytes.
-    pub payload: Vec<u8>,
+    /// Its bytes. From a [`LocalWal`](crate::LocalWal) they are not a copy
+    /// but a view of the segment file's memory map: holding them keeps that
+    /// file open and mapped (and, once it is deleted, its disk space in use)
+    /// until the last payload from it is dropped. Copy a payload
+    /// (`payload.to_vec()`) to keep it long after the read.
+    pub payload: Bytes,
 }

@@ -138,7 +138,7 @@ async fn every_read_boundary_pair_at_the_limits() {
                     .into_iter()
                     .map(|e| {
                         assert_eq!(e.table_id, location.table_id);
-                        (e.sequence, e.payload)
+                        (e.sequence, e.payload.to_vec())
                     })
                     .collect();
                 assert_eq!(got, want, "{location:?} {start:?}..{end:?}");
@@ -291,8 +291,8 @@ async fn contexts_at_the_extremes() {
     assert_eq!(got.len(), 5);
     for (i, entry) in got.iter().enumerate() {
         assert_eq!(
-            (entry.sequence, &entry.payload),
-            (i as u64 + 1, &vec![i as u8; 3])
+            (entry.sequence, &entry.payload[..]),
+            (i as u64 + 1, &[i as u8; 3][..])
         );
     }
 
@@ -375,7 +375,7 @@ async fn deletes_and_unknown_locations_at_the_limits() {
     assert_eq!(read(&wal, all(b)).await.len(), 1);
     assert_eq!(wal.sequence_num(a).await.unwrap(), 2);
     assert_eq!(write(&wal, a, &[b"4"]).await, 4);
-    assert_eq!(read(&wal, all(a)).await[0].payload, b"4");
+    assert_eq!(read(&wal, all(a)).await[0].payload, &b"4"[..]);
 
     let unknown = WalLocation::new(0, 0);
     assert_eq!(wal.sequence_num(unknown).await.unwrap(), 0);

@@ -38,7 +38,7 @@ async fn drain(mut iter: BatchLogIterator, batch_size: usize) -> Vec<(u64, u64, 
             out.push((
                 e.table_id,
                 e.sequence,
-                String::from_utf8(e.payload).unwrap(),
+                String::from_utf8(e.payload.to_vec()).unwrap(),
             ));
         }
     }
@@ -333,4 +333,58 @@ fn a_write_in_place_does_not_stall_the_workers_other_tasks() {
         assert_eq!(wal.sequence_num(location).await.unwrap(), 3);
         wal.close_gracefully().await.unwrap();
     });
+}
+
+/// Proves that payloads read from a `LocalWal`, which share the segment
+/// files' mappings instead of being copied, stay readable and unchanged
+/// after the read ends, after their table is deleted and its segment files
+/// are removed from disk, after more writes, and after the WAL is closed.
+#[tokio::test]
+async fn payloads_outlive_their_read_their_segments_and_the_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = LocalWal::open(config(dir.path())).await.unwrap();
+    let old = WalLocation::new(1, 1);
+    let expected: Vec<String> = (0..40).map(|i| format!("{i:03}").repeat(100)).collect();
+    for chunk in expected.chunks(4) {
+        let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        write(&wal, old, &chunk).await;
+    }
+    let ctx = ReadContext {
+        batch_size: 7,
+        ..ReadContext::default()
+    };
+    let request = ReadRequest {
+        location: old,
+        start: ReadBoundary::Min,
+        end: ReadBoundary::Max,
+    };
+    let mut iter = wal.read_batch(&ctx, &request).await.unwrap();
+    let mut held = Vec::new();
+    while let Some(batch) = iter.next_batch().await.unwrap() {
+        held.extend(batch.into_iter().map(|e| e.payload));
+    }
+    drop(iter);
+    let segments_before = std::fs::read_dir(dir.path().join("00000000000000000001"))
+        .unwrap()
+        .count();
+
+    // Later writes to another table roll over into new segments; the
+    // delete then removes every segment that held the table.
+    let other = WalLocation::new(1, 2);
+    for _ in 0..40 {
+        write(&wal, other, &[&"x".repeat(400)]).await;
+    }
+    wal.mark_delete_entries_up_to(old, u64::MAX).await.unwrap();
+    let statistics = wal.statistics();
+    assert!(
+        statistics.segments_deleted >= 2,
+        "{segments_before} segment files; {statistics:?}"
+    );
+    wal.close_gracefully().await.unwrap();
+
+    let held: Vec<String> = held
+        .iter()
+        .map(|p| String::from_utf8(p.to_vec()).unwrap())
+        .collect();
+    assert_eq!(held, expected);
 }
