@@ -8,6 +8,15 @@ pub use segwal_segment::{Preallocation, RecoveryMode};
 
 use crate::error::{Error, Result};
 
+/// Under [`SyncMode::Always`], segments filled faster than this get a
+/// successor reserved with `fallocate` rather than zero-filled (see
+/// [`ManagerConfig::preallocation`]). 256 MiB/s: on the 2-core VM the
+/// benchmarks ran on, 16 writers of 1 KiB entries fill segments at about
+/// 135 MB/s and run faster with zero-filled segments, 16 writers of 64 KiB
+/// entries at 470 MB/s two to three times faster with reserved ones
+/// (docs/BENCHMARKS.md).
+pub const ZERO_FILL_MAX_BYTES_PER_SEC: f64 = 256.0 * 1024.0 * 1024.0;
+
 /// When a write counts as durable.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -63,14 +72,26 @@ impl ManagerConfig {
         }
     }
 
-    /// How new segments' blocks are set aside: as configured, or else
-    /// [`Preallocation::Zeroed`] under [`SyncMode::Always`], where every
-    /// write waits for an `fdatasync` that must then have no file-system
-    /// metadata to commit, and [`Preallocation::Reserved`] under the other
-    /// modes, where syncs are rare and writing each segment twice would
-    /// halve the bandwidth.
-    pub fn preallocation(&self) -> Preallocation {
+    /// How a new segment's blocks are set aside, given how fast the active
+    /// segment is being filled (bytes per second; `None` when there is no
+    /// active segment to tell). As configured, or else:
+    ///
+    /// - under [`SyncMode::Interval`] and [`SyncMode::Never`],
+    ///   [`Preallocation::Reserved`]: syncs are rare, and writing each
+    ///   segment twice would halve the bandwidth;
+    /// - under [`SyncMode::Always`], [`Preallocation::Zeroed`], so that
+    ///   every `fdatasync` a write waits for has no file-system metadata to
+    ///   commit, unless segments fill faster than
+    ///   [`ZERO_FILL_MAX_BYTES_PER_SEC`]. Then the zeros would take a large
+    ///   share of the disk's bandwidth from the data, and writers would wait
+    ///   for them at rollover; the occasional extent conversion costs less.
+    pub fn preallocation(&self, fill_bytes_per_sec: Option<f64>) -> Preallocation {
         self.preallocation.unwrap_or(match self.sync_mode {
+            SyncMode::Always
+                if fill_bytes_per_sec.is_some_and(|rate| rate > ZERO_FILL_MAX_BYTES_PER_SEC) =>
+            {
+                Preallocation::Reserved
+            }
             SyncMode::Always => Preallocation::Zeroed,
             SyncMode::Interval(_) | SyncMode::Never => Preallocation::Reserved,
         })
@@ -110,5 +131,38 @@ impl ManagerConfig {
             return invalid("sync interval must be positive".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves the default policy: zero-filled segments only under
+    /// `SyncMode::Always` and while segments fill slowly; an explicit
+    /// setting always wins.
+    #[test]
+    fn preallocation_follows_the_sync_mode_and_the_fill_rate() {
+        let fast = Some(ZERO_FILL_MAX_BYTES_PER_SEC * 2.0);
+        let slow = Some(ZERO_FILL_MAX_BYTES_PER_SEC / 2.0);
+        let mut config = ManagerConfig::new("/data");
+        for rate in [None, slow] {
+            assert_eq!(config.preallocation(rate), Preallocation::Zeroed);
+        }
+        assert_eq!(config.preallocation(fast), Preallocation::Reserved);
+        for mode in [
+            SyncMode::Never,
+            SyncMode::Interval(Duration::from_millis(5)),
+        ] {
+            config.sync_mode = mode;
+            for rate in [None, slow, fast] {
+                assert_eq!(config.preallocation(rate), Preallocation::Reserved);
+            }
+        }
+        config.preallocation = Some(Preallocation::Zeroed);
+        assert_eq!(config.preallocation(fast), Preallocation::Zeroed);
+        config.sync_mode = SyncMode::Always;
+        config.preallocation = Some(Preallocation::Reserved);
+        assert_eq!(config.preallocation(slow), Preallocation::Reserved);
     }
 }

@@ -33,7 +33,9 @@ mod read;
 mod region;
 mod stats;
 
-pub use config::{ManagerConfig, Preallocation, RecoveryMode, SyncMode};
+pub use config::{
+    ManagerConfig, Preallocation, RecoveryMode, SyncMode, ZERO_FILL_MAX_BYTES_PER_SEC,
+};
 pub use error::{Error, Result};
 pub use inspect::{
     DirReport, Problem, RegionReport, SegmentReport, TableSpan, dump_table, inspect,

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use segwal_format::{
     MAX_BODY_LEN, RECORD_HEADER_LEN, RegionMeta, SEGMENT_HEADER_LEN, SegmentEnd, SegmentIdentity,
@@ -176,6 +177,8 @@ struct Spare {
 #[derive(Debug)]
 struct Writer {
     active: Option<Segment>,
+    /// When the active segment became the active one: a write needed it.
+    active_since: Option<Instant>,
     next_segment_id: u64,
     spare: Option<Spare>,
 }
@@ -403,6 +406,7 @@ impl Region {
             dir,
             writer: Mutex::new(Writer {
                 active: None,
+                active_since: None,
                 next_segment_id: newest.map_or(1, |n| n + 1),
                 spare: None,
             }),
@@ -579,7 +583,7 @@ impl Region {
                     &self.dir.join(spare_file_name(segment_id)),
                     self.identity(segment_id),
                     capacity,
-                    ctx.config.preallocation(),
+                    ctx.config.preallocation(None),
                 )
                 .context(SegmentSnafu { region_id })?;
                 if let Err(source) = segment.rename(&self.dir.join(segment_file_name(segment_id))) {
@@ -600,6 +604,7 @@ impl Region {
         );
         ctx.stats.segments_created.fetch_add(1, Ordering::Relaxed);
         writer.active = Some(segment);
+        writer.active_since = Some(Instant::now());
         Ok(())
     }
 
@@ -634,7 +639,11 @@ impl Region {
         let path = self.dir.join(spare_file_name(segment_id));
         let identity = self.identity(segment_id);
         let capacity = ctx.config.segment_size_bytes;
-        let preallocation = ctx.config.preallocation();
+        let fill_rate = writer.active_since.map(|since| {
+            let written = active.written_len() - SEGMENT_HEADER_LEN as u64;
+            written as f64 / since.elapsed().as_secs_f64().max(1e-6)
+        });
+        let preallocation = ctx.config.preallocation(fill_rate);
         let spawned = std::thread::Builder::new()
             .name(format!("segwal-spare-{}", self.id))
             .spawn(move || Segment::create(&path, identity, capacity, preallocation));
