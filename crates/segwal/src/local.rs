@@ -66,8 +66,9 @@ impl LocalWalConfig {
 
     /// How new segments' blocks are set aside. By default, zero-filled
     /// under [`SyncMode::Always`] (so a sync has no file-system metadata to
-    /// write) and reserved with `fallocate` under the other modes (so a
-    /// segment is not written twice).
+    /// write) while segments fill at up to 256 MiB/s, and otherwise
+    /// reserved with `fallocate` (so a segment is not written twice); see
+    /// [`ManagerConfig::preallocation`].
     pub fn preallocation(mut self, preallocation: Preallocation) -> LocalWalConfig {
         self.manager.preallocation = Some(preallocation);
         self
