@@ -6,18 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use segwal_benches::payloads;
+use segwal_benches::{bench_dir, fs_name, io_criterion, payloads};
 use segwal_manager::{ManagerConfig, SegmentManager, SyncMode};
 
-fn bench_dir() -> tempfile::TempDir {
-    match std::env::var_os("SEGWAL_BENCH_DIR") {
-        Some(dir) => tempfile::tempdir_in(dir).unwrap(),
-        None => tempfile::tempdir().unwrap(),
-    }
-}
-
 fn write(c: &mut Criterion) {
-    let fs = std::env::var("SEGWAL_BENCH_FS").unwrap_or_else(|_| "tmpdir".into());
+    let fs = fs_name();
     let mut group = c.benchmark_group(format!("manager_write/{fs}"));
     group.throughput(Throughput::Elements(1));
     let entry = payloads(1, 1024);
@@ -72,10 +65,7 @@ fn write(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
+    config = io_criterion(10);
     targets = write
 }
 criterion_main!(benches);

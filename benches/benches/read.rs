@@ -5,10 +5,8 @@
 //! `segment.rs`; the data is written once, unsynced, before measuring, so it
 //! is read from the page cache.
 
-use std::time::Duration;
-
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use segwal_benches::payloads;
+use segwal_benches::{bench_dir, fs_name, io_criterion, payloads};
 use segwal_manager::{ManagerConfig, SegmentManager, SyncMode};
 
 /// Tables interleaved in the region, and the one read back.
@@ -20,13 +18,6 @@ const BATCH: (usize, usize) = (16, 1024);
 const ROUNDS: u64 = 20;
 /// Segments of 8 MiB, so the data spans several.
 const SEGMENT_BYTES: u64 = 8 << 20;
-
-fn bench_dir() -> tempfile::TempDir {
-    match std::env::var_os("SEGWAL_BENCH_DIR") {
-        Some(dir) => tempfile::tempdir_in(dir).unwrap(),
-        None => tempfile::tempdir().unwrap(),
-    }
-}
 
 fn config(dir: &std::path::Path) -> ManagerConfig {
     ManagerConfig {
@@ -55,7 +46,7 @@ fn drain(mut iter: segwal_manager::EntryIter, mut keep: impl FnMut(u64) -> bool)
 }
 
 fn table_read(c: &mut Criterion) {
-    let fs = std::env::var("SEGWAL_BENCH_FS").unwrap_or_else(|_| "tmpdir".into());
+    let fs = fs_name();
     let dir = bench_dir();
     let wal = SegmentManager::open(config(dir.path())).unwrap();
     let (count, len) = BATCH;
@@ -93,7 +84,7 @@ fn table_read(c: &mut Criterion) {
 }
 
 fn recovery(c: &mut Criterion) {
-    let fs = std::env::var("SEGWAL_BENCH_FS").unwrap_or_else(|_| "tmpdir".into());
+    let fs = fs_name();
     let dir = bench_dir();
     // 4 regions of 16 MiB each, in batches of 64 x 4 KiB, 2 tables each.
     let (regions, count, len, batches_per_region) = (4u64, 64usize, 4096usize, 64u64);
@@ -133,10 +124,7 @@ fn recovery(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
+    config = io_criterion(10);
     targets = table_read, recovery
 }
 criterion_main!(benches);

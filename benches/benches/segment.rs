@@ -5,25 +5,16 @@
 //! and SEGWAL_BENCH_FS to name it in the results (`cargo xtask bench` sets
 //! both).
 
-use std::time::Duration;
-
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use segwal_benches::payloads;
+use segwal_benches::{bench_dir, fs_name, io_criterion, payloads};
 use segwal_format::SegmentIdentity;
 use segwal_segment::{BatchRef, Preallocation, Segment, segment_file_name};
 
 const SEGMENT_BYTES: u64 = 64 << 20;
 
-fn bench_dir() -> tempfile::TempDir {
-    match std::env::var_os("SEGWAL_BENCH_DIR") {
-        Some(dir) => tempfile::tempdir_in(dir).unwrap(),
-        None => tempfile::tempdir().unwrap(),
-    }
-}
-
 fn append(c: &mut Criterion) {
     let dir = bench_dir();
-    let fs = std::env::var("SEGWAL_BENCH_FS").unwrap_or_else(|_| "tmpdir".into());
+    let fs = fs_name();
     let mut group = c.benchmark_group(format!("segment_append/{fs}"));
     // Segment ids are unique across the benchmarks, which share `dir`.
     let mut next_id = 0;
@@ -87,10 +78,7 @@ fn append(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(20)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
+    config = io_criterion(20);
     targets = append
 }
 criterion_main!(benches);

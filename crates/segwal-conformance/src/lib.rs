@@ -89,7 +89,13 @@ macro_rules! conformance_tests {
     };
 }
 
-async fn write(wal: &impl WalManager, location: WalLocation, payloads: &[&str]) -> SequenceNumber {
+/// Writes `payloads` as one batch to `location` and returns its last
+/// sequence number; panics, naming the location, if the write fails.
+pub async fn write(
+    wal: &impl WalManager,
+    location: WalLocation,
+    payloads: &[&str],
+) -> SequenceNumber {
     let mut batch = LogWriteBatch::new(location);
     for p in payloads {
         batch.push(p.as_bytes().to_vec());
@@ -101,7 +107,7 @@ async fn write(wal: &impl WalManager, location: WalLocation, payloads: &[&str]) 
 
 /// Every entry of `iter` as (table, sequence, payload); checks that each
 /// batch holds 1 to `batch_size` entries and that the end stays the end.
-async fn drain(mut iter: BatchLogIterator, batch_size: usize) -> Vec<(u64, u64, String)> {
+pub async fn drain(mut iter: BatchLogIterator, batch_size: usize) -> Vec<(u64, u64, String)> {
     let mut out = Vec::new();
     while let Some(batch) = iter.next_batch().await.unwrap() {
         assert!(

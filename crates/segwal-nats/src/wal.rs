@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::publish::PublishAck;
-use async_nats::jetstream::stream::{self, LastRawMessageErrorKind, Stream};
+use async_nats::jetstream::stream::{self, LastRawMessageError, LastRawMessageErrorKind, Stream};
 use async_nats::jetstream::{self, message::StreamMessage};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -433,15 +433,10 @@ impl Inner {
         stream: &Stream,
         subject: &str,
     ) -> Result<Option<StreamMessage>, Error> {
-        match stream.get_last_raw_message_by_subject(subject).await {
-            Ok(message) => Ok(Some(message)),
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(e) => Err(self.request_error(
-                id,
-                format!("reading the last message of {subject}"),
-                boxed(e),
-            )),
-        }
+        let found = stream.get_last_raw_message_by_subject(subject).await;
+        self.found_or_none(id, found, || {
+            format!("reading the last message of {subject}")
+        })
     }
 
     /// The first message of `subject` at or after stream sequence `from`.
@@ -452,14 +447,24 @@ impl Inner {
         subject: &str,
         from: u64,
     ) -> Result<Option<StreamMessage>, Error> {
-        match stream.get_first_raw_message_by_subject(subject, from).await {
+        let found = stream.get_first_raw_message_by_subject(subject, from).await;
+        self.found_or_none(id, found, || {
+            format!("finding the first message of {subject} from {from}")
+        })
+    }
+
+    /// A message lookup's result: `None` when no message matched, an error
+    /// naming `what` was being looked up when the request failed.
+    fn found_or_none(
+        &self,
+        id: RegionId,
+        found: Result<StreamMessage, LastRawMessageError>,
+        what: impl FnOnce() -> String,
+    ) -> Result<Option<StreamMessage>, Error> {
+        match found {
             Ok(message) => Ok(Some(message)),
             Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(e) => Err(self.request_error(
-                id,
-                format!("finding the first message of {subject} from {from}"),
-                boxed(e),
-            )),
+            Err(e) => Err(self.request_error(id, what(), boxed(e))),
         }
     }
 

@@ -8,42 +8,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use segwal::{
-    BatchLogIterator, LocalWal, LocalWalConfig, LogWriteBatch, ReadBoundary, ReadContext,
-    ReadRequest, ScanRequest, SyncMode, WalLocation, WalManager, WriteContext,
+    LocalWal, LocalWalConfig, LogWriteBatch, ReadBoundary, ReadContext, ReadRequest, ScanRequest,
+    SyncMode, WalLocation, WalManager, WriteContext,
 };
+
+use segwal_conformance::{drain, write};
 
 fn config(dir: &std::path::Path) -> LocalWalConfig {
     LocalWalConfig::new(dir).segment_size(4096)
-}
-
-async fn write(wal: &impl WalManager, location: WalLocation, payloads: &[&str]) -> u64 {
-    let mut batch = LogWriteBatch::new(location);
-    for p in payloads {
-        batch.push(p.as_bytes().to_vec());
-    }
-    wal.write(&WriteContext::default(), &batch).await.unwrap()
-}
-
-/// Every entry of `iter` as (table, sequence, payload); checks that no
-/// batch is larger than `batch_size`.
-async fn drain(mut iter: BatchLogIterator, batch_size: usize) -> Vec<(u64, u64, String)> {
-    let mut out = Vec::new();
-    while let Some(batch) = iter.next_batch().await.unwrap() {
-        assert!(
-            !batch.is_empty() && batch.len() <= batch_size,
-            "{}",
-            batch.len()
-        );
-        for e in batch {
-            out.push((
-                e.table_id,
-                e.sequence,
-                String::from_utf8(e.payload.to_vec()).unwrap(),
-            ));
-        }
-    }
-    assert!(iter.next_batch().await.unwrap().is_none());
-    out
 }
 
 async fn read(
