@@ -27,6 +27,7 @@
 mod cache;
 mod config;
 mod error;
+mod group;
 mod inspect;
 mod manager;
 mod read;

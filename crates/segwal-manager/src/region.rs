@@ -15,14 +15,14 @@
 //!    a delete mark, to pick dead segments.
 //! 4. The open-segment cache's lock and `Context::unrecorded_ends`, leaves.
 //!
-//! `group` (group commit) is never held together with another lock, and
-//! never across a sync.
+//! `group`'s lock (group commit, `group.rs`) is never held together with
+//! another lock, and never across a sync.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -42,6 +42,7 @@ use crate::error::{
     MetaInvalidSnafu, MetaIoSnafu, RegionFailedSnafu, Result, SealedSegmentDamagedSnafu,
     SegmentSnafu, SequenceExhaustedSnafu,
 };
+use crate::group::GroupCommit;
 use crate::manager::Context;
 use crate::read::{EntryIter, RecordLoc};
 
@@ -183,12 +184,6 @@ struct Writer {
     spare: Option<Spare>,
 }
 
-/// Group-commit state: whether a leader is syncing right now.
-#[derive(Debug, Default)]
-struct Group {
-    syncing: bool,
-}
-
 /// A segment a read needs, found under the state lock.
 #[derive(Debug)]
 enum Pin {
@@ -209,8 +204,7 @@ pub(crate) struct Region {
     next_sequence: AtomicU64,
     pub(crate) state: RwLock<RegionState>,
     meta_lock: Mutex<()>,
-    group: Mutex<Group>,
-    group_done: Condvar,
+    group: GroupCommit,
     /// Set by `close` (under `state`'s write lock); later writes to this
     /// object fail (the manager opens the region afresh on its next use).
     closed: AtomicBool,
@@ -413,8 +407,7 @@ impl Region {
             next_sequence: AtomicU64::new(next_sequence),
             state: RwLock::new(state),
             meta_lock: Mutex::new(()),
-            group: Mutex::new(Group::default()),
-            group_done: Condvar::new(),
+            group: GroupCommit::default(),
             closed: AtomicBool::new(false),
             failed: AtomicBool::new(false),
             dir_durable: AtomicBool::new(false),
@@ -741,36 +734,25 @@ impl Region {
         }
     }
 
-    /// Group commit: returns once `handle` is durable up to `end`. The first
-    /// waiter that finds no sync running becomes the leader and syncs for
-    /// everyone queued behind it; the others sleep until a sync finishes.
+    /// Group commit: returns once `handle` is durable up to `end`, having
+    /// synced it if this writer is asked to lead (see `group.rs`).
     fn wait_durable(&self, handle: &SegmentHandle, end: u64, ctx: &Context) -> Result<()> {
-        let mut group = lock(&self.group);
-        loop {
-            if handle.durable_len() >= end {
-                return Ok(());
+        match self.group.wait(handle, end, || handle.sync()) {
+            None => Ok(()),
+            Some(Ok(durable)) => {
+                ctx.stats.syncs.fetch_add(1, Ordering::Relaxed);
+                assert!(
+                    durable >= end,
+                    "a sync of its own segment covers the leader"
+                );
+                Ok(())
             }
-            if group.syncing {
-                group = self
-                    .group_done
-                    .wait(group)
-                    .unwrap_or_else(|e| e.into_inner());
-                continue;
-            }
-            group.syncing = true;
-            drop(group);
-            let synced = handle.sync();
-            group = lock(&self.group);
-            group.syncing = false;
-            self.group_done.notify_all();
-            if let Err(source) = synced {
-                drop(group);
+            Some(Err(source)) => {
                 let lost_after =
                     lost_after(&source, handle.header().segment_id, handle.durable_len());
                 self.record_failure(&lock(&self.writer), ctx, lost_after);
-                return Err(source).context(SegmentSnafu { region_id: self.id });
+                Err(source).context(SegmentSnafu { region_id: self.id })
             }
-            ctx.stats.syncs.fetch_add(1, Ordering::Relaxed);
         }
     }
 
