@@ -43,6 +43,7 @@ pub use inspect::{
 };
 pub use manager::{LOCK_FILE, SegmentManager};
 pub use read::{EntryIter, SharedEntry};
+pub use region::WRITEBACK_CHUNK_BYTES;
 pub use segwal_format::{Entry, RegionMeta, TableMeta};
 pub use segwal_segment::SegmentBytes;
 pub use stats::Statistics;

@@ -9,6 +9,7 @@ pub(crate) struct Stats {
     pub(crate) entries_written: AtomicU64,
     pub(crate) bytes_written: AtomicU64,
     pub(crate) syncs: AtomicU64,
+    pub(crate) writebacks: AtomicU64,
     pub(crate) segments_created: AtomicU64,
     pub(crate) segments_deleted: AtomicU64,
     pub(crate) spares_used: AtomicU64,
@@ -34,6 +35,10 @@ pub struct Statistics {
     pub bytes_written: u64,
     /// `fdatasync` calls issued by writes, rollovers and interval syncs.
     pub syncs: u64,
+    /// Times write-back of an unsynced segment was started early, every
+    /// [`WRITEBACK_CHUNK_BYTES`](crate::WRITEBACK_CHUNK_BYTES) written
+    /// (`SyncMode::Never` and `Interval` only).
+    pub writebacks: u64,
     /// Segment files created since open.
     pub segments_created: u64,
     /// Segment files deleted since open.
@@ -59,6 +64,7 @@ impl Statistics {
             entries_written: stats.entries_written.load(Ordering::Relaxed),
             bytes_written: stats.bytes_written.load(Ordering::Relaxed),
             syncs: stats.syncs.load(Ordering::Relaxed),
+            writebacks: stats.writebacks.load(Ordering::Relaxed),
             segments_created: stats.segments_created.load(Ordering::Relaxed),
             segments_deleted: stats.segments_deleted.load(Ordering::Relaxed),
             spares_used: stats.spares_used.load(Ordering::Relaxed),
@@ -79,6 +85,7 @@ impl std::fmt::Display for Statistics {
         writeln!(f, "entries written: {}", self.entries_written)?;
         writeln!(f, "bytes written: {}", self.bytes_written)?;
         writeln!(f, "syncs: {} ({per_sync:.1} batches per sync)", self.syncs)?;
+        writeln!(f, "write-backs started early: {}", self.writebacks)?;
         writeln!(
             f,
             "segments: {} live, {} open, {} created ({} prepared ahead), {} deleted",

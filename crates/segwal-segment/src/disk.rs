@@ -196,6 +196,44 @@ fn fallocate(_file: &File, _len: u64) -> io::Result<()> {
     Err(io::ErrorKind::Unsupported.into())
 }
 
+/// Asks the kernel to start writing `file`'s dirty pages in `[offset,
+/// offset + len)` to the disk, without waiting for them or making anything
+/// durable (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`; nothing off
+/// Linux).
+///
+/// It is a hint that changes nothing a power loss could tell apart: the
+/// pages may reach the disk at any time anyway, and only a later sync says
+/// they did. So hooks do not see it, and its errors are the caller's to
+/// ignore: a write-back that fails is reported by the next sync.
+pub fn start_writeback(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    sync_file_range(file, offset, len)
+}
+
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn sync_file_range(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+
+    let invalid = |_| io::Error::from(io::ErrorKind::InvalidInput);
+    let offset = libc::off64_t::try_from(offset).map_err(invalid)?;
+    let len = libc::off64_t::try_from(len).map_err(invalid)?;
+    // SAFETY: `sync_file_range` reads no memory of ours; the descriptor is
+    // open for as long as `file` is borrowed.
+    let rc = unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn sync_file_range(_file: &File, _offset: u64, _len: u64) -> io::Result<()> {
+    Ok(())
+}
+
 /// Makes `file`'s data durable (`fdatasync`): enough for a file whose size
 /// does not change, such as a preallocated segment.
 pub fn sync_data(file: &File, path: &Path) -> io::Result<()> {

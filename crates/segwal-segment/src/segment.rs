@@ -558,6 +558,22 @@ impl Segment {
         Ok(offset..offset + len)
     }
 
+    /// Starts writing the appended bytes from `from` on to the disk, without
+    /// waiting and without making them durable, and returns the offset it
+    /// covered up to (the written length). Segments filled without syncs
+    /// (`SyncMode::Never`, `Interval`) call this as they fill, so that the
+    /// sync at rollover, and the disk, do not face the whole segment at once.
+    ///
+    /// A hint: errors are ignored here, since a write-back that fails is
+    /// reported by the next [`sync`](Segment::sync).
+    pub fn start_writeback(&self, from: u64) -> u64 {
+        let written = self.shared.written.load(Ordering::Acquire);
+        if from < written {
+            let _ = disk::start_writeback(&self.shared.file, from, written - from);
+        }
+        written
+    }
+
     /// Makes everything appended so far durable (`fdatasync`) and returns
     /// the durable length. See [`SegmentHandle::sync`].
     pub fn sync(&self) -> Result<u64> {

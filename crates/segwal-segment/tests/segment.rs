@@ -110,6 +110,23 @@ fn create_reserved_allocates_every_block_and_reads_as_zeros() {
 }
 
 #[test]
+fn start_writeback_covers_what_was_written_and_makes_nothing_durable() {
+    // Proves `start_writeback` is only a hint: it reports the written end it
+    // covered, starts nothing when there is nothing new, and leaves the
+    // durable offset (what a crash is known to keep) where it was.
+    let dir = tempfile::tempdir().unwrap();
+    let (_, mut segment) = new_segment(dir.path());
+    let durable = segment.durable_len();
+    let first = append(&mut segment, 1, 1, &[b"one", b"two"]);
+    let second = append(&mut segment, 1, 3, &[&[7u8; 5000]]);
+    assert_eq!(segment.start_writeback(first.start), second.end);
+    assert_eq!(segment.start_writeback(second.end), second.end);
+    assert_eq!(segment.durable_len(), durable);
+    assert_eq!(segment.written_len(), second.end);
+    assert_eq!(segment.sync().unwrap(), second.end);
+}
+
+#[test]
 fn create_refuses_an_existing_file_and_bad_capacities() {
     let dir = tempfile::tempdir().unwrap();
     let (path, _segment) = new_segment(dir.path());
