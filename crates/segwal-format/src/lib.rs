@@ -57,7 +57,7 @@ pub use record::{
     BatchMeta, ENTRY_LEN_PREFIX, Entries, Entry, MAX_BODY_LEN, RECORD_HEADER_LEN, Record,
     RecordDecoder, RecordEncoder, RecordHeader, RecordKind, record_len,
 };
-pub use scan::{ScanEnd, Scanner};
+pub use scan::{ScanEnd, Scanner, written_len};
 
 /// Reads a little-endian `u32` at `at`. Callers have checked the bounds.
 fn read_u32(bytes: &[u8], at: usize) -> u32 {

@@ -25,6 +25,27 @@ use crate::error::Error;
 use crate::header::SegmentHeader;
 use crate::record::{RECORD_HEADER_LEN, Record, RecordDecoder};
 
+/// The length of `data` without its trailing zero bytes: where the written
+/// part of a preallocated segment ends, at the latest.
+///
+/// Zeros are skipped 64 bytes at a time (a comparison the compiler makes
+/// wide), since a segment's unwritten tail may be most of its 64 MiB: a
+/// byte-at-a-time search was a tenth of recovering 1 GiB.
+pub fn written_len(data: &[u8]) -> usize {
+    const STEP: usize = 64;
+    let mut end = data.len();
+    while let Some(chunk) = end.checked_sub(STEP).map(|start| &data[start..end]) {
+        if chunk.iter().fold(0u8, |any, &b| any | b) != 0 {
+            break;
+        }
+        end -= STEP;
+    }
+    data[..end]
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |i| i + 1)
+}
+
 /// How a scan ended. Offsets are segment offsets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScanEnd {
@@ -139,9 +160,7 @@ impl<'a> Scanner<'a> {
         // Candidates for a later record must start before the last non-zero
         // byte: a record begins with a checksum and a non-zero kind byte.
         let data = self.data;
-        let written_end = *self
-            .written_end
-            .get_or_insert_with(|| data.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1));
+        let written_end = *self.written_end.get_or_insert_with(|| written_len(data));
         if written_end <= pos {
             return ScanEnd::Clean { offset };
         }

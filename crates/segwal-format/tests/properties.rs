@@ -4,6 +4,7 @@
 use proptest::prelude::*;
 use segwal_format::{
     BatchMeta, RecordDecoder, RecordEncoder, SEGMENT_HEADER_LEN, ScanEnd, Scanner, SegmentHeader,
+    written_len,
 };
 
 const SEGMENT: SegmentHeader = SegmentHeader {
@@ -107,6 +108,24 @@ fn expected(image: &Image, count: usize) -> Vec<Scanned> {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// `written_len` (zeros skipped 64 bytes at a time) agrees with a
+    /// byte-by-byte search for the last non-zero byte, wherever the
+    /// non-zero bytes fall relative to the 64-byte steps.
+    #[test]
+    fn written_len_is_one_past_the_last_non_zero_byte(
+        len in 0usize..600,
+        marks in prop::collection::vec((any::<prop::sample::Index>(), 1u8..), 0..4),
+    ) {
+        let mut data = vec![0u8; len];
+        for (at, value) in marks {
+            if len > 0 {
+                data[at.index(len)] = value;
+            }
+        }
+        let expected = data.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+        prop_assert_eq!(written_len(&data), expected);
+    }
 
     /// decode(encode(x)) == x for arbitrary batches, metadata included.
     #[test]

@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use memmap2::{MmapOptions, MmapRaw};
 use segwal_format::{
     BatchMeta, MIN_SEGMENT_CAPACITY, Record, RecordEncoder, SEGMENT_HEADER_LEN, ScanEnd, Scanner,
-    SegmentHeader, SegmentIdentity,
+    SegmentHeader, SegmentIdentity, written_len,
 };
 use snafu::{ResultExt, ensure};
 
@@ -831,7 +831,7 @@ impl Shared {
         let base = SEGMENT_HEADER_LEN as u64;
         let limit = end.map_or(self.capacity, |end| end.clamp(base, self.capacity));
         let past_end = self.bytes_unpublished(limit, self.capacity);
-        let past_end_bytes = past_end.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+        let past_end_bytes = written_len(past_end);
         let data = self.bytes_unpublished(base, limit);
         let mut scanner = Scanner::new(data, base, &self.header);
         let mut report = RecoveryReport {
@@ -862,7 +862,7 @@ impl Shared {
                         });
                     }
                     let tail = &data[(offset - base) as usize..];
-                    let nonzero = tail.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+                    let nonzero = written_len(tail);
                     report.end = offset;
                     report.torn_tail = Some(TornTail {
                         offset,
