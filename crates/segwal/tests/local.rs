@@ -111,38 +111,22 @@ async fn concurrent_writers_reopen_scan_and_delete() {
     );
 }
 
+/// Proves that `close_gracefully` frees the data dir at once: another
+/// instance opens it while the closed one still exists, and finds its data.
+/// (That a closed WAL refuses every call, and that `close_region` reopens
+/// on next use, are conformance cases run against `LocalWal`.)
 #[tokio::test]
-async fn closing_refuses_later_calls_and_close_region_reopens() {
+async fn close_gracefully_frees_the_data_dir_for_another_instance() {
     let dir = tempfile::tempdir().unwrap();
     let wal = LocalWal::open(config(dir.path())).await.unwrap();
     let table = WalLocation::new(7, 1);
-    write(&wal, table, &["a", "b"]).await;
-    wal.close_region(7).await.unwrap();
-    assert_eq!(write(&wal, table, &["c"]).await, 3);
-
-    // After close_gracefully every call fails with a "closed" error, and
-    // the data dir is free for another instance to take over.
+    write(&wal, table, &["a", "b", "c"]).await;
     wal.close_gracefully().await.unwrap();
-    let err = wal
-        .write(&WriteContext::default(), &LogWriteBatch::new(table))
-        .await
-        .unwrap_err();
-    assert!(err.is_closed(), "{err}");
     assert!(wal.sequence_num(table).await.unwrap_err().is_closed());
-    let req = ReadRequest {
-        location: table,
-        start: ReadBoundary::Min,
-        end: ReadBoundary::Excluded(0),
-    };
-    let err = wal
-        .read_batch(&ReadContext::default(), &req)
-        .await
-        .unwrap_err();
-    assert!(err.is_closed(), "{err}");
-    assert!(wal.close_gracefully().await.unwrap_err().is_closed());
 
     let other = LocalWal::open(config(dir.path())).await.unwrap();
     assert_eq!(other.sequence_num(table).await.unwrap(), 3);
+    drop(wal);
 }
 
 #[tokio::test]
