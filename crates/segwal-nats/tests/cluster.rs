@@ -164,8 +164,14 @@ async fn acknowledged_writes_survive_a_node_killed_mid_run() {
     }
     wal.close_gracefully().await.unwrap();
 
-    // A restarted owner reads everything back.
-    let wal = NatsWal::open(config).await.unwrap();
+    // A restarted owner reads everything back. Its requests get longer than
+    // the writers' 2 s: the node that returned may still be catching up on
+    // the streams, and this read is about what survived, not how fast the
+    // cluster answers (on a loaded 2-core CI machine a consumer creation
+    // here once took longer than 2 s).
+    let wal = NatsWal::open(config.request_timeout(Duration::from_secs(30)))
+        .await
+        .unwrap();
     for region in 0..2u64 {
         let entries = scan_all(&wal, region).await;
         let mut found: BTreeMap<u64, String> = BTreeMap::new();
