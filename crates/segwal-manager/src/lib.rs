@@ -33,6 +33,7 @@ mod manager;
 mod read;
 mod region;
 mod stats;
+mod waiting;
 
 pub use config::{
     ManagerConfig, Preallocation, RecoveryMode, SyncMode, ZERO_FILL_MAX_BYTES_PER_SEC,

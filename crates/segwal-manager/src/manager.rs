@@ -135,6 +135,13 @@ impl SegmentManager {
         Ok(())
     }
 
+    /// Region `region_id`, opened (recovered) on first use, and the
+    /// context its calls take (for the region's unit tests).
+    #[cfg(test)]
+    pub(crate) fn region_for_test(&self, region_id: u64) -> (Arc<Region>, &Context) {
+        (self.region(region_id).unwrap(), &self.inner.ctx)
+    }
+
     fn region(&self, region_id: u64) -> Result<Arc<Region>> {
         self.check_open()?;
         let regions = &self.inner.regions;

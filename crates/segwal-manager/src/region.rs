@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -45,6 +45,7 @@ use crate::error::{
 use crate::group::GroupCommit;
 use crate::manager::Context;
 use crate::read::{EntryIter, RecordLoc};
+use crate::waiting::{OwnedBatch, STARVING_AFTER, StarvingQueue, Waiter};
 
 /// Name of the region meta file inside a region directory.
 pub(crate) const META_FILE: &str = "META";
@@ -204,16 +205,51 @@ enum Pin {
     Sealed { len: u64 },
 }
 
+/// What appending one batch gave.
+#[derive(Debug)]
+pub(crate) struct Appended {
+    /// The segment the record went to.
+    handle: SegmentHandle,
+    /// The record's end offset in it.
+    end: u64,
+    /// The batch's last sequence number.
+    last: u64,
+}
+
+/// Starving writers' batches a holder of the writer lock took to append.
+/// If the holder panics (a bug) before it has appended them all, the rest
+/// get an error rather than waiting for ever.
+struct Handover<'a> {
+    region_id: u64,
+    starving: &'a StarvingQueue<Result<Appended>>,
+    /// Not appended yet, oldest first.
+    batches: VecDeque<(Arc<Waiter<Result<Appended>>>, OwnedBatch)>,
+}
+
+impl Drop for Handover<'_> {
+    fn drop(&mut self) {
+        for (waiter, _) in self.batches.drain(..) {
+            let refused = RegionFailedSnafu {
+                region_id: self.region_id,
+            }
+            .fail();
+            self.starving.complete(&waiter, refused);
+        }
+    }
+}
+
 /// One region of the WAL.
 #[derive(Debug)]
 pub(crate) struct Region {
     pub(crate) id: u64,
     dir: PathBuf,
-    writer: Mutex<Writer>,
+    writer: parking_lot::Mutex<Writer>,
     /// The next sequence number to assign; written under `writer`, read
     /// without it (deletes record it as the floor in the meta file).
     next_sequence: AtomicU64,
     pub(crate) state: RwLock<RegionState>,
+    /// Writers that waited too long for `writer` (see `waiting.rs`).
+    starving: StarvingQueue<Result<Appended>>,
     meta_lock: Mutex<()>,
     group: GroupCommit,
     /// Set by `close` (under `state`'s write lock); later writes to this
@@ -409,7 +445,7 @@ impl Region {
         Ok(Region {
             id,
             dir,
-            writer: Mutex::new(Writer {
+            writer: parking_lot::Mutex::new(Writer {
                 active: None,
                 active_since: None,
                 writeback_from: 0,
@@ -418,6 +454,7 @@ impl Region {
             }),
             next_sequence: AtomicU64::new(next_sequence),
             state: RwLock::new(state),
+            starving: StarvingQueue::default(),
             meta_lock: Mutex::new(()),
             group: GroupCommit::default(),
             closed: AtomicBool::new(false),
@@ -481,75 +518,152 @@ impl Region {
             }
         );
 
-        let (handle, end, last) = {
-            let mut writer = lock(&self.writer);
-            ensure!(!self.closed.load(Ordering::Acquire), ClosedSnafu);
-            ensure!(
-                !self.failed.load(Ordering::Acquire),
-                RegionFailedSnafu { region_id }
-            );
-            let first = self.next_sequence.load(Ordering::Acquire);
-            let count = entries.len() as u64;
-            let last = first
-                .checked_add(count - 1)
-                .filter(|&last| last < u64::MAX)
-                .ok_or_else(|| SequenceExhaustedSnafu { region_id }.build())?;
-            self.ensure_room(&mut writer, record_len, ctx)?;
-            let segment = writer
-                .active
-                .as_mut()
-                .expect("ensure_room leaves an active segment");
-            let segment_id = segment.identity().segment_id;
-            let appended = segment.append(&BatchRef {
-                table_id,
-                first_sequence: first,
-                entries,
-            });
-            // From here the numbers are used, whatever the outcome: a failed
-            // write never gives them back (its bytes may yet be on disk).
-            self.next_sequence.store(last + 1, Ordering::Release);
-            let range = match appended {
-                Ok(range) => range,
-                Err(source) => {
-                    // The segment is poisoned and stays the active one; the
-                    // region refuses writes until it is closed and recovered
-                    // from disk.
-                    self.record_failure(&writer, ctx, None);
-                    return Err(source).context(SegmentSnafu { region_id });
-                }
-            };
-            let handle = segment.handle();
-            {
-                let mut state = write(&self.state);
-                let table = state.tables.entry(table_id).or_default();
-                table.max_sequence = last;
-                table.records.push_back(RecordLoc {
-                    first,
-                    last,
-                    segment_id,
-                    offset: range.start,
-                });
-                let info = state
-                    .segments
-                    .get_mut(&segment_id)
-                    .expect("the active segment is indexed");
-                info.tables.insert(table_id, last);
+        // A writer kept from the lock for `STARVING_AFTER` has the next
+        // holder append its batch instead (see `waiting.rs`).
+        let appended = match self.writer.try_lock_for(STARVING_AFTER) {
+            Some(mut writer) => {
+                let appended = self.append(&mut writer, table_id, entries, record_len, ctx);
+                self.release_writer(writer, ctx);
+                appended
             }
-            ctx.stats.record_write(count, range.end - range.start);
-            if config.sync_mode != SyncMode::Always
-                && range.end - writer.writeback_from >= WRITEBACK_CHUNK_BYTES
-            {
-                let segment = writer.active.as_ref().expect("appended to it");
-                writer.writeback_from = segment.start_writeback(writer.writeback_from);
-                ctx.stats.writebacks.fetch_add(1, Ordering::Relaxed);
-            }
-            self.prepare_spare(&mut writer, ctx);
-            (handle, range.end, last)
-        };
+            None => self.append_starving(table_id, entries, record_len, ctx),
+        }?;
         if config.sync_mode == SyncMode::Always {
-            self.wait_durable(&handle, end, ctx)?;
+            self.wait_durable(&appended.handle, appended.end, ctx)?;
         }
-        Ok(last)
+        Ok(appended.last)
+    }
+
+    /// Numbers, encodes and writes one batch (already validated by
+    /// `write`) with the writer lock held.
+    fn append<E: AsRef<[u8]>>(
+        &self,
+        writer: &mut Writer,
+        table_id: u64,
+        entries: &[E],
+        record_len: u64,
+        ctx: &Context,
+    ) -> Result<Appended> {
+        let region_id = self.id;
+        ensure!(!self.closed.load(Ordering::Acquire), ClosedSnafu);
+        ensure!(
+            !self.failed.load(Ordering::Acquire),
+            RegionFailedSnafu { region_id }
+        );
+        let first = self.next_sequence.load(Ordering::Acquire);
+        let count = entries.len() as u64;
+        let last = first
+            .checked_add(count - 1)
+            .filter(|&last| last < u64::MAX)
+            .ok_or_else(|| SequenceExhaustedSnafu { region_id }.build())?;
+        self.ensure_room(writer, record_len, ctx)?;
+        let segment = writer
+            .active
+            .as_mut()
+            .expect("ensure_room leaves an active segment");
+        let segment_id = segment.identity().segment_id;
+        let appended = segment.append(&BatchRef {
+            table_id,
+            first_sequence: first,
+            entries,
+        });
+        // From here the numbers are used, whatever the outcome: a failed
+        // write never gives them back (its bytes may yet be on disk).
+        self.next_sequence.store(last + 1, Ordering::Release);
+        let range = match appended {
+            Ok(range) => range,
+            Err(source) => {
+                // The segment is poisoned and stays the active one; the
+                // region refuses writes until it is closed and recovered
+                // from disk.
+                self.record_failure(writer, ctx, None);
+                return Err(source).context(SegmentSnafu { region_id });
+            }
+        };
+        let handle = segment.handle();
+        {
+            let mut state = write(&self.state);
+            let table = state.tables.entry(table_id).or_default();
+            table.max_sequence = last;
+            table.records.push_back(RecordLoc {
+                first,
+                last,
+                segment_id,
+                offset: range.start,
+            });
+            let info = state
+                .segments
+                .get_mut(&segment_id)
+                .expect("the active segment is indexed");
+            info.tables.insert(table_id, last);
+        }
+        ctx.stats.record_write(count, range.end - range.start);
+        if ctx.config.sync_mode != SyncMode::Always
+            && range.end - writer.writeback_from >= WRITEBACK_CHUNK_BYTES
+        {
+            let segment = writer.active.as_ref().expect("appended to it");
+            writer.writeback_from = segment.start_writeback(writer.writeback_from);
+            ctx.stats.writebacks.fetch_add(1, Ordering::Relaxed);
+        }
+        self.prepare_spare(writer, ctx);
+        Ok(Appended {
+            handle,
+            end: range.end,
+            last,
+        })
+    }
+
+    /// `append` for a writer that waited [`STARVING_AFTER`] for the writer
+    /// lock in vain: its batch is copied for the next holder of the lock
+    /// to append, and it keeps trying the lock itself in case no other
+    /// writer comes (see `waiting.rs`).
+    fn append_starving<E: AsRef<[u8]>>(
+        &self,
+        table_id: u64,
+        entries: &[E],
+        record_len: u64,
+        ctx: &Context,
+    ) -> Result<Appended> {
+        let waiter = self
+            .starving
+            .starve(OwnedBatch::copy(table_id, entries, record_len));
+        loop {
+            if let Some(appended) = self.starving.take_done(&waiter) {
+                return appended;
+            }
+            if let Some(mut writer) = self.writer.try_lock() {
+                if self.starving.leave(&waiter) {
+                    let appended = self.append(&mut writer, table_id, entries, record_len, ctx);
+                    self.release_writer(writer, ctx);
+                    return appended;
+                }
+                // A holder appended the batch (and left its outcome) between
+                // the check above and this lock.
+                self.release_writer(writer, ctx);
+                continue;
+            }
+            std::thread::park_timeout(STARVING_AFTER);
+        }
+    }
+
+    /// Lets go of the writer lock after a write, having first appended
+    /// every starving writer's batch, oldest first.
+    fn release_writer(&self, mut writer: parking_lot::MutexGuard<'_, Writer>, ctx: &Context) {
+        let mut handover = Handover {
+            region_id: self.id,
+            starving: &self.starving,
+            batches: self.starving.take().into(),
+        };
+        while let Some((waiter, batch)) = handover.batches.front() {
+            let entries = batch.entries();
+            let appended =
+                self.append(&mut writer, batch.table_id, &entries, batch.record_len, ctx);
+            if appended.is_ok() {
+                ctx.stats.starved_writes.fetch_add(1, Ordering::Relaxed);
+            }
+            self.starving.complete(waiter, appended);
+            handover.batches.pop_front();
+        }
     }
 
     /// Makes sure the active segment can take `record_len` more bytes: if
@@ -770,7 +884,7 @@ impl Region {
             Some(Err(source)) => {
                 let lost_after =
                     lost_after(&source, handle.header().segment_id, handle.durable_len());
-                self.record_failure(&lock(&self.writer), ctx, lost_after);
+                self.record_failure(&self.writer.lock(), ctx, lost_after);
                 Err(source).context(SegmentSnafu { region_id: self.id })
             }
         }
@@ -778,14 +892,14 @@ impl Region {
 
     /// Syncs the active segment, if any (for `SyncMode::Interval`).
     pub(crate) fn sync_active(&self, ctx: &Context) -> Result<()> {
-        let handle = lock(&self.writer).active.as_ref().map(Segment::handle);
+        let handle = self.writer.lock().active.as_ref().map(Segment::handle);
         if let Some(handle) = handle
             && handle.durable_len() < handle.written_len()
         {
             if let Err(source) = handle.sync() {
                 let lost_after =
                     lost_after(&source, handle.header().segment_id, handle.durable_len());
-                self.record_failure(&lock(&self.writer), ctx, lost_after);
+                self.record_failure(&self.writer.lock(), ctx, lost_after);
                 return Err(source).context(SegmentSnafu { region_id: self.id });
             }
             ctx.stats.syncs.fetch_add(1, Ordering::Relaxed);
@@ -797,7 +911,7 @@ impl Region {
     /// drops the region's segments from the cache; the region then holds no
     /// open file but those readers still use.
     pub(crate) fn close(&self, ctx: &Context) -> Result<()> {
-        let mut writer = lock(&self.writer);
+        let mut writer = self.writer.lock();
         {
             // Under the state lock, so that no reader caches a handle of
             // this region after the cache is cleared below (see `pin`).
@@ -1077,4 +1191,152 @@ fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Ve
         );
         results
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{Error, ManagerConfig, SegmentManager};
+
+    /// Holds region 1's writer lock while a writer on another thread waits
+    /// for it until it starves, then lets go as a writer does; returns what
+    /// that writer's call returned.
+    fn starve_one_writer(
+        manager: &Arc<SegmentManager>,
+        before_release: impl FnOnce(&Region),
+    ) -> Result<u64> {
+        let (region, ctx) = manager.region_for_test(1);
+        let held = region.writer.lock();
+        let writer = {
+            let manager = Arc::clone(manager);
+            std::thread::spawn(move || manager.write(1, 7, &[b"starved".as_slice()]))
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while region.starving.starving() == 0 {
+            assert!(Instant::now() < deadline, "the writer never starved");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        before_release(&region);
+        region.release_writer(held, ctx);
+        writer.join().unwrap()
+    }
+
+    /// Proves a writer kept from the writer lock has its batch appended,
+    /// numbered and made durable by the next holder of the lock, without
+    /// ever taking the lock itself: the test holds the lock throughout.
+    #[test]
+    fn a_starving_writer_is_appended_by_the_next_holder_of_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let manager = Arc::new(SegmentManager::open(ManagerConfig::new(dir.path())).unwrap());
+        manager.write(1, 8, &[b"first".as_slice()]).unwrap();
+        assert_eq!(starve_one_writer(&manager, |_| {}).unwrap(), 2);
+        assert_eq!(manager.statistics().starved_writes, 1);
+        let mut read = Vec::new();
+        let mut iter = manager.read(1, 7, 0, u64::MAX).unwrap();
+        while iter
+            .next_batch(16, |e| read.push((e.sequence, e.payload.to_vec())))
+            .unwrap()
+            > 0
+        {}
+        assert_eq!(read, [(2, b"starved".to_vec())]);
+        drop(manager);
+        let reopened = SegmentManager::open(ManagerConfig::new(dir.path())).unwrap();
+        assert_eq!(reopened.sequence_num(1, 7).unwrap(), 2);
+    }
+
+    /// Proves a starving writer whose batch the holder of the lock cannot
+    /// append gets the error, and no sequence number.
+    #[test]
+    fn a_starving_writer_gets_the_error_of_its_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let manager = Arc::new(SegmentManager::open(ManagerConfig::new(dir.path())).unwrap());
+        let refused = starve_one_writer(&manager, |region| {
+            region.closed.store(true, Ordering::Release);
+        });
+        assert!(matches!(refused, Err(Error::Closed)), "{refused:?}");
+        assert_eq!(manager.statistics().starved_writes, 0);
+        assert_eq!(manager.region_for_test(1).0.next_sequence(), 1);
+    }
+
+    /// Proves that batches handed over by starving writers, across
+    /// rollovers, lose nothing and keep every table's entries in order:
+    /// writers race a thread that keeps taking the lock for 2 ms, so some
+    /// of them starve, and 16 KiB segments roll over every few batches.
+    #[test]
+    fn handed_over_batches_keep_every_table_whole_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ManagerConfig {
+            segment_size_bytes: 16 * 1024,
+            sync_mode: SyncMode::Never,
+            ..ManagerConfig::new(dir.path())
+        };
+        let manager = Arc::new(SegmentManager::open(config).unwrap());
+        let (region, ctx) = manager.region_for_test(1);
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let holding = std::sync::atomic::AtomicBool::new(false);
+        let batches_per_writer = 200u64;
+        let written: Vec<Vec<u64>> = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                // The first time, the lock is held until a writer starves,
+                // however slowly the machine runs the writers.
+                let held = region.writer.lock();
+                holding.store(true, Ordering::Release);
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while region.starving.starving() == 0 {
+                    assert!(Instant::now() < deadline, "no writer starved");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                region.release_writer(held, ctx);
+                while !done.load(Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(1));
+                    let held = region.writer.lock();
+                    std::thread::sleep(Duration::from_millis(2));
+                    region.release_writer(held, ctx);
+                }
+            });
+            while !holding.load(Ordering::Acquire) {
+                std::thread::yield_now();
+            }
+            let writers: Vec<_> = (0..4u64)
+                .map(|table_id| {
+                    let manager = &manager;
+                    scope.spawn(move || {
+                        (0..batches_per_writer)
+                            .map(|i| {
+                                let payload = format!("{table_id}:{i}:").repeat(100);
+                                manager.write(1, table_id, &[payload.as_bytes()]).unwrap()
+                            })
+                            .collect::<Vec<u64>>()
+                    })
+                })
+                .collect();
+            let written = writers.into_iter().map(|w| w.join().unwrap()).collect();
+            done.store(true, Ordering::Release);
+            written
+        });
+        assert!(manager.statistics().starved_writes > 0);
+        let mut all: Vec<u64> = written.iter().flatten().copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (1..=4 * batches_per_writer).collect::<Vec<u64>>());
+        drop(region);
+        drop(manager);
+        let reopened = SegmentManager::open(ManagerConfig::new(dir.path())).unwrap();
+        for (table_id, sequences) in (0..4u64).zip(&written) {
+            let mut read = Vec::new();
+            let mut iter = reopened.read(1, table_id, 0, u64::MAX).unwrap();
+            while iter
+                .next_batch(64, |e| read.push((e.sequence, e.payload.to_vec())))
+                .unwrap()
+                > 0
+            {}
+            let expected: Vec<(u64, Vec<u8>)> = sequences
+                .iter()
+                .enumerate()
+                .map(|(i, &seq)| (seq, format!("{table_id}:{i}:").repeat(100).into_bytes()))
+                .collect();
+            assert_eq!(read, expected, "table {table_id}");
+        }
+    }
 }

@@ -10,6 +10,7 @@ pub(crate) struct Stats {
     pub(crate) bytes_written: AtomicU64,
     pub(crate) syncs: AtomicU64,
     pub(crate) writebacks: AtomicU64,
+    pub(crate) starved_writes: AtomicU64,
     pub(crate) segments_created: AtomicU64,
     pub(crate) segments_deleted: AtomicU64,
     pub(crate) spares_used: AtomicU64,
@@ -39,6 +40,10 @@ pub struct Statistics {
     /// [`WRITEBACK_CHUNK_BYTES`](crate::WRITEBACK_CHUNK_BYTES) written
     /// (`SyncMode::Never` and `Interval` only).
     pub writebacks: u64,
+    /// Batches appended by another writer's thread because their own had
+    /// waited for the region's writer lock for 500 µs (see
+    /// docs/ARCHITECTURE.md, "Locks and their order").
+    pub starved_writes: u64,
     /// Segment files created since open.
     pub segments_created: u64,
     /// Segment files deleted since open.
@@ -65,6 +70,7 @@ impl Statistics {
             bytes_written: stats.bytes_written.load(Ordering::Relaxed),
             syncs: stats.syncs.load(Ordering::Relaxed),
             writebacks: stats.writebacks.load(Ordering::Relaxed),
+            starved_writes: stats.starved_writes.load(Ordering::Relaxed),
             segments_created: stats.segments_created.load(Ordering::Relaxed),
             segments_deleted: stats.segments_deleted.load(Ordering::Relaxed),
             spares_used: stats.spares_used.load(Ordering::Relaxed),
@@ -86,6 +92,11 @@ impl std::fmt::Display for Statistics {
         writeln!(f, "bytes written: {}", self.bytes_written)?;
         writeln!(f, "syncs: {} ({per_sync:.1} batches per sync)", self.syncs)?;
         writeln!(f, "write-backs started early: {}", self.writebacks)?;
+        writeln!(
+            f,
+            "writes appended for a writer kept waiting: {}",
+            self.starved_writes
+        )?;
         writeln!(
             f,
             "segments: {} live, {} open, {} created ({} prepared ahead), {} deleted",
