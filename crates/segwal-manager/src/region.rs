@@ -6,7 +6,9 @@
 //!
 //! 1. `writer` — the active segment, the spare being prepared and sequence
 //!    allocation. Held while a batch is encoded and written (one `pwrite`),
-//!    and while a full segment is synced and sealed at rollover.
+//!    and while a full segment is synced and sealed at rollover. A write
+//!    waits for it at most `STARVING_AFTER`, then has the next holder
+//!    append its batch (`waiting.rs`); the queue's own lock is a leaf.
 //! 2. `meta_lock` — serialises meta file replacements (deletes, and the
 //!    sequence floor after a failure). The file is written without holding
 //!    `state`, so reads and appends go on meanwhile.
