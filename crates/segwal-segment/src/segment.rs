@@ -641,6 +641,21 @@ impl SegmentBytes {
     pub fn offsets(&self) -> Range<u64> {
         self.start..self.end
     }
+
+    /// All of the segment's written data, from offset 0 (the header) to
+    /// its written end now: a wider view of the same mapping, which covers
+    /// `self` and everything written before it. One of these can stand for
+    /// many entries of a segment (slices of it), where a `SegmentBytes`
+    /// each would cost more.
+    pub fn written(&self) -> SegmentBytes {
+        let end = self.shared.written.load(Ordering::Acquire);
+        debug_assert!(self.end <= end, "written data never shrinks");
+        SegmentBytes {
+            shared: Arc::clone(&self.shared),
+            start: 0,
+            end,
+        }
+    }
 }
 
 impl AsRef<[u8]> for SegmentBytes {

@@ -211,12 +211,17 @@ impl LogEntrySource for LocalSource {
             None,
             move || {
                 let mut entries = Vec::with_capacity(max.min(4096));
-                // Payloads are not copied: each shares its segment's mapping.
+                // Payloads are not copied: each is a slice of one `Bytes`
+                // over its segment's written data (no allocation per entry).
+                let mut segment = Bytes::new();
                 let read = iter.next_batch_shared(max, |e| {
+                    if !covers(&segment, &e.payload) {
+                        segment = Bytes::from_owner(e.payload.written());
+                    }
                     entries.push(LogEntry {
                         table_id: e.table_id,
                         sequence: e.sequence,
-                        payload: Bytes::from_owner(e.payload),
+                        payload: segment.slice_ref(&e.payload),
                     });
                 });
                 (iter, read.map(|_| entries))
@@ -227,6 +232,14 @@ impl LogEntrySource for LocalSource {
         self.iter = Some(iter);
         Ok(entries)
     }
+}
+
+/// Whether `part` lies within `whole`'s bytes (so `whole.slice_ref(part)`
+/// shares them).
+fn covers(whole: &[u8], part: &[u8]) -> bool {
+    let whole = whole.as_ptr_range();
+    let part = part.as_ptr_range();
+    !whole.is_empty() && whole.start <= part.start && part.end <= whole.end
 }
 
 #[async_trait]
