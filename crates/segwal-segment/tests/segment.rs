@@ -854,3 +854,39 @@ fn shared_bytes_outlive_the_segment_and_only_its_own_slices_are_shared() {
     }));
     assert!(outside.is_err(), "a slice from the heap was shared");
 }
+
+/// Proves that `SegmentBytes::written` covers the shared slice and the
+/// whole segment written so far, from its header on, and not what is
+/// appended after it.
+#[test]
+fn written_bytes_cover_the_segment_up_to_its_written_end_then() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, mut segment) = new_segment(dir.path());
+    let placed = segment
+        .append(&BatchRef {
+            table_id: 1,
+            first_sequence: 1,
+            entries: &[b"first".as_slice()],
+        })
+        .unwrap();
+    let handle = segment.handle();
+    let record = handle.records_from(placed.start).unwrap().next().unwrap();
+    let shared = handle.share(record.entries().next().unwrap().payload);
+    let written = shared.written();
+    assert_eq!(written.offsets(), 0..placed.end);
+    assert_eq!(&*written, handle.read(0, placed.end).unwrap());
+    let inside = shared.offsets();
+    assert_eq!(
+        &written[inside.start as usize..inside.end as usize],
+        b"first"
+    );
+    let later = segment
+        .append(&BatchRef {
+            table_id: 1,
+            first_sequence: 2,
+            entries: &[b"second".as_slice()],
+        })
+        .unwrap();
+    assert_eq!(written.offsets().end, placed.end, "a view never grows");
+    assert_eq!(shared.written().offsets(), 0..later.end);
+}
