@@ -39,6 +39,11 @@ pub struct EntryIter {
     resume: Option<Resume>,
     /// Sequence number of the last entry handed out.
     delivered: Option<u64>,
+    /// Whether to have the next segment mapped ahead of need (scans: they
+    /// read every record of a segment).
+    populate_ahead: bool,
+    /// The last segment whose mapping was asked to be populated.
+    populated: Option<u64>,
 }
 
 impl EntryIter {
@@ -52,6 +57,8 @@ impl EntryIter {
             next_loc: 0,
             resume: None,
             delivered: None,
+            populate_ahead: false,
+            populated: None,
         }
     }
 
@@ -75,7 +82,43 @@ impl EntryIter {
             next_loc: 0,
             resume: None,
             delivered: None,
+            populate_ahead: false,
+            populated: None,
         }
+    }
+
+    /// Has each segment's mapping populated on a helper thread while the
+    /// iterator reads the one before it (`SegmentHandle::populate`), so
+    /// that the page faults (and on a cold cache the disk reads) of a
+    /// whole-region scan run beside the checksumming rather than before
+    /// it. Only worth it when most of each segment is read: a table read
+    /// touches a fraction of them.
+    pub(crate) fn populating_ahead(mut self) -> EntryIter {
+        self.populate_ahead = true;
+        self
+    }
+
+    /// Starts populating the segment after `segment_id` in this
+    /// iterator's records, once per segment.
+    fn populate_after(&mut self, segment_id: u64) {
+        if !self.populate_ahead || self.populated.is_some_and(|p| p > segment_id) {
+            return;
+        }
+        let next = self.locs[self.next_loc..]
+            .iter()
+            .find(|loc| loc.segment_id > segment_id)
+            .map(|loc| loc.segment_id);
+        // `None`: no segment after this one; nothing more to populate.
+        self.populated = Some(next.unwrap_or(u64::MAX));
+        let Some(next) = next else { return };
+        let handle = self.handles[&next].clone();
+        // A hint: without a thread, or if the kernel refuses the advice,
+        // the reads fault the pages in themselves.
+        let _ = std::thread::Builder::new()
+            .name("segwal-populate".into())
+            .spawn(move || {
+                let _ = handle.populate();
+            });
     }
 
     /// Hands up to `max` entries to `visit`, in ascending sequence order,
@@ -116,6 +159,7 @@ impl EntryIter {
         let mut count = 0;
         while count < max && self.next_loc < self.locs.len() {
             let loc = self.locs[self.next_loc];
+            self.populate_after(loc.segment_id);
             let handle = &self.handles[&loc.segment_id];
             let region_id = handle.header().region_id;
             let (mut entries, record_end) = match self.resume.take() {

@@ -1053,7 +1053,7 @@ impl Region {
             .iter()
             .map(|(&id, t)| (id, t.deleted_up_to))
             .collect();
-        Ok(EntryIter::new(locs, handles, 0, u64::MAX, deleted))
+        Ok(EntryIter::new(locs, handles, 0, u64::MAX, deleted).populating_ahead())
     }
 
     /// Handles to the segments a read needs, from the cache or reopened

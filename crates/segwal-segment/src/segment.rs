@@ -730,6 +730,17 @@ impl SegmentHandle {
         Ok(self.shared.bytes(offset, offset + len))
     }
 
+    /// Maps the written data now (`madvise(MADV_POPULATE_READ)`, reading
+    /// it from the disk if it is not cached), so that later reads do not
+    /// fault page by page. A hint that changes no data: an error (a kernel
+    /// older than 5.14 refuses the advice) only means reads fault as usual.
+    pub fn populate(&self) -> std::io::Result<()> {
+        let written = usize::try_from(self.written_len()).expect("a mapped length fits usize");
+        self.shared
+            .map
+            .advise_range(memmap2::Advice::PopulateRead, 0, written)
+    }
+
     /// `bytes`, a slice of this segment's written data that this handle
     /// handed out (from [`read`](SegmentHandle::read) or a record from
     /// [`records_from`](SegmentHandle::records_from)), as a
