@@ -194,42 +194,73 @@ async fn blocking<T: Send + 'static>(
     })
 }
 
-/// Reads a manager iterator on the blocking pool, a batch at a time.
+/// Reads a manager iterator on the blocking pool, a batch at a time, one
+/// batch ahead: when it hands a batch out, the next one is already being
+/// read, so the caller's work on a batch (replaying it) overlaps the
+/// reading and checksumming of the next.
 #[derive(Debug)]
 struct LocalSource {
-    /// `None` while a batch is being read, and for good if that read was
+    /// The iterator, when no read is under way. `None` while a batch is
+    /// read (ahead or not), and for good once a read failed or was
     /// abandoned.
     iter: Option<EntryIter>,
+    /// The read of the next batch, started when the last one was handed
+    /// out.
+    ahead: Option<tokio::task::JoinHandle<ReadBatch>>,
+}
+
+/// A batch read on the blocking pool, and the iterator to go on with.
+type ReadBatch = (EntryIter, segwal_manager::Result<Vec<LogEntry>>);
+
+impl LocalSource {
+    fn new(iter: EntryIter) -> LocalSource {
+        LocalSource {
+            iter: Some(iter),
+            ahead: None,
+        }
+    }
+}
+
+/// Reads up to `max` entries from `iter` (on the blocking pool).
+fn read_batch(mut iter: EntryIter, max: usize) -> ReadBatch {
+    let mut entries = Vec::with_capacity(max.min(4096));
+    // Payloads are not copied: each is a slice of one `Bytes` over its
+    // segment's written data (no allocation per entry).
+    let mut segment = Bytes::new();
+    let read = iter.next_batch_shared(max, |e| {
+        if !covers(&segment, &e.payload) {
+            segment = Bytes::from_owner(e.payload.written());
+        }
+        entries.push(LogEntry {
+            table_id: e.table_id,
+            sequence: e.sequence,
+            payload: segment.slice_ref(&e.payload),
+        });
+    });
+    (iter, read.map(|_| entries))
 }
 
 #[async_trait]
 impl LogEntrySource for LocalSource {
     async fn next_entries(&mut self, max: usize) -> Result<Vec<LogEntry>> {
-        let mut iter = self.iter.take().context(IteratorAbandonedSnafu)?;
-        let (iter, entries) = blocking(
-            || "reading the next batch".into(),
-            None,
-            move || {
-                let mut entries = Vec::with_capacity(max.min(4096));
-                // Payloads are not copied: each is a slice of one `Bytes`
-                // over its segment's written data (no allocation per entry).
-                let mut segment = Bytes::new();
-                let read = iter.next_batch_shared(max, |e| {
-                    if !covers(&segment, &e.payload) {
-                        segment = Bytes::from_owner(e.payload.written());
-                    }
-                    entries.push(LogEntry {
-                        table_id: e.table_id,
-                        sequence: e.sequence,
-                        payload: segment.slice_ref(&e.payload),
-                    });
-                });
-                (iter, read.map(|_| entries))
-            },
-        )
-        .await?;
+        let read = match self.ahead.take() {
+            Some(read) => read,
+            None => {
+                let iter = self.iter.take().context(IteratorAbandonedSnafu)?;
+                tokio::task::spawn_blocking(move || read_batch(iter, max))
+            }
+        };
+        // If this future is dropped here (a timeout), the read finishes on
+        // the blocking pool and the iterator is lost with it: the caller
+        // abandons the iteration (`Error::IteratorAbandoned`).
+        let (iter, entries) = read.await.context(TaskSnafu {
+            operation: "reading the next batch",
+        })?;
         let entries = entries?;
-        self.iter = Some(iter);
+        if !entries.is_empty() {
+            // The caller asks for the same `max` every time.
+            self.ahead = Some(tokio::task::spawn_blocking(move || read_batch(iter, max)));
+        }
         Ok(entries)
     }
 }
@@ -296,7 +327,7 @@ impl WalManager for LocalWal {
                 move |m| m.read(location.region_id, location.table_id, start, end),
             )
             .await?;
-        Ok(BatchLogIterator::new(LocalSource { iter: Some(iter) }, ctx))
+        Ok(BatchLogIterator::new(LocalSource::new(iter), ctx))
     }
 
     async fn write(&self, ctx: &WriteContext, batch: &LogWriteBatch) -> Result<SequenceNumber> {
@@ -331,7 +362,7 @@ impl WalManager for LocalWal {
                 move |m| m.scan(region_id),
             )
             .await?;
-        Ok(BatchLogIterator::new(LocalSource { iter: Some(iter) }, ctx))
+        Ok(BatchLogIterator::new(LocalSource::new(iter), ctx))
     }
 
     async fn get_statistics(&self) -> Option<String> {
