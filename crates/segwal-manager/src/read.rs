@@ -8,6 +8,10 @@ use snafu::ResultExt;
 
 use crate::error::{ReadCorruptedSnafu, Result, SegmentSnafu};
 
+/// Segments with less written data than this are not populated ahead
+/// (see [`EntryIter::populating_ahead`]).
+const POPULATE_MIN_BYTES: u64 = 1 << 20;
+
 /// Where one record is: what the index holds per batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RecordLoc {
@@ -111,7 +115,12 @@ impl EntryIter {
         // `None`: no segment after this one; nothing more to populate.
         self.populated = Some(next.unwrap_or(u64::MAX));
         let Some(next) = next else { return };
-        let handle = self.handles[&next].clone();
+        let handle = &self.handles[&next];
+        if handle.written_len() < POPULATE_MIN_BYTES {
+            // Faulting a small segment in costs less than a thread.
+            return;
+        }
+        let handle = handle.clone();
         // A hint: without a thread, or if the kernel refuses the advice,
         // the reads fault the pages in themselves.
         let _ = std::thread::Builder::new()
