@@ -523,11 +523,7 @@ impl Region {
         // A writer kept from the lock for `STARVING_AFTER` has the next
         // holder append its batch instead (see `waiting.rs`).
         let appended = match self.writer.try_lock_for(STARVING_AFTER) {
-            Some(mut writer) => {
-                let appended = self.append(&mut writer, table_id, entries, record_len, ctx);
-                self.release_writer(writer, ctx);
-                appended
-            }
+            Some(writer) => self.append_and_release(writer, table_id, entries, record_len, ctx),
             None => self.append_starving(table_id, entries, record_len, ctx),
         }?;
         if config.sync_mode == SyncMode::Always {
@@ -633,11 +629,9 @@ impl Region {
             if let Some(appended) = self.starving.take_done(&waiter) {
                 return appended;
             }
-            if let Some(mut writer) = self.writer.try_lock() {
+            if let Some(writer) = self.writer.try_lock() {
                 if self.starving.leave(&waiter) {
-                    let appended = self.append(&mut writer, table_id, entries, record_len, ctx);
-                    self.release_writer(writer, ctx);
-                    return appended;
+                    return self.append_and_release(writer, table_id, entries, record_len, ctx);
                 }
                 // A holder appended the batch (and left its outcome) between
                 // the check above and this lock.
@@ -646,6 +640,20 @@ impl Region {
             }
             std::thread::park_timeout(STARVING_AFTER);
         }
+    }
+
+    /// `append` with the lock `writer`, then `release_writer`.
+    fn append_and_release<E: AsRef<[u8]>>(
+        &self,
+        mut writer: parking_lot::MutexGuard<'_, Writer>,
+        table_id: u64,
+        entries: &[E],
+        record_len: u64,
+        ctx: &Context,
+    ) -> Result<Appended> {
+        let appended = self.append(&mut writer, table_id, entries, record_len, ctx);
+        self.release_writer(writer, ctx);
+        appended
     }
 
     /// Lets go of the writer lock after a write, having first appended

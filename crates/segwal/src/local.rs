@@ -200,9 +200,8 @@ async fn blocking<T: Send + 'static>(
 /// reading and checksumming of the next.
 #[derive(Debug)]
 struct LocalSource {
-    /// The iterator, when no read is under way. `None` while a batch is
-    /// read (ahead or not), and for good once a read failed or was
-    /// abandoned.
+    /// The iterator until the first read; from then on it travels with
+    /// the read ahead (`None` here, for good).
     iter: Option<EntryIter>,
     /// The read of the next batch, started when the last one was handed
     /// out.
