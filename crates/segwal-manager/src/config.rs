@@ -42,9 +42,11 @@ pub struct ManagerConfig {
     /// than this gets a segment of its own, sized to fit.
     pub segment_size_bytes: u64,
     /// How many sealed segments to keep open (mapped) between reads
-    /// (default 8), at least one; least recently used out first. Each open
+    /// (default 64), at least one; least recently used out first. Each open
     /// region's active segment is open besides, and a read keeps the
-    /// segments it spans open until it is dropped.
+    /// segments it spans open until it is dropped. Recovery leaves the
+    /// segments it scanned open, up to this many, so the replay that
+    /// follows a restart reads them without mapping them again.
     pub cache_size: usize,
     /// When writes are durable (default [`SyncMode::Always`]).
     pub sync_mode: SyncMode,
@@ -64,7 +66,7 @@ impl ManagerConfig {
         ManagerConfig {
             dir: dir.into(),
             segment_size_bytes: 64 << 20,
-            cache_size: 8,
+            cache_size: 64,
             sync_mode: SyncMode::Always,
             recovery_mode: RecoveryMode::default(),
             max_entry_size_bytes: 16 << 20,

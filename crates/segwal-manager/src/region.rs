@@ -1067,36 +1067,49 @@ impl Region {
     /// Handles to the segments a read needs, from the cache or reopened
     /// (without holding the state lock while files are opened). A segment
     /// deleted since the snapshot is left out.
+    ///
+    /// Every cached handle is taken before any segment is reopened: caching
+    /// a reopened segment may evict another one this read needs, and a
+    /// handle already taken keeps that one mapped. Taken one at a time in
+    /// order, a scan of a region with more segments than the cache holds
+    /// would evict each segment just before reaching it, and reopen them
+    /// all.
     fn pin(&self, pins: BTreeMap<u64, Pin>, ctx: &Context) -> Result<HashMap<u64, SegmentHandle>> {
         let mut handles = HashMap::with_capacity(pins.len());
+        let mut missing = Vec::new();
         for (segment_id, pin) in pins {
-            let key = (self.id, segment_id);
             let handle = match pin {
                 Pin::Open(handle) => handle,
-                Pin::Sealed { len } => match ctx.cache.get(key) {
+                Pin::Sealed { len } => match ctx.cache.get((self.id, segment_id)) {
                     Some(handle) => handle,
                     None => {
-                        let path = self.dir.join(segment_file_name(segment_id));
-                        let opened = Segment::open_sealed(&path, self.identity(segment_id), len);
-                        // Cached only while the segment is still indexed and
-                        // the region open, checked under the state lock that
-                        // deletion and `close` hold when they clear the cache.
-                        let state = read(&self.state);
-                        let indexed = state.segments.contains_key(&segment_id);
-                        match opened {
-                            Ok(handle) => {
-                                if indexed && !self.closed.load(Ordering::Acquire) {
-                                    ctx.cache.insert(key, handle.clone());
-                                }
-                                handle
-                            }
-                            Err(_) if !indexed => continue,
-                            Err(source) => {
-                                return Err(source).context(SegmentSnafu { region_id: self.id });
-                            }
-                        }
+                        missing.push((segment_id, len));
+                        continue;
                     }
                 },
+            };
+            handles.insert(segment_id, handle);
+        }
+        for (segment_id, len) in missing {
+            let path = self.dir.join(segment_file_name(segment_id));
+            let opened = Segment::open_sealed(&path, self.identity(segment_id), len);
+            // Cached only while the segment is still indexed and the region
+            // open, checked under the state lock that deletion and `close`
+            // hold when they clear the cache.
+            let state = read(&self.state);
+            let indexed = state.segments.contains_key(&segment_id);
+            let handle = match opened {
+                Ok(handle) => {
+                    ctx.stats.segments_reopened.fetch_add(1, Ordering::Relaxed);
+                    if indexed && !self.closed.load(Ordering::Acquire) {
+                        ctx.cache.insert((self.id, segment_id), handle.clone());
+                    }
+                    handle
+                }
+                Err(_) if !indexed => continue,
+                Err(source) => {
+                    return Err(source).context(SegmentSnafu { region_id: self.id });
+                }
             };
             handles.insert(segment_id, handle);
         }

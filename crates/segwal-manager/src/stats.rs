@@ -13,6 +13,7 @@ pub(crate) struct Stats {
     pub(crate) starved_writes: AtomicU64,
     pub(crate) segments_created: AtomicU64,
     pub(crate) segments_deleted: AtomicU64,
+    pub(crate) segments_reopened: AtomicU64,
     pub(crate) spares_used: AtomicU64,
     pub(crate) meta_writes: AtomicU64,
 }
@@ -48,6 +49,10 @@ pub struct Statistics {
     pub segments_created: u64,
     /// Segment files deleted since open.
     pub segments_deleted: u64,
+    /// Sealed segments a read had to open (map) again because the
+    /// open-segment cache no longer held them. If this grows with every
+    /// replay, `cache_size` is smaller than what the replays read.
+    pub segments_reopened: u64,
     /// Rollovers that found the next segment prepared ahead of need (the
     /// others created it while writers waited).
     pub spares_used: u64,
@@ -73,6 +78,7 @@ impl Statistics {
             starved_writes: stats.starved_writes.load(Ordering::Relaxed),
             segments_created: stats.segments_created.load(Ordering::Relaxed),
             segments_deleted: stats.segments_deleted.load(Ordering::Relaxed),
+            segments_reopened: stats.segments_reopened.load(Ordering::Relaxed),
             spares_used: stats.spares_used.load(Ordering::Relaxed),
             meta_writes: stats.meta_writes.load(Ordering::Relaxed),
             ..Statistics::default()
@@ -99,12 +105,13 @@ impl std::fmt::Display for Statistics {
         )?;
         writeln!(
             f,
-            "segments: {} live, {} open, {} created ({} prepared ahead), {} deleted",
+            "segments: {} live, {} open, {} created ({} prepared ahead), {} deleted, {} reopened by reads",
             self.segments_live,
             self.segments_open,
             self.segments_created,
             self.spares_used,
-            self.segments_deleted
+            self.segments_deleted,
+            self.segments_reopened
         )?;
         writeln!(f, "meta file writes: {}", self.meta_writes)?;
         for (region_id, next) in &self.regions {

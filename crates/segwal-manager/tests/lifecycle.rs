@@ -83,6 +83,38 @@ fn reads_reopen_segments_evicted_from_a_small_cache() {
 }
 
 #[test]
+fn a_scan_reopens_only_the_segments_the_cache_does_not_hold() {
+    // Proves that a read takes every segment the cache holds before it
+    // reopens any other: after a restart, a scan of a region with more
+    // segments than the cache holds maps again only those recovery could
+    // not keep, instead of evicting each cached one just before reaching
+    // it; and that with a cache large enough it maps none again.
+    let dir = tempfile::tempdir().unwrap();
+    let config = |cache_size| ManagerConfig {
+        segment_size_bytes: 4096,
+        cache_size,
+        ..ManagerConfig::new(dir.path())
+    };
+    let wal = SegmentManager::open(config(2)).unwrap();
+    for i in 0..40u64 {
+        wal.write(1, i % 3, &[vec![i as u8; 500]]).unwrap();
+    }
+    wal.close().unwrap();
+
+    let wal = SegmentManager::open(config(2)).unwrap();
+    let segments = wal.statistics().segments_live;
+    assert!(segments >= 6, "{}", wal.statistics());
+    assert_eq!(wal.statistics().segments_reopened, 0);
+    assert_eq!(drain(wal.scan(1).unwrap()).len(), 40);
+    assert_eq!(wal.statistics().segments_reopened, segments - 2);
+    wal.close().unwrap();
+
+    let wal = SegmentManager::open(config(segments as usize)).unwrap();
+    assert_eq!(drain(wal.scan(1).unwrap()).len(), 40);
+    assert_eq!(wal.statistics().segments_reopened, 0);
+}
+
+#[test]
 fn rollovers_use_segments_prepared_ahead_and_leave_no_spares_behind() {
     // Proves that the next segment is prepared in the background so that
     // most rollovers only rename it into place, that closing removes an
