@@ -30,7 +30,7 @@ pub struct LocalWalConfig {
 }
 
 impl LocalWalConfig {
-    /// The defaults for data dir `dir`: 64 MiB segments, 8 cached sealed
+    /// The defaults for data dir `dir`: 64 MiB segments, 64 cached sealed
     /// segments, [`SyncMode::Always`], [`RecoveryMode::TolerateTornTail`],
     /// entries up to 16 MiB.
     pub fn new(dir: impl Into<PathBuf>) -> LocalWalConfig {
