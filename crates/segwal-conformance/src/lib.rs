@@ -33,14 +33,28 @@ pub trait Backend: Send + Sync + 'static {
 #[derive(Debug)]
 pub struct LocalBackend {
     dir: tempfile::TempDir,
+    /// Whether writes and reads run in place (the default) or on the
+    /// blocking pool.
+    in_place: bool,
 }
 
 impl LocalBackend {
-    /// A backend over a fresh temporary dir (always `Some`; the suite's
-    /// factories may return `None` to skip).
+    /// A backend over a fresh temporary dir with the default configuration
+    /// (always `Some`; the suite's factories may return `None` to skip).
     pub async fn create() -> Option<LocalBackend> {
         Some(LocalBackend {
             dir: tempfile::tempdir().expect("a temporary dir"),
+            in_place: true,
+        })
+    }
+
+    /// Like [`create`](LocalBackend::create), but every write and read
+    /// goes to the blocking pool (and reads read a batch ahead), as on a
+    /// current-thread runtime.
+    pub async fn on_the_blocking_pool() -> Option<LocalBackend> {
+        Some(LocalBackend {
+            dir: tempfile::tempdir().expect("a temporary dir"),
+            in_place: false,
         })
     }
 }
@@ -50,9 +64,11 @@ impl Backend for LocalBackend {
     type Wal = LocalWal;
 
     async fn open(&self) -> LocalWal {
-        LocalWal::open(LocalWalConfig::new(self.dir.path()).segment_size(4096))
-            .await
-            .expect("LocalWal opens")
+        let config = LocalWalConfig::new(self.dir.path())
+            .segment_size(4096)
+            .writes_in_place(self.in_place)
+            .reads_in_place(self.in_place);
+        LocalWal::open(config).await.expect("LocalWal opens")
     }
 }
 

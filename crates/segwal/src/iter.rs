@@ -24,7 +24,8 @@ pub trait LogEntrySource: Send + std::fmt::Debug {
 ///
 /// It reads from a snapshot taken when the read started: later writes are
 /// not included. Each [`next_batch`](BatchLogIterator::next_batch) is
-/// bounded by the context's timeout; after a timeout or an error the
+/// bounded by the context's timeout (unless the backend runs it in place:
+/// see `LocalWalConfig::reads_in_place`); after a timeout or an error the
 /// iterator's position is lost and further calls fail with
 /// [`Error::IteratorAbandoned`].
 #[derive(Debug)]

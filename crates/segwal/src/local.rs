@@ -27,6 +27,7 @@ use crate::types::{
 pub struct LocalWalConfig {
     manager: ManagerConfig,
     writes_in_place: bool,
+    reads_in_place: bool,
 }
 
 impl LocalWalConfig {
@@ -37,6 +38,7 @@ impl LocalWalConfig {
         LocalWalConfig {
             manager: ManagerConfig::new(dir),
             writes_in_place: true,
+            reads_in_place: true,
         }
     }
 
@@ -98,6 +100,28 @@ impl LocalWalConfig {
         self
     }
 
+    /// Whether reads called on a multi-threaded tokio runtime run on the
+    /// calling worker thread (`true`, the default) rather than on the
+    /// blocking pool: starting a read or scan, and each
+    /// [`next_batch`](BatchLogIterator::next_batch).
+    ///
+    /// In place, a batch costs what reading it from the mapped segments
+    /// costs; on the blocking pool each batch is also two thread
+    /// hand-offs, partly hidden by reading the next batch ahead while the
+    /// caller works on the last one. A caller that does little per entry
+    /// reads about 1.4 times as many entries per second in place (see
+    /// docs/BENCHMARKS.md, change 13); one that does much more per entry
+    /// than reading it costs (decoding rows into a memtable) sees little
+    /// difference either way. As with writes, `block_in_place` first hands
+    /// the worker's other tasks to another thread, in case the read waits
+    /// for the disk (a segment not in the page cache), and a read in place
+    /// cannot be abandoned: [`ReadContext::timeout`] does not apply to it.
+    /// On a current-thread runtime, reads always go to the blocking pool.
+    pub fn reads_in_place(mut self, in_place: bool) -> LocalWalConfig {
+        self.reads_in_place = in_place;
+        self
+    }
+
     /// The data dir.
     pub fn dir(&self) -> &Path {
         &self.manager.dir
@@ -114,9 +138,10 @@ impl LocalWalConfig {
 ///
 /// Every call that may block on the disk (deletes, recovery of a region on
 /// first use, reads from the mapped segments) runs on tokio's blocking
-/// thread pool, never on the async worker threads. Writes do too, unless
-/// they run in place (see [`LocalWalConfig::writes_in_place`]), which
-/// tokio's `block_in_place` makes safe for the worker's other tasks.
+/// thread pool, never on the async worker threads. Writes and reads do
+/// too, unless they run in place (see [`LocalWalConfig::writes_in_place`]
+/// and [`LocalWalConfig::reads_in_place`]), which tokio's `block_in_place`
+/// makes safe for the worker's other tasks.
 ///
 /// Dropping a `LocalWal` without [`close_gracefully`](WalManager::close_gracefully)
 /// loses nothing acknowledged: under [`SyncMode::Always`] every
@@ -126,6 +151,7 @@ impl LocalWalConfig {
 pub struct LocalWal {
     manager: Arc<SegmentManager>,
     writes_in_place: bool,
+    reads_in_place: bool,
 }
 
 impl LocalWal {
@@ -133,7 +159,7 @@ impl LocalWal {
     /// recovers every region in it.
     pub async fn open(config: LocalWalConfig) -> Result<LocalWal> {
         let dir = config.dir().display().to_string();
-        let writes_in_place = config.writes_in_place;
+        let (writes_in_place, reads_in_place) = (config.writes_in_place, config.reads_in_place);
         let manager = blocking(
             || format!("opening {dir}"),
             None,
@@ -143,7 +169,18 @@ impl LocalWal {
         Ok(LocalWal {
             manager: Arc::new(manager),
             writes_in_place,
+            reads_in_place,
         })
+    }
+
+    /// A `BatchLogIterator` over `iter`, reading in place or on the pool.
+    fn iterator(&self, iter: EntryIter, ctx: &ReadContext) -> BatchLogIterator {
+        let source = LocalSource {
+            iter: Some(iter),
+            ahead: None,
+            in_place: self.reads_in_place,
+        };
+        BatchLogIterator::new(source, ctx)
     }
 
     /// The counters behind [`get_statistics`](WalManager::get_statistics).
@@ -156,6 +193,20 @@ impl LocalWal {
         self.manager.config()
     }
 
+    /// [`run`](LocalWal::run) for a read: in place if reads run in place
+    /// and this is a multi-threaded runtime.
+    async fn run_read<T: Send + 'static>(
+        &self,
+        operation: impl FnOnce() -> String,
+        timeout: Duration,
+        work: impl FnOnce(&SegmentManager) -> segwal_manager::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        if in_place(self.reads_in_place) {
+            return Ok(tokio::task::block_in_place(|| work(&self.manager))?);
+        }
+        self.run(operation, Some(timeout), work).await
+    }
+
     async fn run<T: Send + 'static>(
         &self,
         operation: impl FnOnce() -> String,
@@ -165,6 +216,14 @@ impl LocalWal {
         let manager = Arc::clone(&self.manager);
         Ok(blocking(operation, timeout, move || work(&manager)).await??)
     }
+}
+
+/// Whether work configured to run in place (`configured`) does so here:
+/// `block_in_place` needs a multi-threaded runtime.
+fn in_place(configured: bool) -> bool {
+    configured
+        && tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread)
 }
 
 /// Runs `work` on the blocking pool; waits at most `timeout` for it.
@@ -194,31 +253,25 @@ async fn blocking<T: Send + 'static>(
     })
 }
 
-/// Reads a manager iterator on the blocking pool, a batch at a time, one
-/// batch ahead: when it hands a batch out, the next one is already being
-/// read, so the caller's work on a batch (replaying it) overlaps the
-/// reading and checksumming of the next.
+/// Reads a manager iterator a batch at a time: in place (see
+/// [`LocalWalConfig::reads_in_place`]), or on the blocking pool one batch
+/// ahead: when it hands a batch out, the next one is already being read,
+/// so the caller's work on a batch (replaying it) overlaps the reading and
+/// checksumming of the next.
 #[derive(Debug)]
 struct LocalSource {
-    /// The iterator until the first read; from then on it travels with
-    /// the read ahead (`None` here, for good).
+    /// The iterator between reads. Reading ahead, it travels with the read
+    /// ahead instead (`None` here).
     iter: Option<EntryIter>,
-    /// The read of the next batch, started when the last one was handed
-    /// out.
+    /// The read of the next batch on the pool, started when the last one
+    /// was handed out.
     ahead: Option<tokio::task::JoinHandle<ReadBatch>>,
+    /// Whether to read in place where the runtime allows it.
+    in_place: bool,
 }
 
 /// A batch read on the blocking pool, and the iterator to go on with.
 type ReadBatch = (EntryIter, segwal_manager::Result<Vec<LogEntry>>);
-
-impl LocalSource {
-    fn new(iter: EntryIter) -> LocalSource {
-        LocalSource {
-            iter: Some(iter),
-            ahead: None,
-        }
-    }
-}
 
 /// Reads up to `max` entries from `iter` (on the blocking pool).
 fn read_batch(mut iter: EntryIter, max: usize) -> ReadBatch {
@@ -246,6 +299,11 @@ impl LogEntrySource for LocalSource {
             Some(read) => read,
             None => {
                 let iter = self.iter.take().context(IteratorAbandonedSnafu)?;
+                if in_place(self.in_place) {
+                    let (iter, entries) = tokio::task::block_in_place(|| read_batch(iter, max));
+                    self.iter = Some(iter);
+                    return Ok(entries?);
+                }
                 tokio::task::spawn_blocking(move || read_batch(iter, max))
             }
         };
@@ -320,21 +378,18 @@ impl WalManager for LocalWal {
             return Ok(BatchLogIterator::empty());
         };
         let iter = self
-            .run(
+            .run_read(
                 || format!("starting a read of {location:?}"),
-                Some(ctx.timeout),
+                ctx.timeout,
                 move |m| m.read(location.region_id, location.table_id, start, end),
             )
             .await?;
-        Ok(BatchLogIterator::new(LocalSource::new(iter), ctx))
+        Ok(self.iterator(iter, ctx))
     }
 
     async fn write(&self, ctx: &WriteContext, batch: &LogWriteBatch) -> Result<SequenceNumber> {
         let location = batch.location;
-        if self.writes_in_place
-            && tokio::runtime::Handle::try_current()
-                .is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread)
-        {
+        if in_place(self.writes_in_place) {
             let written = tokio::task::block_in_place(|| {
                 self.manager
                     .write(location.region_id, location.table_id, &batch.entries)
@@ -355,13 +410,13 @@ impl WalManager for LocalWal {
     async fn scan(&self, ctx: &ScanContext, req: &ScanRequest) -> Result<BatchLogIterator> {
         let region_id = req.region_id;
         let iter = self
-            .run(
+            .run_read(
                 || format!("starting a scan of region {region_id}"),
-                Some(ctx.timeout),
+                ctx.timeout,
                 move |m| m.scan(region_id),
             )
             .await?;
-        Ok(BatchLogIterator::new(LocalSource::new(iter), ctx))
+        Ok(self.iterator(iter, ctx))
     }
 
     async fn get_statistics(&self) -> Option<String> {

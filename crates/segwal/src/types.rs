@@ -179,7 +179,8 @@ impl Default for WriteContext {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadContext {
     /// How long the caller waits for each call (creating the iterator, and
-    /// each `next_batch`; default 10 s).
+    /// each `next_batch`; default 10 s). `LocalWal` reads that run in
+    /// place do not apply it (see `LocalWalConfig::reads_in_place`).
     pub timeout: Duration,
     /// The most entries one `next_batch` returns (default 500; 0 is taken
     /// as 1).
