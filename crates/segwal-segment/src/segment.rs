@@ -984,6 +984,13 @@ fn read_header(
 /// Writes the header, sets aside `capacity` bytes as `preallocation` says
 /// (writing zeros where the file system cannot reserve blocks), then syncs
 /// data and size.
+///
+/// Zeros are sent to the disk chunk by chunk as they are written
+/// (`disk::start_writeback`), not left to the final sync or the kernel's
+/// write-back: on a disk that the final sync would otherwise flood with a
+/// whole segment at once, every `fdatasync` that writers of the active
+/// segment wait for meanwhile would queue behind it (measured in
+/// docs/BENCHMARKS.md, change 14).
 fn preallocate(
     file: &File,
     path: &Path,
@@ -1007,6 +1014,8 @@ fn preallocate(
             // Chunks end on multiples of the chunk size after the first.
             let n = (capacity - at).min(ZERO_CHUNK as u64 - at % ZERO_CHUNK as u64) as usize;
             disk::write_at(file, path, &zeros[..n], at)?;
+            // A hint: a failed write-back is reported by the sync below.
+            let _ = disk::start_writeback(file, at, n as u64);
             at += n as u64;
         }
     }
