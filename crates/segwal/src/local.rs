@@ -273,7 +273,8 @@ struct LocalSource {
 /// A batch read on the blocking pool, and the iterator to go on with.
 type ReadBatch = (EntryIter, segwal_manager::Result<Vec<LogEntry>>);
 
-/// Reads up to `max` entries from `iter` (on the blocking pool).
+/// Reads up to `max` entries from `iter` (in place or on the blocking
+/// pool).
 fn read_batch(mut iter: EntryIter, max: usize) -> ReadBatch {
     let mut entries = Vec::with_capacity(max.min(4096));
     // Payloads are not copied: each is a slice of one `Bytes` over its
