@@ -6,7 +6,11 @@
 //!
 //! 1. `writer` — the active segment, the spare being prepared and sequence
 //!    allocation. Held while a batch is encoded and written (one `pwrite`),
-//!    and while a full segment is synced and sealed at rollover. A write
+//!    and while a full segment is synced and sealed at rollover. A synced
+//!    write by a writer alone in the region (`writing` is 1) also holds it
+//!    across the write's own sync: one system call, `Segment::append_durable`;
+//!    a writer that comes meanwhile waits no longer than it would for the
+//!    next group's sync (see `Region::write`). A write
 //!    waits for it at most `STARVING_AFTER`, then has the next holder
 //!    append its batch (`waiting.rs`); the queue's own lock is a leaf.
 //! 2. `meta_lock` — serialises meta file replacements (deletes, and the
@@ -23,7 +27,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -254,6 +258,8 @@ pub(crate) struct Region {
     starving: StarvingQueue<Result<Appended>>,
     meta_lock: Mutex<()>,
     group: GroupCommit,
+    /// Threads inside `write` (under `SyncMode::Always` only; else 0).
+    writing: AtomicUsize,
     /// Set by `close` (under `state`'s write lock); later writes to this
     /// object fail (the manager opens the region afresh on its next use).
     closed: AtomicBool,
@@ -459,6 +465,7 @@ impl Region {
             starving: StarvingQueue::default(),
             meta_lock: Mutex::new(()),
             group: GroupCommit::default(),
+            writing: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             failed: AtomicBool::new(false),
             dir_durable: AtomicBool::new(false),
@@ -520,26 +527,59 @@ impl Region {
             }
         );
 
-        // A writer kept from the lock for `STARVING_AFTER` has the next
-        // holder append its batch instead (see `waiting.rs`).
-        let appended = match self.writer.try_lock_for(STARVING_AFTER) {
-            Some(writer) => self.append_and_release(writer, table_id, entries, record_len, ctx),
-            None => self.append_starving(table_id, entries, record_len, ctx),
-        }?;
-        if config.sync_mode == SyncMode::Always {
+        if config.sync_mode != SyncMode::Always {
+            return Ok(self
+                .append_locked(table_id, entries, record_len, false, ctx)?
+                .last);
+        }
+        // A writer alone in the region syncs its write in the same system
+        // call (`Segment::append_durable`), holding the writer lock across
+        // it. A writer that comes meanwhile waits for the lock instead of
+        // appending at once, but no longer than it would have waited for
+        // the next group's sync, which cannot start before this one ends.
+        // With others about, a write is an append and then group commit.
+        let writing = Writing::enter(&self.writing);
+        let alone = writing.alone();
+        let appended = self.append_locked(table_id, entries, record_len, alone, ctx)?;
+        if appended.handle.durable_len() < appended.end {
             self.wait_durable(&appended.handle, appended.end, ctx)?;
         }
         Ok(appended.last)
     }
 
+    /// Appends the batch with the writer lock: taken at once, or, for a
+    /// writer kept from it for `STARVING_AFTER`, by its next holder (see
+    /// `waiting.rs`).
+    fn append_locked<E: AsRef<[u8]>>(
+        &self,
+        table_id: u64,
+        entries: &[E],
+        record_len: u64,
+        durable: bool,
+        ctx: &Context,
+    ) -> Result<Appended> {
+        match self.writer.try_lock_for(STARVING_AFTER) {
+            Some(mut writer) => {
+                let appended =
+                    self.append(&mut writer, table_id, entries, record_len, durable, ctx);
+                self.release_writer(writer, ctx);
+                appended
+            }
+            None => self.append_starving(table_id, entries, record_len, ctx),
+        }
+    }
+
     /// Numbers, encodes and writes one batch (already validated by
-    /// `write`) with the writer lock held.
+    /// `write`) with the writer lock held; if `durable`, makes it durable
+    /// too, with everything before it, in one system call where it can
+    /// (`Segment::append_durable`).
     fn append<E: AsRef<[u8]>>(
         &self,
         writer: &mut Writer,
         table_id: u64,
         entries: &[E],
         record_len: u64,
+        durable: bool,
         ctx: &Context,
     ) -> Result<Appended> {
         let region_id = self.id;
@@ -560,11 +600,16 @@ impl Region {
             .as_mut()
             .expect("ensure_room leaves an active segment");
         let segment_id = segment.identity().segment_id;
-        let appended = segment.append(&BatchRef {
+        let batch = BatchRef {
             table_id,
             first_sequence: first,
             entries,
-        });
+        };
+        let appended = if durable {
+            segment.append_durable(&batch)
+        } else {
+            segment.append(&batch)
+        };
         // From here the numbers are used, whatever the outcome: a failed
         // write never gives them back (its bytes may yet be on disk).
         self.next_sequence.store(last + 1, Ordering::Release);
@@ -573,11 +618,16 @@ impl Region {
             Err(source) => {
                 // The segment is poisoned and stays the active one; the
                 // region refuses writes until it is closed and recovered
-                // from disk.
-                self.record_failure(writer, ctx, None);
+                // from disk, no further than its last sync if a sync failed.
+                let lost_after = lost_after(&source, segment_id, segment.durable_len());
+                self.record_failure(writer, ctx, lost_after);
                 return Err(source).context(SegmentSnafu { region_id });
             }
         };
+        if durable {
+            ctx.stats.syncs.fetch_add(1, Ordering::Relaxed);
+            ctx.stats.synced_writes.fetch_add(1, Ordering::Relaxed);
+        }
         let handle = segment.handle();
         {
             let mut state = write(&self.state);
@@ -629,9 +679,12 @@ impl Region {
             if let Some(appended) = self.starving.take_done(&waiter) {
                 return appended;
             }
-            if let Some(writer) = self.writer.try_lock() {
+            if let Some(mut writer) = self.writer.try_lock() {
                 if self.starving.leave(&waiter) {
-                    return self.append_and_release(writer, table_id, entries, record_len, ctx);
+                    let appended =
+                        self.append(&mut writer, table_id, entries, record_len, false, ctx);
+                    self.release_writer(writer, ctx);
+                    return appended;
                 }
                 // A holder appended the batch (and left its outcome) between
                 // the check above and this lock.
@@ -640,20 +693,6 @@ impl Region {
             }
             std::thread::park_timeout(STARVING_AFTER);
         }
-    }
-
-    /// `append` with the lock `writer`, then `release_writer`.
-    fn append_and_release<E: AsRef<[u8]>>(
-        &self,
-        mut writer: parking_lot::MutexGuard<'_, Writer>,
-        table_id: u64,
-        entries: &[E],
-        record_len: u64,
-        ctx: &Context,
-    ) -> Result<Appended> {
-        let appended = self.append(&mut writer, table_id, entries, record_len, ctx);
-        self.release_writer(writer, ctx);
-        appended
     }
 
     /// Lets go of the writer lock after a write, having first appended
@@ -666,8 +705,14 @@ impl Region {
         };
         while let Some((waiter, batch)) = handover.batches.front() {
             let entries = batch.entries();
-            let appended =
-                self.append(&mut writer, batch.table_id, &entries, batch.record_len, ctx);
+            let appended = self.append(
+                &mut writer,
+                batch.table_id,
+                &entries,
+                batch.record_len,
+                false,
+                ctx,
+            );
             if appended.is_ok() {
                 ctx.stats.starved_writes.fetch_add(1, Ordering::Relaxed);
             }
@@ -1142,11 +1187,41 @@ fn visible(
     (locs, pins)
 }
 
-/// For a failed sync (and not a refusal of a segment already failed), the
-/// segment and its last good durable offset, past which nothing may be
-/// trusted (see `Region::record_failure`).
+/// For a failed sync or synced write (and not a refusal of a segment
+/// already failed), the segment and its last good durable offset, past
+/// which nothing may be trusted (see `Region::record_failure`).
 fn lost_after(err: &segwal_segment::Error, segment_id: u64, durable: u64) -> Option<(u64, u64)> {
-    matches!(err, segwal_segment::Error::Sync { .. }).then_some((segment_id, durable))
+    matches!(
+        err,
+        segwal_segment::Error::Sync { .. } | segwal_segment::Error::WriteSynced { .. }
+    )
+    .then_some((segment_id, durable))
+}
+
+/// A thread inside `Region::write`, counted in `Region::writing` until it
+/// leaves (however it leaves).
+struct Writing<'a> {
+    count: &'a AtomicUsize,
+    /// The count, this writer included, when it entered.
+    entered_as: usize,
+}
+
+impl<'a> Writing<'a> {
+    fn enter(count: &'a AtomicUsize) -> Writing<'a> {
+        let entered_as = count.fetch_add(1, Ordering::AcqRel) + 1;
+        Writing { count, entered_as }
+    }
+
+    /// No other writer was inside `write` when this one entered.
+    fn alone(&self) -> bool {
+        self.entered_as == 1
+    }
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The temporary name of a segment prepared ahead of need.

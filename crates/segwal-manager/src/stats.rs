@@ -9,6 +9,7 @@ pub(crate) struct Stats {
     pub(crate) entries_written: AtomicU64,
     pub(crate) bytes_written: AtomicU64,
     pub(crate) syncs: AtomicU64,
+    pub(crate) synced_writes: AtomicU64,
     pub(crate) writebacks: AtomicU64,
     pub(crate) starved_writes: AtomicU64,
     pub(crate) segments_created: AtomicU64,
@@ -35,8 +36,13 @@ pub struct Statistics {
     pub entries_written: u64,
     /// Bytes written to segments since open (records, headers included).
     pub bytes_written: u64,
-    /// `fdatasync` calls issued by writes, rollovers and interval syncs.
+    /// Syncs issued by writes, rollovers and interval syncs: `fdatasync`
+    /// calls, and writes that synced themselves (`synced_writes`).
     pub syncs: u64,
+    /// Writes that carried their own sync, one system call instead of a
+    /// write and an `fdatasync`: those of a writer alone in its region
+    /// under `SyncMode::Always`.
+    pub synced_writes: u64,
     /// Times write-back of an unsynced segment was started early, every
     /// [`WRITEBACK_CHUNK_BYTES`](crate::WRITEBACK_CHUNK_BYTES) written
     /// (`SyncMode::Never` and `Interval` only).
@@ -74,6 +80,7 @@ impl Statistics {
             entries_written: stats.entries_written.load(Ordering::Relaxed),
             bytes_written: stats.bytes_written.load(Ordering::Relaxed),
             syncs: stats.syncs.load(Ordering::Relaxed),
+            synced_writes: stats.synced_writes.load(Ordering::Relaxed),
             writebacks: stats.writebacks.load(Ordering::Relaxed),
             starved_writes: stats.starved_writes.load(Ordering::Relaxed),
             segments_created: stats.segments_created.load(Ordering::Relaxed),
@@ -96,7 +103,11 @@ impl std::fmt::Display for Statistics {
         writeln!(f, "batches written: {}", self.batches_written)?;
         writeln!(f, "entries written: {}", self.entries_written)?;
         writeln!(f, "bytes written: {}", self.bytes_written)?;
-        writeln!(f, "syncs: {} ({per_sync:.1} batches per sync)", self.syncs)?;
+        writeln!(
+            f,
+            "syncs: {} ({per_sync:.1} batches per sync; {} by writes that synced themselves)",
+            self.syncs, self.synced_writes
+        )?;
         writeln!(f, "write-backs started early: {}", self.writebacks)?;
         writeln!(
             f,

@@ -1,8 +1,9 @@
-//! Injected I/O faults: `EIO` and `ENOSPC` on the n-th write, block
-//! reservation (`fallocate`), sync, file creation, rename, removal, directory creation or directory sync, through
-//! the `segwal_segment::disk` seam, while a workload runs with
-//! `SyncMode::Always`. A failed sync is modelled as Linux behaves: the
-//! writes it covered stay readable but may never reach the disk.
+//! Injected I/O faults: `EIO` and `ENOSPC` on the n-th write, synced write,
+//! block reservation (`fallocate`), sync, file creation, rename, removal,
+//! directory creation or directory sync, through the `segwal_segment::disk`
+//! seam, while a workload runs with `SyncMode::Always`. A failed sync is
+//! modelled as Linux behaves: the writes it covered stay readable but may
+//! never reach the disk; so is a failed synced write, its own data included.
 //!
 //! `SEGWAL_FAULT_SAMPLES` sets how many occurrences of each kind are tried
 //! (default 6; `cargo xtask crash` tries every one).
@@ -80,7 +81,7 @@ fn run_with_fault(dir: &Path, kind: OpKind, nth: usize, errno: i32) -> Outcome {
             let background = std::thread::current()
                 .name()
                 .is_some_and(|n| n.starts_with("segwal-spare"));
-            let segment_data = matches!(kind, OpKind::Write | OpKind::Sync)
+            let segment_data = matches!(kind, OpKind::Write | OpKind::WriteSynced | OpKind::Sync)
                 && op.path().extension().is_some_and(|e| e == "seg");
             *fired.lock().unwrap() = Some(Fired {
                 op: this,
@@ -327,10 +328,12 @@ fn an_end_that_cannot_be_recorded_blocks_recovery_until_it_is() {
     for i in 0..3 {
         write(&wal, i).unwrap();
     }
-    // The next segment sync fails, and so does every meta file write.
+    // The next segment sync fails (a lone writer's write syncs itself), and
+    // so does every meta file write.
     recorder.inject(|op| {
         let name = op.path().to_string_lossy();
-        let fail = (op.kind() == OpKind::Sync && name.ends_with(".seg"))
+        let fail = (matches!(op.kind(), OpKind::Sync | OpKind::WriteSynced)
+            && name.ends_with(".seg"))
             || (op.kind() == OpKind::Create && name.ends_with("META.tmp"));
         fail.then(|| io::Error::from_raw_os_error(libc::EIO))
     });

@@ -41,7 +41,9 @@ impl Hook for Counter {
                 return Err(io::ErrorKind::Unsupported.into());
             }
             Op::Allocate { .. } => seen.allocations += 1,
-            Op::Write { data, .. } if segment_file => seen.bytes_written += data.len() as u64,
+            Op::Write { data, .. } | Op::WriteSynced { data, .. } if segment_file => {
+                seen.bytes_written += data.len() as u64;
+            }
             _ => {}
         }
         drop(seen);

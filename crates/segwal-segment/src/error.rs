@@ -194,6 +194,25 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A write that was to sync itself failed, in the write or in its
+    /// sync: the bytes may be readable without being on the disk, so, as
+    /// after a failed sync, nothing past the last successful sync may be
+    /// assumed durable, and the segment refuses further work.
+    #[snafu(display(
+        "cannot write and sync {len} bytes to segment {} at offset {offset}: {source}",
+        path.display()
+    ))]
+    WriteSynced {
+        /// The segment file.
+        path: PathBuf,
+        /// The write offset.
+        offset: u64,
+        /// The bytes that were to be written.
+        len: u64,
+        /// The OS error.
+        source: io::Error,
+    },
+
     /// Syncing the segment failed: nothing written since the last successful
     /// sync may be assumed durable, and the segment refuses further work.
     #[snafu(display("cannot sync segment {}: {source}", path.display()))]

@@ -5,7 +5,8 @@
 //! happen. [`Replay`] then walks the log and, at any point, writes out a
 //! state the disk could be in if power were lost right there:
 //!
-//! - every file write covered by a completed sync survives;
+//! - every file write covered by a completed sync survives, and so does a
+//!   completed synced write (`RWF_DSYNC`), which covers only itself;
 //! - each later write is dropped, kept, or torn: kept or lost 512-byte
 //!   sector by sector;
 //! - every directory change (create, rename, remove, new subdirectory)
@@ -20,7 +21,8 @@
 //! meant to cover stay readable in the page cache, but whether any of their
 //! sectors reached the disk is unknown, and no later sync writes them: in
 //! every later crash image they are kept, dropped or torn, unless a later
-//! synced write covers them.
+//! synced write covers them. A failed synced write is modelled as the worst
+//! it can leave: its data in the page cache, and its sync failed.
 //!
 //! The model is strict POSIX: `fdatasync` is taken to make data and size
 //! durable but never a directory entry, and nothing is durable unless a
@@ -46,6 +48,9 @@ enum Event {
         path: PathBuf,
         offset: u64,
         data: Arc<[u8]>,
+        /// `Pending` for a plain write; `Durable` for a synced one
+        /// ([`Op::WriteSynced`]), `Limbo` if its sync failed.
+        state: WriteState,
     },
     /// Blocks reserved up to `len`: the file grows to `len` with zeros.
     Allocate {
@@ -69,9 +74,19 @@ impl Event {
         let rel = |p: &Path| p.strip_prefix(root).unwrap_or(p).display().to_string();
         match self {
             Event::Create(path) => format!("create {}", rel(path)),
-            Event::Write { path, offset, data } => {
+            Event::Write {
+                path,
+                offset,
+                data,
+                state,
+            } => {
+                let kind = match state {
+                    WriteState::Pending => "write",
+                    WriteState::Durable => "synced write",
+                    WriteState::Limbo => "failed synced write",
+                };
                 format!(
-                    "write {} [{offset}, {})",
+                    "{kind} {} [{offset}, {})",
                     rel(path),
                     offset + data.len() as u64
                 )
@@ -167,8 +182,20 @@ impl Hook for Recorder {
             .as_mut()
             .and_then(|fault| fault(op));
         if let Some(err) = fault {
-            if let Op::Sync { path } = op {
-                log.push(Event::LostSync(path.to_path_buf()));
+            match *op {
+                Op::Sync { path } => log.push(Event::LostSync(path.to_path_buf())),
+                // The worst a failed synced write can leave: its data in
+                // the page cache, readable, and its sync failed.
+                Op::WriteSynced { path, offset, data } => {
+                    perform()?;
+                    log.push(Event::Write {
+                        path: path.to_owned(),
+                        offset,
+                        data: data.into(),
+                        state: WriteState::Limbo,
+                    });
+                }
+                _ => {}
             }
             return Err(err);
         }
@@ -179,6 +206,13 @@ impl Hook for Recorder {
                 path: path.to_owned(),
                 offset,
                 data: data.into(),
+                state: WriteState::Pending,
+            },
+            Op::WriteSynced { path, offset, data } => Event::Write {
+                path: path.to_owned(),
+                offset,
+                data: data.into(),
+                state: WriteState::Durable,
             },
             Op::Allocate { path, len } => Event::Allocate {
                 path: path.to_owned(),
@@ -451,11 +485,16 @@ impl Model {
                 let inode = self.inodes.len() - 1;
                 self.link(root, path, Node::File(inode));
             }
-            Event::Write { path, offset, data } => {
+            Event::Write {
+                path,
+                offset,
+                data,
+                state,
+            } => {
                 self.inode_of(root, path).writes.push(Write {
                     offset: *offset,
                     data: Arc::clone(data),
-                    state: WriteState::Pending,
+                    state: *state,
                 });
             }
             Event::Allocate { path, len } => {

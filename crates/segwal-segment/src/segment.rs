@@ -22,7 +22,7 @@ use crate::error::{
     AppendPastCapacitySnafu, BadHeaderSnafu, ClearTailSnafu, CorruptedSnafu, CreateSnafu,
     DeleteSnafu, EncodeSnafu, InvalidCapacitySnafu, LockedSnafu, OpenSnafu, PoisonedSnafu,
     PreallocateSnafu, ReadOnlySnafu, ReadPastEndSnafu, RenameSnafu, Result, SyncDirSnafu,
-    SyncSnafu, TornTailSnafu, WriteSnafu, WrongIdentitySnafu, WrongLengthSnafu,
+    SyncSnafu, TornTailSnafu, WriteSnafu, WriteSyncedSnafu, WrongIdentitySnafu, WrongLengthSnafu,
 };
 
 /// File name suffix of segment files.
@@ -478,7 +478,36 @@ impl Segment {
     /// Appends one batch as one record and returns the record's range. See
     /// [`Segment::append_batches`].
     pub fn append<E: AsRef<[u8]>>(&mut self, batch: &BatchRef<'_, E>) -> Result<Range<u64>> {
-        self.write_records(std::slice::from_ref(batch), |_| {})
+        self.write_records(std::slice::from_ref(batch), false, |_| {})
+    }
+
+    /// Appends `batch` as one record, like [`append`](Segment::append), and
+    /// returns once it and everything appended before it is durable.
+    ///
+    /// When everything before it is durable already, the write carries its
+    /// own sync: one system call (`pwritev2` with `RWF_DSYNC`) instead of a
+    /// write and an `fdatasync`, which is most of what a synced write of a
+    /// single writer costs when the medium itself is fast. Otherwise it is
+    /// an append and then a [`sync`](Segment::sync).
+    ///
+    /// A failure poisons the segment as a failed sync does
+    /// ([`Error::WriteSynced`] or [`Error::Sync`]): the record may be
+    /// readable in the page cache without being on the disk.
+    pub fn append_durable<E: AsRef<[u8]>>(
+        &mut self,
+        batch: &BatchRef<'_, E>,
+    ) -> Result<Range<u64>> {
+        let shared = &*self.shared;
+        let all_durable =
+            shared.durable.load(Ordering::Acquire) == shared.written.load(Ordering::Acquire);
+        if !all_durable {
+            let range = self.append(batch)?;
+            self.sync()?;
+            return Ok(range);
+        }
+        let range = self.write_records(std::slice::from_ref(batch), true, |_| {})?;
+        self.shared.durable.fetch_max(range.end, Ordering::AcqRel);
+        Ok(range)
     }
 
     /// Appends `batches`, one record each, with a single write at the write
@@ -497,16 +526,17 @@ impl Segment {
         placed: &mut Vec<Range<u64>>,
     ) -> Result<Range<u64>> {
         let before = placed.len();
-        self.write_records(batches, |range| placed.push(range))
+        self.write_records(batches, false, |range| placed.push(range))
             .inspect_err(|_| placed.truncate(before))
     }
 
-    /// Encodes `batches` and writes them with one `pwrite`, reporting each
-    /// record's range to `on_record` (before the write; on error the caller
-    /// discards them).
+    /// Encodes `batches` and writes them with one `pwrite` (one that also
+    /// syncs what it writes if `synced`), reporting each record's range to
+    /// `on_record` (before the write; on error the caller discards them).
     fn write_records<E: AsRef<[u8]>>(
         &mut self,
         batches: &[BatchRef<'_, E>],
+        synced: bool,
         mut on_record: impl FnMut(Range<u64>),
     ) -> Result<Range<u64>> {
         let shared = &*self.shared;
@@ -546,7 +576,18 @@ impl Segment {
             on_record(offset + range.start as u64..offset + range.end as u64);
         }
         debug_assert_eq!(self.buf.len() as u64, len);
-        if let Err(source) = disk::write_at(&shared.file, &shared.path, &self.buf, offset) {
+        if synced {
+            if let Err(source) =
+                disk::write_at_synced(&shared.file, &shared.path, &self.buf, offset)
+            {
+                shared.failed.store(true, Ordering::Release);
+                return Err(source).context(WriteSyncedSnafu {
+                    path: &shared.path,
+                    offset,
+                    len,
+                });
+            }
+        } else if let Err(source) = disk::write_at(&shared.file, &shared.path, &self.buf, offset) {
             shared.failed.store(true, Ordering::Release);
             return Err(source).context(WriteSnafu {
                 path: &shared.path,

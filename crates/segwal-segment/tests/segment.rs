@@ -554,6 +554,41 @@ fn records_are_stamped_with_the_last_completed_sync() {
     }
 }
 
+/// Proves that `append_durable` returns with its record durable, and with
+/// every record appended before it durable too, both when it can carry its
+/// own sync (everything before it durable already) and when it cannot (an
+/// unsynced append before it); and that the records read back after a
+/// reopen.
+#[test]
+fn append_durable_leaves_everything_appended_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, mut segment) = new_segment(dir.path());
+    let durable = |segment: &mut Segment, first_sequence: u64, entries: &[&[u8]]| {
+        segment
+            .append_durable(&BatchRef {
+                table_id: 1,
+                first_sequence,
+                entries,
+            })
+            .unwrap()
+    };
+    assert_eq!(segment.durable_len(), segment.written_len());
+    let first = durable(&mut segment, 1, &[b"one", b"two"]);
+    assert_eq!(segment.durable_len(), first.end);
+    let plain = append(&mut segment, 1, 3, &[b"three"]);
+    assert_eq!(segment.durable_len(), first.end);
+    let last = durable(&mut segment, 4, &[b"four"]);
+    assert_eq!(plain.end, last.start);
+    assert_eq!(
+        (segment.durable_len(), segment.written_len()),
+        (last.end, last.end)
+    );
+    drop(segment);
+    let (_segment, firsts, report) = open(&path, RecoveryMode::Strict).unwrap();
+    assert_eq!(firsts, [1, 3, 4]);
+    assert_eq!(report.end, last.end);
+}
+
 #[test]
 fn handles_outlive_close_and_delete() {
     let dir = tempfile::tempdir().unwrap();
