@@ -76,7 +76,9 @@ impl ManagerConfig {
 
     /// How a new segment's blocks are set aside, given how fast the active
     /// segment is being filled (bytes per second; `None` when there is no
-    /// active segment to tell). As configured, or else:
+    /// active segment to tell) and whether the data dir's file system keeps
+    /// files in memory only (`memory_backed`: tmpfs, ramfs; see
+    /// `segwal_segment::disk::is_memory_backed`). As configured, or else:
     ///
     /// - under [`SyncMode::Interval`] and [`SyncMode::Never`],
     ///   [`Preallocation::Reserved`]: syncs are rare, and writing each
@@ -86,9 +88,18 @@ impl ManagerConfig {
     ///   commit, unless segments fill faster than
     ///   [`ZERO_FILL_MAX_BYTES_PER_SEC`]. Then the zeros would take a large
     ///   share of the disk's bandwidth from the data, and writers would wait
-    ///   for them at rollover; the occasional extent conversion costs less.
-    pub fn preallocation(&self, fill_bytes_per_sec: Option<f64>) -> Preallocation {
+    ///   for them at rollover; the occasional extent conversion costs less;
+    /// - on a file system in memory, [`Preallocation::Reserved`] whatever
+    ///   the mode: its reserved blocks are ordinary zeroed pages, with no
+    ///   conversion for a sync to commit, so the zeros would be work for
+    ///   nothing.
+    pub fn preallocation(
+        &self,
+        fill_bytes_per_sec: Option<f64>,
+        memory_backed: bool,
+    ) -> Preallocation {
         self.preallocation.unwrap_or(match self.sync_mode {
+            _ if memory_backed => Preallocation::Reserved,
             SyncMode::Always
                 if fill_bytes_per_sec.is_some_and(|rate| rate > ZERO_FILL_MAX_BYTES_PER_SEC) =>
             {
@@ -141,30 +152,34 @@ mod tests {
     use super::*;
 
     /// Proves the default policy: zero-filled segments only under
-    /// `SyncMode::Always` and while segments fill slowly; an explicit
-    /// setting always wins.
+    /// `SyncMode::Always`, while segments fill slowly, and not in memory;
+    /// an explicit setting always wins.
     #[test]
     fn preallocation_follows_the_sync_mode_and_the_fill_rate() {
         let fast = Some(ZERO_FILL_MAX_BYTES_PER_SEC * 2.0);
         let slow = Some(ZERO_FILL_MAX_BYTES_PER_SEC / 2.0);
         let mut config = ManagerConfig::new("/data");
         for rate in [None, slow] {
-            assert_eq!(config.preallocation(rate), Preallocation::Zeroed);
+            assert_eq!(config.preallocation(rate, false), Preallocation::Zeroed);
         }
-        assert_eq!(config.preallocation(fast), Preallocation::Reserved);
+        assert_eq!(config.preallocation(fast, false), Preallocation::Reserved);
         for mode in [
             SyncMode::Never,
             SyncMode::Interval(Duration::from_millis(5)),
         ] {
             config.sync_mode = mode;
             for rate in [None, slow, fast] {
-                assert_eq!(config.preallocation(rate), Preallocation::Reserved);
+                assert_eq!(config.preallocation(rate, false), Preallocation::Reserved);
             }
         }
+        for rate in [None, slow, fast] {
+            assert_eq!(config.preallocation(rate, true), Preallocation::Reserved);
+        }
         config.preallocation = Some(Preallocation::Zeroed);
-        assert_eq!(config.preallocation(fast), Preallocation::Zeroed);
+        assert_eq!(config.preallocation(fast, false), Preallocation::Zeroed);
+        assert_eq!(config.preallocation(slow, true), Preallocation::Zeroed);
         config.sync_mode = SyncMode::Always;
         config.preallocation = Some(Preallocation::Reserved);
-        assert_eq!(config.preallocation(slow), Preallocation::Reserved);
+        assert_eq!(config.preallocation(slow, false), Preallocation::Reserved);
     }
 }

@@ -32,6 +32,9 @@ pub(crate) struct Context {
     /// the region's close, and its next recovery records them before it
     /// reads anything.
     pub(crate) unrecorded_ends: Mutex<HashMap<u64, BTreeMap<u64, u64>>>,
+    /// The data dir's file system keeps files in memory only (tmpfs):
+    /// segments are then never zero-filled (`ManagerConfig::preallocation`).
+    pub(crate) memory_backed: bool,
 }
 
 /// State shared with the interval-sync thread.
@@ -93,6 +96,7 @@ impl SegmentManager {
             }
         }
         let ctx = Context {
+            memory_backed: disk::is_memory_backed(dir),
             cache: SegmentCache::new(config.cache_size),
             config,
             stats: Stats::default(),

@@ -764,7 +764,7 @@ impl Region {
                     &self.dir.join(spare_file_name(segment_id)),
                     self.identity(segment_id),
                     capacity,
-                    ctx.config.preallocation(None),
+                    ctx.config.preallocation(None, ctx.memory_backed),
                 )
                 .context(SegmentSnafu { region_id })?;
                 if let Err(source) = segment.rename(&self.dir.join(segment_file_name(segment_id))) {
@@ -825,7 +825,7 @@ impl Region {
             let written = active.written_len() - SEGMENT_HEADER_LEN as u64;
             written as f64 / since.elapsed().as_secs_f64().max(1e-6)
         });
-        let preallocation = ctx.config.preallocation(fill_rate);
+        let preallocation = ctx.config.preallocation(fill_rate, ctx.memory_backed);
         let spawned = std::thread::Builder::new()
             .name(format!("segwal-spare-{}", self.id))
             .spawn(move || Segment::create(&path, identity, capacity, preallocation));

@@ -103,32 +103,47 @@ fn write_two_segments(
 /// Proves that under `SyncMode::Always` every new segment is written whole
 /// (zero-filled, so a synced append has no metadata to commit), while under
 /// `SyncMode::Never` and `SyncMode::Interval` segments are reserved and only
-/// the records are written: the data is not written twice.
+/// the records are written: the data is not written twice. On a file
+/// system in memory (tmpfs: `/dev/shm`, and the temporary dir if it is
+/// one), segments are reserved under `Always` too.
 #[test]
-fn the_sync_mode_picks_how_segments_are_preallocated() {
+fn the_sync_mode_and_the_medium_pick_how_segments_are_preallocated() {
     let payload_bytes = 100 * 1000;
-    let always = write_two_segments(
-        tempfile::tempdir().unwrap().path(),
-        SyncMode::Always,
-        None,
-        false,
-    );
-    assert_eq!(always.allocations, 0);
-    assert!(
-        always.bytes_written >= 2 * SEGMENT_SIZE + payload_bytes,
-        "{always:?}"
-    );
-    for mode in [
-        SyncMode::Never,
-        SyncMode::Interval(std::time::Duration::from_millis(5)),
-    ] {
-        let reserved = write_two_segments(tempfile::tempdir().unwrap().path(), mode, None, false);
-        assert!(reserved.allocations >= 2, "{mode:?}: {reserved:?}");
-        // Records (payload plus framing) and headers, nothing more.
-        assert!(
-            reserved.bytes_written < payload_bytes + payload_bytes / 10,
-            "{mode:?}: {reserved:?}"
-        );
+    let temp = tempfile::tempdir().unwrap();
+    let shm = Path::new("/dev/shm");
+    let in_memory = disk::is_memory_backed(shm).then(|| tempfile::tempdir_in(shm).unwrap());
+    for dir in [Some(&temp), in_memory.as_ref()].into_iter().flatten() {
+        let memory_backed = disk::is_memory_backed(dir.path());
+        let always = write_two_segments(&dir.path().join("always"), SyncMode::Always, None, false);
+        if memory_backed {
+            assert!(always.allocations >= 2, "{always:?}");
+            assert!(
+                always.bytes_written < payload_bytes + payload_bytes / 10,
+                "{always:?}"
+            );
+        } else {
+            assert_eq!(always.allocations, 0);
+            assert!(
+                always.bytes_written >= 2 * SEGMENT_SIZE + payload_bytes,
+                "{always:?}"
+            );
+        }
+        for mode in [
+            SyncMode::Never,
+            SyncMode::Interval(std::time::Duration::from_millis(5)),
+        ] {
+            let reserved = write_two_segments(&dir.path().join("other"), mode, None, false);
+            assert!(reserved.allocations >= 2, "{mode:?}: {reserved:?}");
+            // Records (payload plus framing) and headers, nothing more.
+            assert!(
+                reserved.bytes_written < payload_bytes + payload_bytes / 10,
+                "{mode:?}: {reserved:?}"
+            );
+            std::fs::remove_dir_all(dir.path().join("other")).unwrap();
+        }
+    }
+    if in_memory.is_none() {
+        eprintln!("no tmpfs at /dev/shm: the in-memory case was not tried here");
     }
 }
 

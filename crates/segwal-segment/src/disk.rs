@@ -305,6 +305,43 @@ fn sync_file_range(_file: &File, _offset: u64, _len: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether `path` lies on a file system that keeps files in memory only
+/// (tmpfs, ramfs). There, blocks reserved with `fallocate` are ordinary
+/// zeroed pages, with no unwritten state for a later sync to convert, so
+/// writing zeros over a new segment buys nothing. `false` where it cannot
+/// tell (and off Linux).
+pub fn is_memory_backed(path: &Path) -> bool {
+    file_system_magic(path).is_some_and(|magic| magic == TMPFS_MAGIC || magic == RAMFS_MAGIC)
+}
+
+/// `statfs`'s `f_type` of tmpfs, and of ramfs (linux/magic.h).
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+const RAMFS_MAGIC: i64 = 0x8584_58f6;
+
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn file_system_magic(path: &Path) -> Option<i64> {
+    use std::os::unix::ffi::OsStrExt;
+
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stats = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string that lives across the call,
+    // and `stats` is a writable `statfs` the kernel fills in.
+    let rc = unsafe { libc::statfs(path.as_ptr(), stats.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: a successful `statfs` initialised the whole struct.
+    let stats = unsafe { stats.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // `f_type`'s width differs by target
+    Some(stats.f_type as i64)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn file_system_magic(_path: &Path) -> Option<i64> {
+    None
+}
+
 /// Makes `file`'s data durable (`fdatasync`): enough for a file whose size
 /// does not change, such as a preallocated segment.
 pub fn sync_data(file: &File, path: &Path) -> io::Result<()> {
