@@ -559,14 +559,26 @@ impl Region {
         ctx: &Context,
     ) -> Result<Appended> {
         match self.writer.try_lock_for(STARVING_AFTER) {
-            Some(mut writer) => {
-                let appended =
-                    self.append(&mut writer, table_id, entries, record_len, durable, ctx);
-                self.release_writer(writer, ctx);
-                appended
+            Some(writer) => {
+                self.append_and_release(writer, table_id, entries, record_len, durable, ctx)
             }
             None => self.append_starving(table_id, entries, record_len, ctx),
         }
+    }
+
+    /// `append` with the lock `writer`, then `release_writer`.
+    fn append_and_release<E: AsRef<[u8]>>(
+        &self,
+        mut writer: parking_lot::MutexGuard<'_, Writer>,
+        table_id: u64,
+        entries: &[E],
+        record_len: u64,
+        durable: bool,
+        ctx: &Context,
+    ) -> Result<Appended> {
+        let appended = self.append(&mut writer, table_id, entries, record_len, durable, ctx);
+        self.release_writer(writer, ctx);
+        appended
     }
 
     /// Numbers, encodes and writes one batch (already validated by
@@ -679,12 +691,10 @@ impl Region {
             if let Some(appended) = self.starving.take_done(&waiter) {
                 return appended;
             }
-            if let Some(mut writer) = self.writer.try_lock() {
+            if let Some(writer) = self.writer.try_lock() {
                 if self.starving.leave(&waiter) {
-                    let appended =
-                        self.append(&mut writer, table_id, entries, record_len, false, ctx);
-                    self.release_writer(writer, ctx);
-                    return appended;
+                    return self
+                        .append_and_release(writer, table_id, entries, record_len, false, ctx);
                 }
                 // A holder appended the batch (and left its outcome) between
                 // the check above and this lock.

@@ -70,6 +70,15 @@ enum Event {
 }
 
 impl Event {
+    fn write(path: &Path, offset: u64, data: &[u8], state: WriteState) -> Event {
+        Event::Write {
+            path: path.to_owned(),
+            offset,
+            data: data.into(),
+            state,
+        }
+    }
+
     fn describe(&self, root: &Path) -> String {
         let rel = |p: &Path| p.strip_prefix(root).unwrap_or(p).display().to_string();
         match self {
@@ -188,12 +197,7 @@ impl Hook for Recorder {
                 // the page cache, readable, and its sync failed.
                 Op::WriteSynced { path, offset, data } => {
                     perform()?;
-                    log.push(Event::Write {
-                        path: path.to_owned(),
-                        offset,
-                        data: data.into(),
-                        state: WriteState::Limbo,
-                    });
+                    log.push(Event::write(path, offset, data, WriteState::Limbo));
                 }
                 _ => {}
             }
@@ -202,18 +206,12 @@ impl Hook for Recorder {
         perform()?;
         log.push(match *op {
             Op::Create { path } => Event::Create(path.to_owned()),
-            Op::Write { path, offset, data } => Event::Write {
-                path: path.to_owned(),
-                offset,
-                data: data.into(),
-                state: WriteState::Pending,
-            },
-            Op::WriteSynced { path, offset, data } => Event::Write {
-                path: path.to_owned(),
-                offset,
-                data: data.into(),
-                state: WriteState::Durable,
-            },
+            Op::Write { path, offset, data } => {
+                Event::write(path, offset, data, WriteState::Pending)
+            }
+            Op::WriteSynced { path, offset, data } => {
+                Event::write(path, offset, data, WriteState::Durable)
+            }
             Op::Allocate { path, len } => Event::Allocate {
                 path: path.to_owned(),
                 len,
