@@ -19,7 +19,8 @@ use segwal_manager::{Error, ManagerConfig, Preallocation, SegmentManager};
 use segwal_segment::disk::{Op, OpKind};
 use segwal_segment::powerloss::{Fate, Recorder};
 use support::{
-    Ack, Batch, REGIONS, Rng, Run, TABLES, WORKLOADS, check, config, env_count, payload,
+    Ack, Batch, REGIONS, Rng, Run, TABLES, WORKLOADS, check, check_image, config, env_count,
+    payload,
 };
 
 const STEPS: u64 = 80;
@@ -277,15 +278,14 @@ fn injected_io_faults_lose_no_acknowledged_write() {
                 } else {
                     Fate::Random(seed * 7919 + nth as u64)
                 };
-                let image = root.path().join(format!("image-{seed}"));
-                replay.write_image(fate, &image).unwrap();
-                check(
-                    &image,
+                check_image(
+                    &replay,
+                    fate,
+                    &root.path().join(format!("image-{seed}")),
                     &outcome.run,
                     end,
                     &format!("{label}, power lost at the end, {fate:?}"),
                 );
-                std::fs::remove_dir_all(&image).unwrap();
                 images += 1;
             }
         }
@@ -361,15 +361,14 @@ fn an_end_that_cannot_be_recorded_blocks_recovery_until_it_is() {
     let mut replay = run.replay.clone();
     replay.advance_to(replay.len());
     for seed in 0..16 {
-        let image = root.path().join(format!("image-{seed}"));
-        replay.write_image(Fate::Random(seed), &image).unwrap();
-        check(
-            &image,
+        check_image(
+            &replay,
+            Fate::Random(seed),
+            &root.path().join(format!("image-{seed}")),
             &run,
             replay.len(),
             &format!("power lost at the end, seed {seed}"),
         );
-        std::fs::remove_dir_all(&image).unwrap();
     }
 }
 
@@ -425,10 +424,10 @@ fn a_failed_sync_of_a_new_region_directory_is_redone() {
     };
     let mut replay = run.replay.clone();
     replay.advance_to(acked_at);
-    let image = root.path().join("image");
-    replay.write_image(Fate::DropAll, &image).unwrap();
-    check(
-        &image,
+    check_image(
+        &replay,
+        Fate::DropAll,
+        &root.path().join("image"),
         &run,
         acked_at,
         "power lost after the acknowledged write",

@@ -18,7 +18,8 @@ use segwal_segment::powerloss::{Fate, ImageStats, Recorder};
 mod support;
 
 use support::{
-    Ack, Batch, REGIONS, Rng, Run, TABLES, WORKLOADS, Workload, check, config, env_count, payload,
+    Ack, Batch, REGIONS, Rng, Run, TABLES, WORKLOADS, Workload, check_image, config, env_count,
+    payload,
 };
 
 /// What the writers have done so far.
@@ -172,14 +173,12 @@ fn every_crash_image_keeps_every_acknowledged_write() {
             );
             for fate in fates {
                 let image = root.path().join(format!("image-{at}"));
-                let stats = replay.write_image(fate, &image).unwrap();
                 let label = format!(
                     "run {run_index} ({workload:?}), power lost at position {at} of {positions}, \
                      {fate:?}, after these calls:\n{}\n",
                     replay.recent(12)
                 );
-                check(&image, &run, at, &label);
-                std::fs::remove_dir_all(&image).unwrap();
+                let stats = check_image(&replay, fate, &image, &run, at, &label);
                 total.writes_kept += stats.writes_kept;
                 total.writes_dropped += stats.writes_dropped;
                 total.writes_torn += stats.writes_torn;

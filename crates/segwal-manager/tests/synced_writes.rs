@@ -16,7 +16,7 @@ use std::time::Duration;
 use segwal_manager::{Error, ManagerConfig, SegmentManager};
 use segwal_segment::disk::{self, Hook, Op, OpKind};
 use segwal_segment::powerloss::{Fate, Recorder};
-use support::{Ack, Batch, Run, WORKLOADS, check, payload};
+use support::{Ack, Batch, Run, WORKLOADS, check, check_image, payload};
 
 /// Whether `op` acts on a segment file in place (not a spare being
 /// prepared).
@@ -93,10 +93,14 @@ fn a_lone_writer_syncs_each_write_with_the_write_itself() {
     let mut replay = run.replay.clone();
     for &(position, _) in &run.acks {
         replay.advance_to(position);
-        let image = root.path().join(format!("image-{position}"));
-        replay.write_image(Fate::DropAll, &image).unwrap();
-        check(&image, &run, position, &format!("power lost at {position}"));
-        std::fs::remove_dir_all(&image).unwrap();
+        check_image(
+            &replay,
+            Fate::DropAll,
+            &root.path().join(format!("image-{position}")),
+            &run,
+            position,
+            &format!("power lost at {position}"),
+        );
     }
 }
 
@@ -265,14 +269,13 @@ fn a_failed_group_sync_reaches_its_writers_and_loses_no_acknowledged_write() {
         } else {
             Fate::Random(seed)
         };
-        let image = root.path().join(format!("image-{seed}"));
-        replay.write_image(fate, &image).unwrap();
-        check(
-            &image,
+        check_image(
+            &replay,
+            fate,
+            &root.path().join(format!("image-{seed}")),
             &run,
             end,
             &format!("power lost at the end, {fate:?}"),
         );
-        std::fs::remove_dir_all(&image).unwrap();
     }
 }

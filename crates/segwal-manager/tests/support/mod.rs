@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use segwal_manager::{ManagerConfig, SegmentManager, SyncMode};
-use segwal_segment::powerloss::Replay;
+use segwal_segment::powerloss::{Fate, ImageStats, Replay};
 
 /// A campaign length from environment variable `name`, or `default`.
 pub fn env_count(name: &str, default: usize) -> usize {
@@ -110,6 +110,23 @@ pub const WORKLOADS: [Workload; 3] = [
         threads: 3,
     },
 ];
+
+/// Writes the crash image that `replay` gives at its position, with `fate`,
+/// into `image`; checks it with [`check`] as of log position `at`; removes
+/// it; and returns what the image lost.
+pub fn check_image(
+    replay: &Replay,
+    fate: Fate,
+    image: &Path,
+    run: &Run,
+    at: usize,
+    label: &str,
+) -> ImageStats {
+    let stats = replay.write_image(fate, image).unwrap();
+    check(image, run, at, label);
+    std::fs::remove_dir_all(image).unwrap();
+    stats
+}
 
 /// Recovers crash image `image` (made at log position `at`) and checks it
 /// against what had been acknowledged by then. `label` names the image in
