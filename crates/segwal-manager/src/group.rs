@@ -1,52 +1,122 @@
 //! Group commit: many writers waiting for durability, one `fdatasync` per
-//! group, and no idle gap between one group's sync and the next.
+//! group, and the next sync started the moment the last one returns.
 //!
 //! A writer that has appended its batch calls [`GroupCommit::wait`]. If no
-//! sync is running it becomes the *leader* and syncs for everyone; otherwise
-//! it parks. When the leader's sync returns, it first hands the lead to the
-//! oldest waiter that sync did not cover (those appended while it ran) and
-//! wakes that one, so the next sync starts after a single wake-up; then it
-//! wakes the waiters it covered. Nobody else is woken: a waiter sleeps until
-//! its record is durable or it is asked to lead.
+//! sync is running it *leads*: it syncs for everyone itself, so a writer
+//! that meets no other pays for nothing but its sync. A writer that comes
+//! while a sync runs parks. When the leader's sync returns, the waiters it
+//! covered are woken, and if some appended only while it ran (their records
+//! are not covered), the leader hands the group to the region's *flusher*
+//! and returns. The flusher is a thread that syncs for the oldest uncovered
+//! waiter, wakes one of the waiters that sync covered (which wakes the
+//! others), and syncs again at once while anyone is left waiting. So under
+//! load the disk never waits for a parked thread to wake up and call
+//! `fdatasync`: the flusher is the thread the last sync returned to.
 //!
-//! An earlier version woke every waiter with one `Condvar::notify_all` and
-//! let them race for the lead. On the project's 2-core VM that wake-up of
-//! 15 threads, half of them to find their record not yet covered and sleep
-//! again, left the disk idle for a mean 45 µs between syncs of about 170 µs
-//! (docs/BENCHMARKS.md).
+//! Two earlier versions measured on the project's 2-core VM (numbers in
+//! docs/BENCHMARKS.md): waking every waiter with one `Condvar::notify_all`
+//! to race for the lead left the disk idle for a mean 45 µs between syncs
+//! of about 170 µs; handing the lead to the oldest uncovered waiter, which
+//! then had to wake and be scheduled before it could sync, still 29 µs.
+//!
+//! The flusher starts when a leader first hands a group on, and exits after
+//! [`FLUSHER_IDLE`] without work, so a region that is idle, or written by
+//! one writer at a time, costs no thread. If no thread can be started, the
+//! leader hands the group to the oldest waiter instead, which leads the
+//! next sync.
+//!
+//! Measured with the segment manager alone (16 writers of 4 x 1 KiB on the
+//! project's ext4 disk, docs/BENCHMARKS.md change 17), the flusher's gap
+//! between syncs is a mean 19 µs, nearly all of it the one wake-up before
+//! each sync: the woken writer takes the flusher's core for a while. Having
+//! woken writers yield at once cut the gap to 7 µs and raised the syncs per
+//! second by 12%, but not the throughput: with the disk kept busy, 16
+//! writer threads on 2 cores are bound by the scheduler instead.
 //!
 //! # Invariants
 //!
-//! - While any waiter is parked, `leading` is true: some thread is syncing,
-//!   or has been handed the lead and woken. So every parked waiter is looked
-//!   at again when that sync ends.
-//! - `next_leader`, when set, names a waiter still in `waiters`; only that
-//!   waiter may clear it.
-//! - A waiter returns only once its own segment is durable past its record
-//!   (whoever synced it), or after leading one sync itself.
+//! - While any waiter is parked in `waiters`, `syncing` is true: a leader
+//!   or the flusher is syncing, or is about to look at the waiters. So every
+//!   parked waiter is looked at again when the current sync ends.
+//! - A waiter leaves `waiters` once it is durable past its record, or when
+//!   a sync made for it returned (its outcome is then in `outcomes`, which
+//!   only it takes out).
+//! - `flusher` is [`Flusher::Busy`] exactly while some thread (the flusher
+//!   thread, or a leader doing its work) runs [`Shared::flush`]; it syncs
+//!   only for waiters, so it is never busy while `syncing` is false.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
 
 use segwal_segment::SegmentHandle;
 
 use crate::region::lock;
 
+/// How long the flusher thread waits for work before it exits.
+pub(crate) const FLUSHER_IDLE: Duration = Duration::from_secs(1);
+
+/// What syncs a segment: [`SegmentHandle::sync`] (tests slow it down or
+/// fail it).
+type SyncFn = dyn Fn(&SegmentHandle) -> segwal_segment::Result<u64> + Send + Sync;
+
 /// The group-commit state of one region.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct GroupCommit {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     state: Mutex<State>,
+    /// The flusher thread waits here for a leader to hand it a group.
+    work: Condvar,
+    sync: Box<SyncFn>,
+    /// Whether a group is handed to a flusher thread (else to the oldest
+    /// waiter; tests try both).
+    threaded: bool,
+    idle: Duration,
+    /// Names the flusher thread.
+    region_id: u64,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("state", &self.state)
+            .field("threaded", &self.threaded)
+            .field("region_id", &self.region_id)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
 struct State {
-    /// Whether a leader is syncing, or has been chosen and is being woken.
-    leading: bool,
-    /// The ticket of the waiter handed the lead, not yet running.
-    next_leader: Option<u64>,
+    /// Whether a leader or the flusher is syncing for the group.
+    syncing: bool,
+    flusher: Flusher,
     next_ticket: u64,
     /// Parked writers, oldest first.
     waiters: Vec<Waiter>,
+    /// The outcome of a sync the flusher made for a waiter, by ticket.
+    outcomes: Vec<(u64, segwal_segment::Result<u64>)>,
+    /// Waiters taken out of `waiters`, not woken yet. Whoever wakes one of
+    /// them (the flusher wakes a single one, to be quick back to the disk)
+    /// leaves the rest to it: each waiter wakes the others as it returns.
+    to_wake: Vec<Thread>,
+    /// Set when the region is dropped: the flusher thread exits.
+    closed: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Flusher {
+    /// No flusher thread.
+    #[default]
+    Absent,
+    /// The flusher thread waits for a group.
+    Idle,
+    /// Handed a group: the flusher thread (or a leader in its stead) syncs
+    /// while waiters are left.
+    Busy,
 }
 
 #[derive(Debug)]
@@ -60,115 +130,345 @@ struct Waiter {
 }
 
 impl GroupCommit {
-    /// Returns once `handle` is durable up to `end`. If this thread has to
-    /// lead, it calls `sync` once (which must sync `handle`) and returns
-    /// its result; `None` means another thread's sync covered the record.
-    pub(crate) fn wait<R>(
+    /// Group commit for region `region_id`.
+    pub(crate) fn new(region_id: u64) -> GroupCommit {
+        GroupCommit::with_sync(region_id, true, FLUSHER_IDLE, Box::new(SegmentHandle::sync))
+    }
+
+    /// `threaded` says whether a leader hands a group to a flusher thread
+    /// (else to the oldest waiter, as when no thread can be started).
+    fn with_sync(region_id: u64, threaded: bool, idle: Duration, sync: Box<SyncFn>) -> GroupCommit {
+        GroupCommit {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                work: Condvar::new(),
+                sync,
+                threaded,
+                idle,
+                region_id,
+            }),
+        }
+    }
+
+    /// Returns once `handle` is durable up to `end`. `None` means syncs
+    /// made for others covered the record; otherwise this is the outcome of
+    /// the sync made for this writer (by itself as the leader, or by the
+    /// flusher), which covered the record if it succeeded.
+    pub(crate) fn wait(
         &self,
         handle: &SegmentHandle,
         end: u64,
-        sync: impl FnOnce() -> R,
-    ) -> Option<R> {
-        let mut state = lock(&self.state);
-        let mut ticket = None;
+    ) -> Option<segwal_segment::Result<u64>> {
+        let shared = &self.shared;
+        let mut state = lock(&shared.state);
+        if handle.durable_len() >= end {
+            return None;
+        }
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        let mut queued = false;
         loop {
-            let handed_lead = ticket.is_some() && state.next_leader == ticket;
-            if handle.durable_len() >= end {
-                // Covered (by a sync of its own segment that ran outside the
-                // group, at rollover, it may even have been handed the lead).
-                if let Some(ticket) = ticket {
-                    state.waiters.retain(|w| w.ticket != ticket);
+            if queued {
+                if let Some(i) = state.outcomes.iter().position(|(t, _)| *t == ticket) {
+                    let (_, outcome) = state.outcomes.swap_remove(i);
+                    wake_all(state);
+                    return Some(outcome);
                 }
-                if handed_lead {
-                    state.next_leader = None;
-                    self.pass_lead(state);
+                match state.waiters.iter().position(|w| w.ticket == ticket) {
+                    // Taken out by a sync that covered it.
+                    None => {
+                        wake_all(state);
+                        return None;
+                    }
+                    // Covered by a sync outside the group (at rollover).
+                    Some(i) if handle.durable_len() >= end => {
+                        state.waiters.remove(i);
+                        wake_all(state);
+                        return None;
+                    }
+                    Some(_) => {}
                 }
-                return None;
             }
-            if handed_lead || !state.leading {
-                if let Some(ticket) = ticket {
+            if !state.syncing {
+                if queued {
                     state.waiters.retain(|w| w.ticket != ticket);
                 }
-                state.leading = true;
-                state.next_leader = None;
+                state.syncing = true;
                 drop(state);
-                let leading = Leading(self);
-                let result = sync();
+                let leading = Leading(shared);
+                let outcome = (shared.sync)(handle);
                 drop(leading);
-                return Some(result);
+                return Some(outcome);
             }
-            if ticket.is_none() {
-                let mine = state.next_ticket;
-                state.next_ticket += 1;
+            if !queued {
                 state.waiters.push(Waiter {
-                    ticket: mine,
+                    ticket,
                     handle: handle.clone(),
                     end,
                     thread: thread::current(),
                 });
-                ticket = Some(mine);
+                queued = true;
             }
             drop(state);
             // An `unpark` that came before this `park` makes it return at
             // once; a spurious return just goes round the loop again.
             thread::park();
-            state = lock(&self.state);
-        }
-    }
-
-    /// Ends a lead: hands it to the oldest waiter not yet durable, if any,
-    /// and wakes that one first, then every waiter that is durable now.
-    fn pass_lead(&self, mut state: std::sync::MutexGuard<'_, State>) {
-        let done: Vec<Thread> = state
-            .waiters
-            .extract_if(.., |w| w.handle.durable_len() >= w.end)
-            .map(|w| w.thread)
-            .collect();
-        let next = state.waiters.first().map(|w| (w.ticket, w.thread.clone()));
-        match &next {
-            Some((ticket, _)) => state.next_leader = Some(*ticket),
-            None => state.leading = false,
-        }
-        drop(state);
-        if let Some((_, thread)) = next {
-            thread.unpark();
-        }
-        for thread in done {
-            thread.unpark();
+            state = lock(&shared.state);
         }
     }
 }
 
-/// Held by the leader while it syncs; passes the lead on when dropped, so
-/// that even a panicking sync does not leave the waiters parked forever.
-struct Leading<'a>(&'a GroupCommit);
+impl Drop for GroupCommit {
+    fn drop(&mut self) {
+        lock(&self.shared.state).closed = true;
+        self.shared.work.notify_all();
+    }
+}
+
+impl Shared {
+    /// Ends a leader's sync: wakes the waiters it covered and hands the
+    /// others, if any, to the flusher thread, or else to the oldest of
+    /// them.
+    fn hand_on(self: &Arc<Shared>) {
+        let mut state = lock(&self.state);
+        take_covered(&mut state);
+        if state.waiters.is_empty() {
+            state.syncing = false;
+            wake_all(state);
+            return;
+        }
+        assert_ne!(
+            state.flusher,
+            Flusher::Busy,
+            "the flusher is busy only while it syncs for the group"
+        );
+        if !self.threaded {
+            self.lead_next(state);
+            return;
+        }
+        let previous = std::mem::replace(&mut state.flusher, Flusher::Busy);
+        wake_all(state);
+        if previous == Flusher::Idle {
+            self.work.notify_one();
+            return;
+        }
+        let shared = Arc::clone(self);
+        let spawned = thread::Builder::new()
+            .name(format!("segwal-flush-{}", self.region_id))
+            .spawn(move || shared.run_flusher());
+        if spawned.is_err() {
+            // No thread: the oldest waiter leads instead.
+            let mut state = lock(&self.state);
+            state.flusher = Flusher::Absent;
+            take_covered(&mut state);
+            if state.waiters.is_empty() {
+                state.syncing = false;
+                wake_all(state);
+            } else {
+                self.lead_next(state);
+            }
+        }
+    }
+
+    /// Ends the group's sync with waiters left: the oldest is woken to
+    /// lead the next one (unless a writer that comes first leads it, and
+    /// looks at every waiter when it ends), and the covered ones are woken.
+    fn lead_next(&self, mut state: MutexGuard<'_, State>) {
+        state.syncing = false;
+        let oldest = state.waiters[0].thread.clone();
+        state.to_wake.insert(0, oldest);
+        wake_all(state);
+    }
+
+    /// The flusher thread: syncs while waiters are left, then waits for
+    /// the next group, and exits after `idle` without one.
+    fn run_flusher(self: Arc<Shared>) {
+        let _exit = FlusherExit(&self);
+        let mut state = lock(&self.state);
+        loop {
+            state = self.flush(state);
+            state.flusher = Flusher::Idle;
+            wake_all(state);
+            state = lock(&self.state);
+            let deadline = Instant::now() + self.idle;
+            while state.flusher == Flusher::Idle && !state.closed {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                state = self
+                    .work
+                    .wait_timeout(state, deadline - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            if state.flusher == Flusher::Idle {
+                // Closed, or idle too long; the next group starts a thread.
+                state.flusher = Flusher::Absent;
+                return;
+            }
+        }
+    }
+
+    /// Syncs for the oldest uncovered waiter until none is left, then ends
+    /// the group (`syncing` false). Covered waiters are left in `to_wake`.
+    fn flush<'a>(&'a self, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        loop {
+            take_covered(&mut state);
+            let Some(target) = state.waiters.first() else {
+                state.syncing = false;
+                return state;
+            };
+            let (ticket, handle) = (target.ticket, target.handle.clone());
+            // One covered waiter is woken now and wakes the others as it
+            // returns, so that the next sync starts after a single wake-up.
+            let first = state.to_wake.pop();
+            drop(state);
+            if let Some(thread) = first {
+                thread.unpark();
+            }
+            let outcome = (self.sync)(&handle);
+            state = lock(&self.state);
+            // The target may have left already, covered by a sync outside
+            // the group (at rollover), which then wrote everything this
+            // sync would have: a failure here would be the segment's next
+            // operation's failure too, so nothing is lost by dropping it.
+            if let Some(i) = state.waiters.iter().position(|w| w.ticket == ticket) {
+                let waiter = state.waiters.remove(i);
+                state.outcomes.push((ticket, outcome));
+                state.to_wake.push(waiter.thread);
+            }
+        }
+    }
+}
+
+/// Held by the leader while it syncs; hands the group on when dropped,
+/// so that even a panicking sync does not leave the waiters parked.
+struct Leading<'a>(&'a Arc<Shared>);
 
 impl Drop for Leading<'_> {
     fn drop(&mut self) {
-        self.0.pass_lead(lock(&self.0.state));
+        self.0.hand_on();
+    }
+}
+
+/// Held by the flusher thread. If it panics (a bug in a sync), its
+/// waiters are not left parked: the group ends, and every waiter is woken,
+/// for one of them to lead.
+struct FlusherExit<'a>(&'a Shared);
+
+impl Drop for FlusherExit<'_> {
+    fn drop(&mut self) {
+        if !thread::panicking() {
+            return;
+        }
+        let mut state = lock(&self.0.state);
+        state.flusher = Flusher::Absent;
+        state.syncing = false;
+        let waiters: Vec<Thread> = state.waiters.iter().map(|w| w.thread.clone()).collect();
+        state.to_wake.extend(waiters);
+        wake_all(state);
+    }
+}
+
+/// Moves every waiter whose record is durable into `to_wake`.
+fn take_covered(state: &mut State) {
+    let State {
+        waiters, to_wake, ..
+    } = state;
+    to_wake.extend(
+        waiters
+            .extract_if(.., |w| w.handle.durable_len() >= w.end)
+            .map(|w| w.thread),
+    );
+}
+
+/// Lets go of the lock and wakes everyone in `to_wake`.
+fn wake_all(mut state: MutexGuard<'_, State>) {
+    let threads = std::mem::take(&mut state.to_wake);
+    drop(state);
+    for thread in threads {
+        thread.unpark();
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::io;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
     use segwal_format::SegmentIdentity;
+    use segwal_segment::disk::{self, Hook, Op};
     use segwal_segment::{BatchRef, Preallocation, Segment};
 
     use super::*;
 
+    /// Stands in for `SegmentHandle::sync`: counts the syncs, notes which
+    /// thread made each, can hold a sync before or after it writes (so that
+    /// writers appending meanwhile are covered by it, or not) and can panic.
+    #[derive(Default)]
+    struct Probe {
+        started: AtomicUsize,
+        syncs: AtomicUsize,
+        threads: Mutex<Vec<String>>,
+        hold: Mutex<Option<Hold>>,
+        released: Condvar,
+        /// Panic in the next sync made on a thread whose name starts so.
+        panic_on: Mutex<Option<String>>,
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Hold {
+        BeforeWriting,
+        AfterWriting,
+    }
+
+    impl Probe {
+        fn sync(&self, handle: &SegmentHandle) -> segwal_segment::Result<u64> {
+            self.started.fetch_add(1, Ordering::SeqCst);
+            self.wait_while(Hold::BeforeWriting);
+            let name = thread::current().name().unwrap_or("").to_owned();
+            let panics = lock(&self.panic_on)
+                .take_if(|prefix| name.starts_with(prefix.as_str()))
+                .is_some();
+            if panics {
+                panic!("a sync on thread {name:?} blew up");
+            }
+            let outcome = handle.sync();
+            self.syncs.fetch_add(1, Ordering::SeqCst);
+            lock(&self.threads).push(name);
+            self.wait_while(Hold::AfterWriting);
+            outcome
+        }
+
+        fn wait_while(&self, hold: Hold) {
+            let mut held = lock(&self.hold);
+            while *held == Some(hold) {
+                held = self.released.wait(held).unwrap();
+            }
+        }
+
+        fn hold(&self, hold: Hold) {
+            *lock(&self.hold) = Some(hold);
+        }
+
+        fn release(&self) {
+            *lock(&self.hold) = None;
+            self.released.notify_all();
+        }
+    }
+
     struct Fixture {
-        _dir: tempfile::TempDir,
+        dir: tempfile::TempDir,
         segment: Mutex<Segment>,
         group: GroupCommit,
-        syncs: AtomicUsize,
+        probe: Arc<Probe>,
     }
 
     impl Fixture {
-        fn new() -> Arc<Fixture> {
+        fn new(threaded: bool) -> Arc<Fixture> {
             let dir = tempfile::tempdir().unwrap();
             let identity = SegmentIdentity {
                 region_id: 1,
@@ -176,11 +476,17 @@ mod tests {
             };
             let path = dir.path().join("segment");
             let segment = Segment::create(&path, identity, 1 << 20, Preallocation::Zeroed).unwrap();
+            let probe = Arc::new(Probe::default());
+            let sync = {
+                let probe = Arc::clone(&probe);
+                Box::new(move |handle: &SegmentHandle| probe.sync(handle))
+            };
+            let idle = Duration::from_millis(50);
             Arc::new(Fixture {
-                _dir: dir,
+                dir,
                 segment: Mutex::new(segment),
-                group: GroupCommit::default(),
-                syncs: AtomicUsize::new(0),
+                group: GroupCommit::with_sync(1, threaded, idle, sync),
+                probe,
             })
         }
 
@@ -197,111 +503,219 @@ mod tests {
             (segment.handle(), range.end)
         }
 
-        /// Appends a record and waits for it; `while_syncing` runs inside
-        /// the sync if this thread leads. Returns whether it led.
-        fn write(&self, while_syncing: impl FnOnce()) -> bool {
+        /// Appends a record and waits for it; returns the outcome of the
+        /// sync made for it, if one was.
+        fn write(&self) -> Option<segwal_segment::Result<u64>> {
             let (handle, end) = self.append();
-            let led = self.group.wait(&handle, end, || {
-                self.syncs.fetch_add(1, Ordering::SeqCst);
-                let synced = handle.sync().unwrap();
-                while_syncing();
-                synced
-            });
-            assert!(handle.durable_len() >= end, "returned before durable");
-            led.is_some()
+            let outcome = self.group.wait(&handle, end);
+            if !matches!(outcome, Some(Err(_))) {
+                assert!(handle.durable_len() >= end, "returned before durable");
+            }
+            outcome
         }
 
-        fn parked(&self) -> usize {
-            lock(&self.group.state).waiters.len()
+        /// Starts a writer thread.
+        fn spawn_writer(
+            self: &Arc<Fixture>,
+        ) -> thread::JoinHandle<Option<segwal_segment::Result<u64>>> {
+            let fixture = Arc::clone(self);
+            thread::spawn(move || fixture.write())
         }
 
-        fn wait_until_parked(&self, n: usize) {
-            while self.parked() < n {
+        fn state(&self) -> MutexGuard<'_, State> {
+            lock(&self.group.shared.state)
+        }
+
+        fn wait_until(&self, done: impl Fn(&State) -> bool) {
+            while !done(&self.state()) {
                 thread::sleep(Duration::from_millis(1));
             }
         }
+
+        /// Waits until `n` syncs have started.
+        fn wait_until_started(&self, n: usize) {
+            while self.probe.started.load(Ordering::SeqCst) < n {
+                thread::sleep(Duration::from_millis(1));
+            }
+        }
+
+        /// Waits until `n` syncs have written.
+        fn wait_until_synced(&self, n: usize) {
+            while self.probe.syncs.load(Ordering::SeqCst) < n {
+                thread::sleep(Duration::from_millis(1));
+            }
+        }
+
+        fn assert_at_rest(&self) {
+            let state = self.state();
+            assert!(!state.syncing);
+            assert!(state.waiters.is_empty());
+            assert!(state.outcomes.is_empty());
+            assert!(state.to_wake.is_empty());
+        }
+    }
+
+    fn both_ways(test: impl Fn(bool)) {
+        test(true);
+        test(false);
     }
 
     #[test]
-    fn waiters_appended_before_a_sync_are_covered_by_it_and_lead_nothing() {
+    fn waiters_appended_before_a_sync_are_covered_by_it() {
         // Proves one sync acknowledges every record appended before it
-        // started: writers that park behind a leader return without syncing.
-        let fixture = Fixture::new();
-        let (handle, end) = fixture.append();
-        let mut waiters = Vec::new();
-        // The main thread leads; the four others append and park while it
-        // leads, and it syncs only then, so their records precede the sync.
-        let led = fixture.group.wait(&handle, end, || {
-            for _ in 0..4 {
-                let fixture = Arc::clone(&fixture);
-                waiters.push(thread::spawn(move || fixture.write(|| {})));
+        // started: writers that park behind a leader return without a sync
+        // of their own, with a flusher thread or without.
+        both_ways(|threaded| {
+            let fixture = Fixture::new(threaded);
+            // Four writers append and park while the leader's sync is held
+            // before it writes.
+            fixture.probe.hold(Hold::BeforeWriting);
+            let leader = fixture.spawn_writer();
+            fixture.wait_until_started(1);
+            let waiters: Vec<_> = (0..4).map(|_| fixture.spawn_writer()).collect();
+            fixture.wait_until(|s| s.waiters.len() == 4);
+            fixture.probe.release();
+            assert!(matches!(leader.join().unwrap(), Some(Ok(_))));
+            for waiter in waiters {
+                assert!(waiter.join().unwrap().is_none(), "a covered waiter synced");
             }
-            fixture.wait_until_parked(4);
-            fixture.syncs.fetch_add(1, Ordering::SeqCst);
-            handle.sync().unwrap()
+            assert_eq!(fixture.probe.syncs.load(Ordering::SeqCst), 1);
+            fixture.assert_at_rest();
         });
-        assert!(led.is_some());
-        for waiter in waiters {
-            assert!(!waiter.join().unwrap(), "a covered waiter synced");
-        }
-        assert_eq!(fixture.syncs.load(Ordering::SeqCst), 1);
-        assert_eq!(fixture.parked(), 0);
-        assert!(!lock(&fixture.group.state).leading);
     }
 
     #[test]
-    fn a_waiter_appended_during_a_sync_is_handed_the_lead() {
-        // Proves the lead passes straight to a waiter the sync did not
-        // cover: it syncs its own record rather than waiting forever.
-        let fixture = Fixture::new();
-        let late = {
-            let fixture = Arc::clone(&fixture);
-            move || {
-                let fixture2 = Arc::clone(&fixture);
-                let waiter = thread::spawn(move || fixture2.write(|| {}));
-                fixture.wait_until_parked(1);
-                waiter
+    fn waiters_appended_during_a_sync_get_the_next_one() {
+        // Proves writers that append while a sync runs are not left
+        // waiting: one more sync covers them all, made by the flusher
+        // thread if there is one, else by the oldest of them.
+        both_ways(|threaded| {
+            let fixture = Fixture::new(threaded);
+            fixture.probe.hold(Hold::AfterWriting);
+            let leader = fixture.spawn_writer();
+            fixture.wait_until_synced(1);
+            let late: Vec<_> = (0..3).map(|_| fixture.spawn_writer()).collect();
+            fixture.wait_until(|s| s.waiters.len() == 3);
+            fixture.probe.release();
+            assert!(matches!(leader.join().unwrap(), Some(Ok(_))));
+            let synced_for: usize = late
+                .into_iter()
+                .map(|w| usize::from(w.join().unwrap().is_some()))
+                .sum();
+            assert_eq!(synced_for, 1, "one sync covered the three late writers");
+            assert_eq!(fixture.probe.syncs.load(Ordering::SeqCst), 2);
+            let second = lock(&fixture.probe.threads)[1].clone();
+            assert_eq!(second.starts_with("segwal-flush-"), threaded, "{second}");
+            fixture.assert_at_rest();
+        });
+    }
+
+    #[test]
+    fn the_flusher_exits_when_idle_and_starts_again() {
+        // Proves the flusher thread costs nothing once its region is idle,
+        // and that a group after that still gets its next sync.
+        let fixture = Fixture::new(true);
+        for round in 1..=2 {
+            fixture.probe.hold(Hold::AfterWriting);
+            let leader = fixture.spawn_writer();
+            fixture.wait_until_synced(2 * round - 1);
+            let late = fixture.spawn_writer();
+            fixture.wait_until(|s| s.waiters.len() == 1);
+            fixture.probe.release();
+            assert!(matches!(leader.join().unwrap(), Some(Ok(_))));
+            assert!(matches!(late.join().unwrap(), Some(Ok(_))));
+            assert!(lock(&fixture.probe.threads)[2 * round - 1].starts_with("segwal-flush-"));
+            fixture.wait_until(|s| s.flusher == Flusher::Absent);
+        }
+        fixture.assert_at_rest();
+    }
+
+    /// Fails every `fdatasync` under its directory while armed.
+    struct FailSyncs(AtomicBool);
+
+    impl Hook for FailSyncs {
+        fn run(&self, op: &Op<'_>, perform: &mut dyn FnMut() -> io::Result<()>) -> io::Result<()> {
+            if matches!(op, Op::Sync { .. }) && self.0.load(Ordering::SeqCst) {
+                return Err(io::Error::from_raw_os_error(libc::EIO));
             }
-        };
-        let mut waiter = None;
-        // The leader's sync has already captured its end when the second
-        // writer appends and parks.
-        assert!(fixture.write(|| waiter = Some(late())));
-        assert!(
-            waiter.unwrap().join().unwrap(),
-            "the uncovered waiter did not lead"
-        );
-        assert_eq!(fixture.syncs.load(Ordering::SeqCst), 2);
-        assert!(!lock(&fixture.group.state).leading);
+            perform()
+        }
     }
 
     #[test]
-    fn a_leader_that_panics_passes_the_lead_on() {
-        // Proves a panic inside a sync does not strand the parked waiters:
-        // the lead passes on as the panicking leader unwinds.
-        let fixture = Fixture::new();
-        let leader = {
-            let fixture = Arc::clone(&fixture);
-            thread::spawn(move || {
-                let (handle, end) = fixture.append();
-                fixture.group.wait(&handle, end, || {
-                    let fixture2 = Arc::clone(&fixture);
-                    // Appended after the leader's (absent) sync: uncovered.
-                    let waiter = thread::spawn(move || fixture2.write(|| {}));
-                    fixture.wait_until_parked(1);
-                    let _keep = waiter;
-                    panic!("the sync blew up");
-                })
-            })
-        };
-        assert!(leader.join().is_err());
-        // The waiter's own sync covers the leader's record too.
-        while fixture.syncs.load(Ordering::SeqCst) == 0 {
-            thread::sleep(Duration::from_millis(1));
-        }
-        while lock(&fixture.group.state).leading {
-            thread::sleep(Duration::from_millis(1));
-        }
-        assert_eq!(fixture.parked(), 0);
+    fn a_failed_flusher_sync_reaches_every_writer_it_left_waiting() {
+        // Proves a failed sync made by the flusher is reported to the
+        // writer it was made for, and the writers after it are refused by
+        // the poisoned segment rather than acknowledged.
+        let fixture = Fixture::new(true);
+        let hook = Arc::new(FailSyncs(AtomicBool::new(false)));
+        let _guard = disk::install(fixture.dir.path(), Arc::clone(&hook) as Arc<dyn Hook>);
+        fixture.probe.hold(Hold::AfterWriting);
+        let leader = fixture.spawn_writer();
+        fixture.wait_until_synced(1);
+        let first = fixture.spawn_writer();
+        fixture.wait_until(|s| s.waiters.len() == 1);
+        let second = fixture.spawn_writer();
+        fixture.wait_until(|s| s.waiters.len() == 2);
+        hook.0.store(true, Ordering::SeqCst);
+        fixture.probe.release();
+        assert!(matches!(leader.join().unwrap(), Some(Ok(_))));
+        let first = first.join().unwrap();
+        assert!(
+            matches!(first, Some(Err(segwal_segment::Error::Sync { .. }))),
+            "{first:?}"
+        );
+        let second = second.join().unwrap();
+        assert!(
+            matches!(
+                second,
+                Some(Err(segwal_segment::Error::Poisoned {
+                    sync_failed: true,
+                    ..
+                }))
+            ),
+            "{second:?}"
+        );
+        fixture.assert_at_rest();
+    }
+
+    #[test]
+    fn a_leader_that_panics_hands_the_group_on() {
+        // Proves a panic inside a leader's sync does not strand the writers
+        // parked behind it: the group passes on as the leader unwinds.
+        both_ways(|threaded| {
+            let fixture = Fixture::new(threaded);
+            fixture.probe.hold(Hold::BeforeWriting);
+            *lock(&fixture.probe.panic_on) = Some(String::new());
+            let leader = fixture.spawn_writer();
+            fixture.wait_until_started(1);
+            let waiter = fixture.spawn_writer();
+            fixture.wait_until(|s| s.waiters.len() == 1);
+            fixture.probe.release();
+            let panicked = leader.join();
+            assert!(panicked.is_err());
+            assert!(matches!(waiter.join().unwrap(), Some(Ok(_))));
+            fixture.assert_at_rest();
+        });
+    }
+
+    #[test]
+    fn a_flusher_that_panics_leaves_its_waiters_to_lead() {
+        // Proves a panic on the flusher thread does not strand the writers
+        // it was syncing for: they are woken and one of them syncs.
+        let fixture = Fixture::new(true);
+        fixture.probe.hold(Hold::AfterWriting);
+        let leader = fixture.spawn_writer();
+        fixture.wait_until_synced(1);
+        let late = fixture.spawn_writer();
+        fixture.wait_until(|s| s.waiters.len() == 1);
+        *lock(&fixture.probe.panic_on) = Some("segwal-flush-".to_owned());
+        fixture.probe.release();
+        assert!(matches!(leader.join().unwrap(), Some(Ok(_))));
+        assert!(matches!(late.join().unwrap(), Some(Ok(_))));
+        assert_eq!(fixture.probe.syncs.load(Ordering::SeqCst), 2);
+        assert!(!lock(&fixture.probe.threads)[1].starts_with("segwal-flush-"));
+        fixture.wait_until(|s| s.flusher == Flusher::Absent);
+        fixture.assert_at_rest();
     }
 }

@@ -464,7 +464,7 @@ impl Region {
             state: RwLock::new(state),
             starving: StarvingQueue::default(),
             meta_lock: Mutex::new(()),
-            group: GroupCommit::default(),
+            group: GroupCommit::new(id),
             writing: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             failed: AtomicBool::new(false),
@@ -903,16 +903,20 @@ impl Region {
     /// every write; an end not recorded is kept in memory and recorded by
     /// the region's next recovery, which fails if it cannot.
     fn record_failure(&self, _writer: &Writer, ctx: &Context, lost_after: Option<(u64, u64)>) {
-        if self.failed.swap(true, Ordering::AcqRel) {
+        let first = !self.failed.swap(true, Ordering::AcqRel);
+        if !first && lost_after.is_none() {
             return;
         }
         let _serial = lock(&self.meta_lock);
         if let Some((segment_id, end)) = lost_after {
-            lock(&ctx.unrecorded_ends)
-                .entry(self.id)
-                .or_default()
-                .insert(segment_id, end);
-            write(&self.state).segment_ends.insert(segment_id, end);
+            // Each report's durable offset was read after the failure, and
+            // the offset only grows: the largest is the best bound.
+            let raise = |ends: &mut BTreeMap<u64, u64>| {
+                let recorded = ends.entry(segment_id).or_insert(end);
+                *recorded = (*recorded).max(end);
+            };
+            raise(lock(&ctx.unrecorded_ends).entry(self.id).or_default());
+            raise(&mut write(&self.state).segment_ends);
         }
         let meta = read(&self.state).meta(self.next_sequence());
         if self
@@ -933,10 +937,11 @@ impl Region {
         }
     }
 
-    /// Group commit: returns once `handle` is durable up to `end`, having
-    /// synced it if this writer is asked to lead (see `group.rs`).
+    /// Group commit: returns once `handle` is durable up to `end`, synced
+    /// by this writer if it leads, by another's sync, or by the flusher
+    /// (see `group.rs`).
     fn wait_durable(&self, handle: &SegmentHandle, end: u64, ctx: &Context) -> Result<()> {
-        match self.group.wait(handle, end, || handle.sync()) {
+        match self.group.wait(handle, end) {
             None => Ok(()),
             Some(Ok(durable)) => {
                 ctx.stats.syncs.fetch_add(1, Ordering::Relaxed);
@@ -1197,13 +1202,23 @@ fn visible(
     (locs, pins)
 }
 
-/// For a failed sync or synced write (and not a refusal of a segment
-/// already failed), the segment and its last good durable offset, past
-/// which nothing may be trusted (see `Region::record_failure`).
+/// For a failed sync or synced write, or a refusal by a segment poisoned
+/// by one, the segment and its last good durable offset, past which
+/// nothing may be trusted (see `Region::record_failure`).
+///
+/// The refusal counts too because the writer that saw the failure itself
+/// may not be the first to report it: a writer parked in group commit can
+/// find the segment poisoned first.
 fn lost_after(err: &segwal_segment::Error, segment_id: u64, durable: u64) -> Option<(u64, u64)> {
+    use segwal_segment::Error::{Poisoned, Sync, WriteSynced};
     matches!(
         err,
-        segwal_segment::Error::Sync { .. } | segwal_segment::Error::WriteSynced { .. }
+        Sync { .. }
+            | WriteSynced { .. }
+            | Poisoned {
+                sync_failed: true,
+                ..
+            }
     )
     .then_some((segment_id, durable))
 }
@@ -1329,6 +1344,43 @@ mod tests {
         before_release(&region);
         region.release_writer(held, ctx);
         writer.join().unwrap()
+    }
+
+    /// Proves the end of good data after a failed sync is recorded even
+    /// when the region has already been marked failed by another report
+    /// (a writer that found the segment poisoned first), and that of two
+    /// such ends the larger, read later, is kept.
+    #[test]
+    fn every_report_of_a_failed_sync_records_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let manager = Arc::new(SegmentManager::open(ManagerConfig::new(dir.path())).unwrap());
+        manager.write(1, 7, &[b"entry".as_slice()]).unwrap();
+        let (region, ctx) = manager.region_for_test(1);
+        region.record_failure(&region.writer.lock(), ctx, None);
+        assert!(region.failed.load(Ordering::Acquire));
+        let recorded = || {
+            let meta = read_meta(&region.dir).unwrap();
+            let ends: Vec<(u64, u64)> = meta
+                .segment_ends
+                .iter()
+                .map(|e| (e.segment_id, e.end))
+                .collect();
+            let in_memory: Vec<(u64, u64)> = read(&region.state)
+                .segment_ends
+                .iter()
+                .map(|(&id, &end)| (id, end))
+                .collect();
+            assert_eq!(ends, in_memory);
+            ends
+        };
+        assert_eq!(recorded(), []);
+        region.record_failure(&region.writer.lock(), ctx, Some((1, 100)));
+        assert_eq!(recorded(), [(1, 100)]);
+        region.record_failure(&region.writer.lock(), ctx, Some((1, 90)));
+        assert_eq!(recorded(), [(1, 100)]);
+        region.record_failure(&region.writer.lock(), ctx, Some((1, 120)));
+        assert_eq!(recorded(), [(1, 120)]);
+        assert!(lock(&ctx.unrecorded_ends).is_empty());
     }
 
     /// Proves a writer kept from the writer lock has its batch appended,

@@ -227,14 +227,20 @@ pub enum Error {
     /// kernel may have dropped the data while reporting later syncs as
     /// successful, so the segment accepts no more writes or syncs.
     #[snafu(display(
-        "segment {} is unusable after an earlier write or sync failure (durable up to offset {durable})",
-        path.display()
+        "segment {} is unusable after an earlier failed {} (durable up to offset {durable})",
+        path.display(),
+        if *sync_failed { "sync" } else { "write" }
     ))]
     Poisoned {
         /// The segment file.
         path: PathBuf,
         /// The offset up to which data was synced before the failure.
         durable: u64,
+        /// Whether the failure was a sync's (or a synced write's): then
+        /// nothing past `durable` may be trusted, whatever the page cache
+        /// shows. After a failed plain write, data synced or not before it
+        /// is as good as it was.
+        sync_failed: bool,
     },
 
     /// The segment was opened read-only.

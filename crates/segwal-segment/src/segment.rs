@@ -199,6 +199,9 @@ struct Shared {
     durable: AtomicU64,
     /// Set by the first failed write or sync.
     failed: AtomicBool,
+    /// Set, before `failed`, if that failure was a sync's (or a synced
+    /// write's).
+    sync_failed: AtomicBool,
     /// Serialises syncs, so that a sync can never report success after a
     /// concurrent one failed. Appends do not take it.
     sync_lock: Mutex<()>,
@@ -277,6 +280,7 @@ impl Segment {
                 written: AtomicU64::new(SEGMENT_HEADER_LEN as u64),
                 durable: AtomicU64::new(SEGMENT_HEADER_LEN as u64),
                 failed: AtomicBool::new(false),
+                sync_failed: AtomicBool::new(false),
                 sync_lock: Mutex::new(()),
             })),
             Err(err) => {
@@ -333,6 +337,7 @@ impl Segment {
             written: AtomicU64::new(SEGMENT_HEADER_LEN as u64),
             durable: AtomicU64::new(SEGMENT_HEADER_LEN as u64),
             failed: AtomicBool::new(false),
+            sync_failed: AtomicBool::new(false),
             sync_lock: Mutex::new(()),
         };
         let mut report = shared.recover(options.recovery_mode, options.end, &mut visit)?;
@@ -391,6 +396,7 @@ impl Segment {
                 written: AtomicU64::new(len),
                 durable: AtomicU64::new(len),
                 failed: AtomicBool::new(false),
+                sync_failed: AtomicBool::new(false),
                 sync_lock: Mutex::new(()),
             }),
         })
@@ -580,7 +586,7 @@ impl Segment {
             if let Err(source) =
                 disk::write_at_synced(&shared.file, &shared.path, &self.buf, offset)
             {
-                shared.failed.store(true, Ordering::Release);
+                shared.fail(true);
                 return Err(source).context(WriteSyncedSnafu {
                     path: &shared.path,
                     offset,
@@ -588,7 +594,7 @@ impl Segment {
                 });
             }
         } else if let Err(source) = disk::write_at(&shared.file, &shared.path, &self.buf, offset) {
-            shared.failed.store(true, Ordering::Release);
+            shared.fail(false);
             return Err(source).context(WriteSnafu {
                 path: &shared.path,
                 offset,
@@ -859,12 +865,22 @@ impl Shared {
         unsafe { std::slice::from_raw_parts(data, (end - start) as usize) }
     }
 
+    /// Poisons the segment after a failed write, or a failed sync or
+    /// synced write if `sync`.
+    fn fail(&self, sync: bool) {
+        if sync {
+            self.sync_failed.store(true, Ordering::Release);
+        }
+        self.failed.store(true, Ordering::Release);
+    }
+
     fn check_not_failed(&self) -> Result<()> {
         ensure!(
             !self.failed.load(Ordering::Acquire),
             PoisonedSnafu {
                 path: &self.path,
                 durable: self.durable.load(Ordering::Acquire),
+                sync_failed: self.sync_failed.load(Ordering::Acquire),
             }
         );
         Ok(())
@@ -880,7 +896,7 @@ impl Shared {
             return Ok(target);
         }
         if let Err(source) = disk::sync_data(&self.file, &self.path) {
-            self.failed.store(true, Ordering::Release);
+            self.fail(true);
             return Err(source).context(SyncSnafu { path: &self.path });
         }
         self.durable.fetch_max(target, Ordering::AcqRel);

@@ -70,7 +70,7 @@ fn a_failed_write_poisons_the_segment_and_loses_nothing_synced() {
 
     let err = segment.append(&batch).unwrap_err();
     assert!(
-        matches!(err, Error::Poisoned { durable: d, .. } if d == durable),
+        matches!(err, Error::Poisoned { durable: d, sync_failed: false, .. } if d == durable),
         "{err}"
     );
     assert!(matches!(segment.sync(), Err(Error::Poisoned { .. })));
