@@ -10,10 +10,12 @@
 
 mod support;
 
+use std::collections::HashMap;
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
 
 use segwal_manager::{Error, ManagerConfig, Preallocation, SegmentManager};
 use segwal_segment::disk::{Op, OpKind};
@@ -61,11 +63,13 @@ fn run_with_fault(dir: &Path, kind: OpKind, nth: usize, errno: i32) -> Outcome {
     let seen = Arc::new(AtomicUsize::new(0));
     {
         let (fired, step, seen) = (Arc::clone(&fired), Arc::clone(&step), Arc::clone(&seen));
-        let mut previous: Option<String> = None;
+        // Each thread's previous call: spare segments are prepared on
+        // threads of their own, whose calls interleave with the workload's.
+        let mut previous: HashMap<ThreadId, String> = HashMap::new();
         recorder.inject(move |op| {
             let this = describe(op);
+            let previous = previous.insert(std::thread::current().id(), this.clone());
             if op.kind() != kind || seen.fetch_add(1, Ordering::Relaxed) != nth {
-                previous = Some(this);
                 return None;
             }
             // Work that may fail without its caller failing: preparing a
