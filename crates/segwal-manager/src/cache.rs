@@ -1,8 +1,8 @@
 //! The open-segment cache: which sealed segments stay open between reads.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 
+use rustc_hash::FxHashMap as HashMap;
 use segwal_segment::SegmentHandle;
 
 use crate::region::lock;

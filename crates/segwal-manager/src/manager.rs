@@ -1,6 +1,6 @@
 //! The segment manager: the data dir, its lock, and its regions.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::{self, File, TryLockError};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,6 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use rustc_hash::FxHashMap as HashMap;
 use segwal_segment::disk;
 use snafu::{ResultExt, ensure};
 
@@ -308,7 +309,7 @@ fn recovery_threads() -> usize {
 /// that one big region also recovers on every core.
 fn recover_regions(ctx: &Context, ids: &[u64]) -> Result<HashMap<u64, Arc<Region>>> {
     let threads = recovery_threads();
-    let mut regions = HashMap::new();
+    let mut regions = HashMap::default();
     for chunk in ids.chunks(threads) {
         let scan_threads = threads.div_ceil(chunk.len());
         let recovered: Vec<Result<Region>> = std::thread::scope(|scope| {

@@ -1,7 +1,6 @@
 //! Lazy iteration over indexed records.
 
-use std::collections::HashMap;
-
+use rustc_hash::FxHashMap as HashMap;
 use segwal_format::{Entries, Entry};
 use segwal_segment::{SegmentBytes, SegmentHandle};
 use snafu::ResultExt;
@@ -54,10 +53,10 @@ impl EntryIter {
     pub(crate) fn empty() -> EntryIter {
         EntryIter {
             locs: Vec::new(),
-            handles: HashMap::new(),
+            handles: HashMap::default(),
             start: 1,
             end: 0,
-            deleted: HashMap::new(),
+            deleted: HashMap::default(),
             next_loc: 0,
             resume: None,
             delivered: None,

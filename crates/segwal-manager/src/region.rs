@@ -24,7 +24,7 @@
 //! `group`'s lock (group commit, `group.rs`) is never held together with
 //! another lock, and never across a sync.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use rustc_hash::FxHashMap as HashMap;
 use segwal_format::{
     MAX_BODY_LEN, RECORD_HEADER_LEN, RegionMeta, SEGMENT_HEADER_LEN, SegmentEnd, SegmentIdentity,
     TableMeta,
@@ -376,7 +377,7 @@ impl Region {
                     drop(segment);
                     (segment, report, records) = open(segment_id, true)?;
                 }
-                let mut tables: HashMap<u64, u64> = HashMap::new();
+                let mut tables: HashMap<u64, u64> = HashMap::default();
                 for (table_id, loc) in records {
                     next_sequence = next_sequence.max(loc.last + 1);
                     let table = state.tables.entry(table_id).or_default();
@@ -788,7 +789,7 @@ impl Region {
         write(&self.state).segments.insert(
             segment_id,
             SegmentInfo {
-                tables: HashMap::new(),
+                tables: HashMap::default(),
                 active: Some(segment.handle()),
                 len: 0,
             },
@@ -1101,7 +1102,13 @@ impl Region {
             .get(&table_id)
             .map_or(0, |t| t.deleted_up_to);
         let start = start.max(mark.saturating_add(1));
-        Ok(EntryIter::new(locs, handles, start, end, HashMap::new()))
+        Ok(EntryIter::new(
+            locs,
+            handles,
+            start,
+            end,
+            HashMap::default(),
+        ))
     }
 
     /// Every live entry of the region, in ascending sequence order.
@@ -1135,7 +1142,7 @@ impl Region {
     /// would evict each segment just before reaching it, and reopen them
     /// all.
     fn pin(&self, pins: BTreeMap<u64, Pin>, ctx: &Context) -> Result<HashMap<u64, SegmentHandle>> {
-        let mut handles = HashMap::with_capacity(pins.len());
+        let mut handles = HashMap::with_capacity_and_hasher(pins.len(), Default::default());
         let mut missing = Vec::new();
         for (segment_id, pin) in pins {
             let handle = match pin {
