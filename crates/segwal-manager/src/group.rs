@@ -35,15 +35,17 @@
 //!
 //! # Invariants
 //!
-//! - While any waiter is parked in `waiters`, `syncing` is true: a leader
-//!   or the flusher is syncing, or is about to look at the waiters. So every
-//!   parked waiter is looked at again when the current sync ends.
+//! - While any waiter is parked in `waiters`, either `syncing` is true (a
+//!   leader or the flusher is syncing, or is about to look at the waiters)
+//!   or the oldest waiter has been woken to lead (no flusher thread). So
+//!   every parked waiter is looked at again when the current sync ends.
 //! - A waiter leaves `waiters` once it is durable past its record, or when
 //!   a sync made for it returned (its outcome is then in `outcomes`, which
 //!   only it takes out).
-//! - `flusher` is [`Flusher::Busy`] exactly while some thread (the flusher
-//!   thread, or a leader doing its work) runs [`Shared::flush`]; it syncs
-//!   only for waiters, so it is never busy while `syncing` is false.
+//! - `flusher` is [`Flusher::Busy`] from the moment a leader hands it a
+//!   group until its thread finds no waiter left (or fails to start); it
+//!   syncs only for waiters, so it is never busy while `syncing` is false,
+//!   and no leader exists while it is busy.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, Thread};
