@@ -16,11 +16,16 @@ use segwal::{
 use segwal_nats::{Error, NatsWal, NatsWalConfig};
 use support::NatsServers;
 
+/// Every entry of a region, waiting up to a minute for each step: the
+/// callers check what survived a failure, not how fast a recovering
+/// cluster answers (on a loaded 2-core CI machine, starting this read just
+/// after a node's restart once took over the default 10 s).
 async fn scan_all(wal: &NatsWal, region_id: u64) -> Vec<LogEntry> {
-    let mut iter = wal
-        .scan(&ReadContext::default(), &ScanRequest { region_id })
-        .await
-        .unwrap();
+    let ctx = ReadContext {
+        timeout: Duration::from_secs(60),
+        ..ReadContext::default()
+    };
+    let mut iter = wal.scan(&ctx, &ScanRequest { region_id }).await.unwrap();
     let mut out = Vec::new();
     while let Some(batch) = iter.next_batch().await.unwrap() {
         out.extend(batch);

@@ -192,7 +192,8 @@ impl NatsServers {
     /// Waits until JetStream can create (and delete) a stream with
     /// `replicas` replicas: servers up, routes formed, a meta leader.
     async fn wait_ready(&self, replicas: usize) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Generous: a loaded 2-core CI machine once took over 30 s.
+        let deadline = Instant::now() + Duration::from_secs(90);
         let mut last_error = String::new();
         while Instant::now() < deadline {
             match self.probe(replicas).await {
