@@ -471,6 +471,10 @@ mod tests {
 
     impl Fixture {
         fn new(threaded: bool) -> Arc<Fixture> {
+            Fixture::with_idle(threaded, Duration::from_millis(50))
+        }
+
+        fn with_idle(threaded: bool, idle: Duration) -> Arc<Fixture> {
             let dir = tempfile::tempdir().unwrap();
             let identity = SegmentIdentity {
                 region_id: 1,
@@ -483,7 +487,6 @@ mod tests {
                 let probe = Arc::clone(&probe);
                 Box::new(move |handle: &SegmentHandle| probe.sync(handle))
             };
-            let idle = Duration::from_millis(50);
             Arc::new(Fixture {
                 dir,
                 segment: Mutex::new(segment),
@@ -630,6 +633,29 @@ mod tests {
             fixture.wait_until(|s| s.flusher == Flusher::Absent);
         }
         fixture.assert_at_rest();
+    }
+
+    #[test]
+    fn dropping_the_group_stops_its_idle_flusher() {
+        // Proves a closed region's flusher thread does not linger until its
+        // idle timeout: dropping the group commit wakes it to exit.
+        let fixture = Fixture::with_idle(true, Duration::from_secs(600));
+        fixture.probe.hold(Hold::AfterWriting);
+        let leader = fixture.spawn_writer();
+        fixture.wait_until_synced(1);
+        let late = fixture.spawn_writer();
+        fixture.wait_until(|s| s.waiters.len() == 1);
+        fixture.probe.release();
+        assert!(matches!(leader.join().unwrap(), Some(Ok(_))));
+        assert!(matches!(late.join().unwrap(), Some(Ok(_))));
+        fixture.wait_until(|s| s.flusher == Flusher::Idle);
+        let shared = Arc::clone(&fixture.group.shared);
+        drop(Arc::into_inner(fixture).expect("no writer holds the fixture"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while lock(&shared.state).flusher != Flusher::Absent {
+            assert!(Instant::now() < deadline, "the flusher outlived its group");
+            thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Fails every `fdatasync` under its directory while armed.
