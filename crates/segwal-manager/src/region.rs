@@ -709,10 +709,15 @@ impl Region {
     /// Lets go of the writer lock after a write, having first appended
     /// every starving writer's batch, oldest first.
     fn release_writer(&self, mut writer: parking_lot::MutexGuard<'_, Writer>, ctx: &Context) {
+        let batches = self.starving.take();
+        if batches.is_empty() {
+            // The common case, kept free of the hand-over's bookkeeping.
+            return;
+        }
         let mut handover = Handover {
             region_id: self.id,
             starving: &self.starving,
-            batches: self.starving.take().into(),
+            batches: batches.into(),
         };
         while let Some((waiter, batch)) = handover.batches.front() {
             let entries = batch.entries();
