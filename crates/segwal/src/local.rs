@@ -93,8 +93,10 @@ impl LocalWalConfig {
     /// not held up by the write's `fdatasync`. The price: a write in place
     /// cannot be abandoned, so [`WriteContext::timeout`] does not apply to
     /// it; the call returns when the write is durable or has failed. Set
-    /// `false` to have every write honour its timeout. On a current-thread
-    /// runtime, writes always go to the blocking pool.
+    /// `false` to have every write honour its timeout. Outside any task (a
+    /// future driven by `Runtime::block_on`), the write runs directly: that
+    /// thread runs nothing else meanwhile. On a current-thread runtime,
+    /// writes always go to the blocking pool.
     pub fn writes_in_place(mut self, in_place: bool) -> LocalWalConfig {
         self.writes_in_place = in_place;
         self
@@ -202,7 +204,7 @@ impl LocalWal {
         work: impl FnOnce(&SegmentManager) -> segwal_manager::Result<T> + Send + 'static,
     ) -> Result<T> {
         if in_place(self.reads_in_place) {
-            return Ok(tokio::task::block_in_place(|| work(&self.manager))?);
+            return Ok(block_in_place(|| work(&self.manager))?);
         }
         self.run(operation, Some(timeout), work).await
     }
@@ -224,6 +226,21 @@ fn in_place(configured: bool) -> bool {
     configured
         && tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread)
+}
+
+/// Runs blocking `work` on this thread, where [`in_place`] allows it: inside
+/// a task, through tokio's `block_in_place`, which first hands this worker's
+/// other tasks to another thread; outside any task (a future driven by
+/// `Runtime::block_on` on a thread of the caller's), at once, since that
+/// thread runs nothing else meanwhile and `block_in_place` would only add
+/// its bookkeeping (about 190 instructions of a 3,600-instruction synced
+/// write, docs/BENCHMARKS.md change 18).
+fn block_in_place<T>(work: impl FnOnce() -> T) -> T {
+    if tokio::task::try_id().is_none() {
+        work()
+    } else {
+        tokio::task::block_in_place(work)
+    }
 }
 
 /// Runs `work` on the blocking pool; waits at most `timeout` for it.
@@ -301,7 +318,7 @@ impl LogEntrySource for LocalSource {
             None => {
                 let iter = self.iter.take().context(IteratorAbandonedSnafu)?;
                 if in_place(self.in_place) {
-                    let (iter, entries) = tokio::task::block_in_place(|| read_batch(iter, max));
+                    let (iter, entries) = block_in_place(|| read_batch(iter, max));
                     self.iter = Some(iter);
                     return Ok(entries?);
                 }
@@ -391,7 +408,7 @@ impl WalManager for LocalWal {
     async fn write(&self, ctx: &WriteContext, batch: &LogWriteBatch) -> Result<SequenceNumber> {
         let location = batch.location;
         if in_place(self.writes_in_place) {
-            let written = tokio::task::block_in_place(|| {
+            let written = block_in_place(|| {
                 self.manager
                     .write(location.region_id, location.table_id, &batch.entries)
             });
