@@ -462,6 +462,9 @@ mod tests {
         }
     }
 
+    /// A writer thread, returning the outcome of the sync made for it.
+    type Writer = thread::JoinHandle<Option<segwal_segment::Result<u64>>>;
+
     struct Fixture {
         dir: tempfile::TempDir,
         segment: Mutex<Segment>,
@@ -520,9 +523,7 @@ mod tests {
         }
 
         /// Starts a writer thread.
-        fn spawn_writer(
-            self: &Arc<Fixture>,
-        ) -> thread::JoinHandle<Option<segwal_segment::Result<u64>>> {
+        fn spawn_writer(self: &Arc<Fixture>) -> Writer {
             let fixture = Arc::clone(self);
             thread::spawn(move || fixture.write())
         }
@@ -549,6 +550,24 @@ mod tests {
             while self.probe.syncs.load(Ordering::SeqCst) < n {
                 thread::sleep(Duration::from_millis(1));
             }
+        }
+
+        /// Starts a leader whose sync is held after it has written, then
+        /// `late` writers, one at a time, that append meanwhile (so that
+        /// sync does not cover them) and park. The sync stays held.
+        fn leader_and_late(self: &Arc<Fixture>, late: usize) -> (Writer, Vec<Writer>) {
+            self.probe.hold(Hold::AfterWriting);
+            let synced = self.probe.syncs.load(Ordering::SeqCst);
+            let leader = self.spawn_writer();
+            self.wait_until_synced(synced + 1);
+            let late = (1..=late)
+                .map(|parked| {
+                    let writer = self.spawn_writer();
+                    self.wait_until(|s| s.waiters.len() == parked);
+                    writer
+                })
+                .collect();
+            (leader, late)
         }
 
         fn assert_at_rest(&self) {
@@ -596,11 +615,7 @@ mod tests {
         // thread if there is one, else by the oldest of them.
         both_ways(|threaded| {
             let fixture = Fixture::new(threaded);
-            fixture.probe.hold(Hold::AfterWriting);
-            let leader = fixture.spawn_writer();
-            fixture.wait_until_synced(1);
-            let late: Vec<_> = (0..3).map(|_| fixture.spawn_writer()).collect();
-            fixture.wait_until(|s| s.waiters.len() == 3);
+            let (leader, late) = fixture.leader_and_late(3);
             fixture.probe.release();
             assert!(matches!(leader.join().unwrap(), Some(Ok(_))));
             let synced_for: usize = late
@@ -621,14 +636,12 @@ mod tests {
         // and that a group after that still gets its next sync.
         let fixture = Fixture::new(true);
         for round in 1..=2 {
-            fixture.probe.hold(Hold::AfterWriting);
-            let leader = fixture.spawn_writer();
-            fixture.wait_until_synced(2 * round - 1);
-            let late = fixture.spawn_writer();
-            fixture.wait_until(|s| s.waiters.len() == 1);
+            let (leader, late) = fixture.leader_and_late(1);
             fixture.probe.release();
             assert!(matches!(leader.join().unwrap(), Some(Ok(_))));
-            assert!(matches!(late.join().unwrap(), Some(Ok(_))));
+            for writer in late {
+                assert!(matches!(writer.join().unwrap(), Some(Ok(_))));
+            }
             assert!(lock(&fixture.probe.threads)[2 * round - 1].starts_with("segwal-flush-"));
             fixture.wait_until(|s| s.flusher == Flusher::Absent);
         }
@@ -640,14 +653,12 @@ mod tests {
         // Proves a closed region's flusher thread does not linger until its
         // idle timeout: dropping the group commit wakes it to exit.
         let fixture = Fixture::with_idle(true, Duration::from_secs(600));
-        fixture.probe.hold(Hold::AfterWriting);
-        let leader = fixture.spawn_writer();
-        fixture.wait_until_synced(1);
-        let late = fixture.spawn_writer();
-        fixture.wait_until(|s| s.waiters.len() == 1);
+        let (leader, late) = fixture.leader_and_late(1);
         fixture.probe.release();
         assert!(matches!(leader.join().unwrap(), Some(Ok(_))));
-        assert!(matches!(late.join().unwrap(), Some(Ok(_))));
+        for writer in late {
+            assert!(matches!(writer.join().unwrap(), Some(Ok(_))));
+        }
         fixture.wait_until(|s| s.flusher == Flusher::Idle);
         let shared = Arc::clone(&fixture.group.shared);
         drop(Arc::into_inner(fixture).expect("no writer holds the fixture"));
@@ -678,13 +689,8 @@ mod tests {
         let fixture = Fixture::new(true);
         let hook = Arc::new(FailSyncs(AtomicBool::new(false)));
         let _guard = disk::install(fixture.dir.path(), Arc::clone(&hook) as Arc<dyn Hook>);
-        fixture.probe.hold(Hold::AfterWriting);
-        let leader = fixture.spawn_writer();
-        fixture.wait_until_synced(1);
-        let first = fixture.spawn_writer();
-        fixture.wait_until(|s| s.waiters.len() == 1);
-        let second = fixture.spawn_writer();
-        fixture.wait_until(|s| s.waiters.len() == 2);
+        let (leader, late) = fixture.leader_and_late(2);
+        let [first, second] = <[Writer; 2]>::try_from(late).unwrap();
         hook.0.store(true, Ordering::SeqCst);
         fixture.probe.release();
         assert!(matches!(leader.join().unwrap(), Some(Ok(_))));
@@ -732,15 +738,13 @@ mod tests {
         // Proves a panic on the flusher thread does not strand the writers
         // it was syncing for: they are woken and one of them syncs.
         let fixture = Fixture::new(true);
-        fixture.probe.hold(Hold::AfterWriting);
-        let leader = fixture.spawn_writer();
-        fixture.wait_until_synced(1);
-        let late = fixture.spawn_writer();
-        fixture.wait_until(|s| s.waiters.len() == 1);
+        let (leader, late) = fixture.leader_and_late(1);
         *lock(&fixture.probe.panic_on) = Some("segwal-flush-".to_owned());
         fixture.probe.release();
         assert!(matches!(leader.join().unwrap(), Some(Ok(_))));
-        assert!(matches!(late.join().unwrap(), Some(Ok(_))));
+        for writer in late {
+            assert!(matches!(writer.join().unwrap(), Some(Ok(_))));
+        }
         assert_eq!(fixture.probe.syncs.load(Ordering::SeqCst), 2);
         assert!(!lock(&fixture.probe.threads)[1].starts_with("segwal-flush-"));
         fixture.wait_until(|s| s.flusher == Flusher::Absent);
