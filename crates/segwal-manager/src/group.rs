@@ -538,36 +538,29 @@ mod tests {
             }
         }
 
-        /// Waits until `n` syncs have started.
-        fn wait_until_started(&self, n: usize) {
-            while self.probe.started.load(Ordering::SeqCst) < n {
-                thread::sleep(Duration::from_millis(1));
-            }
-        }
-
-        /// Waits until `n` syncs have written.
-        fn wait_until_synced(&self, n: usize) {
-            while self.probe.syncs.load(Ordering::SeqCst) < n {
-                thread::sleep(Duration::from_millis(1));
-            }
-        }
-
-        /// Starts a leader whose sync is held after it has written, then
-        /// `late` writers, one at a time, that append meanwhile (so that
-        /// sync does not cover them) and park. The sync stays held.
-        fn leader_and_late(self: &Arc<Fixture>, late: usize) -> (Writer, Vec<Writer>) {
-            self.probe.hold(Hold::AfterWriting);
-            let synced = self.probe.syncs.load(Ordering::SeqCst);
+        /// Starts a leader whose sync is held at `hold`, then `behind`
+        /// writers, one at a time, that append meanwhile and park: covered
+        /// by that sync if it is held before writing, not if after. The
+        /// sync stays held.
+        fn held_leader(self: &Arc<Fixture>, hold: Hold, behind: usize) -> (Writer, Vec<Writer>) {
+            self.probe.hold(hold);
+            let count = match hold {
+                Hold::BeforeWriting => &self.probe.started,
+                Hold::AfterWriting => &self.probe.syncs,
+            };
+            let reached = count.load(Ordering::SeqCst) + 1;
             let leader = self.spawn_writer();
-            self.wait_until_synced(synced + 1);
-            let late = (1..=late)
+            while count.load(Ordering::SeqCst) < reached {
+                thread::sleep(Duration::from_millis(1));
+            }
+            let behind = (1..=behind)
                 .map(|parked| {
                     let writer = self.spawn_writer();
                     self.wait_until(|s| s.waiters.len() == parked);
                     writer
                 })
                 .collect();
-            (leader, late)
+            (leader, behind)
         }
 
         fn assert_at_rest(&self) {
@@ -591,13 +584,7 @@ mod tests {
         // of their own, with a flusher thread or without.
         both_ways(|threaded| {
             let fixture = Fixture::new(threaded);
-            // Four writers append and park while the leader's sync is held
-            // before it writes.
-            fixture.probe.hold(Hold::BeforeWriting);
-            let leader = fixture.spawn_writer();
-            fixture.wait_until_started(1);
-            let waiters: Vec<_> = (0..4).map(|_| fixture.spawn_writer()).collect();
-            fixture.wait_until(|s| s.waiters.len() == 4);
+            let (leader, waiters) = fixture.held_leader(Hold::BeforeWriting, 4);
             fixture.probe.release();
             assert!(matches!(leader.join().unwrap(), Some(Ok(_))));
             for waiter in waiters {
@@ -615,7 +602,7 @@ mod tests {
         // thread if there is one, else by the oldest of them.
         both_ways(|threaded| {
             let fixture = Fixture::new(threaded);
-            let (leader, late) = fixture.leader_and_late(3);
+            let (leader, late) = fixture.held_leader(Hold::AfterWriting, 3);
             fixture.probe.release();
             assert!(matches!(leader.join().unwrap(), Some(Ok(_))));
             let synced_for: usize = late
@@ -636,7 +623,7 @@ mod tests {
         // and that a group after that still gets its next sync.
         let fixture = Fixture::new(true);
         for round in 1..=2 {
-            let (leader, late) = fixture.leader_and_late(1);
+            let (leader, late) = fixture.held_leader(Hold::AfterWriting, 1);
             fixture.probe.release();
             assert!(matches!(leader.join().unwrap(), Some(Ok(_))));
             for writer in late {
@@ -653,7 +640,7 @@ mod tests {
         // Proves a closed region's flusher thread does not linger until its
         // idle timeout: dropping the group commit wakes it to exit.
         let fixture = Fixture::with_idle(true, Duration::from_secs(600));
-        let (leader, late) = fixture.leader_and_late(1);
+        let (leader, late) = fixture.held_leader(Hold::AfterWriting, 1);
         fixture.probe.release();
         assert!(matches!(leader.join().unwrap(), Some(Ok(_))));
         for writer in late {
@@ -689,7 +676,7 @@ mod tests {
         let fixture = Fixture::new(true);
         let hook = Arc::new(FailSyncs(AtomicBool::new(false)));
         let _guard = disk::install(fixture.dir.path(), Arc::clone(&hook) as Arc<dyn Hook>);
-        let (leader, late) = fixture.leader_and_late(2);
+        let (leader, late) = fixture.held_leader(Hold::AfterWriting, 2);
         let [first, second] = <[Writer; 2]>::try_from(late).unwrap();
         hook.0.store(true, Ordering::SeqCst);
         fixture.probe.release();
@@ -719,16 +706,14 @@ mod tests {
         // parked behind it: the group passes on as the leader unwinds.
         both_ways(|threaded| {
             let fixture = Fixture::new(threaded);
-            fixture.probe.hold(Hold::BeforeWriting);
+            // The leader panics once it is let go, before it writes.
+            let (leader, behind) = fixture.held_leader(Hold::BeforeWriting, 1);
             *lock(&fixture.probe.panic_on) = Some(String::new());
-            let leader = fixture.spawn_writer();
-            fixture.wait_until_started(1);
-            let waiter = fixture.spawn_writer();
-            fixture.wait_until(|s| s.waiters.len() == 1);
             fixture.probe.release();
-            let panicked = leader.join();
-            assert!(panicked.is_err());
-            assert!(matches!(waiter.join().unwrap(), Some(Ok(_))));
+            assert!(leader.join().is_err());
+            for writer in behind {
+                assert!(matches!(writer.join().unwrap(), Some(Ok(_))));
+            }
             fixture.assert_at_rest();
         });
     }
@@ -738,7 +723,7 @@ mod tests {
         // Proves a panic on the flusher thread does not strand the writers
         // it was syncing for: they are woken and one of them syncs.
         let fixture = Fixture::new(true);
-        let (leader, late) = fixture.leader_and_late(1);
+        let (leader, late) = fixture.held_leader(Hold::AfterWriting, 1);
         *lock(&fixture.probe.panic_on) = Some("segwal-flush-".to_owned());
         fixture.probe.release();
         assert!(matches!(leader.join().unwrap(), Some(Ok(_))));
