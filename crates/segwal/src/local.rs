@@ -234,7 +234,7 @@ fn in_place(configured: bool) -> bool {
 /// `Runtime::block_on` on a thread of the caller's), at once, since that
 /// thread runs nothing else meanwhile and `block_in_place` would only add
 /// its bookkeeping (about 190 instructions of a 3,600-instruction synced
-/// write, docs/BENCHMARKS.md change 18).
+/// write, docs/BENCHMARKS.md change 19).
 fn block_in_place<T>(work: impl FnOnce() -> T) -> T {
     if tokio::task::try_id().is_none() {
         work()
