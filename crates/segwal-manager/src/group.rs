@@ -116,8 +116,8 @@ enum Flusher {
     Absent,
     /// The flusher thread waits for a group.
     Idle,
-    /// Handed a group: the flusher thread (or a leader in its stead) syncs
-    /// while waiters are left.
+    /// Handed a group (its thread may still be starting): the flusher
+    /// thread syncs while waiters are left.
     Busy,
 }
 
