@@ -221,9 +221,19 @@ impl GroupCommit {
 }
 
 impl Drop for GroupCommit {
+    /// Stops the flusher thread. If it is still finishing a sync (made for
+    /// a writer that a sync at rollover covered meanwhile), waits for that:
+    /// the sync holds its segment open, with the file's lock, and a region
+    /// that is closed must let go of every file before the call returns, or
+    /// opening it again at once could find a segment locked.
     fn drop(&mut self) {
-        lock(&self.shared.state).closed = true;
-        self.shared.work.notify_all();
+        let shared = &self.shared;
+        let mut state = lock(&shared.state);
+        state.closed = true;
+        shared.work.notify_all();
+        while state.flusher == Flusher::Busy {
+            state = shared.work.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
     }
 }
 
@@ -290,6 +300,8 @@ impl Shared {
         loop {
             state = self.flush(state);
             state.flusher = Flusher::Idle;
+            // A dropped group may be waiting for this sync to end.
+            self.work.notify_all();
             wake_all(state);
             state = lock(&self.state);
             let deadline = Instant::now() + self.idle;
@@ -367,6 +379,7 @@ impl Drop for FlusherExit<'_> {
         let mut state = lock(&self.0.state);
         state.flusher = Flusher::Absent;
         state.syncing = false;
+        self.0.work.notify_all();
         let waiters: Vec<Thread> = state.waiters.iter().map(|w| w.thread.clone()).collect();
         state.to_wake.extend(waiters);
         wake_all(state);
@@ -419,6 +432,9 @@ mod tests {
         released: Condvar,
         /// Panic in the next sync made on a thread whose name starts so.
         panic_on: Mutex<Option<String>>,
+        /// While set, a sync made on a thread whose name starts so waits
+        /// after writing.
+        hold_on: Mutex<Option<String>>,
     }
 
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -440,8 +456,12 @@ mod tests {
             }
             let outcome = handle.sync();
             self.syncs.fetch_add(1, Ordering::SeqCst);
-            lock(&self.threads).push(name);
+            lock(&self.threads).push(name.clone());
             self.wait_while(Hold::AfterWriting);
+            let mut held = lock(&self.hold_on);
+            while held.as_deref().is_some_and(|p| name.starts_with(p)) {
+                held = self.released.wait(held).unwrap();
+            }
             outcome
         }
 
@@ -458,6 +478,11 @@ mod tests {
 
         fn release(&self) {
             *lock(&self.hold) = None;
+            self.released.notify_all();
+        }
+
+        fn hold_on(&self, prefix: Option<&str>) {
+            *lock(&self.hold_on) = prefix.map(str::to_owned);
             self.released.notify_all();
         }
     }
@@ -654,6 +679,41 @@ mod tests {
             assert!(Instant::now() < deadline, "the flusher outlived its group");
             thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    #[test]
+    fn dropping_the_group_waits_for_the_flusher_s_sync_in_flight() {
+        // Proves a closed region lets go of its files: a group dropped
+        // while the flusher is still in a sync (made for a writer that left,
+        // covered) returns only once that sync has ended.
+        let fixture = Fixture::new(true);
+        let (leader, late) = fixture.held_leader(Hold::AfterWriting, 1);
+        fixture.probe.hold_on(Some("segwal-flush-"));
+        fixture.probe.release();
+        assert!(matches!(leader.join().unwrap(), Some(Ok(_))));
+        // The flusher's sync for the late writer has written and is held;
+        // the writer, woken, finds its record durable and leaves.
+        while fixture.probe.syncs.load(Ordering::SeqCst) < 2 {
+            thread::sleep(Duration::from_millis(1));
+        }
+        let parked = fixture.state().waiters[0].thread.clone();
+        parked.unpark();
+        for writer in late {
+            assert!(writer.join().unwrap().is_none(), "covered, not synced for");
+        }
+        let shared = Arc::clone(&fixture.group.shared);
+        let fixture = Arc::into_inner(fixture).expect("no writer holds the fixture");
+        let probe = Arc::clone(&fixture.probe);
+        let dropping = thread::spawn(move || drop(fixture));
+        thread::sleep(Duration::from_millis(50));
+        assert!(
+            !dropping.is_finished(),
+            "the drop did not wait for the sync"
+        );
+        assert_eq!(lock(&shared.state).flusher, Flusher::Busy);
+        probe.hold_on(None);
+        dropping.join().unwrap();
+        assert_ne!(lock(&shared.state).flusher, Flusher::Busy);
     }
 
     /// Fails every `fdatasync` under its directory while armed.
