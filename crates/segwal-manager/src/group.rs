@@ -121,6 +121,15 @@ enum Flusher {
     Busy,
 }
 
+/// A sync made for one waiting writer.
+#[derive(Debug)]
+pub(crate) struct Synced {
+    /// What the sync returned: on success, the segment's new durable end.
+    pub(crate) outcome: segwal_segment::Result<u64>,
+    /// Made by the flusher thread, not by the writer itself as the leader.
+    pub(crate) by_flusher: bool,
+}
+
 #[derive(Debug)]
 struct Waiter {
     ticket: u64,
@@ -153,14 +162,10 @@ impl GroupCommit {
     }
 
     /// Returns once `handle` is durable up to `end`. `None` means syncs
-    /// made for others covered the record; otherwise this is the outcome of
-    /// the sync made for this writer (by itself as the leader, or by the
-    /// flusher), which covered the record if it succeeded.
-    pub(crate) fn wait(
-        &self,
-        handle: &SegmentHandle,
-        end: u64,
-    ) -> Option<segwal_segment::Result<u64>> {
+    /// made for others covered the record; otherwise this is the sync made
+    /// for this writer (by itself as the leader, or by the flusher), which
+    /// covered the record if it succeeded.
+    pub(crate) fn wait(&self, handle: &SegmentHandle, end: u64) -> Option<Synced> {
         let shared = &self.shared;
         let mut state = lock(&shared.state);
         if handle.durable_len() >= end {
@@ -174,7 +179,10 @@ impl GroupCommit {
                 if let Some(i) = state.outcomes.iter().position(|(t, _)| *t == ticket) {
                     let (_, outcome) = state.outcomes.swap_remove(i);
                     wake_all(state);
-                    return Some(outcome);
+                    return Some(Synced {
+                        outcome,
+                        by_flusher: true,
+                    });
                 }
                 match state.waiters.iter().position(|w| w.ticket == ticket) {
                     // Taken out by a sync that covered it.
@@ -200,7 +208,10 @@ impl GroupCommit {
                 let leading = Leading(shared);
                 let outcome = (shared.sync)(handle);
                 drop(leading);
-                return Some(outcome);
+                return Some(Synced {
+                    outcome,
+                    by_flusher: false,
+                });
             }
             if !queued {
                 state.waiters.push(Waiter {
@@ -540,7 +551,7 @@ mod tests {
         /// sync made for it, if one was.
         fn write(&self) -> Option<segwal_segment::Result<u64>> {
             let (handle, end) = self.append();
-            let outcome = self.group.wait(&handle, end);
+            let outcome = self.group.wait(&handle, end).map(|synced| synced.outcome);
             if !matches!(outcome, Some(Err(_))) {
                 assert!(handle.durable_len() >= end, "returned before durable");
             }

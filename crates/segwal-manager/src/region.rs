@@ -947,17 +947,22 @@ impl Region {
     /// by this writer if it leads, by another's sync, or by the flusher
     /// (see `group.rs`).
     fn wait_durable(&self, handle: &SegmentHandle, end: u64, ctx: &Context) -> Result<()> {
-        match self.group.wait(handle, end) {
-            None => Ok(()),
-            Some(Ok(durable)) => {
+        let Some(synced) = self.group.wait(handle, end) else {
+            return Ok(());
+        };
+        if synced.by_flusher {
+            ctx.stats.flusher_syncs.fetch_add(1, Ordering::Relaxed);
+        }
+        match synced.outcome {
+            Ok(durable) => {
                 ctx.stats.syncs.fetch_add(1, Ordering::Relaxed);
                 assert!(
                     durable >= end,
-                    "a sync of its own segment covers the leader"
+                    "a sync of its own segment covers the writer it was made for"
                 );
                 Ok(())
             }
-            Some(Err(source)) => {
+            Err(source) => {
                 let lost_after =
                     lost_after(&source, handle.header().segment_id, handle.durable_len());
                 self.record_failure(&self.writer.lock(), ctx, lost_after);

@@ -10,6 +10,7 @@ pub(crate) struct Stats {
     pub(crate) bytes_written: AtomicU64,
     pub(crate) syncs: AtomicU64,
     pub(crate) synced_writes: AtomicU64,
+    pub(crate) flusher_syncs: AtomicU64,
     pub(crate) writebacks: AtomicU64,
     pub(crate) starved_writes: AtomicU64,
     pub(crate) segments_created: AtomicU64,
@@ -43,6 +44,10 @@ pub struct Statistics {
     /// write and an `fdatasync`: those of a writer alone in its region
     /// under `SyncMode::Always`.
     pub synced_writes: u64,
+    /// Group-commit syncs made by a region's flusher thread (see
+    /// docs/ARCHITECTURE.md, "Group commit"), counted in `syncs` too; the
+    /// rest of the group's syncs were made by a writer that led.
+    pub flusher_syncs: u64,
     /// Times write-back of an unsynced segment was started early, every
     /// [`WRITEBACK_CHUNK_BYTES`](crate::WRITEBACK_CHUNK_BYTES) written
     /// (`SyncMode::Never` and `Interval` only).
@@ -81,6 +86,7 @@ impl Statistics {
             bytes_written: stats.bytes_written.load(Ordering::Relaxed),
             syncs: stats.syncs.load(Ordering::Relaxed),
             synced_writes: stats.synced_writes.load(Ordering::Relaxed),
+            flusher_syncs: stats.flusher_syncs.load(Ordering::Relaxed),
             writebacks: stats.writebacks.load(Ordering::Relaxed),
             starved_writes: stats.starved_writes.load(Ordering::Relaxed),
             segments_created: stats.segments_created.load(Ordering::Relaxed),
@@ -105,8 +111,8 @@ impl std::fmt::Display for Statistics {
         writeln!(f, "bytes written: {}", self.bytes_written)?;
         writeln!(
             f,
-            "syncs: {} ({per_sync:.1} batches per sync; {} by writes that synced themselves)",
-            self.syncs, self.synced_writes
+            "syncs: {} ({per_sync:.1} batches per sync; {} by writes that synced themselves, {} by flusher threads)",
+            self.syncs, self.synced_writes, self.flusher_syncs
         )?;
         writeln!(f, "write-backs started early: {}", self.writebacks)?;
         writeln!(
