@@ -255,9 +255,8 @@ impl Shared {
     fn hand_on(self: &Arc<Shared>) {
         let mut state = lock(&self.state);
         take_covered(&mut state);
-        if state.waiters.is_empty() {
-            state.syncing = false;
-            wake_all(state);
+        if state.waiters.is_empty() || !self.threaded {
+            end_sync(state);
             return;
         }
         assert_ne!(
@@ -265,10 +264,6 @@ impl Shared {
             Flusher::Busy,
             "the flusher is busy only while it syncs for the group"
         );
-        if !self.threaded {
-            self.lead_next(state);
-            return;
-        }
         let previous = std::mem::replace(&mut state.flusher, Flusher::Busy);
         wake_all(state);
         if previous == Flusher::Idle {
@@ -284,23 +279,8 @@ impl Shared {
             let mut state = lock(&self.state);
             state.flusher = Flusher::Absent;
             take_covered(&mut state);
-            if state.waiters.is_empty() {
-                state.syncing = false;
-                wake_all(state);
-            } else {
-                self.lead_next(state);
-            }
+            end_sync(state);
         }
-    }
-
-    /// Ends the group's sync with waiters left: the oldest is woken to
-    /// lead the next one (unless a writer that comes first leads it, and
-    /// looks at every waiter when it ends), and the covered ones are woken.
-    fn lead_next(&self, mut state: MutexGuard<'_, State>) {
-        state.syncing = false;
-        let oldest = state.waiters[0].thread.clone();
-        state.to_wake.insert(0, oldest);
-        wake_all(state);
     }
 
     /// The flusher thread: syncs while waiters are left, then waits for
@@ -395,6 +375,18 @@ impl Drop for FlusherExit<'_> {
         state.to_wake.extend(waiters);
         wake_all(state);
     }
+}
+
+/// Ends a sync without a flusher to carry on: wakes the covered waiters
+/// and, if any waiter is left, the oldest, to lead the next sync (unless a
+/// writer that comes first leads it, and looks at every waiter when it
+/// ends).
+fn end_sync(mut state: MutexGuard<'_, State>) {
+    state.syncing = false;
+    if let Some(oldest) = state.waiters.first().map(|w| w.thread.clone()) {
+        state.to_wake.insert(0, oldest);
+    }
+    wake_all(state);
 }
 
 /// Moves every waiter whose record is durable into `to_wake`.

@@ -950,12 +950,12 @@ impl Region {
         let Some(synced) = self.group.wait(handle, end) else {
             return Ok(());
         };
-        if synced.by_flusher {
-            ctx.stats.flusher_syncs.fetch_add(1, Ordering::Relaxed);
-        }
         match synced.outcome {
             Ok(durable) => {
                 ctx.stats.syncs.fetch_add(1, Ordering::Relaxed);
+                if synced.by_flusher {
+                    ctx.stats.flusher_syncs.fetch_add(1, Ordering::Relaxed);
+                }
                 assert!(
                     durable >= end,
                     "a sync of its own segment covers the writer it was made for"
