@@ -465,7 +465,7 @@ impl Region {
             state: RwLock::new(state),
             starving: StarvingQueue::default(),
             meta_lock: Mutex::new(()),
-            group: GroupCommit::new(id),
+            group: GroupCommit::new(id, ctx.config.yield_while_syncing),
             writing: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             failed: AtomicBool::new(false),

@@ -82,6 +82,15 @@ impl LocalWalConfig {
         self
     }
 
+    /// Whether a writer waiting for a group sync under [`SyncMode::Always`]
+    /// yields its core in a loop before it parks, while the region's syncs
+    /// are short (default `true`). See
+    /// [`ManagerConfig::yield_while_syncing`].
+    pub fn yield_while_syncing(mut self, yield_while_syncing: bool) -> LocalWalConfig {
+        self.manager.yield_while_syncing = yield_while_syncing;
+        self
+    }
+
     /// Whether a write called on a multi-threaded tokio runtime runs on the
     /// calling worker thread (`true`, the default) rather than on the
     /// blocking pool.
