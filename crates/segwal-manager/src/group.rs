@@ -43,7 +43,7 @@
 //! that can run, so the loop spends only cores that would idle. The same
 //! trade as InnoDB's redo-log waiters (which spin while the mean flush
 //! time is under 400 µs) and RocksDB's adaptive yield. Measured with 16
-//! writers of 4 x 1 KiB on the project's ext4 disk: 18 to 24% more
+//! writers of 4 x 1 KiB on the project's ext4 disk: 15 to 20% more
 //! throughput and a lower p99, for about 1.6 times the CPU time
 //! (docs/BENCHMARKS.md change 20). `ManagerConfig::yield_while_syncing`
 //! turns it off.
