@@ -61,8 +61,8 @@ pub struct ManagerConfig {
     /// Whether a writer waiting for a group sync yields its core in a loop
     /// before it parks, while the region's syncs are short (default true;
     /// see docs/ARCHITECTURE.md, "Group commit"). It trades CPU time that
-    /// would mostly idle otherwise for throughput and latency; turn it off where
-    /// every core's time is accounted for.
+    /// would mostly idle otherwise for throughput and latency; turn it off
+    /// where every core's time is accounted for.
     pub yield_while_syncing: bool,
 }
 

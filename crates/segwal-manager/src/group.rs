@@ -40,9 +40,9 @@
 //! only then does it park. Parking and being woken costs a 2-core VM about
 //! as much as a sync (a futex wake-up, an inter-processor interrupt, a
 //! core leaving idle), and a yielding waiter gives its core to any thread
-//! that can run, so the loop mostly spends time the cores would idle. The same
-//! trade as InnoDB's redo-log waiters (which spin while the mean flush
-//! time is under 400 µs) and RocksDB's adaptive yield. Measured with 16
+//! that can run, so the loop mostly spends time the cores would idle. The
+//! same trade as InnoDB's redo-log waiters (which spin while the mean
+//! flush time is under 400 µs) and RocksDB's adaptive yield. Measured with 16
 //! writers of 4 x 1 KiB on the project's ext4 disk: 15 to 20% more
 //! throughput and a lower p99, for about 1.6 times the CPU time
 //! (docs/BENCHMARKS.md change 20). `ManagerConfig::yield_while_syncing`
