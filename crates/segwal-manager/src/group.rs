@@ -277,13 +277,11 @@ impl GroupCommit {
             let seen = shared.changes.load(Ordering::Acquire);
             drop(state);
             let until = *spin_until.get_or_insert_with(|| shared.spin_deadline());
-            if until.is_some_and(|until| shared.yield_until(handle, end, seen, until)) {
-                state = lock(&shared.state);
-                continue;
+            if !until.is_some_and(|until| shared.yield_until(handle, end, seen, until)) {
+                // An `unpark` that came before this `park` makes it return
+                // at once; a spurious return just goes round the loop again.
+                thread::park();
             }
-            // An `unpark` that came before this `park` makes it return at
-            // once; a spurious return just goes round the loop again.
-            thread::park();
             state = lock(&shared.state);
         }
     }

@@ -65,10 +65,10 @@ fn run_with_fault(dir: &Path, kind: OpKind, nth: usize, errno: i32) -> Outcome {
         let (fired, step, seen) = (Arc::clone(&fired), Arc::clone(&step), Arc::clone(&seen));
         // Each thread's previous call: spare segments are prepared on
         // threads of their own, whose calls interleave with the workload's.
-        let mut previous: HashMap<ThreadId, String> = HashMap::new();
+        let mut previous_by_thread: HashMap<ThreadId, String> = HashMap::new();
         recorder.inject(move |op| {
             let this = describe(op);
-            let previous = previous.insert(std::thread::current().id(), this.clone());
+            let previous = previous_by_thread.insert(std::thread::current().id(), this.clone());
             if op.kind() != kind || seen.fetch_add(1, Ordering::Relaxed) != nth {
                 return None;
             }
