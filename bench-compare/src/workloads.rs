@@ -80,7 +80,11 @@ impl Workload {
 
     /// Whether `engine` can run this workload at all.
     pub(crate) fn supports(self, engine: EngineKind) -> bool {
-        self != Workload::TableRead || engine.reads_tables()
+        match engine {
+            // Unsynced, it is the floor again.
+            EngineKind::FloorDsync => self.sync_shape().is_some(),
+            _ => self != Workload::TableRead || engine.reads_tables(),
+        }
     }
 
     /// Whether a run needs a prepare step in a process of its own first.
@@ -577,5 +581,18 @@ mod tests {
             assert_eq!(EngineKind::parse(engine.name()).unwrap(), engine);
         }
         assert!(Workload::parse("sync2").is_err());
+    }
+
+    #[test]
+    fn floor_dsync_runs_only_the_synced_workloads() {
+        // Unsynced, floor-dsync would be the floor run twice.
+        for workload in Workload::ALL {
+            assert_eq!(
+                workload.supports(EngineKind::FloorDsync),
+                workload.sync_shape().is_some(),
+                "{}",
+                workload.name()
+            );
+        }
     }
 }
