@@ -1,5 +1,6 @@
 //! `segwal-bench-compare`: segwal against raft-engine, okaywal, RocksDB and
-//! a plain write + fdatasync floor, on identical workloads.
+//! two floors (plain writes, each followed by `fdatasync` or opened
+//! `O_DSYNC`), on identical workloads.
 //!
 //! Every run is a child process of its own (this binary, `child SPEC`), so
 //! that one engine's page cache habits, threads and heap never leak into

@@ -7,7 +7,7 @@
 //!   on tmpfs (`/dev/shm`), because tmpfs shows CPU cost and the disk shows
 //!   fdatasync. Reports land in `target/criterion/`.
 //! - `bench-compare [ARGS...]`: segwal against raft-engine, okaywal, RocksDB
-//!   and a write + fdatasync floor (`bench-compare/`, a workspace of its
+//!   and two plain-write floors (`bench-compare/`, a workspace of its
 //!   own so that nothing else builds RocksDB), built and run in release
 //!   mode with ARGS passed through (`cargo xtask bench-compare --help`).
 //!   See docs/BENCHMARKS.md.
@@ -30,7 +30,7 @@ usage: cargo xtask <command>
 
 commands:
   bench [FILTER]                          criterion benches, on disk and on tmpfs
-  bench-compare [ARGS...]                 segwal vs raft-engine, okaywal, RocksDB and a floor
+  bench-compare [ARGS...]                 segwal vs raft-engine, okaywal, RocksDB and floors
                                           (`cargo xtask bench-compare --help`; docs/BENCHMARKS.md)
   fuzz [TARGET | all | --list] [--time S] run a cargo-fuzz target (or all) for S seconds (default 60)
   crash [--iterations N] [--images N] [--fault-samples N]
