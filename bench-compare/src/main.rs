@@ -35,8 +35,9 @@ usage: segwal-bench-compare [options]
   --workloads a,b,...     sync1, sync16, sync16-256, sync16-64k, bulk, recover,
                           table-read (default: all)
   --engines a,b,...       segwal, segwal-manager, raft-engine, okaywal, rocksdb,
-                          floor, floor-dsync (default: all; floor-dsync runs
-                          only the synced workloads)
+                          floor, floor-dsync, floor-group (default: all;
+                          floor-dsync and floor-group run only the synced
+                          workloads)
   --seconds S             measured seconds of each synced run, after a warm-up of
                           S/5 (default 3)
   --bulk-bytes SIZE       payload of bulk and recover (default 1GiB)

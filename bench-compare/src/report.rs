@@ -183,8 +183,8 @@ pub(crate) fn table(rows: &[Row]) -> String {
 }
 
 /// Colours of the engines' bars, in `EngineKind::ALL` order.
-const COLOURS: [&str; 7] = [
-    "#1f77b4", "#6baed6", "#d62728", "#2ca02c", "#ff7f0e", "#7f7f7f", "#bdbdbd",
+const COLOURS: [&str; 8] = [
+    "#1f77b4", "#6baed6", "#d62728", "#2ca02c", "#ff7f0e", "#7f7f7f", "#bdbdbd", "#525252",
 ];
 
 /// The chart colour of `engine`.

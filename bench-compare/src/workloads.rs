@@ -81,8 +81,8 @@ impl Workload {
     /// Whether `engine` can run this workload at all.
     pub(crate) fn supports(self, engine: EngineKind) -> bool {
         match engine {
-            // Unsynced, it is the floor again.
-            EngineKind::FloorDsync => self.sync_shape().is_some(),
+            // Unsynced, each is the floor again.
+            EngineKind::FloorDsync | EngineKind::FloorGroup => self.sync_shape().is_some(),
             _ => self != Workload::TableRead || engine.reads_tables(),
         }
     }
@@ -584,15 +584,17 @@ mod tests {
     }
 
     #[test]
-    fn floor_dsync_runs_only_the_synced_workloads() {
-        // Unsynced, floor-dsync would be the floor run twice.
+    fn the_synced_floors_run_only_the_synced_workloads() {
+        // Unsynced, floor-dsync and floor-group would be the floor again.
         for workload in Workload::ALL {
-            assert_eq!(
-                workload.supports(EngineKind::FloorDsync),
-                workload.sync_shape().is_some(),
-                "{}",
-                workload.name()
-            );
+            for engine in [EngineKind::FloorDsync, EngineKind::FloorGroup] {
+                assert_eq!(
+                    workload.supports(engine),
+                    workload.sync_shape().is_some(),
+                    "{engine} {}",
+                    workload.name()
+                );
+            }
         }
     }
 }
