@@ -59,7 +59,7 @@ pub const MAX_BODY_LEN: u32 = 1 << 30;
 const _: () = assert!(RECORD_HEADER_LEN == 4 + 1 + 3 + 4 + 4 + 4 + 4 + 8 + 8 + 8 + 8);
 const _: () = assert!(RECORD_HEADER_LEN == 56);
 
-/// What a record holds. Version 1 defines one kind.
+/// What a record holds. Versions 1 and 2 define one kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RecordKind {

@@ -191,7 +191,7 @@ impl<'a> Scanner<'a> {
     fn find_valid(&self, from: usize, written_end: usize) -> Option<usize> {
         let last_start = self.data.len().checked_sub(RECORD_HEADER_LEN)?;
         (from..written_end.min(last_start + 1)).find(|&at| {
-            // Cheap filter before the checksum: version 1 records have kind
+            // Cheap filter before the checksum: records of this version have kind
             // 1 followed by three zero bytes.
             self.data[at + 4..at + 8] == [1, 0, 0, 0]
                 && self
