@@ -11,8 +11,8 @@ use std::fmt;
 use std::fs::File;
 use std::io::{IoSlice, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
@@ -809,15 +809,15 @@ pub(crate) struct GroupFloor {
     /// Opened unsynced: the group syncs for itself.
     floor: Floor,
     synced: bool,
-    queue: std::sync::Mutex<Vec<Queued>>,
+    queue: Mutex<Vec<Queued>>,
     /// Held by the writer of a group.
-    file: std::sync::Mutex<()>,
+    file: Mutex<()>,
 }
 
 /// A batch waiting for a group write, and where its outcome goes.
 struct Queued {
     entries: Vec<Bytes>,
-    outcome: Arc<std::sync::atomic::AtomicU8>,
+    outcome: Arc<AtomicU8>,
 }
 
 /// The outcomes a queued batch can have.
@@ -830,16 +830,17 @@ impl GroupFloor {
         Ok(GroupFloor {
             floor: Floor::open(dir, false, false, entry_len)?,
             synced,
-            queue: std::sync::Mutex::new(Vec::new()),
-            file: std::sync::Mutex::new(()),
+            queue: Mutex::new(Vec::new()),
+            file: Mutex::new(()),
         })
     }
 
-    /// Writes and syncs every queued batch; returns whether it wrote any.
-    fn write_group(&self) -> Result<bool> {
+    /// Writes and syncs every queued batch (none, if another group write
+    /// took them all).
+    fn write_group(&self) -> Result<()> {
         let group = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()));
         if group.is_empty() {
-            return Ok(false);
+            return Ok(());
         }
         let all: Vec<Bytes> = group
             .iter()
@@ -853,7 +854,7 @@ impl GroupFloor {
         for queued in &group {
             queued.outcome.store(outcome, Ordering::Release);
         }
-        written.map(|()| true)
+        written
     }
 }
 
@@ -862,7 +863,7 @@ impl Wal for GroupFloor {
         if !self.synced {
             return self.floor.write(table, first_index, entries);
         }
-        let outcome = Arc::new(std::sync::atomic::AtomicU8::new(QUEUED));
+        let outcome = Arc::new(AtomicU8::new(QUEUED));
         self.queue
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -1,6 +1,7 @@
 //! `segwal-bench-compare`: segwal against raft-engine, okaywal, RocksDB and
-//! two floors (plain writes, each followed by `fdatasync` or opened
-//! `O_DSYNC`), on identical workloads.
+//! three floors (plain writes: each followed by `fdatasync`, opened
+//! `O_DSYNC`, or grouped with one `fdatasync` per group), on identical
+//! workloads.
 //!
 //! Every run is a child process of its own (this binary, `child SPEC`), so
 //! that one engine's page cache habits, threads and heap never leak into

@@ -7,7 +7,7 @@
 //!   on tmpfs (`/dev/shm`), because tmpfs shows CPU cost and the disk shows
 //!   fdatasync. Reports land in `target/criterion/`.
 //! - `bench-compare [ARGS...]`: segwal against raft-engine, okaywal, RocksDB
-//!   and two plain-write floors (`bench-compare/`, a workspace of its
+//!   and plain-write floors (`bench-compare/`, a workspace of its
 //!   own so that nothing else builds RocksDB), built and run in release
 //!   mode with ARGS passed through (`cargo xtask bench-compare --help`).
 //!   See docs/BENCHMARKS.md.
