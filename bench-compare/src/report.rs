@@ -182,8 +182,9 @@ pub(crate) fn table(rows: &[Row]) -> String {
     out
 }
 
-/// Colours of the engines' bars, in `EngineKind::ALL` order.
-const COLOURS: [&str; 8] = [
+/// Colours of the engines' bars, in `EngineKind::ALL` order (one per
+/// engine: the length makes an engine added without one fail to build).
+const COLOURS: [&str; EngineKind::ALL.len()] = [
     "#1f77b4", "#6baed6", "#d62728", "#2ca02c", "#ff7f0e", "#7f7f7f", "#bdbdbd", "#525252",
 ];
 
