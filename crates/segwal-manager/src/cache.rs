@@ -5,13 +5,13 @@ use std::sync::Mutex;
 use rustc_hash::FxHashMap as HashMap;
 use segwal_segment::SegmentHandle;
 
-use crate::region::lock;
+use crate::locks::lock;
 
-/// A segment's place: (region id, segment id).
-pub(crate) type SegmentKey = (u64, u64);
+/// A segment's id: unique in the data dir, across streams.
+pub(crate) type SegmentKey = u64;
 
 /// Keeps at most `capacity` sealed segments open (mapped), least recently
-/// used out first. Segments being written are not counted: each open region
+/// used out first. Segments being written are not counted: each stream
 /// always has its active segment open.
 ///
 /// Evicting only drops the cache's handle. A reader holding its own handle
@@ -83,20 +83,9 @@ impl SegmentCache {
         drop(removed);
     }
 
-    /// Forgets every segment of `region_id` (the region is being closed).
-    pub(crate) fn remove_region(&self, region_id: u64) {
-        let removed: Vec<_> = {
-            let mut inner = lock(&self.inner);
-            let keys: Vec<SegmentKey> = inner
-                .entries
-                .keys()
-                .filter(|(region, _)| *region == region_id)
-                .copied()
-                .collect();
-            keys.iter()
-                .filter_map(|key| inner.entries.remove(key))
-                .collect()
-        };
+    /// Forgets every segment (the WAL is being closed).
+    pub(crate) fn clear(&self) {
+        let removed = std::mem::take(&mut lock(&self.inner).entries);
         drop(removed);
     }
 

@@ -17,15 +17,18 @@ use crate::error::{Error, Result};
 /// (docs/BENCHMARKS.md).
 pub const ZERO_FILL_MAX_BYTES_PER_SEC: f64 = 256.0 * 1024.0 * 1024.0;
 
+/// The most streams a shared log may have.
+pub const MAX_STREAMS: usize = 64;
+
 /// When a write counts as durable.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SyncMode {
     /// A write returns after its bytes are `fdatasync`ed. Concurrent writers
-    /// to a region share one sync (group commit).
+    /// to the log share one sync (group commit), whatever their regions.
     #[default]
     Always,
-    /// A background thread syncs every active segment at this interval:
+    /// A background thread syncs every stream's active segment at this interval:
     /// a crash loses at most about one interval of acknowledged writes.
     Interval(Duration),
     /// Never sync on the write path; the OS writes back when it likes.
@@ -36,14 +39,23 @@ pub enum SyncMode {
 /// Configuration of a [`SegmentManager`](crate::SegmentManager).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManagerConfig {
-    /// The data dir: one subdirectory per region, plus the lock file.
+    /// The data dir: the segment files of the shared log, the META log and
+    /// the lock file.
     pub dir: PathBuf,
+    /// How many independent streams the shared log has (default 1, at most
+    /// [`MAX_STREAMS`]). Each stream is a sequence of segments with its own
+    /// writer and group commit; region R writes to stream `R mod streams`.
+    /// More streams let writers of different regions append and sync in
+    /// parallel, at the cost of more syncs and up to two more segments of
+    /// disk each. The count may change between opens: recovery reads every
+    /// stream.
+    pub streams: usize,
     /// Size of a new segment file in bytes (default 64 MiB). A batch larger
     /// than this gets a segment of its own, sized to fit.
     pub segment_size_bytes: u64,
     /// How many sealed segments to keep open (mapped) between reads
-    /// (default 64), at least one; least recently used out first. Each open
-    /// region's active segment is open besides, and a read keeps the
+    /// (default 64), at least one; least recently used out first. Each
+    /// stream's active segment is open besides, and a read keeps the
     /// segments it spans open until it is dropped. Recovery leaves the
     /// segments it scanned open, up to this many, so the replay that
     /// follows a restart reads them without mapping them again.
@@ -59,7 +71,7 @@ pub struct ManagerConfig {
     /// by sync mode, see [`ManagerConfig::preallocation`].
     pub preallocation: Option<Preallocation>,
     /// Whether a writer waiting for a group sync yields its core in a loop
-    /// before it parks, while the region's syncs are short (default true;
+    /// before it parks, while the log's syncs are short (default true;
     /// see docs/ARCHITECTURE.md, "Group commit"). It trades CPU time that
     /// would mostly idle otherwise for throughput and latency; turn it off
     /// where every core's time is accounted for.
@@ -71,6 +83,7 @@ impl ManagerConfig {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         ManagerConfig {
             dir: dir.into(),
+            streams: 1,
             segment_size_bytes: 64 << 20,
             cache_size: 64,
             sync_mode: SyncMode::Always,
@@ -133,6 +146,12 @@ impl ManagerConfig {
             return invalid(format!(
                 "segment size {} bytes is above the maximum of 1 TiB",
                 self.segment_size_bytes
+            ));
+        }
+        if self.streams == 0 || self.streams > MAX_STREAMS {
+            return invalid(format!(
+                "stream count {} must be between 1 and {MAX_STREAMS}",
+                self.streams
             ));
         }
         if self.cache_size == 0 {

@@ -58,33 +58,81 @@ pub enum Error {
     },
 
     /// A segment operation failed; the segment error names the file.
-    #[snafu(display("region {region_id}: {source}"))]
+    #[snafu(display("{source}"))]
     Segment {
-        /// The region.
-        region_id: u64,
         /// What failed.
         source: segwal_segment::Error,
     },
 
-    /// A region meta file could not be read, written or replaced.
-    #[snafu(display("region meta file {}: {source}", path.display()))]
+    /// Writing a batch failed; the segment error names the file. The
+    /// batch's sequence numbers are used (its bytes may yet be on disk).
+    #[snafu(display("region {region_id} table {table_id}: {source}"))]
+    Write {
+        /// The region.
+        region_id: u64,
+        /// The table.
+        table_id: u64,
+        /// What failed.
+        source: segwal_segment::Error,
+    },
+
+    /// The data dir's META log could not be read, written or replaced.
+    #[snafu(display("META log {}: {source}", path.display()))]
     MetaIo {
-        /// The meta file.
+        /// The META log (or its temporary replacement).
         path: PathBuf,
         /// The OS error.
         source: io::Error,
     },
 
-    /// A region meta file is damaged or foreign.
-    #[snafu(display("region meta file {} is invalid: {source}", path.display()))]
+    /// The META log's header is damaged or foreign.
+    #[snafu(display("META log {} is invalid: {source}", path.display()))]
     MetaInvalid {
-        /// The meta file.
+        /// The META log.
         path: PathBuf,
         /// What the decoder found.
         source: segwal_format::Error,
     },
 
-    /// A segment that is not the newest of its region ends in a torn write.
+    /// A record of the META log that was synced is damaged.
+    #[snafu(display("META log {} is damaged at offset {offset}: {source}", path.display()))]
+    MetaCorrupted {
+        /// The META log.
+        path: PathBuf,
+        /// Where the damaged record starts.
+        offset: u64,
+        /// What the decoder found.
+        source: segwal_format::Error,
+    },
+
+    /// An earlier append to the META log failed, so no later one can be
+    /// trusted to be durable: deletes are refused until the WAL is reopened.
+    #[snafu(display(
+        "META log {} refuses appends after an earlier write or sync failed ({reason}); reopen the WAL",
+        path.display()
+    ))]
+    MetaFailed {
+        /// The META log.
+        path: PathBuf,
+        /// The first failure.
+        reason: String,
+    },
+
+    /// The data dir holds the layout of an older format version (one
+    /// directory per region), which this build does not read.
+    #[snafu(display(
+        "{} is a segment of format version {found} (a data dir with one directory per region); \
+         this build reads format version {}, and no release ever wrote version {found}, so there is no migration",
+        path.display(), segwal_format::FORMAT_VERSION
+    ))]
+    OldLayout {
+        /// A segment file of the old layout.
+        path: PathBuf,
+        /// The version byte in its header.
+        found: u8,
+    },
+
+    /// A segment that is not the newest of its stream ends in a torn write.
     /// Sealed segments are synced before their successor is written, so
     /// this is damage, not a crash.
     #[snafu(display(
@@ -159,11 +207,11 @@ pub enum Error {
         region_id: u64,
     },
 
-    /// An earlier write or sync of the region failed. The region refuses
-    /// writes until it is closed (`close_region`) and recovered from disk on
-    /// its next use; reads go on.
+    /// An earlier write or sync of the region's stream of the shared log
+    /// failed. The stream refuses writes until the WAL is closed and opened
+    /// again (recovered from disk); reads go on.
     #[snafu(display(
-        "region {region_id} refuses writes after an earlier write or sync failed; close the region to recover it from disk"
+        "region {region_id}: the log refuses writes after an earlier write or sync failed; close and reopen the WAL to recover it from disk"
     ))]
     RegionFailed {
         /// The region.

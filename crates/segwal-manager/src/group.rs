@@ -6,7 +6,7 @@
 //! that meets no other pays for nothing but its sync. A writer that comes
 //! while a sync runs parks. When the leader's sync returns, the waiters it
 //! covered are woken, and if some appended only while it ran (their records
-//! are not covered), the leader hands the group to the region's *flusher*
+//! are not covered), the leader hands the group to the stream's *flusher*
 //! and returns. The flusher is a thread that syncs for the oldest uncovered
 //! waiter, wakes one of the waiters that sync covered (which wakes the
 //! others), and syncs again at once while anyone is left waiting. So under
@@ -20,7 +20,7 @@
 //! then had to wake and be scheduled before it could sync, still 29 µs.
 //!
 //! The flusher starts when a leader first hands a group on, and exits after
-//! [`FLUSHER_IDLE`] without work, so a region that is idle, or written by
+//! [`FLUSHER_IDLE`] without work, so a stream that is idle, or written by
 //! one writer at a time, costs no thread. If no thread can be started, the
 //! leader hands the group to the oldest waiter instead, which leads the
 //! next sync.
@@ -69,7 +69,7 @@ use std::time::{Duration, Instant};
 
 use segwal_segment::SegmentHandle;
 
-use crate::region::lock;
+use crate::locks::lock;
 
 /// How long the flusher thread waits for work before it exits.
 pub(crate) const FLUSHER_IDLE: Duration = Duration::from_secs(1);
@@ -84,7 +84,7 @@ pub(crate) const SPIN_MAX_SYNC: Duration = Duration::from_micros(400);
 /// fail it).
 type SyncFn = dyn Fn(&SegmentHandle) -> segwal_segment::Result<u64> + Send + Sync;
 
-/// The group-commit state of one region.
+/// The group-commit state of one stream of the shared log.
 #[derive(Debug)]
 pub(crate) struct GroupCommit {
     shared: Arc<Shared>,
@@ -100,7 +100,7 @@ struct Shared {
     threaded: bool,
     idle: Duration,
     /// Names the flusher thread.
-    region_id: u64,
+    stream_id: u64,
     /// Whether waiters yield their core before they park (see the module
     /// documentation).
     spin: bool,
@@ -121,7 +121,7 @@ impl std::fmt::Debug for Shared {
         f.debug_struct("Shared")
             .field("state", &self.state)
             .field("threaded", &self.threaded)
-            .field("region_id", &self.region_id)
+            .field("stream_id", &self.stream_id)
             .field("spin", &self.spin)
             .finish_non_exhaustive()
     }
@@ -141,7 +141,7 @@ struct State {
     /// them (the flusher wakes a single one, to be quick back to the disk)
     /// leaves the rest to it: each waiter wakes the others as it returns.
     to_wake: Vec<Thread>,
-    /// Set when the region is dropped: the flusher thread exits.
+    /// Set when the stream is dropped: the flusher thread exits.
     closed: bool,
 }
 
@@ -177,17 +177,17 @@ struct Waiter {
 }
 
 impl GroupCommit {
-    /// Group commit for region `region_id`; `spin` says whether waiters
+    /// Group commit for stream `stream_id`; `spin` says whether waiters
     /// yield their core before they park.
-    pub(crate) fn new(region_id: u64, spin: bool) -> GroupCommit {
+    pub(crate) fn new(stream_id: u64, spin: bool) -> GroupCommit {
         let sync = Box::new(SegmentHandle::sync);
-        GroupCommit::with_sync(region_id, true, spin, FLUSHER_IDLE, sync)
+        GroupCommit::with_sync(stream_id, true, spin, FLUSHER_IDLE, sync)
     }
 
     /// `threaded` says whether a leader hands a group to a flusher thread
     /// (else to the oldest waiter, as when no thread can be started).
     fn with_sync(
-        region_id: u64,
+        stream_id: u64,
         threaded: bool,
         spin: bool,
         idle: Duration,
@@ -200,7 +200,7 @@ impl GroupCommit {
                 sync,
                 threaded,
                 idle,
-                region_id,
+                stream_id,
                 spin,
                 sync_nanos: AtomicU64::new(0),
                 changes: AtomicU64::new(0),
@@ -329,7 +329,7 @@ impl Shared {
         }
         let shared = Arc::clone(self);
         let spawned = thread::Builder::new()
-            .name(format!("segwal-flush-{}", self.region_id))
+            .name(format!("segwal-flush-{}", self.stream_id))
             .spawn(move || shared.run_flusher());
         if spawned.is_err() {
             // No thread: the oldest waiter leads instead.
@@ -631,7 +631,7 @@ mod tests {
         fn build(threaded: bool, spin: bool, idle: Duration) -> Arc<Fixture> {
             let dir = tempfile::tempdir().unwrap();
             let identity = SegmentIdentity {
-                region_id: 1,
+                stream_id: 1,
                 segment_id: 1,
             };
             let path = dir.path().join("segment");

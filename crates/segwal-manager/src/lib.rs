@@ -26,25 +26,34 @@
 
 mod cache;
 mod config;
+mod context;
+mod delete;
 mod error;
 mod group;
+mod index;
 mod inspect;
+mod locks;
 mod manager;
+mod meta;
 mod read;
-mod region;
+mod recovery;
+mod rollover;
+mod snapshot;
 mod stats;
+mod stream;
 mod waiting;
 
 pub use config::{
-    ManagerConfig, Preallocation, RecoveryMode, SyncMode, ZERO_FILL_MAX_BYTES_PER_SEC,
+    MAX_STREAMS, ManagerConfig, Preallocation, RecoveryMode, SyncMode, ZERO_FILL_MAX_BYTES_PER_SEC,
 };
 pub use error::{Error, Result};
 pub use inspect::{
-    DirReport, Problem, RegionReport, SegmentReport, TableSpan, dump_table, inspect,
+    DirReport, Problem, SegmentReport, TableMarks, TableSpan, dump_table, inspect,
 };
 pub use manager::{LOCK_FILE, SegmentManager};
 pub use read::{EntryIter, SharedEntry};
-pub use region::WRITEBACK_CHUNK_BYTES;
-pub use segwal_format::{Entry, RegionMeta, TableMeta};
+pub use meta::META_FILE;
+pub use stream::WRITEBACK_CHUNK_BYTES;
+pub use segwal_format::Entry;
 pub use segwal_segment::SegmentBytes;
 pub use stats::Statistics;

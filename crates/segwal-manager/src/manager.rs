@@ -1,50 +1,47 @@
-//! The segment manager: the data dir, its lock, and its regions.
+//! The segment manager: the data dir, its lock, its streams and its
+//! regions.
 
-use std::collections::BTreeMap;
-use std::fs::{self, File, TryLockError};
+use std::fs::{File, TryLockError};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rustc_hash::FxHashMap as HashMap;
-use segwal_segment::disk;
+use segwal_format::{MAX_BODY_LEN, RECORD_HEADER_LEN, SegmentIdentity};
+use segwal_segment::{Segment, SegmentHandle, disk};
 use snafu::{ResultExt, ensure};
 
 use crate::cache::SegmentCache;
 use crate::config::{ManagerConfig, SyncMode};
-use crate::error::{ClosedSnafu, DataDirLockedSnafu, DirectorySnafu, NotADirectorySnafu, Result};
+use crate::context::Context;
+use crate::delete::{mark_delete, remove_dead_segments};
+use crate::error::{
+    BatchTooLargeSnafu, ClosedSnafu, DataDirLockedSnafu, DirectorySnafu, EmptyBatchSnafu,
+    EntryTooLargeSnafu, NotADirectorySnafu, Result, SegmentSnafu,
+};
+use crate::index::{ClosedRegion, Region, RegionSlot, RegionState};
+use crate::locks::{lock, read, write};
+use crate::meta::MetaLog;
 use crate::read::EntryIter;
-use crate::region::{Region, lock, parse_region_dir_name, read, region_dir_name, write};
+use crate::recovery::{recover, refuse_old_layout, reopen_region};
+use crate::snapshot::{read_table, scan_region};
 use crate::stats::{Statistics, Stats};
+use crate::stream::Stream;
 
 /// Name of the lock file in the data dir.
 pub const LOCK_FILE: &str = "LOCK";
-
-/// What every region needs from the manager.
-#[derive(Debug)]
-pub(crate) struct Context {
-    pub(crate) config: ManagerConfig,
-    pub(crate) stats: Stats,
-    pub(crate) cache: SegmentCache,
-    /// Per region, segment ends learnt from failed syncs that its meta file
-    /// may not hold yet (the disk refused that write too). They outlive
-    /// the region's close, and its next recovery records them before it
-    /// reads anything.
-    pub(crate) unrecorded_ends: Mutex<HashMap<u64, BTreeMap<u64, u64>>>,
-    /// The data dir's file system keeps files in memory only (tmpfs):
-    /// segments are then never zero-filled (`ManagerConfig::preallocation`).
-    pub(crate) memory_backed: bool,
-}
 
 /// State shared with the interval-sync thread.
 #[derive(Debug)]
 struct Inner {
     ctx: Context,
-    /// Open regions. A region is opened (recovered from disk) on first use
-    /// and dropped by `close_region`.
-    regions: RwLock<HashMap<u64, Arc<Region>>>,
+    streams: Vec<Stream>,
+    /// Every region the log knows of: open (indexed), or closed by
+    /// `close_region` (a summary; reopened on its next use). A region
+    /// never seen is created on first use, at no cost but its index.
+    regions: RwLock<HashMap<u64, RegionSlot>>,
     closed: AtomicBool,
 }
 
@@ -55,11 +52,12 @@ struct Stop {
     wake: Condvar,
 }
 
-/// A write-ahead log of many regions in one data dir. Synchronous and
-/// thread-safe: share it with `Arc` and call it from any thread.
+/// A write-ahead log of many regions in one data dir, all sharing one log
+/// (or a few streams of it). Synchronous and thread-safe: share it with
+/// `Arc` and call it from any thread.
 ///
 /// Opening it locks the data dir (a second open, in this process or
-/// another, is refused) and recovers every region in parallel.
+/// another, is refused) and recovers the log, its segments in parallel.
 #[derive(Debug)]
 pub struct SegmentManager {
     inner: Arc<Inner>,
@@ -71,7 +69,7 @@ pub struct SegmentManager {
 
 impl SegmentManager {
     /// Validates `config`, locks the data dir (creating it if needed) and
-    /// recovers every region found in it.
+    /// recovers the log found in it.
     pub fn open(config: ManagerConfig) -> Result<SegmentManager> {
         config.validate()?;
         let dir = &config.dir;
@@ -85,31 +83,46 @@ impl SegmentManager {
             .open(&lock_path)
             .context(DirectorySnafu { dir })?;
         lock_data_dir(&lock, dir, true)?;
+        refuse_old_layout(dir)?;
 
-        let mut region_ids = Vec::new();
-        for entry in fs::read_dir(dir).context(DirectorySnafu { dir })? {
-            let entry = entry.context(DirectorySnafu { dir })?;
-            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-            if let Some(id) = entry.file_name().to_str().and_then(parse_region_dir_name)
-                && is_dir
-            {
-                region_ids.push(id);
-            }
-        }
+        let (meta, meta_state) = MetaLog::open(dir, config.recovery_mode)?;
+        let cache = SegmentCache::new(config.cache_size);
+        let recovered = recover(&config, &meta_state, &cache, recovery_threads())?;
         let ctx = Context {
             memory_backed: disk::is_memory_backed(dir),
-            cache: SegmentCache::new(config.cache_size),
-            config,
+            cache,
+            segments: RwLock::new(recovered.segments),
+            next_segment_id: AtomicU64::new(recovered.next_segment_id),
+            meta,
+            purging: Mutex::default(),
             stats: Stats::default(),
-            unrecorded_ends: Mutex::default(),
+            config,
         };
-        let regions = recover_regions(&ctx, &region_ids)?;
-
+        let stream_count = ctx.config.streams as u64;
+        let mut sequences: Vec<HashMap<u64, u64>> = vec![HashMap::default(); stream_count as usize];
+        for (region_id, next) in recovered.sequences {
+            sequences[(region_id % stream_count) as usize].insert(region_id, next);
+        }
+        let streams = sequences
+            .into_iter()
+            .enumerate()
+            .map(|(id, sequences)| Stream::new(id as u64, sequences, &ctx))
+            .collect();
+        let regions = recovered
+            .regions
+            .into_iter()
+            .map(|(id, state)| (id, RegionSlot::Open(Arc::new(Region::new(id, state)))))
+            .collect();
         let inner = Arc::new(Inner {
             ctx,
+            streams,
             regions: RwLock::new(regions),
             closed: AtomicBool::new(false),
         });
+        inner.remove_dead_segments()?;
+        for stream in &inner.streams {
+            stream.prepare_first(&inner.ctx);
+        }
         let stop = Arc::new(Stop::default());
         let syncer = match inner.ctx.config.sync_mode {
             SyncMode::Interval(interval) => {
@@ -140,32 +153,37 @@ impl SegmentManager {
         Ok(())
     }
 
-    /// Region `region_id`, opened (recovered) on first use, and the
-    /// context its calls take (for the region's unit tests).
+    /// The stream region `region_id` writes to, its index and the context
+    /// their calls take (for unit tests).
     #[cfg(test)]
-    pub(crate) fn region_for_test(&self, region_id: u64) -> (Arc<Region>, &Context) {
-        (self.region(region_id).unwrap(), &self.inner.ctx)
+    pub(crate) fn stream_for_test(&self, region_id: u64) -> (&Stream, Arc<Region>, &Context) {
+        let region = self.region(region_id).unwrap();
+        (self.stream(region_id), region, &self.inner.ctx)
     }
 
+    /// Region `region_id`'s index: open already, reopened from the
+    /// segments holding its records if it was closed, or new.
     fn region(&self, region_id: u64) -> Result<Arc<Region>> {
         self.check_open()?;
         let regions = &self.inner.regions;
-        if let Some(region) = read(regions).get(&region_id) {
+        if let Some(RegionSlot::Open(region)) = read(regions).get(&region_id) {
             return Ok(Arc::clone(region));
         }
         let mut regions = write(regions);
-        if let Some(region) = regions.get(&region_id) {
-            return Ok(Arc::clone(region));
-        }
-        let dir = self.inner.ctx.config.dir.join(region_dir_name(region_id));
-        let region = Arc::new(Region::recover(
-            dir,
-            region_id,
-            &self.inner.ctx,
-            recovery_threads(),
-        )?);
-        regions.insert(region_id, Arc::clone(&region));
+        let state = match regions.get(&region_id) {
+            Some(RegionSlot::Open(region)) => return Ok(Arc::clone(region)),
+            Some(RegionSlot::Closed(closed)) => self.inner.reopen(region_id, closed)?,
+            None => RegionState::default(),
+        };
+        let region = Arc::new(Region::new(region_id, state));
+        regions.insert(region_id, RegionSlot::Open(Arc::clone(&region)));
         Ok(region)
+    }
+
+    /// The stream region `region_id` writes to.
+    fn stream(&self, region_id: u64) -> &Stream {
+        let streams = &self.inner.streams;
+        &streams[(region_id % streams.len() as u64) as usize]
     }
 
     /// Appends `entries` as one batch for `table_id` of `region_id` and
@@ -178,14 +196,49 @@ impl SegmentManager {
         table_id: u64,
         entries: &[E],
     ) -> Result<u64> {
-        self.region(region_id)?
-            .write(table_id, entries, &self.inner.ctx)
+        let config = &self.inner.ctx.config;
+        ensure!(
+            !entries.is_empty(),
+            EmptyBatchSnafu {
+                region_id,
+                table_id
+            }
+        );
+        for (index, entry) in entries.iter().enumerate() {
+            let len = entry.as_ref().len();
+            ensure!(
+                len as u64 <= config.max_entry_size_bytes,
+                EntryTooLargeSnafu {
+                    region_id,
+                    table_id,
+                    index,
+                    len,
+                    max: config.max_entry_size_bytes
+                }
+            );
+        }
+        let record_len = segwal_format::record_len(entries);
+        let max = RECORD_HEADER_LEN as u64 + u64::from(MAX_BODY_LEN);
+        ensure!(
+            record_len <= max,
+            BatchTooLargeSnafu {
+                region_id,
+                table_id,
+                len: record_len,
+                max
+            }
+        );
+        let region = self.region(region_id)?;
+        self.stream(region_id)
+            .write(&region, table_id, entries, record_len, &self.inner.ctx)
     }
 
     /// The largest sequence number ever assigned to an entry of the table,
     /// 0 if none. Survives deletes and restarts.
     pub fn sequence_num(&self, region_id: u64, table_id: u64) -> Result<u64> {
-        Ok(self.region(region_id)?.sequence_num(table_id))
+        let region = self.region(region_id)?;
+        let state = read(&region.state);
+        Ok(state.tables.get(&table_id).map_or(0, |t| t.max_sequence))
     }
 
     /// Deletes the table's entries with sequence numbers up to `sequence`,
@@ -196,29 +249,62 @@ impl SegmentManager {
         table_id: u64,
         sequence: u64,
     ) -> Result<()> {
-        self.region(region_id)?
-            .mark_delete(table_id, sequence, &self.inner.ctx)
+        let region = self.region(region_id)?;
+        if mark_delete(&self.inner.ctx, &region, table_id, sequence)? {
+            self.inner.remove_dead_segments()?;
+        }
+        Ok(())
     }
 
     /// The table's live entries with sequence numbers in `[start, end]`.
     pub fn read(&self, region_id: u64, table_id: u64, start: u64, end: u64) -> Result<EntryIter> {
-        self.region(region_id)?
-            .read(table_id, start, end, &self.inner.ctx)
+        let region = self.region(region_id)?;
+        read_table(&self.inner.ctx, &region, table_id, start, end)
     }
 
     /// Every live entry of the region, in ascending sequence order.
     pub fn scan(&self, region_id: u64) -> Result<EntryIter> {
-        self.region(region_id)?.scan(&self.inner.ctx)
+        let region = self.region(region_id)?;
+        scan_region(&self.inner.ctx, &region)
     }
 
-    /// Syncs and closes the region's files. Its next use opens it again.
+    /// Makes the region's writes durable and drops its index from memory;
+    /// what stays is each table's largest sequence number and delete mark
+    /// and the list of segments holding its records. Its next use reads
+    /// those segments again.
     pub fn close_region(&self, region_id: u64) -> Result<()> {
         self.check_open()?;
-        let removed = write(&self.inner.regions).remove(&region_id);
-        match removed {
-            Some(region) => region.close(&self.inner.ctx),
-            None => Ok(()),
+        let stream = self.stream(region_id);
+        stream.sync_active(&self.inner.ctx)?;
+        let mut regions = write(&self.inner.regions);
+        let Some(RegionSlot::Open(region)) = regions.get(&region_id) else {
+            return Ok(());
+        };
+        let closed = {
+            // Under the writer lock, so that no write is between its check
+            // of `closed` and publishing its record (see `Stream::append`).
+            let _writer = stream.writer.lock();
+            let state = write(&region.state);
+            region.closed.store(true, Ordering::Release);
+            ClosedRegion {
+                tables: state
+                    .tables
+                    .iter()
+                    .map(|(&id, t)| (id, (t.max_sequence, t.deleted_up_to)))
+                    .collect(),
+                segments: state
+                    .tables
+                    .values()
+                    .flat_map(|t| t.records.iter().map(|loc| loc.segment_id))
+                    .collect(),
+            }
+        };
+        if closed.tables.is_empty() {
+            regions.remove(&region_id);
+        } else {
+            regions.insert(region_id, RegionSlot::Closed(closed));
         }
+        Ok(())
     }
 
     /// Syncs and closes everything and unlocks the data dir (another
@@ -229,30 +315,40 @@ impl SegmentManager {
             return ClosedSnafu.fail();
         }
         self.stop_syncer();
-        let regions: Vec<Arc<Region>> =
-            write(&self.inner.regions).drain().map(|(_, r)| r).collect();
         let mut first_error = None;
-        for region in regions {
-            if let Err(err) = region.close(&self.inner.ctx) {
+        for stream in &self.inner.streams {
+            if let Err(err) = stream.close(&self.inner.ctx) {
                 first_error.get_or_insert(err);
             }
         }
-        // Readers may still hold segments of the closed regions; they only
-        // read, so another manager may take over the data dir.
+        write(&self.inner.regions).clear();
+        self.inner.ctx.cache.clear();
+        // Readers may still hold segments; they only read, so another
+        // manager may take over the data dir.
         lock(&self.lock).take();
         first_error.map_or(Ok(()), Err)
     }
 
     /// The counters and per-region figures.
     pub fn statistics(&self) -> Statistics {
-        let mut statistics = Statistics::from_counters(&self.inner.ctx.stats);
-        statistics.segments_open = self.inner.ctx.cache.len() as u64;
-        let regions = read(&self.inner.regions);
-        for region in regions.values() {
-            statistics.regions.push((region.id, region.next_sequence()));
-            let state = read(&region.state);
-            statistics.segments_live += state.segments.len() as u64;
-            statistics.segments_open += state.active_segments() as u64;
+        let ctx = &self.inner.ctx;
+        let mut statistics = Statistics::from_counters(&ctx.stats);
+        statistics.segments_open = ctx.cache.len() as u64;
+        {
+            let segments = read(&ctx.segments);
+            statistics.segments_live = segments.len() as u64;
+            for info in segments.values() {
+                statistics.segments_open += u64::from(info.active.is_some());
+                statistics.disk_bytes += info.file_bytes;
+                statistics.live_bytes += info.live.bytes();
+            }
+        }
+        statistics.meta_bytes = ctx.meta.len();
+        for stream in &self.inner.streams {
+            let writer = stream.writer.lock();
+            statistics
+                .regions
+                .extend(writer.sequences.iter().map(|(&id, &next)| (id, next)));
         }
         statistics.regions.sort_unstable();
         statistics
@@ -261,6 +357,63 @@ impl SegmentManager {
     fn stop_syncer(&self) {
         *lock(&self.stop.stopped) = true;
         self.stop.wake.notify_all();
+    }
+}
+
+impl Inner {
+    /// The index of closed region `region_id`, rebuilt from the segments
+    /// that held its records when it was closed.
+    fn reopen(&self, region_id: u64, closed: &ClosedRegion) -> Result<RegionState> {
+        let mut handles: Vec<SegmentHandle> = Vec::new();
+        for &segment_id in &closed.segments {
+            let (stream_id, len, active) = {
+                let segments = read(&self.ctx.segments);
+                let Some(info) = segments.get(&segment_id) else {
+                    continue;
+                };
+                (info.stream_id, info.len, info.active.clone())
+            };
+            let handle = match active.or_else(|| self.ctx.cache.get(segment_id)) {
+                Some(handle) => handle,
+                None => {
+                    let identity = SegmentIdentity {
+                        stream_id,
+                        segment_id,
+                    };
+                    Segment::open_sealed(&self.ctx.segment_path(segment_id), identity, len)
+                        .context(SegmentSnafu)?
+                }
+            };
+            handles.push(handle);
+        }
+        reopen_region(region_id, &closed.tables, &handles)
+    }
+
+    /// Every table's largest sequence number, open regions and closed.
+    fn table_maxes(&self) -> Vec<((u64, u64), u64)> {
+        let regions = read(&self.regions);
+        let mut maxes = Vec::new();
+        for (&region_id, slot) in regions.iter() {
+            match slot {
+                RegionSlot::Open(region) => maxes.extend(
+                    read(&region.state)
+                        .tables
+                        .iter()
+                        .map(|(&table_id, t)| ((region_id, table_id), t.max_sequence)),
+                ),
+                RegionSlot::Closed(closed) => maxes.extend(
+                    closed
+                        .tables
+                        .iter()
+                        .map(|(&table_id, &(max, _))| ((region_id, table_id), max)),
+                ),
+            }
+        }
+        maxes
+    }
+
+    fn remove_dead_segments(&self) -> Result<()> {
+        remove_dead_segments(&self.ctx, || self.table_maxes())
     }
 }
 
@@ -304,36 +457,7 @@ fn recovery_threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
-/// Recovers regions in parallel, one thread per core. When there are fewer
-/// regions than cores, each region opens several segments at a time, so
-/// that one big region also recovers on every core.
-fn recover_regions(ctx: &Context, ids: &[u64]) -> Result<HashMap<u64, Arc<Region>>> {
-    let threads = recovery_threads();
-    let mut regions = HashMap::default();
-    for chunk in ids.chunks(threads) {
-        let scan_threads = threads.div_ceil(chunk.len());
-        let recovered: Vec<Result<Region>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = chunk
-                .iter()
-                .map(|&id| {
-                    let dir = ctx.config.dir.join(region_dir_name(id));
-                    scope.spawn(move || Region::recover(dir, id, ctx, scan_threads))
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| w.join().expect("region recovery panicked"))
-                .collect()
-        });
-        for region in recovered {
-            let region = region?;
-            regions.insert(region.id, Arc::new(region));
-        }
-    }
-    Ok(regions)
-}
-
-/// The `SyncMode::Interval` thread: syncs every region's active segment,
+/// The `SyncMode::Interval` thread: syncs every stream's active segment,
 /// then sleeps, until stopped.
 fn interval_sync(inner: &Inner, stop: &Stop, interval: Duration) {
     let mut stopped = lock(&stop.stopped);
@@ -347,10 +471,9 @@ fn interval_sync(inner: &Inner, stop: &Stop, interval: Duration) {
             break;
         }
         drop(stopped);
-        let regions: Vec<Arc<Region>> = read(&inner.regions).values().cloned().collect();
-        for region in regions {
+        for stream in &inner.streams {
             // A failed sync poisons the segment; the next write reports it.
-            let _ = region.sync_active(&inner.ctx);
+            let _ = stream.sync_active(&inner.ctx);
         }
         stopped = lock(&stop.stopped);
     }

@@ -18,7 +18,11 @@ pub(crate) struct RecordLoc {
     pub(crate) last: u64,
     pub(crate) segment_id: u64,
     pub(crate) offset: u64,
+    /// The record's length in bytes (at most a header and `MAX_BODY_LEN`).
+    pub(crate) len: u32,
 }
+
+const _: () = assert!(size_of::<RecordLoc>() == 40);
 
 /// The live entries of a read or a scan, in ascending sequence order.
 ///
@@ -169,7 +173,6 @@ impl EntryIter {
             let loc = self.locs[self.next_loc];
             self.populate_after(loc.segment_id);
             let handle = &self.handles[&loc.segment_id];
-            let region_id = handle.header().region_id;
             let (mut entries, record_end) = match self.resume.take() {
                 Some(resume) => {
                     // Written bytes never change while a handle maps them
@@ -177,14 +180,14 @@ impl EntryIter {
                     // by an earlier call still is.
                     let rest = handle
                         .read(resume.offset, resume.end - resume.offset)
-                        .context(SegmentSnafu { region_id })?;
+                        .context(SegmentSnafu)?;
                     let entries = Entries::resume(rest, resume.table_id, resume.next_sequence);
                     (entries, resume.end)
                 }
                 None => {
                     let mut records = handle
                         .records_from(loc.offset)
-                        .context(SegmentSnafu { region_id })?;
+                        .context(SegmentSnafu)?;
                     let Some(record) = records.next() else {
                         return ReadCorruptedSnafu {
                             path: handle.path(),

@@ -67,14 +67,23 @@ pub struct Statistics {
     /// Rollovers that found the next segment prepared ahead of need (the
     /// others created it while writers waited).
     pub spares_used: u64,
-    /// Region meta file replacements (deletes, sequence floors).
+    /// META log appends (deletes, tables' numbers before segments are
+    /// removed, sequence floors after a failure).
     pub meta_writes: u64,
-    /// Segment files currently holding live entries, over all open regions.
+    /// Segment files of the log (holding live entries, or being written).
     pub segments_live: u64,
-    /// Segment files open now: each open region's active one, plus sealed
-    /// ones in the open-segment cache.
+    /// Bytes the segment files take on disk (their preallocated lengths).
+    pub disk_bytes: u64,
+    /// Bytes of records with live entries: `disk_bytes / live_bytes` is
+    /// the log's space amplification.
+    pub live_bytes: u64,
+    /// Bytes of the META log.
+    pub meta_bytes: u64,
+    /// Segment files open now: each stream's active one, plus sealed ones
+    /// in the open-segment cache.
     pub segments_open: u64,
-    /// For each open region, ascending: (region id, next sequence number).
+    /// For each region written since open or found by recovery, ascending:
+    /// (region id, next sequence number).
     pub regions: Vec<(u64, u64)>,
 }
 
@@ -130,7 +139,12 @@ impl std::fmt::Display for Statistics {
             self.segments_deleted,
             self.segments_reopened
         )?;
-        writeln!(f, "meta file writes: {}", self.meta_writes)?;
+        writeln!(
+            f,
+            "disk: {} bytes of segments for {} live bytes; META log {} bytes",
+            self.disk_bytes, self.live_bytes, self.meta_bytes
+        )?;
+        writeln!(f, "META log appends: {}", self.meta_writes)?;
         for (region_id, next) in &self.regions {
             writeln!(f, "region {region_id}: next sequence {next}")?;
         }

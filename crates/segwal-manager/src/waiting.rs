@@ -1,4 +1,4 @@
-//! A bound on how long a writer waits for a region's writer lock.
+//! A bound on how long a writer waits for a stream's writer lock.
 //!
 //! A mutex that lets a running thread take the lock ahead of a sleeping
 //! waiter is fast on a busy machine: two threads keep writing while the
@@ -6,7 +6,7 @@
 //! one writer could find `std`'s mutex taken for over a second (16 writers
 //! of 256 KiB batches on 2 cores: docs/BENCHMARKS.md).
 //!
-//! So the writer lock (`Region::writer`) is `parking_lot`'s mutex, and a
+//! So the writer lock (`Stream::writer`) is `parking_lot`'s mutex, and a
 //! writer waits for it at most [`STARVING_AFTER`] (`try_lock_for`: asleep,
 //! woken when the lock is let go). Then it *starves*: it copies its batch
 //! into this queue, and the next writer to hold the lock appends every
@@ -33,7 +33,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, Thread};
 use std::time::Duration;
 
-use crate::region::lock;
+use crate::index::Region;
+use crate::locks::lock;
 
 /// How long a writer tries to take the writer lock itself before it asks
 /// the holder to append its batch.
@@ -43,6 +44,9 @@ pub(crate) const STARVING_AFTER: Duration = Duration::from_micros(500);
 /// append.
 #[derive(Debug)]
 pub(crate) struct OwnedBatch {
+    /// The region the batch is for; its index is where the holder
+    /// publishes the record.
+    pub(crate) region: Arc<Region>,
     pub(crate) table_id: u64,
     /// Every entry's bytes, back to back.
     data: Vec<u8>,
@@ -54,6 +58,7 @@ pub(crate) struct OwnedBatch {
 
 impl OwnedBatch {
     pub(crate) fn copy<E: AsRef<[u8]>>(
+        region: &Arc<Region>,
         table_id: u64,
         entries: &[E],
         record_len: u64,
@@ -65,6 +70,7 @@ impl OwnedBatch {
             ends.push(data.len());
         }
         OwnedBatch {
+            region: Arc::clone(region),
             table_id,
             data,
             ends,
@@ -204,6 +210,11 @@ impl<T> StarvingQueue<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::index::RegionState;
+
+    fn region() -> Arc<Region> {
+        Arc::new(Region::new(1, RegionState::default()))
+    }
 
     /// Proves a starving writer's batch goes to the lock holder intact and
     /// once: after it is taken, its owner can no longer leave to append it
@@ -211,7 +222,7 @@ mod tests {
     #[test]
     fn a_starving_batch_is_taken_once_and_its_owner_gets_the_outcome() {
         let queue: StarvingQueue<u64> = StarvingQueue::default();
-        let waiter = queue.starve(OwnedBatch::copy(7, &[b"ab".as_slice(), b"", b"cde"], 99));
+        let waiter = queue.starve(OwnedBatch::copy(&region(), 7, &[b"ab".as_slice(), b"", b"cde"], 99));
         assert_eq!(queue.starving(), 1);
         let taken = queue.take();
         assert_eq!(taken.len(), 1);
@@ -232,8 +243,8 @@ mod tests {
     #[test]
     fn a_writer_that_leaves_is_not_appended_by_the_holder() {
         let queue: StarvingQueue<u64> = StarvingQueue::default();
-        let first = queue.starve(OwnedBatch::copy(1, &[b"1"], 10));
-        let second = queue.starve(OwnedBatch::copy(2, &[b"2"], 10));
+        let first = queue.starve(OwnedBatch::copy(&region(), 1, &[b"1"], 10));
+        let second = queue.starve(OwnedBatch::copy(&region(), 2, &[b"2"], 10));
         assert!(queue.leave(&first));
         assert!(!queue.leave(&first), "left once");
         assert_eq!(queue.starving(), 1);
@@ -248,7 +259,7 @@ mod tests {
     fn the_holder_takes_starving_batches_oldest_first() {
         let queue: StarvingQueue<u64> = StarvingQueue::default();
         for table_id in 1..=3 {
-            queue.starve(OwnedBatch::copy(table_id, &[b"x"], 1));
+            queue.starve(OwnedBatch::copy(&region(), table_id, &[b"x"], 1));
         }
         let taken: Vec<u64> = queue.take().iter().map(|(_, b)| b.table_id).collect();
         assert_eq!(taken, [1, 2, 3]);

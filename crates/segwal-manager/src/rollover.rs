@@ -1,0 +1,205 @@
+//! Rollover: sealing a stream's full segment and putting the next one in
+//! place, prepared ahead of need so that no write waits for a segment to be
+//! created.
+//!
+//! A stream prepares at most one spare at a time, so the disk set aside
+//! ahead of need is bounded per stream (the active segment and one spare),
+//! never per region.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use segwal_format::{SEGMENT_HEADER_LEN, SegmentIdentity};
+use segwal_segment::Segment;
+use snafu::ResultExt;
+
+use crate::context::Context;
+use crate::error::{Result, SegmentSnafu};
+use crate::index::{Live, SegmentInfo};
+use crate::locks::write;
+use crate::stream::{Spare, Stream, Writer, lost_after};
+
+impl Stream {
+    /// Makes sure the active segment can take `record_len` more bytes: if
+    /// not, syncs and seals it and puts the next one in place (sized to fit
+    /// a batch larger than the configured segment size).
+    pub(crate) fn ensure_room(
+        &self,
+        writer: &mut Writer,
+        record_len: u64,
+        ctx: &Context,
+    ) -> Result<()> {
+        if writer
+            .active
+            .as_ref()
+            .is_some_and(|s| s.remaining() >= record_len)
+        {
+            return Ok(());
+        }
+        if let Some(full) = &writer.active {
+            // A sealed segment must be durable before anything in its
+            // successor is acknowledged: recovery relies on sealed segments
+            // ending cleanly. This is the one sync under the writer lock,
+            // once per segment. If it fails the segment stays active (and
+            // poisoned): the stream refuses writes until it is recovered.
+            if let Err(source) = full.sync() {
+                let lost_after =
+                    lost_after(&source, full.identity().segment_id, full.durable_len());
+                self.record_failure(writer, ctx, lost_after);
+                return Err(source).context(SegmentSnafu);
+            }
+            ctx.stats.syncs.fetch_add(1, Ordering::Relaxed);
+            let full = writer.active.take().expect("checked above");
+            self.seal(&full, ctx);
+        }
+        let needed = SEGMENT_HEADER_LEN as u64 + record_len;
+        let segment = match self.take_spare(writer, needed, ctx) {
+            Some(segment) => segment,
+            None => self.create_segment(needed, ctx)?,
+        };
+        let segment_id = segment.identity().segment_id;
+        let live = Arc::new(Live::default());
+        write(&ctx.segments).insert(
+            segment_id,
+            SegmentInfo {
+                stream_id: self.id,
+                active: Some(segment.handle()),
+                len: 0,
+                file_bytes: segment.capacity(),
+                live: Arc::clone(&live),
+            },
+        );
+        ctx.stats.segments_created.fetch_add(1, Ordering::Relaxed);
+        writer.active = Some(segment);
+        writer.active_live = live;
+        writer.active_since = Some(Instant::now());
+        writer.writeback_from = SEGMENT_HEADER_LEN as u64;
+        Ok(())
+    }
+
+    /// Creates the next segment while the writer waits (no spare was
+    /// ready): under the temporary name first, as a spare is, so that a
+    /// crash during creation never leaves a half-written file under a
+    /// segment's name.
+    fn create_segment(&self, needed: u64, ctx: &Context) -> Result<Segment> {
+        let segment_id = ctx.next_segment_id.fetch_add(1, Ordering::AcqRel);
+        let capacity = ctx.config.segment_size_bytes.max(needed);
+        let mut segment = Segment::create(
+            &ctx.spare_path(segment_id),
+            self.identity(segment_id),
+            capacity,
+            ctx.config.preallocation(None, ctx.memory_backed),
+        )
+        .context(SegmentSnafu)?;
+        if let Err(source) = segment.rename(&ctx.segment_path(segment_id)) {
+            let _ = segment.delete();
+            return Err(source).context(SegmentSnafu);
+        }
+        Ok(segment)
+    }
+
+    fn identity(&self, segment_id: u64) -> SegmentIdentity {
+        SegmentIdentity {
+            stream_id: self.id,
+            segment_id,
+        }
+    }
+
+    /// Starts preparing the next segment in the background once the active
+    /// one is half full, so that a rollover finds it ready (creating a
+    /// segment may write its whole length).
+    pub(crate) fn prepare_spare(&self, writer: &mut Writer, ctx: &Context) {
+        let Some(active) = &writer.active else {
+            return;
+        };
+        if writer.spare.is_some() || active.written_len().saturating_mul(2) < active.capacity() {
+            return;
+        }
+        let segment_id = ctx.next_segment_id.fetch_add(1, Ordering::AcqRel);
+        let path = ctx.spare_path(segment_id);
+        let identity = self.identity(segment_id);
+        let capacity = ctx.config.segment_size_bytes;
+        let fill_rate = writer.active_since.map(|since| {
+            let written = active.written_len() - SEGMENT_HEADER_LEN as u64;
+            written as f64 / since.elapsed().as_secs_f64().max(1e-6)
+        });
+        let preallocation = ctx.config.preallocation(fill_rate, ctx.memory_backed);
+        let spawned = std::thread::Builder::new()
+            .name(format!("segwal-spare-{}", self.id))
+            .spawn(move || Segment::create(&path, identity, capacity, preallocation));
+        // Without a thread the rollover creates the segment itself; the id
+        // stays unused.
+        if let Ok(creating) = spawned {
+            writer.spare = Some(Spare {
+                segment_id,
+                creating,
+            });
+        }
+    }
+
+    /// Starts preparing a stream's first segment at open, so that the
+    /// first write of a new data dir, or after a restart, does not wait
+    /// for it. It is reserved with `fallocate` rather than zero-filled
+    /// (unless configured otherwise), which is nearly free; the spares
+    /// after it follow the usual policy.
+    pub(crate) fn prepare_first(&self, ctx: &Context) {
+        let mut writer = self.writer.lock();
+        if writer.spare.is_some() || writer.active.is_some() {
+            return;
+        }
+        let segment_id = ctx.next_segment_id.fetch_add(1, Ordering::AcqRel);
+        let path = ctx.spare_path(segment_id);
+        let identity = self.identity(segment_id);
+        let capacity = ctx.config.segment_size_bytes;
+        let preallocation = ctx
+            .config
+            .preallocation
+            .unwrap_or(segwal_segment::Preallocation::Reserved);
+        let spawned = std::thread::Builder::new()
+            .name(format!("segwal-spare-{}", self.id))
+            .spawn(move || Segment::create(&path, identity, capacity, preallocation));
+        if let Ok(creating) = spawned {
+            writer.spare = Some(Spare {
+                segment_id,
+                creating,
+            });
+        }
+    }
+
+    /// The prepared segment, renamed into place, if there is one, it was
+    /// created successfully and it can hold `needed` bytes. Otherwise the
+    /// spare is discarded and the caller creates a segment itself.
+    fn take_spare(&self, writer: &mut Writer, needed: u64, ctx: &Context) -> Option<Segment> {
+        let spare = writer.spare.take()?;
+        let Ok(Ok(mut segment)) = spare.creating.join() else {
+            // Creation failed and removed its file; the id stays unused.
+            return None;
+        };
+        if segment.capacity() >= needed
+            && segment
+                .rename(&ctx.segment_path(spare.segment_id))
+                .is_ok()
+        {
+            ctx.stats.spares_used.fetch_add(1, Ordering::Relaxed);
+            return Some(segment);
+        }
+        // Too small for this batch, or not renamed (it keeps its temporary
+        // name, which recovery removes): best effort, the synchronous
+        // creation that follows reports any real trouble with the disk.
+        let _ = segment.delete();
+        None
+    }
+
+    /// Marks the active segment `full` sealed (after its final sync) and
+    /// hands its handle to the open-segment cache.
+    pub(crate) fn seal(&self, full: &Segment, ctx: &Context) {
+        let segment_id = full.identity().segment_id;
+        let mut segments = write(&ctx.segments);
+        if let Some(info) = segments.get_mut(&segment_id) {
+            info.active = None;
+            info.len = full.written_len();
+            ctx.cache.insert(segment_id, full.handle());
+        }
+    }
+}
