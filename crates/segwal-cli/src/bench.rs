@@ -1,6 +1,30 @@
 //! `segwal bench`: the main job. Writes a realistic workload through the
-//! async API, reopens and replays it, deletes it, and reports.
+//! async API, reopens and replays it, deletes it (unless `--keep`), and
+//! reports.
+//!
+//! # Where the batches go
+//!
+//! The payload is cut into `B` batches of `batch_entries` entries each,
+//! numbered `0..B` over all writers: writer `w` of `W` writes batches `w`,
+//! `w + W`, `w + 2W`, ..., so its batch `i` is batch `g = i * W + w`. With
+//! `R` regions of `T` tables each, batch `g` goes to region `g mod R` and
+//! table `(g / R) mod T` ([`Spread::location`]). So:
+//!
+//! - every region is written once `B >= R`, and every table of every
+//!   region once `B >= R * T`: a region's batches take its tables in turn;
+//! - in round `i` (the batch `i` of every writer) the writers write `W`
+//!   consecutive batch numbers, hence `W` different regions while
+//!   `R >= W`. Writers are not in lockstep, so this spreads them out; it
+//!   does not keep two writers from ever meeting in a region;
+//! - a writer's consecutive batches go to different regions unless `W` is
+//!   a multiple of `R`. Writer `w` writes the `R / gcd(W, R)` regions
+//!   congruent to `w` modulo `gcd(W, R)`, and all of them once `W` and `R`
+//!   are coprime.
+//!
+//! The replay scans every region and counts the entries of each table;
+//! those counts must equal what the writers wrote, table by table.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,9 +36,8 @@ use segwal::{
     WalManager, WriteContext,
 };
 use segwal_nats::{NatsWal, NatsWalConfig};
-use serde::Serialize;
 
-use crate::size::format_bytes;
+use crate::report::BenchReport;
 
 /// The workload, from the command line.
 #[derive(Debug, Clone)]
@@ -29,7 +52,51 @@ pub(crate) struct BenchOptions {
     pub(crate) sync: SyncMode,
     pub(crate) segment_size: u64,
     pub(crate) backend: Backend,
+    /// Skip the deletes and leave the data for `inspect`, `verify`, `dump`.
+    pub(crate) keep: bool,
 }
+
+/// The shape of the workload that decides where each batch goes (the rule
+/// in the module docs).
+///
+/// # Invariants
+///
+/// `writers`, `regions` and `tables` are at least 1.
+#[derive(Debug, Clone, Copy)]
+struct Spread {
+    writers: u64,
+    regions: u64,
+    tables: u64,
+}
+
+impl Spread {
+    fn new(options: &BenchOptions) -> Spread {
+        let spread = Spread {
+            writers: options.writers as u64,
+            regions: options.regions,
+            tables: options.tables,
+        };
+        assert!(spread.writers > 0 && spread.regions > 0 && spread.tables > 0);
+        spread
+    }
+
+    /// How many of the `batches` in all writer `writer` writes: those
+    /// numbered `writer`, `writer + writers`, ... below `batches`.
+    fn batches_of(self, writer: u64, batches: u64) -> u64 {
+        batches.saturating_sub(writer).div_ceil(self.writers)
+    }
+
+    /// Where batch `i` of writer `writer` goes: batch `g = i * writers +
+    /// writer` goes to region `g mod regions`, table `(g / regions) mod
+    /// tables`.
+    fn location(self, writer: u64, i: u64) -> WalLocation {
+        let batch = i * self.writers + writer;
+        WalLocation::new(batch % self.regions, (batch / self.regions) % self.tables)
+    }
+}
+
+/// Entries per table: what the writers wrote, or what the replay found.
+type Tally = BTreeMap<WalLocation, u64>;
 
 /// Where the bench writes.
 #[derive(Debug, Clone)]
@@ -98,36 +165,6 @@ impl BenchBackend for NatsBench {
         }
         total
     }
-}
-
-/// Everything the bench measured; printed as a table or as JSON.
-#[derive(Debug, Serialize)]
-pub(crate) struct BenchReport {
-    pub(crate) backend: String,
-    pub(crate) dir: PathBuf,
-    pub(crate) sync: String,
-    pub(crate) writers: usize,
-    pub(crate) regions: u64,
-    pub(crate) tables_per_region: u64,
-    pub(crate) entry_size: usize,
-    pub(crate) batch_entries: usize,
-    pub(crate) entries_written: u64,
-    pub(crate) payload_bytes_written: u64,
-    pub(crate) write_seconds: f64,
-    pub(crate) entries_per_second: f64,
-    pub(crate) megabytes_per_second: f64,
-    pub(crate) write_latency_p50_us: f64,
-    pub(crate) write_latency_p99_us: f64,
-    pub(crate) write_latency_p999_us: f64,
-    pub(crate) write_latency_max_us: f64,
-    pub(crate) syncs: u64,
-    pub(crate) batches_per_sync: f64,
-    pub(crate) recovery_open_seconds: f64,
-    pub(crate) replay_seconds: f64,
-    pub(crate) replay_megabytes_per_second: f64,
-    pub(crate) entries_replayed: u64,
-    pub(crate) disk_bytes_before_delete: u64,
-    pub(crate) disk_bytes_after_delete: u64,
 }
 
 /// Deterministic incompressible bytes (xorshift64*), so runs compare.
@@ -217,6 +254,97 @@ async fn run_on<B: BenchBackend>(
     progress: bool,
 ) -> Result<BenchReport, String> {
     let wal = Arc::new(backend.open().await?);
+    let written = write_all(&wal, options, progress).await?;
+    let (syncs, batches_written) = backend
+        .syncs(&wal)
+        .unwrap_or((0, written.latencies.len() as u64));
+    let entries_written: u64 = written.entries.values().sum();
+    let payload_bytes = entries_written * options.entry_size as u64;
+    wal.close_gracefully().await.map_err(|e| e.to_string())?;
+    drop(wal);
+    let disk_before = backend.stored_bytes(options.regions).await;
+
+    // Reopen (recovery) and replay every region.
+    let opened = Instant::now();
+    let wal = backend.open().await?;
+    let open_time = opened.elapsed();
+    let replay_started = Instant::now();
+    let (replayed, replayed_bytes) = replay_all(&wal, options.regions).await?;
+    let replay_time = replay_started.elapsed();
+    check_replay(&written.entries, &replayed)?;
+
+    // Delete everything, as an engine does after flushing; `--keep` leaves
+    // it for the tools.
+    let deleted = written.entries.keys().filter(|_| !options.keep);
+    for &location in deleted {
+        let last = wal
+            .sequence_num(location)
+            .await
+            .map_err(|e| e.to_string())?;
+        wal.mark_delete_entries_up_to(location, last)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    wal.close_gracefully().await.map_err(|e| e.to_string())?;
+    let disk_after = if options.keep {
+        None
+    } else {
+        Some(backend.stored_bytes(options.regions).await)
+    };
+
+    let latencies = &written.latencies;
+    let regions_written = written.entries.keys().map(|l| l.region_id);
+    let seconds = written.seconds.max(1e-9);
+    Ok(BenchReport {
+        backend: label,
+        dir: dir.to_owned(),
+        sync: sync_label(options.sync),
+        writers: options.writers,
+        regions: options.regions,
+        regions_written: regions_written.collect::<BTreeSet<_>>().len() as u64,
+        tables_per_region: options.tables,
+        tables_written: written.entries.len() as u64,
+        entry_size: options.entry_size,
+        batch_entries: options.batch_entries,
+        entries_written,
+        payload_bytes_written: payload_bytes,
+        write_seconds: seconds,
+        entries_per_second: entries_written as f64 / seconds,
+        megabytes_per_second: payload_bytes as f64 / 1e6 / seconds,
+        write_latency_p50_us: percentile(latencies, 0.50),
+        write_latency_p99_us: percentile(latencies, 0.99),
+        write_latency_p999_us: percentile(latencies, 0.999),
+        write_latency_max_us: latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1e6),
+        syncs,
+        batches_per_sync: batches_written as f64 / syncs.max(1) as f64,
+        recovery_open_seconds: open_time.as_secs_f64(),
+        replay_seconds: replay_time.as_secs_f64(),
+        replay_megabytes_per_second: replayed_bytes as f64
+            / 1e6
+            / replay_time.as_secs_f64().max(1e-9),
+        entries_replayed: replayed.values().sum(),
+        disk_bytes_before_delete: disk_before,
+        disk_bytes_after_delete: disk_after,
+        kept: options.keep,
+    })
+}
+
+/// What the writers did: every write's latency (sorted), the entries they
+/// wrote per table, and the seconds from the first write to the last.
+struct Written {
+    latencies: Vec<Duration>,
+    entries: Tally,
+    seconds: f64,
+}
+
+/// Writes the workload with `options.writers` concurrent tasks, each
+/// placing its batches by [`Spread::location`].
+async fn write_all<W: WalManager>(
+    wal: &Arc<W>,
+    options: &BenchOptions,
+    progress: bool,
+) -> Result<Written, String> {
+    let spread = Spread::new(options);
     let batch_bytes = (options.entry_size * options.batch_entries) as u64;
     let batches_total = options.total_bytes.div_ceil(batch_bytes.max(1)).max(1);
     let bar = if progress {
@@ -235,213 +363,182 @@ async fn run_on<B: BenchBackend>(
 
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for writer in 0..options.writers {
-        let wal = Arc::clone(&wal);
+    for writer in 0..spread.writers {
+        let wal = Arc::clone(wal);
         let bar = bar.clone();
-        let options = options.clone();
-        // Writer w takes batches w, w + writers, ...: the total is exact.
-        let batches =
-            (batches_total.saturating_sub(writer as u64)).div_ceil(options.writers as u64);
+        let (entry_size, batch_entries) = (options.entry_size, options.batch_entries);
+        // The writers' batches together are batches 0..batches_total.
+        let batches = spread.batches_of(writer, batches_total);
         tasks.push(tokio::spawn(async move {
-            let payloads = random_payloads(64, options.entry_size, writer as u64 + 1);
-            let region = writer as u64 % options.regions;
+            let payloads = random_payloads(64, entry_size, writer + 1);
             let ctx = WriteContext::default();
             let mut latencies = Vec::with_capacity(batches as usize);
+            let mut entries = Tally::new();
             for i in 0..batches {
-                let table = (i * options.writers as u64 + writer as u64) % options.tables;
-                let mut batch = LogWriteBatch::new(WalLocation::new(region, table));
-                for e in 0..options.batch_entries {
+                let location = spread.location(writer, i);
+                let mut batch = LogWriteBatch::new(location);
+                for e in 0..batch_entries {
                     batch.push(payloads[(i as usize + e) % payloads.len()].clone());
                 }
                 let start = Instant::now();
                 wal.write(&ctx, &batch).await?;
                 latencies.push(start.elapsed());
+                *entries.entry(location).or_default() += batch_entries as u64;
                 bar.inc(batch_bytes);
             }
-            Ok::<_, segwal::Error>(latencies)
+            Ok::<_, segwal::Error>((latencies, entries))
         }));
     }
-    let mut latencies = Vec::new();
+    let mut written = Written {
+        latencies: Vec::new(),
+        entries: Tally::new(),
+        seconds: 0.0,
+    };
     for task in tasks {
-        let written = task.await.map_err(|e| format!("a writer panicked: {e}"))?;
-        latencies.extend(written.map_err(|e| e.to_string())?);
+        let result = task.await.map_err(|e| format!("a writer panicked: {e}"))?;
+        let (latencies, entries) = result.map_err(|e| e.to_string())?;
+        written.latencies.extend(latencies);
+        for (location, count) in entries {
+            *written.entries.entry(location).or_default() += count;
+        }
     }
-    let write_time = started.elapsed();
+    written.seconds = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    latencies.sort_unstable();
-    let (syncs, batches_written) = backend.syncs(&wal).unwrap_or((0, latencies.len() as u64));
-    let entries_written = latencies.len() as u64 * options.batch_entries as u64;
-    let payload_bytes = entries_written * options.entry_size as u64;
-    wal.close_gracefully().await.map_err(|e| e.to_string())?;
-    drop(wal);
-    let disk_before = backend.stored_bytes(options.regions).await;
+    written.latencies.sort_unstable();
+    Ok(written)
+}
 
-    // Reopen (recovery) and replay every region.
-    let opened = Instant::now();
-    let wal = backend.open().await?;
-    let open_time = opened.elapsed();
-    let replay_started = Instant::now();
-    let mut replayed = 0u64;
-    let mut replayed_bytes = 0u64;
+/// Scans regions `0..regions`: the entries found per table, and their
+/// payload bytes.
+async fn replay_all<W: WalManager>(wal: &W, regions: u64) -> Result<(Tally, u64), String> {
     let ctx = ReadContext::default();
-    for region_id in 0..options.regions {
+    let mut replayed = Tally::new();
+    let mut bytes = 0u64;
+    for region_id in 0..regions {
         let mut iter = wal
             .scan(&ctx, &ScanRequest { region_id })
             .await
             .map_err(|e| e.to_string())?;
         while let Some(batch) = iter.next_batch().await.map_err(|e| e.to_string())? {
-            replayed += batch.len() as u64;
-            replayed_bytes += batch.iter().map(|e| e.payload.len() as u64).sum::<u64>();
+            for entry in batch.iter() {
+                let location = WalLocation::new(region_id, entry.table_id);
+                *replayed.entry(location).or_default() += 1;
+                bytes += entry.payload.len() as u64;
+            }
         }
     }
-    let replay_time = replay_started.elapsed();
-    if replayed != entries_written {
-        return Err(format!(
-            "replay found {replayed} entries, but {entries_written} were written"
-        ));
-    }
-
-    // Delete everything, as an engine does after flushing.
-    for region_id in 0..options.regions {
-        for table_id in 0..options.tables {
-            let location = WalLocation::new(region_id, table_id);
-            let last = wal
-                .sequence_num(location)
-                .await
-                .map_err(|e| e.to_string())?;
-            wal.mark_delete_entries_up_to(location, last)
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-    }
-    wal.close_gracefully().await.map_err(|e| e.to_string())?;
-    let disk_after = backend.stored_bytes(options.regions).await;
-
-    let seconds = write_time.as_secs_f64().max(1e-9);
-    Ok(BenchReport {
-        backend: label,
-        dir: dir.to_owned(),
-        sync: sync_label(options.sync),
-        writers: options.writers,
-        regions: options.regions,
-        tables_per_region: options.tables,
-        entry_size: options.entry_size,
-        batch_entries: options.batch_entries,
-        entries_written,
-        payload_bytes_written: payload_bytes,
-        write_seconds: seconds,
-        entries_per_second: entries_written as f64 / seconds,
-        megabytes_per_second: payload_bytes as f64 / 1e6 / seconds,
-        write_latency_p50_us: percentile(&latencies, 0.50),
-        write_latency_p99_us: percentile(&latencies, 0.99),
-        write_latency_p999_us: percentile(&latencies, 0.999),
-        write_latency_max_us: latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1e6),
-        syncs,
-        batches_per_sync: batches_written as f64 / syncs.max(1) as f64,
-        recovery_open_seconds: open_time.as_secs_f64(),
-        replay_seconds: replay_time.as_secs_f64(),
-        replay_megabytes_per_second: replayed_bytes as f64
-            / 1e6
-            / replay_time.as_secs_f64().max(1e-9),
-        entries_replayed: replayed,
-        disk_bytes_before_delete: disk_before,
-        disk_bytes_after_delete: disk_after,
-    })
+    Ok((replayed, bytes))
 }
 
-/// The report as a two-column table.
-pub(crate) fn render(report: &BenchReport) -> String {
-    let mut table = comfy_table::Table::new();
-    table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
-    table.set_header(["measure", "value"]);
-    let storage = if report.backend == "local" {
-        report.dir.display().to_string()
-    } else {
-        report.backend.clone()
-    };
-    let rows: Vec<(&str, String)> = vec![
-        (
-            if report.backend == "local" {
-                "data dir"
-            } else {
-                "backend"
-            },
-            storage,
-        ),
-        (
-            "workload",
-            format!(
-                "{} writers, {} regions x {} tables, batches of {} x {}, sync {}",
-                report.writers,
-                report.regions,
-                report.tables_per_region,
-                report.batch_entries,
-                format_bytes(report.entry_size as u64),
-                report.sync
-            ),
-        ),
-        (
-            "written",
-            format!(
-                "{} entries, {} in {:.2} s",
-                report.entries_written,
-                format_bytes(report.payload_bytes_written),
-                report.write_seconds
-            ),
-        ),
-        (
-            "throughput",
-            format!(
-                "{:.0} entries/s, {:.1} MB/s",
-                report.entries_per_second, report.megabytes_per_second
-            ),
-        ),
-        (
-            "write latency",
-            format!(
-                "p50 {:.0} µs, p99 {:.0} µs, p999 {:.0} µs, max {:.0} µs",
-                report.write_latency_p50_us,
-                report.write_latency_p99_us,
-                report.write_latency_p999_us,
-                report.write_latency_max_us
-            ),
-        ),
-        (
-            "syncs",
-            if report.backend == "local" {
-                format!(
-                    "{} ({:.1} batches per sync)",
-                    report.syncs, report.batches_per_sync
-                )
-            } else {
-                "n/a (acknowledged by a JetStream quorum)".into()
-            },
-        ),
-        (
-            "recovery",
-            format!(
-                "open {:.3} s, replay {} entries in {:.3} s ({:.0} MB/s)",
-                report.recovery_open_seconds,
-                report.entries_replayed,
-                report.replay_seconds,
-                report.replay_megabytes_per_second
-            ),
-        ),
-        (
-            if report.backend == "local" {
-                "disk"
-            } else {
-                "server storage"
-            },
-            format!(
-                "{} before delete, {} after",
-                format_bytes(report.disk_bytes_before_delete),
-                format_bytes(report.disk_bytes_after_delete)
-            ),
-        ),
-    ];
-    for (name, value) in rows {
-        table.add_row([name.to_owned(), value]);
+/// Fails, naming the first table that differs, unless the replay found
+/// exactly the entries written, table by table.
+fn check_replay(written: &Tally, replayed: &Tally) -> Result<(), String> {
+    let differs = written
+        .keys()
+        .chain(replayed.keys())
+        .find(|location| written.get(location) != replayed.get(location));
+    match differs {
+        None => Ok(()),
+        Some(location) => Err(format!(
+            "replay found {} entries in region {} table {}, but {} were written \
+             ({} replayed, {} written in all)",
+            replayed.get(location).copied().unwrap_or(0),
+            location.region_id,
+            location.table_id,
+            written.get(location).copied().unwrap_or(0),
+            replayed.values().sum::<u64>(),
+            written.values().sum::<u64>(),
+        )),
     }
-    table.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::Spread;
+
+    /// Every writer's batches of `batches` in all, as (writer, i, region,
+    /// table).
+    fn plan(spread: Spread, batches: u64) -> Vec<(u64, u64, u64, u64)> {
+        (0..spread.writers)
+            .flat_map(|w| {
+                (0..spread.batches_of(w, batches)).map(move |i| {
+                    let location = spread.location(w, i);
+                    (w, i, location.region_id, location.table_id)
+                })
+            })
+            .collect()
+    }
+
+    /// Proves the promises of the module docs for every small shape: the
+    /// writers' batches are the batches in all, each table's count differs
+    /// from any other's by at most one (so all are written once there are
+    /// enough batches), and a round's writers write different regions
+    /// while there are at least as many regions as writers.
+    #[test]
+    fn batches_spread_over_every_region_and_table() {
+        for writers in 1..=7 {
+            for regions in 1..=9 {
+                for tables in 1..=3 {
+                    let spread = Spread {
+                        writers,
+                        regions,
+                        tables,
+                    };
+                    for batches in [1, regions, regions * tables, 3 * regions * tables + 2] {
+                        let plan = plan(spread, batches);
+                        assert_eq!(plan.len() as u64, batches, "{spread:?}");
+                        let mut per_table = BTreeMap::new();
+                        let mut rounds = BTreeMap::<u64, BTreeSet<u64>>::new();
+                        for &(_, i, region, table) in &plan {
+                            assert!(region < regions && table < tables);
+                            *per_table.entry((region, table)).or_insert(0u64) += 1;
+                            assert!(
+                                rounds.entry(i).or_default().insert(region) || regions < writers,
+                                "{spread:?}: two writers in region {region} in round {i}"
+                            );
+                        }
+                        let expected = batches.min(regions * tables);
+                        assert_eq!(per_table.len() as u64, expected, "{spread:?} {batches}");
+                        let (least, most) = (
+                            per_table.values().min().unwrap(),
+                            per_table.values().max().unwrap(),
+                        );
+                        assert!(most - least <= 1, "{spread:?} {batches}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Proves that a writer's consecutive batches go to different regions
+    /// unless the writers are a multiple of the regions, and that a writer
+    /// visits the regions congruent to it modulo gcd(writers, regions).
+    #[test]
+    fn a_writer_moves_between_regions() {
+        fn gcd(a: u64, b: u64) -> u64 {
+            if b == 0 { a } else { gcd(b, a % b) }
+        }
+        for writers in 1..=7 {
+            for regions in 1..=9 {
+                let spread = Spread {
+                    writers,
+                    regions,
+                    tables: 2,
+                };
+                let g = gcd(writers, regions);
+                for w in 0..writers {
+                    let visited: BTreeSet<u64> = (0..2 * regions)
+                        .map(|i| spread.location(w, i).region_id)
+                        .collect();
+                    let expected: BTreeSet<u64> = (0..regions).filter(|r| r % g == w % g).collect();
+                    assert_eq!(visited, expected, "{spread:?} writer {w}");
+                    let first = spread.location(w, 0).region_id;
+                    let second = spread.location(w, 1).region_id;
+                    assert_eq!(first == second, writers % regions == 0, "{spread:?}");
+                }
+            }
+        }
+    }
 }

@@ -3,6 +3,7 @@
 //! `inspect`, `verify` and `dump` look into a data dir without modifying it.
 
 mod bench;
+mod report;
 mod size;
 mod tools;
 
@@ -24,12 +25,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Write a realistic workload (several regions and tables), reopen and
+    /// Write a realistic workload (many regions and tables), reopen and
     /// replay it, delete it, and report throughput, latency, recovery speed
     /// and disk space.
     Bench {
-        /// Data dir to use; it must not hold a WAL yet. Default: a fresh
-        /// temporary dir, removed afterwards.
+        /// Data dir to use, created with its parents if missing; it must not
+        /// hold a WAL yet. Default: a fresh temporary dir, removed afterwards
+        /// (unless --keep).
         #[arg(long)]
         dir: Option<PathBuf>,
         /// Payload bytes to write in all (e.g. 16MiB, 1GiB).
@@ -44,8 +46,12 @@ enum Command {
         /// Concurrent writers.
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=4096))]
         writers: u64,
-        /// Regions written to (writer w writes region w mod regions).
-        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        /// Regions written to. Batch i of writer w (of W writers) is batch
+        /// g = i * W + w and goes to region g mod regions, table
+        /// (g / regions) mod tables: every region is written once there are
+        /// as many batches, every table of every region once there are
+        /// regions x tables batches.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
         regions: u64,
         /// Tables per region.
         #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
@@ -53,12 +59,17 @@ enum Command {
         /// When writes are durable: always, never, or interval:MS.
         #[arg(long, default_value = "always", value_parser = parse_sync)]
         sync: SyncMode,
-        /// Size of each segment file.
+        /// Size of each segment file. Every region written holds at least
+        /// one, preallocated in full.
         #[arg(long, default_value = "64MiB", value_parser = size::parse_size)]
         segment_size: u64,
         /// Print the results as JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Keep the data: skip the deletes and leave the data dir (also a
+        /// temporary one) for `segwal inspect`, `verify` and `dump`.
+        #[arg(long)]
+        keep: bool,
         /// Where to write: `local` (a data dir) or `nats` (a NATS JetStream
         /// server or cluster, see --servers).
         #[arg(long, value_enum, default_value_t = BackendKind::Local)]
@@ -157,6 +168,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
             sync,
             segment_size,
             json,
+            keep,
             backend,
             servers,
             replicas,
@@ -188,6 +200,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 sync,
                 segment_size,
                 backend,
+                keep,
             };
             let temp;
             let dir = match &options.dir {
@@ -198,18 +211,33 @@ fn run(command: Command) -> Result<ExitCode, String> {
                             dir.display()
                         ));
                     }
+                    // Made here rather than by the WAL, so that a path that
+                    // cannot be a dir fails before anything is printed.
+                    if matches!(options.backend, bench::Backend::Local) {
+                        std::fs::create_dir_all(dir).map_err(|e| {
+                            format!("cannot create data dir {}: {e}", dir.display())
+                        })?;
+                    }
                     dir.clone()
                 }
                 None => {
-                    temp = tempfile::Builder::new()
+                    let made = tempfile::Builder::new()
                         .prefix("segwal-bench-")
                         .tempdir()
                         .map_err(|e| format!("cannot create a temporary dir: {e}"))?;
-                    temp.path().to_owned()
+                    if keep {
+                        made.keep()
+                    } else {
+                        temp = made;
+                        temp.path().to_owned()
+                    }
                 }
             };
+            let kept = if keep { " (kept)" } else { "" };
             match &options.backend {
-                bench::Backend::Local => eprintln!("segwal bench: data dir {}", dir.display()),
+                bench::Backend::Local => {
+                    eprintln!("segwal bench: data dir {}{kept}", dir.display());
+                }
                 bench::Backend::Nats { servers, replicas } => eprintln!(
                     "segwal bench: NATS JetStream at {} with {replicas} replicas",
                     servers.join(",")
@@ -224,7 +252,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
                     .map_err(|e| format!("cannot encode the report: {e}"))?;
                 println!("{text}");
             } else {
-                println!("{}", bench::render(&report));
+                println!("{}", report::render(&report));
             }
             Ok(ExitCode::SUCCESS)
         }

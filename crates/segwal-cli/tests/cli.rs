@@ -1,5 +1,6 @@
-//! Drives the `segwal` binary: bench, inspect, verify (clean and damaged),
-//! dump, and the one-line errors with their exit codes.
+//! Drives the `segwal` binary: bench (its spread over every region and
+//! table, `--dir` and `--keep`), inspect, verify (clean and damaged), dump,
+//! and the one-line errors with their exit codes.
 
 mod support;
 
@@ -63,13 +64,121 @@ fn bench_runs_a_small_workload_and_reports_json() {
         "{}",
         text(&out.stderr)
     );
-    let out = segwal(&["bench", "--total-bytes", "64KiB", "--sync", "never"]);
+    let out = segwal(&[
+        "bench",
+        "--total-bytes",
+        "64KiB",
+        "--segment-size",
+        "256KiB",
+        "--sync",
+        "never",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stdout).contains("throughput"),
         "{}",
         text(&out.stdout)
     );
+}
+
+/// Runs a small bench of 16 batches of 4 entries (64 KiB of 1 KiB entries)
+/// over 8 regions of 2 tables with 3 writers, keeping the data in `data`,
+/// and returns its JSON report.
+fn small_kept_bench(data: &Path) -> serde_json::Value {
+    let out = segwal(&[
+        "bench",
+        "--dir",
+        data.to_str().unwrap(),
+        "--regions",
+        "8",
+        "--writers",
+        "3",
+        "--tables",
+        "2",
+        "--total-bytes",
+        "64KiB",
+        "--segment-size",
+        "256KiB",
+        "--keep",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Proves that every writer's batches spread over all regions: 3 writers,
+/// 8 regions of 2 tables and 16 batches write each of the 16 tables once,
+/// as both the report and the kept data dir show, and the replay finds
+/// exactly the entries written.
+#[test]
+fn bench_writes_every_table_of_every_region() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("bench");
+    let report = small_kept_bench(&data);
+    assert_eq!(report["regions"], 8);
+    assert_eq!(report["regions_written"], 8);
+    assert_eq!(report["tables_written"], 16);
+    assert_eq!(report["entries_written"], 64);
+    assert_eq!(report["entries_replayed"], 64);
+
+    let path = data.to_str().unwrap();
+    let out = segwal(&["inspect", path]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    for region in 0..8 {
+        assert!(
+            shown.contains(&format!("region {region}: 1 segments")),
+            "{shown}"
+        );
+    }
+    for region in 0..8 {
+        for table in 0..2 {
+            let (region, table) = (region.to_string(), table.to_string());
+            let out = segwal(&["dump", path, "--region", &region, "--table", &table]);
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            let entries = text(&out.stdout).lines().count();
+            assert_eq!(entries, 4, "region {region} table {table}");
+        }
+    }
+}
+
+/// Proves that `bench --dir` creates a missing dir and its parents, that
+/// `--keep` skips the deletes and leaves every entry for `verify`, and
+/// that without it the same workload is deleted.
+#[test]
+fn bench_makes_its_dir_and_keep_leaves_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let kept = dir.path().join("a").join("b").join("kept");
+    let report = small_kept_bench(&kept);
+    assert_eq!(report["kept"], true);
+    assert!(report["disk_bytes_after_delete"].is_null(), "{report}");
+    assert!(report["disk_bytes_before_delete"].as_u64().unwrap() > 0);
+    let out = segwal(&["verify", kept.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("8 regions, 8 segments, 16 records verified; clean"),
+        "{shown}"
+    );
+
+    let deleted = dir.path().join("c").join("deleted");
+    let out = segwal(&[
+        "bench",
+        "--dir",
+        deleted.to_str().unwrap(),
+        "--regions",
+        "8",
+        "--total-bytes",
+        "64KiB",
+        "--segment-size",
+        "256KiB",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(shown.contains("8 of 8 regions"), "{shown}");
+    assert!(shown.contains("before delete"), "{shown}");
+    let out = segwal(&["verify", deleted.to_str().unwrap()]);
+    assert!(text(&out.stdout).contains("0 records verified; clean"));
 }
 
 #[test]
@@ -173,6 +282,16 @@ fn errors_are_one_line_with_a_non_zero_exit() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
     drop(wal);
+
+    let under_file = file.join("data");
+    let out = segwal(&["bench", "--dir", under_file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("segwal: error: cannot create data dir"),
+        "{stderr}"
+    );
 
     let out = segwal(&["bench", "--sync", "sometimes"]);
     assert_eq!(out.status.code(), Some(2));
