@@ -9,7 +9,7 @@
 //! The pieces, in the order a segment file is laid out:
 //!
 //! - [`SegmentHeader`]: the first [`SEGMENT_HEADER_LEN`] bytes of every
-//!   segment file (magic, format version, region and segment ids, checksum).
+//!   segment file (magic, format version, stream and segment ids, checksum).
 //! - [`RecordEncoder`] / [`RecordDecoder`]: one *record* holds one batch of
 //!   entries for one table under two checksums, so a batch is atomic on disk:
 //!   after a torn write either every entry of it decodes or none does.
@@ -22,7 +22,7 @@
 //! ```
 //! use segwal_format::{BatchMeta, RecordEncoder, ScanEnd, Scanner, SegmentHeader};
 //!
-//! let segment = SegmentHeader { region_id: 1, segment_id: 7, salt: 0x5eed, capacity: 1 << 20 };
+//! let segment = SegmentHeader { stream_id: 1, segment_id: 7, salt: 0x5eed, capacity: 1 << 20 };
 //! let mut image = Vec::new();
 //! let meta = BatchMeta { table_id: 3, first_sequence: 1, durable_offset: 0 };
 //! RecordEncoder::new(&segment)

@@ -536,7 +536,7 @@ mod tests {
     use crate::Error;
 
     const SEGMENT: SegmentHeader = SegmentHeader {
-        region_id: 1,
+        stream_id: 1,
         segment_id: 5,
         salt: 0xa1a2_a3a4_a5a6_a7a8,
         capacity: 64 << 20,

@@ -238,7 +238,7 @@ mod tests {
     use crate::{BatchMeta, RecordEncoder};
 
     const SEGMENT: SegmentHeader = SegmentHeader {
-        region_id: 1,
+        stream_id: 1,
         segment_id: 3,
         salt: 0x0123_4567_89ab_cdef,
         capacity: 1 << 20,

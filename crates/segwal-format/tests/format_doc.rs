@@ -76,7 +76,7 @@ fn segment_header_table_matches_the_code() {
             "magic",
             "version",
             "reserved",
-            "region_id",
+            "stream_id",
             "segment_id",
             "salt",
             "capacity",
@@ -189,14 +189,14 @@ fn golden_byte_dumps_match_the_encoder() {
     let dumps = hex_dumps(&section("Golden bytes"));
     assert_eq!(dumps.len(), 2);
     let header = SegmentHeader {
-        region_id: 0x0102_0304_0506_0708,
+        stream_id: 0x0102_0304_0506_0708,
         segment_id: 42,
         salt: 0xa1a2_a3a4_a5a6_a7a8,
         capacity: 0x0400_0000,
     };
     assert_eq!(dumps[0], header.encode());
     let segment = SegmentHeader {
-        region_id: 1,
+        stream_id: 1,
         segment_id: 5,
         salt: 0xa1a2_a3a4_a5a6_a7a8,
         capacity: 0x0400_0000,

@@ -8,7 +8,7 @@ use segwal_format::{
 };
 
 const SEGMENT: SegmentHeader = SegmentHeader {
-    region_id: 3,
+    stream_id: 3,
     segment_id: 11,
     salt: 0x7e57_5a17_0000_0001,
     capacity: 1 << 20,

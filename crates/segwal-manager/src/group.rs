@@ -631,7 +631,7 @@ mod tests {
         fn build(threaded: bool, spin: bool, idle: Duration) -> Arc<Fixture> {
             let dir = tempfile::tempdir().unwrap();
             let identity = SegmentIdentity {
-                region_id: 1,
+                stream_id: 1,
                 segment_id: 1,
             };
             let path = dir.path().join("segment");

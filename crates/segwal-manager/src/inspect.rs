@@ -255,7 +255,7 @@ fn walk_region(
             end,
         };
         let identity = SegmentIdentity {
-            region_id,
+            stream_id: region_id,
             segment_id,
         };
         let opened = Segment::open(&path, identity, &options, |record| {

@@ -169,7 +169,7 @@ impl EntryIter {
             let loc = self.locs[self.next_loc];
             self.populate_after(loc.segment_id);
             let handle = &self.handles[&loc.segment_id];
-            let region_id = handle.header().region_id;
+            let region_id = handle.header().stream_id;
             let (mut entries, record_end) = match self.resume.take() {
                 Some(resume) => {
                     // Written bytes never change while a handle maps them

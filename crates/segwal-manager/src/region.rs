@@ -339,7 +339,7 @@ impl Region {
         let open = |segment_id: u64, writable: bool| {
             let path = dir.join(segment_file_name(segment_id));
             let identity = SegmentIdentity {
-                region_id: id,
+                stream_id: id,
                 segment_id,
             };
             let options = OpenOptions {
@@ -818,7 +818,7 @@ impl Region {
 
     fn identity(&self, segment_id: u64) -> SegmentIdentity {
         SegmentIdentity {
-            region_id: self.id,
+            stream_id: self.id,
             segment_id,
         }
     }

@@ -257,7 +257,7 @@ impl Segment {
         );
         let file = disk::create_new(path).context(CreateSnafu { path })?;
         let header = SegmentHeader {
-            region_id: identity.region_id,
+            stream_id: identity.stream_id,
             segment_id: identity.segment_id,
             salt: new_salt(identity),
             capacity,
@@ -445,7 +445,7 @@ impl Segment {
         self.shared.header
     }
 
-    /// The region and segment ids in the segment's header.
+    /// The stream and segment ids in the segment's header.
     pub fn identity(&self) -> SegmentIdentity {
         self.shared.header.identity()
     }
@@ -991,7 +991,7 @@ impl Shared {
 /// source; the identity, clock and process id make each salt distinct.
 fn new_salt(identity: SegmentIdentity) -> u64 {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(identity.region_id);
+    hasher.write_u64(identity.stream_id);
     hasher.write_u64(identity.segment_id);
     let now = SystemTime::now().duration_since(UNIX_EPOCH);
     hasher.write_u128(now.map_or(0, |d| d.as_nanos()));

@@ -13,7 +13,7 @@ use segwal_segment::{
 };
 
 const HEADER: SegmentIdentity = SegmentIdentity {
-    region_id: 1,
+    stream_id: 1,
     segment_id: 1,
 };
 const CAPACITY: u64 = 32 * 1024;

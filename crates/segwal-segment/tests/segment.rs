@@ -15,7 +15,7 @@ use segwal_segment::{
 };
 
 const HEADER: SegmentIdentity = SegmentIdentity {
-    region_id: 2,
+    stream_id: 2,
     segment_id: 7,
 };
 const CAPACITY: u64 = 64 * 1024;
@@ -148,7 +148,7 @@ fn zero_length_and_short_files_are_rejected_naming_the_file() {
     let path = dir.path().join(segment_file_name(7));
     for len in [0, 10, SEGMENT_HEADER_LEN - 1] {
         let header = SegmentHeader {
-            region_id: 2,
+            stream_id: 2,
             segment_id: 7,
             salt: 1,
             capacity: 4096,
@@ -226,14 +226,14 @@ fn a_segment_in_the_wrong_place_is_rejected() {
     let (path, segment) = new_segment(dir.path());
     segment.close().unwrap();
     let expected = SegmentIdentity {
-        region_id: 3,
+        stream_id: 3,
         ..HEADER
     };
     let err = Segment::open(&path, expected, &OpenOptions::default(), |_| {}).unwrap_err();
     assert!(matches!(err, Error::WrongIdentity { .. }), "{err}");
     assert!(
         err.to_string()
-            .contains("belongs to region 2 segment 7, expected region 3 segment 7"),
+            .contains("belongs to stream 2 segment 7, expected stream 3 segment 7"),
         "{err}"
     );
 }
@@ -702,7 +702,7 @@ fn a_record_hidden_in_a_payload_is_never_taken_for_one() {
     let mut forged = vec![0u8; 64];
     for salt in [0, 1, u64::MAX] {
         let guess = SegmentHeader {
-            region_id: HEADER.region_id,
+            stream_id: HEADER.stream_id,
             segment_id: HEADER.segment_id,
             salt,
             capacity: CAPACITY,
@@ -770,7 +770,7 @@ fn open_sealed_reads_a_recovered_segment_without_scanning_it() {
     ));
 
     let elsewhere = SegmentIdentity {
-        region_id: HEADER.region_id,
+        stream_id: HEADER.stream_id,
         segment_id: HEADER.segment_id + 1,
     };
     assert!(matches!(
@@ -955,7 +955,7 @@ fn populate_maps_the_written_data_ahead_of_reads() {
     let mut handles = Vec::new();
     for segment_id in [1, 2] {
         let identity = SegmentIdentity {
-            region_id: 1,
+            stream_id: 1,
             segment_id,
         };
         let path = dir.path().join(format!("{segment_id}.seg"));

@@ -18,7 +18,7 @@ fn a_failed_write_poisons_the_segment_and_loses_nothing_synced() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(segment_file_name(1));
     let header = SegmentIdentity {
-        region_id: 1,
+        stream_id: 1,
         segment_id: 1,
     };
     let mut segment = Segment::create(&path, header, 64 << 10, Preallocation::Zeroed).unwrap();
