@@ -14,6 +14,7 @@ const SEGMENT: SegmentHeader = SegmentHeader {
     capacity: 64 << 20,
 };
 const META: BatchMeta = BatchMeta {
+    region_id: 1,
     table_id: 1,
     first_sequence: 1,
     durable_offset: 0,

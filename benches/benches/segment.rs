@@ -61,6 +61,7 @@ fn append(c: &mut Criterion) {
                     full.delete().unwrap();
                 }
                 let batch = BatchRef {
+                    region_id: 1,
                     table_id: 1,
                     first_sequence: sequence,
                     entries: &batch,

@@ -25,9 +25,10 @@ pub const MAGIC: [u8; 8] = *b"\x89SEGWAL\n";
 
 /// The format version this build writes and the only one it reads.
 ///
-/// Version 2 added the segment's `capacity` to the header; version 1 files
-/// are refused.
-pub const FORMAT_VERSION: u8 = 2;
+/// Version 3 made every record name its region (one log is shared by all
+/// regions of a data dir) and carry a codec byte, and replaced the region
+/// meta file by the data dir's meta log; older files are refused.
+pub const FORMAT_VERSION: u8 = 3;
 
 const MAGIC_AT: usize = 0;
 const VERSION_AT: usize = MAGIC_AT + MAGIC.len();
@@ -176,13 +177,13 @@ mod tests {
     fn golden_bytes() {
         let expected: [u8; SEGMENT_HEADER_LEN] = [
             0x89, b'S', b'E', b'G', b'W', b'A', b'L', b'\n', // magic
-            0x02,  // version
+            0x03,  // version
             0x00, 0x00, 0x00, // reserved
             0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, // stream_id
             0x2a, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // segment_id
             0xa8, 0xa7, 0xa6, 0xa5, 0xa4, 0xa3, 0xa2, 0xa1, // salt
             0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, // capacity (64 MiB)
-            0x8a, 0xca, 0xd1, 0xa2, // crc32 of the 44 bytes before
+            0x1f, 0x1e, 0xa1, 0x37, // crc32 of the 44 bytes before
         ];
         assert_eq!(HEADER.encode(), expected);
         assert_eq!(SegmentHeader::decode(&expected), Ok(HEADER));
@@ -211,12 +212,12 @@ mod tests {
     #[test]
     fn unknown_version_is_named() {
         let mut bytes = HEADER.encode();
-        bytes[VERSION_AT] = 1;
+        bytes[VERSION_AT] = 2;
         let err = SegmentHeader::decode(&bytes).unwrap_err();
-        assert_eq!(err, Error::UnsupportedVersion { found: 1 });
+        assert_eq!(err, Error::UnsupportedVersion { found: 2 });
         assert_eq!(
             err.to_string(),
-            "unsupported segment format version 1 (this build reads version 2)"
+            "unsupported format version 2 (this build reads version 3)"
         );
     }
 

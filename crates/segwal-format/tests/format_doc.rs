@@ -94,12 +94,14 @@ fn record_tables_match_the_code() {
         [
             "header_crc",
             "kind",
+            "codec",
             "reserved",
             "entry_count",
             "body_len",
             "body_crc",
             "reserved",
             "segment_id",
+            "region_id",
             "table_id",
             "first_sequence",
             "durable_offset"
@@ -202,6 +204,7 @@ fn golden_byte_dumps_match_the_encoder() {
         capacity: 0x0400_0000,
     };
     let meta = BatchMeta {
+        region_id: 0x2122_2324_2526_2728,
         table_id: 0x1122_3344_5566_7788,
         first_sequence: 10,
         durable_offset: 32,

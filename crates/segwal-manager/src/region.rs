@@ -614,6 +614,7 @@ impl Region {
             .expect("ensure_room leaves an active segment");
         let segment_id = segment.identity().segment_id;
         let batch = BatchRef {
+            region_id: self.id,
             table_id,
             first_sequence: first,
             entries,

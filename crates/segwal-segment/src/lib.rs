@@ -24,7 +24,7 @@
 //! let mut segment = Segment::create(&path, identity, 1 << 20, Preallocation::Zeroed).unwrap();
 //! let entries: [&[u8]; 2] = [b"first", b"second"];
 //! let placed = segment
-//!     .append(&BatchRef { table_id: 4, first_sequence: 1, entries: &entries })
+//!     .append(&BatchRef { region_id: 9, table_id: 4, first_sequence: 1, entries: &entries })
 //!     .unwrap();
 //! segment.sync().unwrap(); // durable from here on
 //! segment.close().unwrap();

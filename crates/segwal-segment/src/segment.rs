@@ -155,10 +155,13 @@ pub struct RecoveryReport {
     pub wrong_length: Option<u64>,
 }
 
-/// One batch to append: entries for one table with consecutive sequence
-/// numbers starting at `first_sequence`.
+/// One batch to append: entries for one table of one region with
+/// consecutive sequence numbers starting at `first_sequence`.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchRef<'a, E> {
+    /// The region the entries belong to; the record names it, so that
+    /// regions sharing a log can tell their records apart.
+    pub region_id: u64,
     /// The table the entries belong to.
     pub table_id: u64,
     /// Sequence number of the first entry.
@@ -571,6 +574,7 @@ impl Segment {
         self.buf.clear();
         for batch in batches {
             let meta = BatchMeta {
+                region_id: batch.region_id,
                 table_id: batch.table_id,
                 first_sequence: batch.first_sequence,
                 durable_offset,

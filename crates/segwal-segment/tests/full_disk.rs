@@ -96,6 +96,7 @@ fn full_disk_case(fs_: &SmallFs, preallocation: Preallocation) {
     let mut sequence = 1;
     loop {
         let batch = BatchRef {
+            region_id: 1,
             table_id: 1,
             first_sequence: sequence,
             entries: &[&payload],

@@ -34,6 +34,7 @@ fn append(
 ) -> std::ops::Range<u64> {
     segment
         .append(&BatchRef {
+            region_id: 1,
             table_id,
             first_sequence,
             entries,
@@ -95,6 +96,7 @@ fn create_reserved_allocates_every_block_and_reads_as_zeros() {
     let entries: [&[u8]; 1] = [b"reserved"];
     let placed = segment
         .append(&BatchRef {
+            region_id: 1,
             table_id: 3,
             first_sequence: 1,
             entries: &entries,
@@ -327,6 +329,7 @@ fn torn_tail_is_cut_zeroed_and_reported() {
 fn segment_append_err(mut segment: Segment) -> Error {
     segment
         .append(&BatchRef {
+            region_id: 1,
             table_id: 1,
             first_sequence: 9,
             entries: &[b"x"],
@@ -425,13 +428,14 @@ fn append_past_capacity_writes_nothing() {
     let big = [7u8; 101];
     let err = segment
         .append(&BatchRef {
+            region_id: 1,
             table_id: 1,
             first_sequence: 2,
             entries: &[&big[..]],
         })
         .unwrap_err();
     assert!(
-        matches!(err, Error::AppendPastCapacity { len: 161, .. }),
+        matches!(err, Error::AppendPastCapacity { len, .. } if len == (RECORD_HEADER_LEN + 4 + 101) as u64),
         "{err}"
     );
     assert_eq!(segment.remaining(), (RECORD_HEADER_LEN + 4 + 100) as u64);
@@ -449,6 +453,7 @@ fn empty_or_invalid_batches_write_nothing() {
     let empty: [&[u8]; 0] = [];
     let err = segment
         .append(&BatchRef {
+            region_id: 1,
             table_id: 1,
             first_sequence: 1,
             entries: &empty,
@@ -466,6 +471,7 @@ fn empty_or_invalid_batches_write_nothing() {
     );
     let err = segment
         .append(&BatchRef {
+            region_id: 1,
             table_id: 1,
             first_sequence: 0,
             entries: &[b"x"],
@@ -476,11 +482,13 @@ fn empty_or_invalid_batches_write_nothing() {
     let mut placed = Vec::new();
     let batches = [
         BatchRef {
+            region_id: 1,
             table_id: 1,
             first_sequence: 1,
             entries: &[b"x".as_slice()][..],
         },
         BatchRef {
+            region_id: 1,
             table_id: 1,
             first_sequence: 2,
             entries: &[][..],
@@ -533,11 +541,13 @@ fn records_are_stamped_with_the_last_completed_sync() {
     let entries: [&[u8]; 1] = [b"b"];
     let batches = [
         BatchRef {
+            region_id: 1,
             table_id: 1,
             first_sequence: 2,
             entries: &entries[..],
         },
         BatchRef {
+            region_id: 1,
             table_id: 2,
             first_sequence: 3,
             entries: &entries[..],
@@ -566,6 +576,7 @@ fn append_durable_leaves_everything_appended_durable() {
     let durable = |segment: &mut Segment, first_sequence: u64, entries: &[&[u8]]| {
         segment
             .append_durable(&BatchRef {
+                region_id: 1,
                 table_id: 1,
                 first_sequence,
                 entries,
@@ -708,6 +719,7 @@ fn a_record_hidden_in_a_payload_is_never_taken_for_one() {
             capacity: CAPACITY,
         };
         let meta = BatchMeta {
+            region_id: 1,
             table_id: 666,
             first_sequence: 999,
             durable_offset: payload_at,
@@ -867,6 +879,7 @@ fn shared_bytes_outlive_the_segment_and_only_its_own_slices_are_shared() {
     let entries: [&[u8]; 2] = [b"kept", b"shared"];
     let placed = segment
         .append(&BatchRef {
+            region_id: 1,
             table_id: 1,
             first_sequence: 1,
             entries: &entries,
@@ -899,6 +912,7 @@ fn written_bytes_cover_the_segment_up_to_its_written_end_then() {
     let (_, mut segment) = new_segment(dir.path());
     let placed = segment
         .append(&BatchRef {
+            region_id: 1,
             table_id: 1,
             first_sequence: 1,
             entries: &[b"first".as_slice()],
@@ -917,6 +931,7 @@ fn written_bytes_cover_the_segment_up_to_its_written_end_then() {
     );
     let later = segment
         .append(&BatchRef {
+            region_id: 1,
             table_id: 1,
             first_sequence: 2,
             entries: &[b"second".as_slice()],
@@ -963,6 +978,7 @@ fn populate_maps_the_written_data_ahead_of_reads() {
         for batch in 0..64 {
             segment
                 .append(&BatchRef {
+                    region_id: 1,
                     table_id: 1,
                     first_sequence: batch + 1,
                     entries: &[payload.as_slice()],

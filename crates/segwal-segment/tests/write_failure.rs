@@ -26,6 +26,7 @@ fn a_failed_write_poisons_the_segment_and_loses_nothing_synced() {
     let mut sequence = 1;
     while segment.written_len() < 8000 {
         let batch = BatchRef {
+            region_id: 1,
             table_id: 1,
             first_sequence: sequence,
             entries: &[&payload[..]],
@@ -52,6 +53,7 @@ fn a_failed_write_poisons_the_segment_and_loses_nothing_synced() {
     assert_eq!(rc, 0);
 
     let batch = BatchRef {
+        region_id: 1,
         table_id: 1,
         first_sequence: sequence,
         entries: &[&payload[..]],
