@@ -203,6 +203,44 @@ fn unknown_version_is_rejected() {
     );
 }
 
+/// Proves that a segment of the previous format version is refused with
+/// a message naming the file and both versions, so whoever meets it knows
+/// which file is old and which version this build reads.
+#[test]
+fn a_version_2_segment_is_refused_naming_the_file_and_both_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, segment) = new_segment(dir.path());
+    segment.close().unwrap();
+    // A header as version 2 wrote it: same layout, version byte 2 and a
+    // checksum that matches, so only the version can be blamed.
+    let mut header = fs::read(&path).unwrap()[..SEGMENT_HEADER_LEN].to_vec();
+    header[8] = 2;
+    let crc_at = SEGMENT_HEADER_LEN - 4;
+    let crc = crc32fast::hash(&header[..crc_at]);
+    header[crc_at..].copy_from_slice(&crc.to_le_bytes());
+    patch(&path, 0, &header);
+    let err = open(&path, RecoveryMode::default()).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::BadHeader {
+                source: segwal_format::Error::UnsupportedVersion { found: 2 },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains(&path.display().to_string()),
+        "the message names the file: {message}"
+    );
+    assert!(
+        message.contains("version 2") && message.contains("reads version 3"),
+        "the message names both versions: {message}"
+    );
+}
+
 #[test]
 fn damaged_header_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
