@@ -8,12 +8,13 @@ use segwal_benches::payloads;
 use segwal_format::{BatchMeta, RecordDecoder, RecordEncoder, Scanner, SegmentHeader};
 
 const SEGMENT: SegmentHeader = SegmentHeader {
-    region_id: 1,
+    stream_id: 1,
     segment_id: 1,
     salt: 0x5a17,
     capacity: 64 << 20,
 };
 const META: BatchMeta = BatchMeta {
+    region_id: 1,
     table_id: 1,
     first_sequence: 1,
     durable_offset: 0,

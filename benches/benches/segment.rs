@@ -43,7 +43,7 @@ fn append(c: &mut Criterion) {
         let mut new_segment = || {
             next_id += 1;
             let header = SegmentIdentity {
-                region_id: 1,
+                stream_id: 1,
                 segment_id: next_id,
             };
             let path = dir.path().join(segment_file_name(next_id));
@@ -61,6 +61,7 @@ fn append(c: &mut Criterion) {
                     full.delete().unwrap();
                 }
                 let batch = BatchRef {
+                    region_id: 1,
                     table_id: 1,
                     first_sequence: sequence,
                     entries: &batch,

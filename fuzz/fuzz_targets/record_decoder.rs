@@ -91,7 +91,7 @@ impl Bytes<'_> {
 
 fuzz_target!(|input: Input<'_>| {
     let segment = SegmentHeader {
-        region_id: 1,
+        stream_id: 1,
         segment_id: input.segment_id,
         salt: input.salt,
         capacity: 0,

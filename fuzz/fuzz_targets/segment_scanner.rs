@@ -98,7 +98,7 @@ const MAX_DAMAGE: usize = 4;
 impl Built {
     fn image(&self) -> Vec<u8> {
         let segment = SegmentHeader {
-            region_id: 1,
+            stream_id: 1,
             segment_id: u64::from(self.segment_id),
             salt: self.salt,
             capacity: 0,
@@ -214,7 +214,7 @@ fuzz_target!(|input: Input<'_>| match input {
     }
     Input::Window { base, salt, bytes } => {
         let segment = SegmentHeader {
-            region_id: 1,
+            stream_id: 1,
             segment_id: 0,
             salt,
             capacity: 0,

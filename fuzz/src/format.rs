@@ -209,7 +209,7 @@ pub fn check_segment_image(bytes: &[u8]) {
             assert!(!err.to_string().is_empty());
             let field = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
             SegmentHeader {
-                region_id: field(12),
+                stream_id: field(12),
                 segment_id: field(20),
                 salt: field(28),
                 capacity: field(36),

@@ -218,10 +218,10 @@ fn verify_names_the_file_and_offset_of_damage() {
         .join(format!("{:020}", 1))
         .join(format!("{:020}.seg", 1));
     // Flip a byte inside the first record's payload (header 48 bytes,
-    // record header 56, entry length 4): later records, written after a
+    // record header 64, entry length 4): later records, written after a
     // sync covering it, make this corruption, not a torn tail.
     let mut bytes = std::fs::read(&segment).unwrap();
-    bytes[48 + 56 + 4] ^= 0x01;
+    bytes[48 + 64 + 4] ^= 0x01;
     std::fs::write(&segment, &bytes).unwrap();
 
     let out = segwal(&["verify", dir.path().to_str().unwrap()]);

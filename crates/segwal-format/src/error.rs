@@ -32,12 +32,13 @@ pub enum Error {
         found: [u8; 8],
     },
 
-    /// The segment was written by a format version this build cannot read.
+    /// The file (a segment or a meta file) was written by a format version
+    /// this build cannot read. The layer that read it adds the file's path.
     #[snafu(display(
-        "unsupported segment format version {found} (this build reads version {FORMAT_VERSION})"
+        "unsupported format version {found} (this build reads version {FORMAT_VERSION})"
     ))]
     UnsupportedVersion {
-        /// The version byte found in the header.
+        /// The version byte found in the file's header.
         found: u8,
     },
 
@@ -148,6 +149,16 @@ pub enum Error {
         kind: u8,
     },
 
+    /// The record's codec byte names no codec this build can decode, so
+    /// its body cannot be interpreted.
+    #[snafu(display("unknown record codec {codec} at offset {offset}"))]
+    UnknownCodec {
+        /// Segment offset of the record.
+        offset: u64,
+        /// The codec byte found.
+        codec: u8,
+    },
+
     /// Reserved record header bytes are not zero.
     #[snafu(display("record at offset {offset} has non-zero reserved bytes"))]
     RecordReserved {
@@ -223,6 +234,7 @@ impl Error {
             | Error::RecordHeaderChecksum { offset, .. }
             | Error::RecordBodyChecksum { offset, .. }
             | Error::UnknownRecordKind { offset, .. }
+            | Error::UnknownCodec { offset, .. }
             | Error::RecordReserved { offset }
             | Error::WrongSegment { offset, .. }
             | Error::RecordTooLarge { offset, .. }

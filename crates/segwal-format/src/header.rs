@@ -3,7 +3,7 @@
 //! ```text
 //!  0        8    9        12           20            28         36         44         48
 //!  +--------+----+--------+------------+-------------+----------+----------+----------+
-//!  | magic  |ver |reserved| region_id  | segment_id  |   salt   | capacity |header_crc|
+//!  | magic  |ver |reserved| stream_id  | segment_id  |   salt   | capacity |header_crc|
 //!  +--------+----+--------+------------+-------------+----------+----------+----------+
 //! ```
 
@@ -25,16 +25,17 @@ pub const MAGIC: [u8; 8] = *b"\x89SEGWAL\n";
 
 /// The format version this build writes and the only one it reads.
 ///
-/// Version 2 added the segment's `capacity` to the header; version 1 files
-/// are refused.
-pub const FORMAT_VERSION: u8 = 2;
+/// Version 3 made every record name its region (one log is shared by all
+/// regions of a data dir) and carry a codec byte, and replaced the region
+/// meta file by the data dir's meta log; older files are refused.
+pub const FORMAT_VERSION: u8 = 3;
 
 const MAGIC_AT: usize = 0;
 const VERSION_AT: usize = MAGIC_AT + MAGIC.len();
 const RESERVED_AT: usize = VERSION_AT + size_of::<u8>();
 const RESERVED_LEN: usize = 3;
-const REGION_ID_AT: usize = RESERVED_AT + RESERVED_LEN;
-const SEGMENT_ID_AT: usize = REGION_ID_AT + size_of::<u64>();
+const STREAM_ID_AT: usize = RESERVED_AT + RESERVED_LEN;
+const SEGMENT_ID_AT: usize = STREAM_ID_AT + size_of::<u64>();
 const SALT_AT: usize = SEGMENT_ID_AT + size_of::<u64>();
 const CAPACITY_AT: usize = SALT_AT + size_of::<u64>();
 const CRC_AT: usize = CAPACITY_AT + size_of::<u64>();
@@ -54,21 +55,24 @@ const _: () = assert!(SEGMENT_HEADER_LEN == 48);
 ///
 /// Recovery compares a header's identity with the one the file's name and
 /// directory imply, so a segment copied or renamed into the wrong place is
-/// caught instead of being replayed as another region's log.
+/// caught instead of being replayed as part of another stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SegmentIdentity {
-    /// The region (shard) whose log this segment belongs to.
-    pub region_id: u64,
-    /// The segment's id, unique and increasing within its region.
+    /// The stream of the data dir's shared log that this segment belongs
+    /// to. Every region's records share one log; a data dir may split it
+    /// into a few independent streams, each its own sequence of segments.
+    pub stream_id: u64,
+    /// The segment's id, unique and increasing within its stream.
     pub segment_id: u64,
 }
 
 /// The header of a segment file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SegmentHeader {
-    /// The region (shard) whose log this segment belongs to.
-    pub region_id: u64,
-    /// The segment's id, unique and increasing within its region.
+    /// The stream of the shared log that this segment belongs to (see
+    /// [`SegmentIdentity::stream_id`]).
+    pub stream_id: u64,
+    /// The segment's id, unique and increasing within its stream.
     pub segment_id: u64,
     /// A random value chosen when the segment is created and mixed into
     /// every record's header checksum. Nobody who only supplies payloads
@@ -85,10 +89,10 @@ pub struct SegmentHeader {
 }
 
 impl SegmentHeader {
-    /// The region and segment ids.
+    /// The stream and segment ids.
     pub fn identity(&self) -> SegmentIdentity {
         SegmentIdentity {
-            region_id: self.region_id,
+            stream_id: self.stream_id,
             segment_id: self.segment_id,
         }
     }
@@ -98,7 +102,7 @@ impl SegmentHeader {
         let mut bytes = [0u8; SEGMENT_HEADER_LEN];
         bytes[MAGIC_AT..VERSION_AT].copy_from_slice(&MAGIC);
         bytes[VERSION_AT] = FORMAT_VERSION;
-        bytes[REGION_ID_AT..SEGMENT_ID_AT].copy_from_slice(&self.region_id.to_le_bytes());
+        bytes[STREAM_ID_AT..SEGMENT_ID_AT].copy_from_slice(&self.stream_id.to_le_bytes());
         bytes[SEGMENT_ID_AT..SALT_AT].copy_from_slice(&self.segment_id.to_le_bytes());
         bytes[SALT_AT..CAPACITY_AT].copy_from_slice(&self.salt.to_le_bytes());
         bytes[CAPACITY_AT..CRC_AT].copy_from_slice(&self.capacity.to_le_bytes());
@@ -135,7 +139,7 @@ impl SegmentHeader {
             SegmentHeaderChecksumSnafu { stored, computed }
         );
         let mut reserved = [0u8; RESERVED_LEN];
-        reserved.copy_from_slice(&bytes[RESERVED_AT..REGION_ID_AT]);
+        reserved.copy_from_slice(&bytes[RESERVED_AT..STREAM_ID_AT]);
         ensure!(
             reserved == [0; RESERVED_LEN],
             SegmentHeaderReservedSnafu { found: reserved }
@@ -146,7 +150,7 @@ impl SegmentHeader {
             SegmentCapacityTooSmallSnafu { capacity }
         );
         Ok(SegmentHeader {
-            region_id: read_u64(bytes, REGION_ID_AT),
+            stream_id: read_u64(bytes, STREAM_ID_AT),
             segment_id: read_u64(bytes, SEGMENT_ID_AT),
             salt: read_u64(bytes, SALT_AT),
             capacity,
@@ -160,7 +164,7 @@ mod tests {
     use crate::Error;
 
     const HEADER: SegmentHeader = SegmentHeader {
-        region_id: 0x0102_0304_0506_0708,
+        stream_id: 0x0102_0304_0506_0708,
         segment_id: 42,
         salt: 0xa1a2_a3a4_a5a6_a7a8,
         capacity: 0x0400_0000,
@@ -173,13 +177,13 @@ mod tests {
     fn golden_bytes() {
         let expected: [u8; SEGMENT_HEADER_LEN] = [
             0x89, b'S', b'E', b'G', b'W', b'A', b'L', b'\n', // magic
-            0x02,  // version
+            0x03,  // version
             0x00, 0x00, 0x00, // reserved
-            0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, // region_id
+            0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, // stream_id
             0x2a, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // segment_id
             0xa8, 0xa7, 0xa6, 0xa5, 0xa4, 0xa3, 0xa2, 0xa1, // salt
             0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, // capacity (64 MiB)
-            0x8a, 0xca, 0xd1, 0xa2, // crc32 of the 44 bytes before
+            0x1f, 0x1e, 0xa1, 0x37, // crc32 of the 44 bytes before
         ];
         assert_eq!(HEADER.encode(), expected);
         assert_eq!(SegmentHeader::decode(&expected), Ok(HEADER));
@@ -208,12 +212,12 @@ mod tests {
     #[test]
     fn unknown_version_is_named() {
         let mut bytes = HEADER.encode();
-        bytes[VERSION_AT] = 1;
+        bytes[VERSION_AT] = 2;
         let err = SegmentHeader::decode(&bytes).unwrap_err();
-        assert_eq!(err, Error::UnsupportedVersion { found: 1 });
+        assert_eq!(err, Error::UnsupportedVersion { found: 2 });
         assert_eq!(
             err.to_string(),
-            "unsupported segment format version 1 (this build reads version 2)"
+            "unsupported format version 2 (this build reads version 3)"
         );
     }
 

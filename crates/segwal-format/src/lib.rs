@@ -9,9 +9,9 @@
 //! The pieces, in the order a segment file is laid out:
 //!
 //! - [`SegmentHeader`]: the first [`SEGMENT_HEADER_LEN`] bytes of every
-//!   segment file (magic, format version, region and segment ids, checksum).
+//!   segment file (magic, format version, stream and segment ids, checksum).
 //! - [`RecordEncoder`] / [`RecordDecoder`]: one *record* holds one batch of
-//!   entries for one table under two checksums, so a batch is atomic on disk:
+//!   entries for one table of one region under two checksums, so a batch is atomic on disk:
 //!   after a torn write either every entry of it decodes or none does.
 //! - [`RegionMeta`]: the small per-region file that remembers delete marks
 //!   and sequence numbers after the segments holding them are gone.
@@ -22,9 +22,9 @@
 //! ```
 //! use segwal_format::{BatchMeta, RecordEncoder, ScanEnd, Scanner, SegmentHeader};
 //!
-//! let segment = SegmentHeader { region_id: 1, segment_id: 7, salt: 0x5eed, capacity: 1 << 20 };
+//! let segment = SegmentHeader { stream_id: 1, segment_id: 7, salt: 0x5eed, capacity: 1 << 20 };
 //! let mut image = Vec::new();
-//! let meta = BatchMeta { table_id: 3, first_sequence: 1, durable_offset: 0 };
+//! let meta = BatchMeta { region_id: 2, table_id: 3, first_sequence: 1, durable_offset: 0 };
 //! RecordEncoder::new(&segment)
 //!     .encode(&meta, &[b"hello".as_slice(), b"world"], &mut image)
 //!     .unwrap();
@@ -55,7 +55,7 @@ pub use meta::{
 };
 pub use record::{
     BatchMeta, ENTRY_LEN_PREFIX, Entries, Entry, MAX_BODY_LEN, RECORD_HEADER_LEN, Record,
-    RecordDecoder, RecordEncoder, RecordHeader, RecordKind, record_len,
+    RecordCodec, RecordDecoder, RecordEncoder, RecordHeader, RecordKind, record_len,
 };
 pub use scan::{ScanEnd, Scanner, written_len};
 

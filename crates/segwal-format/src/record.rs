@@ -1,19 +1,23 @@
-//! Batch records: one record holds one batch of entries for one table.
+//! Batch records: one record holds one batch of entries for one table of
+//! one region.
 //!
 //! ```text
-//!  0          4    5         8            12         16         20         24
-//!  +----------+----+---------+------------+----------+----------+----------+
-//!  |header_crc|kind|reserved | entry_count| body_len | body_crc | reserved |
-//!  +----------+----+---------+------------+----------+----------+----------+
-//!  24             32            40                48                56
-//!  +--------------+-------------+-----------------+-----------------+
-//!  | segment_id   | table_id    | first_sequence  | durable_offset  |
-//!  +--------------+-------------+-----------------+-----------------+
-//!  56: body = entry_count x ( len: u32 | payload: len bytes )
+//!  0          4    5     6         8            12         16         20         24
+//!  +----------+----+-----+---------+------------+----------+----------+----------+
+//!  |header_crc|kind|codec|reserved | entry_count| body_len | body_crc | reserved |
+//!  +----------+----+-----+---------+------------+----------+----------+----------+
+//!  24            32           40           48               56                64
+//!  +-------------+------------+------------+----------------+----------------+
+//!  | segment_id  | region_id  | table_id   | first_sequence | durable_offset |
+//!  +-------------+------------+------------+----------------+----------------+
+//!  64: body = entry_count x ( len: u32 | payload: len bytes )
 //! ```
 //!
+//! Every region of a data dir writes into one shared log, so each record
+//! names its region as well as its table.
+//!
 //! `header_crc` covers the segment's salt (see [`SegmentHeader::salt`])
-//! followed by header bytes `[4, 56)`, which include `body_len` and
+//! followed by header bytes `[4, 64)`, which include `body_len` and
 //! `body_crc`; `body_crc` covers the body. So every byte of a record except
 //! `header_crc` itself is checksummed, and the decoder trusts no length until
 //! the header checksum has matched. A record is the unit of atomicity: a
@@ -27,22 +31,25 @@ use snafu::ensure;
 use crate::error::{
     BatchTooLargeSnafu, EmptyBatchSnafu, MalformedRecordSnafu, RecordBodyChecksumSnafu,
     RecordHeaderChecksumSnafu, RecordReservedSnafu, RecordTooLargeSnafu, Result,
-    SequenceOutOfRangeSnafu, TruncatedSnafu, UnknownRecordKindSnafu, WrongSegmentSnafu,
+    SequenceOutOfRangeSnafu, TruncatedSnafu, UnknownCodecSnafu, UnknownRecordKindSnafu,
+    WrongSegmentSnafu,
 };
 use crate::header::SegmentHeader;
 use crate::{read_u32, read_u64};
 
 const HEADER_CRC_AT: usize = 0;
 const KIND_AT: usize = HEADER_CRC_AT + size_of::<u32>();
-const RESERVED_A_AT: usize = KIND_AT + size_of::<u8>();
-const RESERVED_A_LEN: usize = 3;
+const CODEC_AT: usize = KIND_AT + size_of::<u8>();
+const RESERVED_A_AT: usize = CODEC_AT + size_of::<u8>();
+const RESERVED_A_LEN: usize = 2;
 const ENTRY_COUNT_AT: usize = RESERVED_A_AT + RESERVED_A_LEN;
 const BODY_LEN_AT: usize = ENTRY_COUNT_AT + size_of::<u32>();
 const BODY_CRC_AT: usize = BODY_LEN_AT + size_of::<u32>();
 const RESERVED_B_AT: usize = BODY_CRC_AT + size_of::<u32>();
 const RESERVED_B_LEN: usize = 4;
 const SEGMENT_ID_AT: usize = RESERVED_B_AT + RESERVED_B_LEN;
-const TABLE_ID_AT: usize = SEGMENT_ID_AT + size_of::<u64>();
+const REGION_ID_AT: usize = SEGMENT_ID_AT + size_of::<u64>();
+const TABLE_ID_AT: usize = REGION_ID_AT + size_of::<u64>();
 const FIRST_SEQUENCE_AT: usize = TABLE_ID_AT + size_of::<u64>();
 const DURABLE_OFFSET_AT: usize = FIRST_SEQUENCE_AT + size_of::<u64>();
 
@@ -56,10 +63,10 @@ pub const ENTRY_LEN_PREFIX: usize = size_of::<u32>();
 /// configured with a smaller limit, never a larger one.
 pub const MAX_BODY_LEN: u32 = 1 << 30;
 
-const _: () = assert!(RECORD_HEADER_LEN == 4 + 1 + 3 + 4 + 4 + 4 + 4 + 8 + 8 + 8 + 8);
-const _: () = assert!(RECORD_HEADER_LEN == 56);
+const _: () = assert!(RECORD_HEADER_LEN == 4 + 1 + 1 + 2 + 4 + 4 + 4 + 4 + 8 + 8 + 8 + 8 + 8);
+const _: () = assert!(RECORD_HEADER_LEN == 64);
 
-/// What a record holds. Versions 1 and 2 define one kind.
+/// What a record holds. Versions 1 to 3 define one kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RecordKind {
@@ -67,10 +74,26 @@ pub enum RecordKind {
     Batch = 1,
 }
 
+/// How a record's body is stored.
+///
+/// Version 3 defines only [`RecordCodec::None`], and the encoder always
+/// writes it. The byte exists so that compressed bodies can be added
+/// without moving any field; until then a decoder refuses any other value
+/// (`UnknownCodec`) rather than hand out bytes it cannot interpret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecordCodec {
+    /// The body is stored as it is: length-prefixed entries.
+    None = 0,
+}
+
 /// The fields of a batch record that the writer chooses; the segment id,
 /// lengths and checksums are filled in by the encoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchMeta {
+    /// The region all entries belong to. Every region of a data dir shares
+    /// one log, so a record names its region for recovery to route it.
+    pub region_id: u64,
     /// The table all entries belong to.
     pub table_id: u64,
     /// Sequence number of the first entry; the others follow consecutively.
@@ -86,6 +109,8 @@ pub struct BatchMeta {
 pub struct RecordHeader {
     /// The record's kind.
     pub kind: RecordKind,
+    /// How the body is stored.
+    pub codec: RecordCodec,
     /// Number of entries in the body (at least one).
     pub entry_count: u32,
     /// Length of the body in bytes.
@@ -120,7 +145,7 @@ pub fn record_len<E: AsRef<[u8]>>(entries: &[E]) -> u64 {
 }
 
 /// The header checksum: CRC-32 of the segment's salt, then header bytes
-/// `[4, 56)`.
+/// `[4, 64)`.
 fn header_crc(salt: u64, header: &[u8]) -> u32 {
     let mut crc = crc32fast::Hasher::new();
     crc.update(&salt.to_le_bytes());
@@ -209,11 +234,13 @@ impl RecordEncoder {
 
         let header = &mut out[start..start + RECORD_HEADER_LEN];
         header[KIND_AT] = RecordKind::Batch as u8;
+        header[CODEC_AT] = RecordCodec::None as u8;
         header[ENTRY_COUNT_AT..BODY_LEN_AT].copy_from_slice(&(count as u32).to_le_bytes());
         let body_len = (record_len - RECORD_HEADER_LEN) as u32;
         header[BODY_LEN_AT..BODY_CRC_AT].copy_from_slice(&body_len.to_le_bytes());
         header[BODY_CRC_AT..RESERVED_B_AT].copy_from_slice(&body_crc.finalize().to_le_bytes());
-        header[SEGMENT_ID_AT..TABLE_ID_AT].copy_from_slice(&self.segment_id.to_le_bytes());
+        header[SEGMENT_ID_AT..REGION_ID_AT].copy_from_slice(&self.segment_id.to_le_bytes());
+        header[REGION_ID_AT..TABLE_ID_AT].copy_from_slice(&meta.region_id.to_le_bytes());
         header[TABLE_ID_AT..FIRST_SEQUENCE_AT].copy_from_slice(&meta.table_id.to_le_bytes());
         header[FIRST_SEQUENCE_AT..DURABLE_OFFSET_AT]
             .copy_from_slice(&meta.first_sequence.to_le_bytes());
@@ -248,8 +275,9 @@ impl RecordDecoder {
     /// offset `offset`. `bytes` may extend past the record.
     ///
     /// Verification order: the header checksum first, over the fixed-size
-    /// header, so no length is used before it is trusted; then the header's
-    /// rules; then the bounds of the body; then the body checksum. Nothing is
+    /// header, so no length is used before it is trusted; then the kind and
+    /// the codec, so that bytes of a layout this build does not know are
+    /// never interpreted; then the header's other rules; then the bounds of the body; then the body checksum. Nothing is
     /// allocated: the returned [`Record`] borrows from `bytes`.
     pub fn decode<'a>(&self, bytes: &'a [u8], offset: u64) -> Result<Record<'a>> {
         ensure!(
@@ -313,6 +341,10 @@ impl RecordDecoder {
             1 => RecordKind::Batch,
             kind => return UnknownRecordKindSnafu { offset, kind }.fail(),
         };
+        let codec = match bytes[CODEC_AT] {
+            0 => RecordCodec::None,
+            codec => return UnknownCodecSnafu { offset, codec }.fail(),
+        };
         ensure!(
             bytes[RESERVED_A_AT..ENTRY_COUNT_AT] == [0; RESERVED_A_LEN]
                 && bytes[RESERVED_B_AT..SEGMENT_ID_AT] == [0; RESERVED_B_LEN],
@@ -320,6 +352,7 @@ impl RecordDecoder {
         );
         let segment_id = read_u64(bytes, SEGMENT_ID_AT);
         let meta = BatchMeta {
+            region_id: read_u64(bytes, REGION_ID_AT),
             table_id: read_u64(bytes, TABLE_ID_AT),
             first_sequence: read_u64(bytes, FIRST_SEQUENCE_AT),
             durable_offset: read_u64(bytes, DURABLE_OFFSET_AT),
@@ -370,6 +403,7 @@ impl RecordDecoder {
         );
         Ok(RecordHeader {
             kind,
+            codec,
             entry_count,
             body_len,
             segment_id,
@@ -419,6 +453,11 @@ impl<'a> Record<'a> {
     /// The verified header.
     pub fn header(&self) -> &RecordHeader {
         &self.header
+    }
+
+    /// The region every entry belongs to.
+    pub fn region_id(&self) -> u64 {
+        self.header.meta.region_id
     }
 
     /// The table every entry belongs to.
@@ -536,12 +575,13 @@ mod tests {
     use crate::Error;
 
     const SEGMENT: SegmentHeader = SegmentHeader {
-        region_id: 1,
+        stream_id: 1,
         segment_id: 5,
         salt: 0xa1a2_a3a4_a5a6_a7a8,
         capacity: 64 << 20,
     };
     const META: BatchMeta = BatchMeta {
+        region_id: 0x2122_2324_2526_2728,
         table_id: 0x1122_3344_5566_7788,
         first_sequence: 10,
         durable_offset: 32,
@@ -563,14 +603,16 @@ mod tests {
         let bytes = encode(&META, &[b"ab", b""]);
         #[rustfmt::skip]
         let expected: Vec<u8> = vec![
-            0x2a, 0x5e, 0x42, 0xf2, // header_crc (salt included)
+            0x39, 0x58, 0xaa, 0x35, // header_crc (salt included)
             0x01, // kind = batch
-            0x00, 0x00, 0x00, // reserved
+            0x00, // codec = none
+            0x00, 0x00, // reserved
             0x02, 0x00, 0x00, 0x00, // entry_count = 2
             0x0a, 0x00, 0x00, 0x00, // body_len = 4 + 2 + 4 + 0
             0x99, 0x40, 0x25, 0xc7, // body_crc
             0x00, 0x00, 0x00, 0x00, // reserved
             0x05, 0, 0, 0, 0, 0, 0, 0, // segment_id = 5
+            0x28, 0x27, 0x26, 0x25, 0x24, 0x23, 0x22, 0x21, // region_id
             0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, // table_id
             0x0a, 0, 0, 0, 0, 0, 0, 0, // first_sequence = 10
             0x20, 0, 0, 0, 0, 0, 0, 0, // durable_offset = 32
@@ -578,6 +620,10 @@ mod tests {
             0x00, 0x00, 0x00, 0x00, // entry 2 (empty payload)
         ];
         assert_eq!(bytes, expected);
+        let record = RecordDecoder::new(&SEGMENT).decode(&bytes, 64).unwrap();
+        assert_eq!(record.header().meta, META);
+        assert_eq!(record.header().codec, RecordCodec::None);
+        assert_eq!(record.region_id(), META.region_id);
     }
 
     #[test]
@@ -705,7 +751,7 @@ mod tests {
             decoder.decode(&bytes[..10], 100),
             Err(Error::Truncated {
                 offset: 100,
-                needed: 56,
+                needed: 64,
                 available: 10
             })
         );
@@ -713,8 +759,8 @@ mod tests {
             decoder.decode(&bytes[..bytes.len() - 1], 100),
             Err(Error::Truncated {
                 offset: 100,
-                needed: 67,
-                available: 66
+                needed: 75,
+                available: 74
             })
         );
     }
@@ -795,12 +841,25 @@ mod tests {
         );
 
         let mut bytes = good.clone();
-        bytes[RESERVED_B_AT] = 1;
+        bytes[CODEC_AT] = 1;
         reseal(&mut bytes);
         assert_eq!(
             decoder.decode(&bytes, 0),
-            Err(Error::RecordReserved { offset: 0 })
+            Err(Error::UnknownCodec {
+                offset: 0,
+                codec: 1
+            })
         );
+
+        for reserved in [RESERVED_A_AT, RESERVED_A_AT + 1, RESERVED_B_AT] {
+            let mut bytes = good.clone();
+            bytes[reserved] = 1;
+            reseal(&mut bytes);
+            assert_eq!(
+                decoder.decode(&bytes, 0),
+                Err(Error::RecordReserved { offset: 0 })
+            );
+        }
 
         let mut bytes = good.clone();
         bytes[ENTRY_COUNT_AT..BODY_LEN_AT].copy_from_slice(&0u32.to_le_bytes());

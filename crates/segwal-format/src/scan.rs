@@ -23,7 +23,7 @@ use std::ops::Range;
 
 use crate::error::Error;
 use crate::header::SegmentHeader;
-use crate::record::{RECORD_HEADER_LEN, Record, RecordDecoder};
+use crate::record::{RECORD_HEADER_LEN, Record, RecordDecoder, RecordKind};
 
 /// The length of `data` without its trailing zero bytes: where the written
 /// part of a preallocated segment ends, at the latest.
@@ -191,9 +191,12 @@ impl<'a> Scanner<'a> {
     fn find_valid(&self, from: usize, written_end: usize) -> Option<usize> {
         let last_start = self.data.len().checked_sub(RECORD_HEADER_LEN)?;
         (from..written_end.min(last_start + 1)).find(|&at| {
-            // Cheap filter before the checksum: records of this version have kind
-            // 1 followed by three zero bytes.
-            self.data[at + 4..at + 8] == [1, 0, 0, 0]
+            // Cheap filter before the checksum: records of this version have
+            // kind 1 and two zero reserved bytes after the codec byte. The
+            // codec is left to the decoder, so a new codec needs no change
+            // here.
+            self.data[at + 4] == RecordKind::Batch as u8
+                && self.data[at + 6..at + 8] == [0, 0]
                 && self
                     .decoder
                     .decode(&self.data[at..], self.offset_of(at))
@@ -238,7 +241,7 @@ mod tests {
     use crate::{BatchMeta, RecordEncoder};
 
     const SEGMENT: SegmentHeader = SegmentHeader {
-        region_id: 1,
+        stream_id: 1,
         segment_id: 3,
         salt: 0x0123_4567_89ab_cdef,
         capacity: 1 << 20,
@@ -255,6 +258,7 @@ mod tests {
         for (entries, durable_offset) in records {
             starts.push(BASE + out.len() as u64);
             let meta = BatchMeta {
+                region_id: 1,
                 table_id: 1,
                 first_sequence: sequence,
                 durable_offset: *durable_offset,

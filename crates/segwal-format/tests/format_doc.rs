@@ -76,7 +76,7 @@ fn segment_header_table_matches_the_code() {
             "magic",
             "version",
             "reserved",
-            "region_id",
+            "stream_id",
             "segment_id",
             "salt",
             "capacity",
@@ -94,12 +94,14 @@ fn record_tables_match_the_code() {
         [
             "header_crc",
             "kind",
+            "codec",
             "reserved",
             "entry_count",
             "body_len",
             "body_crc",
             "reserved",
             "segment_id",
+            "region_id",
             "table_id",
             "first_sequence",
             "durable_offset"
@@ -189,19 +191,20 @@ fn golden_byte_dumps_match_the_encoder() {
     let dumps = hex_dumps(&section("Golden bytes"));
     assert_eq!(dumps.len(), 2);
     let header = SegmentHeader {
-        region_id: 0x0102_0304_0506_0708,
+        stream_id: 0x0102_0304_0506_0708,
         segment_id: 42,
         salt: 0xa1a2_a3a4_a5a6_a7a8,
         capacity: 0x0400_0000,
     };
     assert_eq!(dumps[0], header.encode());
     let segment = SegmentHeader {
-        region_id: 1,
+        stream_id: 1,
         segment_id: 5,
         salt: 0xa1a2_a3a4_a5a6_a7a8,
         capacity: 0x0400_0000,
     };
     let meta = BatchMeta {
+        region_id: 0x2122_2324_2526_2728,
         table_id: 0x1122_3344_5566_7788,
         first_sequence: 10,
         durable_offset: 32,

@@ -8,7 +8,7 @@ use segwal_format::{
 };
 
 const SEGMENT: SegmentHeader = SegmentHeader {
-    region_id: 3,
+    stream_id: 3,
     segment_id: 11,
     salt: 0x7e57_5a17_0000_0001,
     capacity: 1 << 20,
@@ -18,6 +18,7 @@ const BASE: u64 = SEGMENT_HEADER_LEN as u64;
 /// One batch as a writer would hand it to the encoder.
 #[derive(Debug, Clone)]
 struct Batch {
+    region_id: u64,
     table_id: u64,
     entries: Vec<Vec<u8>>,
     /// Whether the writer synced the segment before writing this batch.
@@ -27,10 +28,12 @@ struct Batch {
 fn batch() -> impl Strategy<Value = Batch> {
     (
         any::<u64>(),
+        any::<u64>(),
         prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 1..6),
         any::<bool>(),
     )
-        .prop_map(|(table_id, entries, synced_before)| Batch {
+        .prop_map(|(region_id, table_id, entries, synced_before)| Batch {
+            region_id,
             table_id,
             entries,
             synced_before,
@@ -58,6 +61,7 @@ fn build(batches: &[Batch], zero_tail: usize) -> Image {
             durable = start;
         }
         let meta = BatchMeta {
+            region_id: batch.region_id,
             table_id: batch.table_id,
             first_sequence: sequence,
             durable_offset: durable,
@@ -77,8 +81,8 @@ fn build(batches: &[Batch], zero_tail: usize) -> Image {
     }
 }
 
-/// A scanned record: (offset, table, entry payloads).
-type Scanned = (u64, u64, Vec<Vec<u8>>);
+/// A scanned record: (offset, region, table, entry payloads).
+type Scanned = (u64, u64, u64, Vec<Vec<u8>>);
 
 /// Scans `bytes` and returns each record and how the scan ended.
 fn scan(bytes: &[u8]) -> (Vec<Scanned>, ScanEnd) {
@@ -88,6 +92,7 @@ fn scan(bytes: &[u8]) -> (Vec<Scanned>, ScanEnd) {
         .map(|r| {
             (
                 r.offset(),
+                r.region_id(),
                 r.table_id(),
                 r.entries().map(|e| e.payload.to_vec()).collect(),
             )
@@ -102,7 +107,7 @@ fn scan(bytes: &[u8]) -> (Vec<Scanned>, ScanEnd) {
 fn expected(image: &Image, count: usize) -> Vec<Scanned> {
     image.records[..count]
         .iter()
-        .map(|(start, _, _, b)| (*start, b.table_id, b.entries.clone()))
+        .map(|(start, _, _, b)| (*start, b.region_id, b.table_id, b.entries.clone()))
         .collect()
 }
 
@@ -136,12 +141,13 @@ proptest! {
         gap in 0u64..1 << 20,
     ) {
         let offset = durable_offset + gap;
-        let meta = BatchMeta { table_id: b.table_id, first_sequence, durable_offset };
+        let meta = BatchMeta { region_id: b.region_id, table_id: b.table_id, first_sequence, durable_offset };
         let mut out = vec![0xAA; 3];
         let range = RecordEncoder::new(&SEGMENT).encode(&meta, &b.entries, &mut out).unwrap();
         prop_assert_eq!(range.len(), RecordEncoder::new(&SEGMENT).encoded_len(&b.entries).unwrap());
         let record = RecordDecoder::new(&SEGMENT).decode(&out[range.clone()], offset).unwrap();
         prop_assert_eq!(record.header().meta, meta);
+        prop_assert_eq!(record.region_id(), b.region_id);
         prop_assert_eq!(record.end_offset(), offset + range.len() as u64);
         let decoded: Vec<_> = record.entries().collect();
         prop_assert_eq!(decoded.len(), b.entries.len());
@@ -197,7 +203,7 @@ proptest! {
         let mut scanner = Scanner::new(&bytes, BASE, &SEGMENT);
         loop {
             for r in scanner.by_ref() {
-                let got = (r.offset(), r.table_id(), r.entries().map(|e| e.payload.to_vec()).collect::<Vec<_>>());
+                let got = (r.offset(), r.region_id(), r.table_id(), r.entries().map(|e| e.payload.to_vec()).collect::<Vec<_>>());
                 prop_assert!(original.contains(&got), "yielded a record that was never written: {:?}", got);
             }
             if scanner.skip_corruption().is_none() {

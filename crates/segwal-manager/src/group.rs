@@ -654,6 +654,7 @@ mod tests {
             let mut segment = self.segment.lock().unwrap();
             let range = segment
                 .append(&BatchRef {
+                    region_id: 1,
                     table_id: 1,
                     first_sequence: 1,
                     entries: &[b"entry"],

@@ -16,7 +16,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use segwal_format::{MAX_BODY_LEN, RegionMeta};
+use segwal_format::{MAX_BODY_LEN, RECORD_HEADER_LEN, RegionMeta};
 use segwal_manager::{
     EntryIter, Error, LOCK_FILE, ManagerConfig, RecoveryMode, SegmentManager, SyncMode, dump_table,
     inspect,
@@ -296,7 +296,8 @@ fn unacceptable_batches_are_refused_before_anything_is_written() {
     let err = wal.write(MAX, 0, &[&big[..], &big[..]]).unwrap_err();
     assert!(
         matches!(err, Error::BatchTooLarge { region_id: MAX, table_id: 0, len, max }
-            if len == 56 + 2 * u64::from(MAX_BODY_LEN) && max == 56 + u64::from(MAX_BODY_LEN)),
+            if len == RECORD_HEADER_LEN as u64 + 2 * u64::from(MAX_BODY_LEN)
+                && max == RECORD_HEADER_LEN as u64 + u64::from(MAX_BODY_LEN)),
         "{err}"
     );
     assert!(err.to_string().contains("more than the limit"), "{err}");

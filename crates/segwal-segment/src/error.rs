@@ -72,11 +72,11 @@ pub enum Error {
         source: segwal_format::Error,
     },
 
-    /// The header is valid but names another region or segment than the
+    /// The header is valid but names another stream or segment than the
     /// file's place says: a file copied or renamed by mistake.
     #[snafu(display(
-        "segment {} belongs to region {} segment {}, expected region {} segment {}",
-        path.display(), found.region_id, found.segment_id, expected.region_id, expected.segment_id
+        "segment {} belongs to stream {} segment {}, expected stream {} segment {}",
+        path.display(), found.stream_id, found.segment_id, expected.stream_id, expected.segment_id
     ))]
     WrongIdentity {
         /// The segment file.

@@ -19,12 +19,12 @@
 //!
 //! let dir = tempfile::tempdir().unwrap();
 //! let path = dir.path().join(segwal_segment::segment_file_name(1));
-//! let identity = SegmentIdentity { region_id: 9, segment_id: 1 };
+//! let identity = SegmentIdentity { stream_id: 9, segment_id: 1 };
 //!
 //! let mut segment = Segment::create(&path, identity, 1 << 20, Preallocation::Zeroed).unwrap();
 //! let entries: [&[u8]; 2] = [b"first", b"second"];
 //! let placed = segment
-//!     .append(&BatchRef { table_id: 4, first_sequence: 1, entries: &entries })
+//!     .append(&BatchRef { region_id: 9, table_id: 4, first_sequence: 1, entries: &entries })
 //!     .unwrap();
 //! segment.sync().unwrap(); // durable from here on
 //! segment.close().unwrap();

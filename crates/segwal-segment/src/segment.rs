@@ -155,10 +155,13 @@ pub struct RecoveryReport {
     pub wrong_length: Option<u64>,
 }
 
-/// One batch to append: entries for one table with consecutive sequence
-/// numbers starting at `first_sequence`.
+/// One batch to append: entries for one table of one region with
+/// consecutive sequence numbers starting at `first_sequence`.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchRef<'a, E> {
+    /// The region the entries belong to; the record names it, so that
+    /// regions sharing a log can tell their records apart.
+    pub region_id: u64,
     /// The table the entries belong to.
     pub table_id: u64,
     /// Sequence number of the first entry.
@@ -257,7 +260,7 @@ impl Segment {
         );
         let file = disk::create_new(path).context(CreateSnafu { path })?;
         let header = SegmentHeader {
-            region_id: identity.region_id,
+            stream_id: identity.stream_id,
             segment_id: identity.segment_id,
             salt: new_salt(identity),
             capacity,
@@ -445,7 +448,7 @@ impl Segment {
         self.shared.header
     }
 
-    /// The region and segment ids in the segment's header.
+    /// The stream and segment ids in the segment's header.
     pub fn identity(&self) -> SegmentIdentity {
         self.shared.header.identity()
     }
@@ -571,6 +574,7 @@ impl Segment {
         self.buf.clear();
         for batch in batches {
             let meta = BatchMeta {
+                region_id: batch.region_id,
                 table_id: batch.table_id,
                 first_sequence: batch.first_sequence,
                 durable_offset,
@@ -991,7 +995,7 @@ impl Shared {
 /// source; the identity, clock and process id make each salt distinct.
 fn new_salt(identity: SegmentIdentity) -> u64 {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(identity.region_id);
+    hasher.write_u64(identity.stream_id);
     hasher.write_u64(identity.segment_id);
     let now = SystemTime::now().duration_since(UNIX_EPOCH);
     hasher.write_u128(now.map_or(0, |d| d.as_nanos()));

@@ -13,7 +13,7 @@ use segwal_segment::{
 };
 
 const HEADER: SegmentIdentity = SegmentIdentity {
-    region_id: 1,
+    stream_id: 1,
     segment_id: 1,
 };
 const CAPACITY: u64 = 32 * 1024;
@@ -54,6 +54,7 @@ fn write(dir: &std::path::Path, ops: &[(usize, bool)]) -> Written {
         let sequence = i as u64 + 1;
         let range = segment
             .append(&BatchRef {
+                region_id: 1,
                 table_id: 1,
                 first_sequence: sequence,
                 entries: &[&payload],
@@ -121,7 +122,7 @@ proptest! {
         // The segment stays appendable, and a later recovery sees the new
         // record right after the recovered ones, with no stale data behind.
         let next = recovered.len() as u64 + 1;
-        let tail = segment.append(&BatchRef { table_id: 1, first_sequence: next, entries: &[b"after"] }).unwrap();
+        let tail = segment.append(&BatchRef { region_id: 1, table_id: 1, first_sequence: next, entries: &[b"after"] }).unwrap();
         prop_assert_eq!(tail.start, report.end);
         segment.close().unwrap();
         let mut count = 0;

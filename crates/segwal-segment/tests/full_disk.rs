@@ -72,7 +72,7 @@ fn full_disk_fails_creation_cleanly_and_never_appends() {
 
 fn full_disk_case(fs_: &SmallFs, preallocation: Preallocation) {
     let header = SegmentIdentity {
-        region_id: 1,
+        stream_id: 1,
         segment_id: 1,
     };
 
@@ -96,6 +96,7 @@ fn full_disk_case(fs_: &SmallFs, preallocation: Preallocation) {
     let mut sequence = 1;
     loop {
         let batch = BatchRef {
+            region_id: 1,
             table_id: 1,
             first_sequence: sequence,
             entries: &[&payload],

@@ -15,7 +15,7 @@ use segwal_segment::{
 };
 
 const HEADER: SegmentIdentity = SegmentIdentity {
-    region_id: 2,
+    stream_id: 2,
     segment_id: 7,
 };
 const CAPACITY: u64 = 64 * 1024;
@@ -34,6 +34,7 @@ fn append(
 ) -> std::ops::Range<u64> {
     segment
         .append(&BatchRef {
+            region_id: 1,
             table_id,
             first_sequence,
             entries,
@@ -95,6 +96,7 @@ fn create_reserved_allocates_every_block_and_reads_as_zeros() {
     let entries: [&[u8]; 1] = [b"reserved"];
     let placed = segment
         .append(&BatchRef {
+            region_id: 1,
             table_id: 3,
             first_sequence: 1,
             entries: &entries,
@@ -148,7 +150,7 @@ fn zero_length_and_short_files_are_rejected_naming_the_file() {
     let path = dir.path().join(segment_file_name(7));
     for len in [0, 10, SEGMENT_HEADER_LEN - 1] {
         let header = SegmentHeader {
-            region_id: 2,
+            stream_id: 2,
             segment_id: 7,
             salt: 1,
             capacity: 4096,
@@ -201,6 +203,44 @@ fn unknown_version_is_rejected() {
     );
 }
 
+/// Proves that a segment of the previous format version is refused with
+/// a message naming the file and both versions, so whoever meets it knows
+/// which file is old and which version this build reads.
+#[test]
+fn a_version_2_segment_is_refused_naming_the_file_and_both_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, segment) = new_segment(dir.path());
+    segment.close().unwrap();
+    // A header as version 2 wrote it: same layout, version byte 2 and a
+    // checksum that matches, so only the version can be blamed.
+    let mut header = fs::read(&path).unwrap()[..SEGMENT_HEADER_LEN].to_vec();
+    header[8] = 2;
+    let crc_at = SEGMENT_HEADER_LEN - 4;
+    let crc = crc32fast::hash(&header[..crc_at]);
+    header[crc_at..].copy_from_slice(&crc.to_le_bytes());
+    patch(&path, 0, &header);
+    let err = open(&path, RecoveryMode::default()).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::BadHeader {
+                source: segwal_format::Error::UnsupportedVersion { found: 2 },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains(&path.display().to_string()),
+        "the message names the file: {message}"
+    );
+    assert!(
+        message.contains("version 2") && message.contains("reads version 3"),
+        "the message names both versions: {message}"
+    );
+}
+
 #[test]
 fn damaged_header_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
@@ -226,14 +266,14 @@ fn a_segment_in_the_wrong_place_is_rejected() {
     let (path, segment) = new_segment(dir.path());
     segment.close().unwrap();
     let expected = SegmentIdentity {
-        region_id: 3,
+        stream_id: 3,
         ..HEADER
     };
     let err = Segment::open(&path, expected, &OpenOptions::default(), |_| {}).unwrap_err();
     assert!(matches!(err, Error::WrongIdentity { .. }), "{err}");
     assert!(
         err.to_string()
-            .contains("belongs to region 2 segment 7, expected region 3 segment 7"),
+            .contains("belongs to stream 2 segment 7, expected stream 3 segment 7"),
         "{err}"
     );
 }
@@ -327,6 +367,7 @@ fn torn_tail_is_cut_zeroed_and_reported() {
 fn segment_append_err(mut segment: Segment) -> Error {
     segment
         .append(&BatchRef {
+            region_id: 1,
             table_id: 1,
             first_sequence: 9,
             entries: &[b"x"],
@@ -425,13 +466,14 @@ fn append_past_capacity_writes_nothing() {
     let big = [7u8; 101];
     let err = segment
         .append(&BatchRef {
+            region_id: 1,
             table_id: 1,
             first_sequence: 2,
             entries: &[&big[..]],
         })
         .unwrap_err();
     assert!(
-        matches!(err, Error::AppendPastCapacity { len: 161, .. }),
+        matches!(err, Error::AppendPastCapacity { len, .. } if len == (RECORD_HEADER_LEN + 4 + 101) as u64),
         "{err}"
     );
     assert_eq!(segment.remaining(), (RECORD_HEADER_LEN + 4 + 100) as u64);
@@ -449,6 +491,7 @@ fn empty_or_invalid_batches_write_nothing() {
     let empty: [&[u8]; 0] = [];
     let err = segment
         .append(&BatchRef {
+            region_id: 1,
             table_id: 1,
             first_sequence: 1,
             entries: &empty,
@@ -466,6 +509,7 @@ fn empty_or_invalid_batches_write_nothing() {
     );
     let err = segment
         .append(&BatchRef {
+            region_id: 1,
             table_id: 1,
             first_sequence: 0,
             entries: &[b"x"],
@@ -476,11 +520,13 @@ fn empty_or_invalid_batches_write_nothing() {
     let mut placed = Vec::new();
     let batches = [
         BatchRef {
+            region_id: 1,
             table_id: 1,
             first_sequence: 1,
             entries: &[b"x".as_slice()][..],
         },
         BatchRef {
+            region_id: 1,
             table_id: 1,
             first_sequence: 2,
             entries: &[][..],
@@ -533,11 +579,13 @@ fn records_are_stamped_with_the_last_completed_sync() {
     let entries: [&[u8]; 1] = [b"b"];
     let batches = [
         BatchRef {
+            region_id: 1,
             table_id: 1,
             first_sequence: 2,
             entries: &entries[..],
         },
         BatchRef {
+            region_id: 1,
             table_id: 2,
             first_sequence: 3,
             entries: &entries[..],
@@ -566,6 +614,7 @@ fn append_durable_leaves_everything_appended_durable() {
     let durable = |segment: &mut Segment, first_sequence: u64, entries: &[&[u8]]| {
         segment
             .append_durable(&BatchRef {
+                region_id: 1,
                 table_id: 1,
                 first_sequence,
                 entries,
@@ -702,12 +751,13 @@ fn a_record_hidden_in_a_payload_is_never_taken_for_one() {
     let mut forged = vec![0u8; 64];
     for salt in [0, 1, u64::MAX] {
         let guess = SegmentHeader {
-            region_id: HEADER.region_id,
+            stream_id: HEADER.stream_id,
             segment_id: HEADER.segment_id,
             salt,
             capacity: CAPACITY,
         };
         let meta = BatchMeta {
+            region_id: 1,
             table_id: 666,
             first_sequence: 999,
             durable_offset: payload_at,
@@ -770,7 +820,7 @@ fn open_sealed_reads_a_recovered_segment_without_scanning_it() {
     ));
 
     let elsewhere = SegmentIdentity {
-        region_id: HEADER.region_id,
+        stream_id: HEADER.stream_id,
         segment_id: HEADER.segment_id + 1,
     };
     assert!(matches!(
@@ -867,6 +917,7 @@ fn shared_bytes_outlive_the_segment_and_only_its_own_slices_are_shared() {
     let entries: [&[u8]; 2] = [b"kept", b"shared"];
     let placed = segment
         .append(&BatchRef {
+            region_id: 1,
             table_id: 1,
             first_sequence: 1,
             entries: &entries,
@@ -899,6 +950,7 @@ fn written_bytes_cover_the_segment_up_to_its_written_end_then() {
     let (_, mut segment) = new_segment(dir.path());
     let placed = segment
         .append(&BatchRef {
+            region_id: 1,
             table_id: 1,
             first_sequence: 1,
             entries: &[b"first".as_slice()],
@@ -917,6 +969,7 @@ fn written_bytes_cover_the_segment_up_to_its_written_end_then() {
     );
     let later = segment
         .append(&BatchRef {
+            region_id: 1,
             table_id: 1,
             first_sequence: 2,
             entries: &[b"second".as_slice()],
@@ -955,7 +1008,7 @@ fn populate_maps_the_written_data_ahead_of_reads() {
     let mut handles = Vec::new();
     for segment_id in [1, 2] {
         let identity = SegmentIdentity {
-            region_id: 1,
+            stream_id: 1,
             segment_id,
         };
         let path = dir.path().join(format!("{segment_id}.seg"));
@@ -963,6 +1016,7 @@ fn populate_maps_the_written_data_ahead_of_reads() {
         for batch in 0..64 {
             segment
                 .append(&BatchRef {
+                    region_id: 1,
                     table_id: 1,
                     first_sequence: batch + 1,
                     entries: &[payload.as_slice()],

@@ -18,7 +18,7 @@ fn a_failed_write_poisons_the_segment_and_loses_nothing_synced() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(segment_file_name(1));
     let header = SegmentIdentity {
-        region_id: 1,
+        stream_id: 1,
         segment_id: 1,
     };
     let mut segment = Segment::create(&path, header, 64 << 10, Preallocation::Zeroed).unwrap();
@@ -26,6 +26,7 @@ fn a_failed_write_poisons_the_segment_and_loses_nothing_synced() {
     let mut sequence = 1;
     while segment.written_len() < 8000 {
         let batch = BatchRef {
+            region_id: 1,
             table_id: 1,
             first_sequence: sequence,
             entries: &[&payload[..]],
@@ -52,6 +53,7 @@ fn a_failed_write_poisons_the_segment_and_loses_nothing_synced() {
     assert_eq!(rc, 0);
 
     let batch = BatchRef {
+        region_id: 1,
         table_id: 1,
         first_sequence: sequence,
         entries: &[&payload[..]],
