@@ -230,7 +230,7 @@ impl SegmentManager {
         );
         let region = self.region(region_id)?;
         self.stream(region_id)
-            .write(&region, table_id, entries, record_len, &self.inner.ctx)
+            .write(&region, table_id, entries, &self.inner.ctx)
     }
 
     /// The largest sequence number ever assigned to an entry of the table,

@@ -276,15 +276,6 @@ impl MetaLog {
         Ok(())
     }
 
-    /// The recorded state of `(region, table)`, if any.
-    pub(crate) fn recorded_table(&self, region_id: u64, table_id: u64) -> Option<TableRecord> {
-        lock(&self.file)
-            .recorded
-            .tables
-            .get(&(region_id, table_id))
-            .copied()
-    }
-
     /// `TableMax` entries for every table in `tables` whose largest
     /// sequence number the log does not hold yet: what must be appended
     /// before the segments that prove those numbers are removed.
@@ -373,7 +364,6 @@ pub(crate) fn read_meta_log(path: &Path, mode: RecoveryMode) -> Result<MetaState
                 path.display()
             );
         }
-        _ => unreachable!("segwal-format ends a META log in one of three ways"),
     }
     let mut state = MetaState::default();
     for entry in &log.entries {

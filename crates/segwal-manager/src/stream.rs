@@ -145,6 +145,7 @@ impl Stream {
     }
 
     /// The next sequence number of `region_id`.
+    #[cfg(test)]
     pub(crate) fn next_sequence(&self, region_id: u64) -> u64 {
         self.writer
             .lock()
@@ -169,16 +170,15 @@ impl Stream {
         region: &Arc<Region>,
         table_id: u64,
         entries: &[E],
-        record_len: u64,
         ctx: &Context,
     ) -> Result<u64> {
         if ctx.config.sync_mode != SyncMode::Always {
-            let appended = self.append_locked(region, table_id, entries, record_len, false, ctx)?;
+            let appended = self.append_locked(region, table_id, entries, false, ctx)?;
             return Ok(appended.last);
         }
         let writing = Writing::enter(&self.writing);
         let alone = writing.alone();
-        let appended = self.append_locked(region, table_id, entries, record_len, alone, ctx)?;
+        let appended = self.append_locked(region, table_id, entries, alone, ctx)?;
         if appended.handle.durable_len() < appended.end {
             self.wait_durable(region.id, table_id, &appended, ctx)?;
         }
@@ -193,7 +193,6 @@ impl Stream {
         region: &Arc<Region>,
         table_id: u64,
         entries: &[E],
-        record_len: u64,
         durable: bool,
         ctx: &Context,
     ) -> Result<Appended> {
@@ -204,7 +203,7 @@ impl Stream {
         }
         let waiter = self
             .starving
-            .starve(OwnedBatch::copy(region, table_id, entries, record_len));
+            .starve(OwnedBatch::copy(region, table_id, entries));
         loop {
             if let Some(appended) = self.starving.take_done(&waiter) {
                 return appended;

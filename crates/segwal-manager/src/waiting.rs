@@ -52,8 +52,6 @@ pub(crate) struct OwnedBatch {
     data: Vec<u8>,
     /// Where each entry ends in `data`.
     ends: Vec<usize>,
-    /// The encoded record's length, as the writer computed it.
-    pub(crate) record_len: u64,
 }
 
 impl OwnedBatch {
@@ -61,7 +59,6 @@ impl OwnedBatch {
         region: &Arc<Region>,
         table_id: u64,
         entries: &[E],
-        record_len: u64,
     ) -> OwnedBatch {
         let mut data = Vec::with_capacity(entries.iter().map(|e| e.as_ref().len()).sum());
         let mut ends = Vec::with_capacity(entries.len());
@@ -74,7 +71,6 @@ impl OwnedBatch {
             table_id,
             data,
             ends,
-            record_len,
         }
     }
 
@@ -222,13 +218,12 @@ mod tests {
     #[test]
     fn a_starving_batch_is_taken_once_and_its_owner_gets_the_outcome() {
         let queue: StarvingQueue<u64> = StarvingQueue::default();
-        let waiter = queue.starve(OwnedBatch::copy(&region(), 7, &[b"ab".as_slice(), b"", b"cde"], 99));
+        let waiter = queue.starve(OwnedBatch::copy(&region(), 7, &[b"ab".as_slice(), b"", b"cde"]));
         assert_eq!(queue.starving(), 1);
         let taken = queue.take();
         assert_eq!(taken.len(), 1);
         let (taken_waiter, batch) = &taken[0];
         assert_eq!(batch.table_id, 7);
-        assert_eq!(batch.record_len, 99);
         assert_eq!(batch.entries(), [b"ab".as_slice(), b"", b"cde"]);
         assert!(queue.take().is_empty());
         assert!(!queue.leave(&waiter), "a taken batch is not appended twice");
@@ -243,8 +238,8 @@ mod tests {
     #[test]
     fn a_writer_that_leaves_is_not_appended_by_the_holder() {
         let queue: StarvingQueue<u64> = StarvingQueue::default();
-        let first = queue.starve(OwnedBatch::copy(&region(), 1, &[b"1"], 10));
-        let second = queue.starve(OwnedBatch::copy(&region(), 2, &[b"2"], 10));
+        let first = queue.starve(OwnedBatch::copy(&region(), 1, &[b"1"]));
+        let second = queue.starve(OwnedBatch::copy(&region(), 2, &[b"2"]));
         assert!(queue.leave(&first));
         assert!(!queue.leave(&first), "left once");
         assert_eq!(queue.starving(), 1);
@@ -259,7 +254,7 @@ mod tests {
     fn the_holder_takes_starving_batches_oldest_first() {
         let queue: StarvingQueue<u64> = StarvingQueue::default();
         for table_id in 1..=3 {
-            queue.starve(OwnedBatch::copy(&region(), table_id, &[b"x"], 1));
+            queue.starve(OwnedBatch::copy(&region(), table_id, &[b"x"]));
         }
         let taken: Vec<u64> = queue.take().iter().map(|(_, b)| b.table_id).collect();
         assert_eq!(taken, [1, 2, 3]);
