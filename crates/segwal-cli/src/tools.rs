@@ -1,5 +1,6 @@
 //! `segwal inspect`, `verify` and `dump`: read-only looks at a data dir.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -7,69 +8,105 @@ use segwal_manager::DirReport;
 
 use crate::size::format_bytes;
 
-/// Per region, the segments with size, sequence range, tables and live
-/// bytes; then any problems.
+/// The segments of the shared log with size, live bytes, regions and
+/// tables; then per region its segments, live entries and sequence range;
+/// then delete marks and any problems.
 pub(crate) fn inspect(dir: &Path) -> Result<String, String> {
     let report = segwal_manager::inspect(dir).map_err(|e| e.to_string())?;
     let mut out = String::new();
-    if report.regions.is_empty() {
-        let _ = writeln!(out, "{}: no regions", dir.display());
-    }
-    for region in &report.regions {
-        let live: u64 = region.segments.iter().map(|s| s.live_bytes).sum();
-        let _ = writeln!(
-            out,
-            "region {}: {} segments, {} live, next sequence at least {}",
-            region.region_id,
-            region.segments.len(),
-            format_bytes(live),
-            region.meta.next_sequence.max(1)
-        );
+    let disk: u64 = report.segments.iter().map(|s| s.file_bytes).sum();
+    let live: u64 = report.segments.iter().map(|s| s.live_bytes).sum();
+    let regions = report.regions();
+    let _ = writeln!(
+        out,
+        "{}: {} segments, {} on disk, {} live; {} regions; META log {}",
+        dir.display(),
+        report.segments.len(),
+        format_bytes(disk),
+        format_bytes(live),
+        regions.len(),
+        format_bytes(report.meta_bytes)
+    );
+    if !report.segments.is_empty() {
         let mut table = comfy_table::Table::new();
         table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
         table.set_header([
-            "segment",
-            "file size",
-            "data",
-            "live",
-            "records",
-            "sequences",
-            "tables",
+            "segment", "stream", "file size", "data", "live", "records", "regions", "tables",
         ]);
-        for segment in &region.segments {
-            let first = segment.tables.values().map(|t| t.first_sequence).min();
-            let last = segment.tables.values().map(|t| t.last_sequence).max();
-            let sequences = match (first, last) {
-                (Some(first), Some(last)) => format!("{first}..={last}"),
-                _ => "-".into(),
-            };
+        for segment in &report.segments {
+            let segment_regions: BTreeSet<u64> = segment.tables.keys().map(|k| k.0).collect();
             let mut tables: Vec<String> = segment
                 .tables
                 .iter()
-                .take(6)
-                .map(|(id, t)| format!("{id} ({}/{} live)", t.live_entries, t.entries))
+                .take(4)
+                .map(|((region, table), t)| {
+                    format!("{region}/{table} ({}/{} live)", t.live_entries, t.entries)
+                })
                 .collect();
-            if segment.tables.len() > 6 {
-                tables.push(format!("and {} more", segment.tables.len() - 6));
+            if segment.tables.len() > 4 {
+                tables.push(format!("and {} more", segment.tables.len() - 4));
             }
             table.add_row([
                 segment.segment_id.to_string(),
+                segment
+                    .stream_id
+                    .map_or_else(|| "?".into(), |s| s.to_string()),
                 format_bytes(segment.file_bytes),
                 format_bytes(segment.data_bytes),
                 format_bytes(segment.live_bytes),
                 segment.records.to_string(),
-                sequences,
+                segment_regions.len().to_string(),
                 tables.join(", "),
             ]);
         }
         let _ = writeln!(out, "{table}");
-        for mark in region.meta.tables.iter().filter(|t| t.deleted_up_to > 0) {
-            let _ = writeln!(
-                out,
-                "  table {}: deleted up to {} (largest sequence {})",
-                mark.table_id, mark.deleted_up_to, mark.max_sequence
-            );
+    }
+    for region in &regions {
+        let spans = report
+            .segments
+            .iter()
+            .flat_map(|s| s.tables.iter().map(move |(k, t)| (s.segment_id, k, t)))
+            .filter(|(_, (r, _), _)| r == region);
+        let (mut segments, mut live, mut first, mut last) = (BTreeSet::new(), 0, u64::MAX, 0);
+        for (segment_id, _, span) in spans {
+            segments.insert(segment_id);
+            live += span.live_entries;
+            first = first.min(span.first_sequence);
+            last = last.max(span.last_sequence);
         }
+        let recorded = report
+            .tables
+            .iter()
+            .filter(|((r, _), _)| r == region)
+            .map(|(_, t)| t.max_sequence)
+            .max()
+            .unwrap_or(0);
+        let sequences = if first <= last {
+            format!("sequences {first}..={last}")
+        } else {
+            "no entries".into()
+        };
+        let _ = writeln!(
+            out,
+            "region {region}: {} segments, {live} live entries, {sequences}, largest sequence at least {}",
+            segments.len(),
+            last.max(recorded)
+        );
+    }
+    let marks: Vec<_> = report
+        .tables
+        .iter()
+        .filter(|(_, t)| t.deleted_up_to > 0)
+        .collect();
+    for ((region, table), mark) in marks.iter().take(20) {
+        let _ = writeln!(
+            out,
+            "  region {region} table {table}: deleted up to {} (largest sequence {})",
+            mark.deleted_up_to, mark.max_sequence
+        );
+    }
+    if marks.len() > 20 {
+        let _ = writeln!(out, "  and {} more delete marks", marks.len() - 20);
     }
     write_problems(&report, &mut out);
     Ok(out)
@@ -88,20 +125,15 @@ pub(crate) fn verify(dir: &Path) -> Result<(String, bool), String> {
     let report = segwal_manager::inspect(dir).map_err(|e| e.to_string())?;
     let mut out = String::new();
     write_problems(&report, &mut out);
-    let segments: usize = report.regions.iter().map(|r| r.segments.len()).sum();
-    let records: u64 = report
-        .regions
-        .iter()
-        .flat_map(|r| &r.segments)
-        .map(|s| s.records)
-        .sum();
+    let segments = report.segments.len();
+    let records: u64 = report.segments.iter().map(|s| s.records).sum();
     let damaged = report.problems().filter(|p| p.is_damage).count();
     let verdict = if damaged == 0 { "clean" } else { "DAMAGED" };
     let _ = writeln!(
         out,
         "{}: {} regions, {segments} segments, {records} records verified; {verdict}{}",
         dir.display(),
-        report.regions.len(),
+        report.regions().len(),
         if damaged == 0 {
             String::new()
         } else {
@@ -139,7 +171,7 @@ pub(crate) fn dump(
     if let Some(err) = failed {
         return Err(format!("cannot write the dump: {err}"));
     }
-    if report.regions.is_empty() {
+    if !report.regions().contains(&region) {
         return Err(format!(
             "region {region} does not exist in {}",
             dir.display()
