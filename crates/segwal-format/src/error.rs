@@ -1,16 +1,18 @@
 //! The format crate's one error type. Every variant is pure data (no
-//! `io::Error`); record errors carry the segment offset of the record.
+//! `io::Error`); record errors carry the file offset of the record.
 
 use snafu::Snafu;
 
 use crate::header::{FORMAT_VERSION, MAGIC, MIN_SEGMENT_CAPACITY, SEGMENT_HEADER_LEN};
+use crate::metalog::{META_LOG_HEADER_LEN, META_LOG_MAGIC};
 
 /// A `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can be wrong with bytes handed to the codec.
 ///
-/// Offsets are byte offsets within the segment file.
+/// Offsets are byte offsets within the file the bytes come from: a segment
+/// or the meta log.
 #[derive(Debug, Clone, PartialEq, Eq, Snafu)]
 #[snafu(visibility(pub(crate)))]
 #[non_exhaustive]
@@ -215,6 +217,94 @@ pub enum Error {
         len: usize,
     },
 
+    /// The input is shorter than a meta log header.
+    #[snafu(display("meta log header is truncated: {len} bytes, expected {META_LOG_HEADER_LEN}"))]
+    ShortMetaLogHeader {
+        /// How many bytes there were.
+        len: usize,
+    },
+
+    /// The first eight bytes are not the meta log's magic.
+    #[snafu(display(
+        "not a segwal meta log: magic bytes are {found:02x?}, expected {:02x?}",
+        META_LOG_MAGIC
+    ))]
+    MetaLogMagic {
+        /// The bytes found where the magic belongs.
+        found: [u8; 8],
+    },
+
+    /// The meta log header's checksum does not match its bytes.
+    #[snafu(display(
+        "meta log header checksum mismatch: stored {stored:#010x}, computed {computed:#010x}"
+    ))]
+    MetaLogHeaderChecksum {
+        /// The checksum stored in the header.
+        stored: u32,
+        /// The checksum of the header bytes as read.
+        computed: u32,
+    },
+
+    /// Reserved meta log header bytes are not zero, although the checksum
+    /// matches.
+    #[snafu(display("meta log header has non-zero reserved bytes {found:02x?}"))]
+    MetaLogHeaderReserved {
+        /// The reserved bytes as found.
+        found: [u8; 3],
+    },
+
+    /// Fewer bytes remain than the meta log record at `offset` needs.
+    #[snafu(display(
+        "meta log record at offset {offset} is truncated: needs {needed} bytes, {available} remain"
+    ))]
+    MetaRecordTruncated {
+        /// File offset of the record.
+        offset: u64,
+        /// Bytes the record needs (its header, or its header and entries).
+        needed: u64,
+        /// Bytes that remain from `offset`.
+        available: u64,
+    },
+
+    /// The meta log record at `offset` declares no entries (a run of zeros
+    /// reads as one).
+    #[snafu(display("meta log record at offset {offset} has no entries"))]
+    EmptyMetaRecord {
+        /// File offset of the record.
+        offset: u64,
+    },
+
+    /// The meta log record's checksum does not match its count and entries.
+    #[snafu(display(
+        "meta log record checksum mismatch at offset {offset}: stored {stored:#010x}, computed {computed:#010x}"
+    ))]
+    MetaRecordChecksum {
+        /// File offset of the record.
+        offset: u64,
+        /// The checksum stored in the record.
+        stored: u32,
+        /// The checksum of the record's bytes as read.
+        computed: u32,
+    },
+
+    /// The kind byte of a meta log entry names no kind this format version
+    /// defines.
+    #[snafu(display("unknown meta log entry kind {kind} at offset {offset}"))]
+    UnknownMetaEntryKind {
+        /// File offset of the entry.
+        offset: u64,
+        /// The kind byte found.
+        kind: u8,
+    },
+
+    /// A meta log entry has non-zero reserved bytes, or a non-zero field
+    /// its kind does not use.
+    #[snafu(display("meta log entry at offset {offset} has non-zero reserved bytes"))]
+    MetaEntryReserved {
+        /// File offset of the entry.
+        offset: u64,
+    },
+
     /// The record's header fields contradict each other or the format rules
     /// (entry count, sequence range, durable offset, entry lengths).
     #[snafu(display("record at offset {offset} is malformed: {reason}"))]
@@ -227,7 +317,8 @@ pub enum Error {
 }
 
 impl Error {
-    /// The segment offset of the damaged record, for record-level errors.
+    /// The file offset of the damaged record (or meta log entry), for
+    /// record-level errors of segments and of the meta log.
     pub fn offset(&self) -> Option<u64> {
         match self {
             Error::Truncated { offset, .. }
@@ -238,7 +329,12 @@ impl Error {
             | Error::RecordReserved { offset }
             | Error::WrongSegment { offset, .. }
             | Error::RecordTooLarge { offset, .. }
-            | Error::MalformedRecord { offset, .. } => Some(*offset),
+            | Error::MalformedRecord { offset, .. }
+            | Error::MetaRecordTruncated { offset, .. }
+            | Error::EmptyMetaRecord { offset }
+            | Error::MetaRecordChecksum { offset, .. }
+            | Error::UnknownMetaEntryKind { offset, .. }
+            | Error::MetaEntryReserved { offset } => Some(*offset),
             _ => None,
         }
     }

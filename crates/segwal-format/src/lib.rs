@@ -13,8 +13,12 @@
 //! - [`RecordEncoder`] / [`RecordDecoder`]: one *record* holds one batch of
 //!   entries for one table of one region under two checksums, so a batch is atomic on disk:
 //!   after a torn write either every entry of it decodes or none does.
-//! - [`RegionMeta`]: the small per-region file that remembers delete marks
-//!   and sequence numbers after the segments holding them are gone.
+//! - [`decode_meta_log`] / [`encode_meta_record`]: the data dir's meta log,
+//!   one append-only file of [`MetaEntry`] records that remembers delete
+//!   marks, sequence numbers and segment ends after the segments holding
+//!   them are gone.
+//! - [`RegionMeta`]: the per-region file that the manager keeping one log
+//!   per region uses for the same purpose, until the meta log replaces it.
 //! - [`Scanner`]: walks a segment's bytes record by record and ends with an
 //!   explicit [`ScanEnd`]: a clean end, a torn tail, or corruption, each with
 //!   its offset.
@@ -43,6 +47,7 @@
 mod error;
 mod header;
 mod meta;
+mod metalog;
 mod record;
 mod scan;
 
@@ -52,6 +57,10 @@ pub use header::{
 };
 pub use meta::{
     META_END_LEN, META_HEADER_LEN, META_MAGIC, META_TABLE_LEN, RegionMeta, SegmentEnd, TableMeta,
+};
+pub use metalog::{
+    META_ENTRY_LEN, META_LOG_HEADER_LEN, META_LOG_MAGIC, META_RECORD_HEADER_LEN, MetaEntry,
+    MetaLog, MetaLogEnd, decode_meta_log, encode_meta_log_header, encode_meta_record,
 };
 pub use record::{
     BatchMeta, ENTRY_LEN_PREFIX, Entries, Entry, MAX_BODY_LEN, RECORD_HEADER_LEN, Record,
