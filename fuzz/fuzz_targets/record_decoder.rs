@@ -35,6 +35,7 @@ enum Bytes<'a> {
     /// overwritten and more bytes after it: random bytes rarely make a
     /// valid record, edits of a valid one reach every rule.
     Encoded {
+        region_id: u64,
         table_id: u64,
         first_sequence: u64,
         durable_offset: u64,
@@ -53,6 +54,7 @@ impl Bytes<'_> {
         match self {
             Bytes::Raw(bytes) => bytes.to_vec(),
             Bytes::Encoded {
+                region_id,
                 table_id,
                 first_sequence,
                 durable_offset,
@@ -61,6 +63,7 @@ impl Bytes<'_> {
                 trailing,
             } => {
                 let meta = BatchMeta {
+                    region_id: *region_id,
                     table_id: *table_id,
                     first_sequence: *first_sequence,
                     durable_offset: *durable_offset,

@@ -1,19 +1,22 @@
-//! Proves that the segment header and region meta decoders and the scanner
-//! never panic or allocate beyond their input on any bytes, that the
-//! records a scan yields lie inside the input at increasing, contiguous
-//! offsets, and that every scan ends (clean, torn tail or corruption at the
-//! right offset) exactly as docs/FORMAT.md defines it.
+//! Proves that the segment header, region meta and meta log decoders and
+//! the scanner never panic or allocate beyond their input on any bytes,
+//! that the records a scan yields lie inside the input at increasing,
+//! contiguous offsets, that every scan ends (clean, torn tail or corruption
+//! at the right offset) exactly as docs/FORMAT.md defines it, and that a
+//! meta log ends the same way and yields the same entries as FORMAT.md's
+//! rules read independently.
 
 #![no_main]
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use segwal_format::{
-    BatchMeta, MIN_SEGMENT_CAPACITY, RECORD_HEADER_LEN, RecordEncoder, SEGMENT_HEADER_LEN,
-    SegmentHeader,
+    BatchMeta, META_LOG_HEADER_LEN, MIN_SEGMENT_CAPACITY, MetaEntry, RECORD_HEADER_LEN,
+    RecordEncoder, SEGMENT_HEADER_LEN, SegmentHeader, encode_meta_log_header, encode_meta_record,
 };
 use segwal_fuzz::format::{
-    check_meta, check_scan, check_segment_image, seal_meta, seal_record, seal_segment_header,
+    check_meta, check_meta_log, check_scan, check_segment_image, seal_meta, seal_meta_log_header,
+    seal_meta_record, seal_record, seal_segment_header,
 };
 
 #[derive(Debug, Arbitrary)]
@@ -38,6 +41,28 @@ enum Input<'a> {
         seal: bool,
         bytes: &'a [u8],
     },
+    /// Any bytes as a meta log.
+    MetaLogRaw {
+        /// Whether to give the header a valid checksum first.
+        seal_header: bool,
+        /// Whether to give the record right after the header a valid
+        /// checksum, so that the rules behind it get fuzzed too.
+        seal_first_record: bool,
+        bytes: &'a [u8],
+    },
+    /// A meta log written by the encoder, then damaged.
+    MetaLogBuilt(BuiltMetaLog),
+}
+
+/// A meta log: records as the owner appends them, then damage.
+#[derive(Debug, Arbitrary)]
+struct BuiltMetaLog {
+    /// Each record's entries, as (kind, a, b, c); empty records are
+    /// skipped, since encoding one is a bug.
+    records: Vec<Vec<(u8, u64, u64, u64)>>,
+    damage: Vec<Damage>,
+    /// Zero bytes after the records (a crash that extended the file).
+    zero_tail: u8,
 }
 
 /// A segment image: records as a writer appends them, then damage.
@@ -84,14 +109,16 @@ enum Damage {
         to: u32,
         len: u16,
     },
-    /// Recomputes the checksums of a record-sized window, so that damaged
-    /// fields verify and the rules behind the checksums are reached.
+    /// Recomputes the checksums of the record starting there (a segment
+    /// record or a meta log record, by image), so that damaged fields
+    /// verify and the rules behind the checksums are reached.
     Reseal {
         at: u32,
     },
 }
 
 const MAX_RECORDS: usize = 12;
+const MAX_META_RECORDS: usize = 8;
 const MAX_ENTRIES: usize = 6;
 const MAX_DAMAGE: usize = 4;
 
@@ -127,6 +154,7 @@ impl Built {
             }
             if record.nested {
                 let meta = BatchMeta {
+                    region_id: 9,
                     table_id: 99,
                     first_sequence: sequence,
                     durable_offset: 0,
@@ -136,6 +164,7 @@ impl Built {
                 entries[0] = forged;
             }
             let meta = BatchMeta {
+                region_id: u64::from(record.table / 4 % 2),
                 table_id: u64::from(record.table % 4),
                 first_sequence: sequence,
                 durable_offset,
@@ -155,15 +184,62 @@ impl Built {
             }
             .encode(),
         );
+        let reseal = |bytes: &mut [u8]| {
+            if bytes.len() >= RECORD_HEADER_LEN {
+                seal_record(bytes, segment.salt);
+            }
+        };
         for damage in self.damage.iter().take(MAX_DAMAGE) {
-            damage.apply(&mut image, segment.salt);
+            damage.apply(&mut image, &reseal);
+        }
+        image
+    }
+}
+
+impl BuiltMetaLog {
+    fn image(&self) -> Vec<u8> {
+        let mut image = encode_meta_log_header().to_vec();
+        for record in self.records.iter().take(MAX_META_RECORDS) {
+            let entries: Vec<MetaEntry> = record
+                .iter()
+                .take(MAX_ENTRIES)
+                .map(|&(kind, a, b, c)| match kind % 4 {
+                    0 => MetaEntry::DeleteMark {
+                        region_id: a,
+                        table_id: b,
+                        deleted_up_to: c,
+                    },
+                    1 => MetaEntry::TableMax {
+                        region_id: a,
+                        table_id: b,
+                        max_sequence: c,
+                    },
+                    2 => MetaEntry::SequenceFloor {
+                        region_id: a,
+                        next_sequence: c,
+                    },
+                    _ => MetaEntry::SegmentEnd {
+                        segment_id: a,
+                        end: c,
+                    },
+                })
+                .collect();
+            if !entries.is_empty() {
+                encode_meta_record(&entries, &mut image);
+            }
+        }
+        image.resize(image.len() + usize::from(self.zero_tail), 0);
+        for damage in self.damage.iter().take(MAX_DAMAGE) {
+            damage.apply(&mut image, &seal_meta_record);
         }
         image
     }
 }
 
 impl Damage {
-    fn apply(&self, image: &mut Vec<u8>, salt: u64) {
+    /// Applies the damage to `image`; `reseal` recomputes the checksums of
+    /// the record at the start of the bytes it is given.
+    fn apply(&self, image: &mut Vec<u8>, reseal: &dyn Fn(&mut [u8])) {
         if image.is_empty() {
             return;
         }
@@ -194,12 +270,7 @@ impl Damage {
                 let n = usize::from(n).min(len - from).min(len - to);
                 image.copy_within(from..from + n, to);
             }
-            Damage::Reseal { at: x } => {
-                let from = at(x);
-                if from + RECORD_HEADER_LEN <= len {
-                    seal_record(&mut image[from..], salt);
-                }
-            }
+            Damage::Reseal { at: x } => reseal(&mut image[at(x)..]),
         }
     }
 }
@@ -229,4 +300,19 @@ fuzz_target!(|input: Input<'_>| match input {
         }
         check_meta(&bytes);
     }
+    Input::MetaLogRaw {
+        seal_header,
+        seal_first_record,
+        bytes,
+    } => {
+        let mut bytes = bytes.to_vec();
+        if seal_header {
+            seal_meta_log_header(&mut bytes);
+        }
+        if seal_first_record && bytes.len() > META_LOG_HEADER_LEN {
+            seal_meta_record(&mut bytes[META_LOG_HEADER_LEN..]);
+        }
+        check_meta_log(&bytes);
+    }
+    Input::MetaLogBuilt(built) => check_meta_log(&built.image()),
 });

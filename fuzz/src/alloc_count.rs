@@ -2,7 +2,8 @@
 //!
 //! The format crate promises that its decoders allocate nothing (and so can
 //! never allocate from a length they have not verified); the region meta
-//! decoder allocates only its table rows, which the file's length bounds.
+//! decoder allocates only its table rows, and the meta log decoder only
+//! the entries it returns, which the file's length bounds.
 //! [`measure`] lets the fuzz targets check both promises on every input.
 
 #![allow(unsafe_code)] // A `GlobalAlloc` implementation cannot be written without it.

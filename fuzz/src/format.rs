@@ -1,5 +1,6 @@
 //! Checks for the codec targets: what must hold for any bytes handed to the
-//! record decoder, the segment header and meta decoders, and the scanner.
+//! record decoder, the segment header and meta decoders, the scanner and
+//! the meta log decoder.
 //!
 //! The field offsets below come from the tables in `docs/FORMAT.md`, not
 //! from the format crate (which keeps them private): the checks are an
@@ -8,8 +9,9 @@
 use std::ops::Range;
 
 use segwal_format::{
-    Error, RECORD_HEADER_LEN, Record, RecordDecoder, RecordEncoder, RecordKind, RegionMeta,
-    SEGMENT_HEADER_LEN, ScanEnd, Scanner, SegmentHeader,
+    Error, MetaEntry, MetaLogEnd, RECORD_HEADER_LEN, Record, RecordCodec, RecordDecoder,
+    RecordEncoder, RecordKind, RegionMeta, SEGMENT_HEADER_LEN, ScanEnd, Scanner, SegmentHeader,
+    decode_meta_log, encode_meta_record,
 };
 
 use crate::alloc_count::measure;
@@ -22,11 +24,19 @@ const RECORD_BODY_LEN: Range<usize> = 12..16;
 const RECORD_BODY_CRC: Range<usize> = 16..20;
 /// The segment header's checksum: bytes 44..48, over bytes 0..44.
 const SEGMENT_HEADER_CRC: Range<usize> = 44..48;
+/// The meta log's file header: 16 bytes, its checksum at 12..16 over 0..12.
+const META_LOG_HEADER: usize = 16;
+const META_LOG_HEADER_CRC: Range<usize> = 12..16;
+/// A meta log record: `record_crc` at 0..4 over the count at 4..8 and the
+/// entries after it, 32 bytes each.
+const META_RECORD_CRC: Range<usize> = 0..4;
+const META_RECORD_COUNT: Range<usize> = 4..8;
+const META_ENTRY: usize = 32;
 
 /// Writes valid checksums into the record at the start of `bytes`, as a
 /// writer with `salt` would: the body checksum (if the declared body is
 /// present), then the header checksum over the salt and header bytes
-/// 4..56. Shorter input is left alone.
+/// 4..64. Shorter input is left alone.
 ///
 /// Random bytes almost never carry a matching CRC-32, so without this the
 /// fuzzer would rarely get past the checksums to the rules behind them.
@@ -51,6 +61,30 @@ pub fn seal_segment_header(bytes: &mut [u8]) {
     if bytes.len() >= SEGMENT_HEADER_LEN {
         let crc = crc32fast::hash(&bytes[..SEGMENT_HEADER_CRC.start]);
         bytes[SEGMENT_HEADER_CRC].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+/// Writes a valid checksum into the meta log header at the start of
+/// `bytes`, if there is one.
+pub fn seal_meta_log_header(bytes: &mut [u8]) {
+    if bytes.len() >= META_LOG_HEADER {
+        let crc = crc32fast::hash(&bytes[..META_LOG_HEADER_CRC.start]);
+        bytes[META_LOG_HEADER_CRC].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+/// Writes a valid checksum into the meta log record at the start of
+/// `bytes`, if its count is at least 1 and its entries fit. Otherwise the
+/// bytes are left alone.
+pub fn seal_meta_record(bytes: &mut [u8]) {
+    let Some(count) = bytes.get(META_RECORD_COUNT) else {
+        return;
+    };
+    let count = u32::from_le_bytes(count.try_into().unwrap()) as usize;
+    let len = META_RECORD_COUNT.end + count * META_ENTRY;
+    if count >= 1 && len <= bytes.len() {
+        let crc = crc32fast::hash(&bytes[META_RECORD_COUNT.start..len]);
+        bytes[META_RECORD_CRC].copy_from_slice(&crc.to_le_bytes());
     }
 }
 
@@ -127,6 +161,7 @@ fn check_accepted_record(
     );
     assert_eq!(record.end_offset(), offset + len as u64);
     assert_eq!(header.kind, RecordKind::Batch);
+    assert_eq!(header.codec, RecordCodec::None);
     assert_eq!(header.segment_id, segment.segment_id);
     assert!(header.meta.durable_offset <= offset);
     assert!(header.entry_count >= 1);
@@ -354,4 +389,156 @@ pub fn check_meta(bytes: &[u8]) {
         Ok(meta) => assert_eq!(meta.encode(), bytes, "re-encoding changed the meta file"),
         Err(err) => assert!(!err.to_string().is_empty()),
     }
+}
+
+/// Decodes `bytes` as a meta log and checks the outcome against an
+/// independent reading of `docs/FORMAT.md` ([`reference_meta_log`]): the
+/// same entries, the same end; that the decoder allocates only the entries
+/// it returns; and that the valid records are byte for byte what the
+/// encoder writes for their entries.
+pub fn check_meta_log(bytes: &[u8]) {
+    let (decoded, allocations) = measure(|| decode_meta_log(bytes));
+    assert!(
+        allocations.count <= 1 && allocations.largest_bytes <= bytes.len(),
+        "the meta log decoder allocated {} times, up to {} bytes, for {} bytes",
+        allocations.count,
+        allocations.largest_bytes,
+        bytes.len()
+    );
+    let log = match decoded {
+        Ok(log) => log,
+        Err(err) => {
+            assert!(!err.to_string().is_empty());
+            assert!(
+                reference_meta_header(bytes).is_err(),
+                "a valid meta log header was refused: {err:?}"
+            );
+            return;
+        }
+    };
+    assert_eq!(reference_meta_header(bytes), Ok(()));
+    let (records, end) = reference_meta_log(bytes);
+    let entries: Vec<MetaEntry> = records
+        .iter()
+        .flat_map(|(_, e)| e.iter().copied())
+        .collect();
+    assert_eq!(log.entries, entries);
+    match (&log.end, end) {
+        (MetaLogEnd::Clean { len }, ReferenceMetaEnd::Clean) => {
+            assert_eq!(*len, bytes.len() as u64)
+        }
+        (MetaLogEnd::TornTail { offset }, ReferenceMetaEnd::TornTail(at))
+        | (MetaLogEnd::Corruption { offset, .. }, ReferenceMetaEnd::Corruption(at)) => {
+            assert_eq!(*offset, at as u64)
+        }
+        (got, want) => panic!("the meta log ended as {got:?}, the reference says {want:?}"),
+    }
+    if let MetaLogEnd::Corruption { offset, cause } = &log.end {
+        assert!(
+            cause.offset().is_some_and(|at| at >= *offset),
+            "{cause:?} names an offset before the damaged record at {offset}"
+        );
+    }
+    for (range, record_entries) in &records {
+        let mut encoded = Vec::new();
+        encode_meta_record(record_entries, &mut encoded);
+        assert_eq!(
+            encoded,
+            bytes[range.clone()],
+            "re-encoding changed a meta log record"
+        );
+    }
+}
+
+/// A meta log record the reference accepted: its byte range and entries.
+type ReferenceMetaRecord = (Range<usize>, Vec<MetaEntry>);
+
+/// How a meta log must end, per `docs/FORMAT.md`, with the offset of the
+/// first record that does not verify.
+#[derive(Debug)]
+enum ReferenceMetaEnd {
+    Clean,
+    TornTail(usize),
+    Corruption(usize),
+}
+
+/// The meta log header rules, read from FORMAT.md's table.
+fn reference_meta_header(bytes: &[u8]) -> Result<(), ()> {
+    let header = bytes.get(..META_LOG_HEADER).ok_or(())?;
+    let crc = u32::from_le_bytes(header[META_LOG_HEADER_CRC].try_into().unwrap());
+    let valid = header[..8] == *b"\x89SEGMLG\n"
+        && header[8] == segwal_format::FORMAT_VERSION
+        && header[9..12] == [0, 0, 0]
+        && crc == crc32fast::hash(&header[..META_LOG_HEADER_CRC.start]);
+    if valid { Ok(()) } else { Err(()) }
+}
+
+/// The record at `bytes[at..]`, the slow, obvious way: its range and
+/// entries if it verifies completely, else `None`.
+fn reference_meta_record(bytes: &[u8], at: usize) -> Option<ReferenceMetaRecord> {
+    let rest = &bytes[at..];
+    let count = u32::from_le_bytes(rest.get(META_RECORD_COUNT)?.try_into().unwrap()) as usize;
+    let len = META_RECORD_COUNT
+        .end
+        .checked_add(count.checked_mul(META_ENTRY)?)?;
+    if count == 0 || len > rest.len() {
+        return None;
+    }
+    let crc = u32::from_le_bytes(rest[META_RECORD_CRC].try_into().unwrap());
+    if crc != crc32fast::hash(&rest[META_RECORD_COUNT.start..len]) {
+        return None;
+    }
+    let mut entries = Vec::new();
+    for entry in rest[META_RECORD_COUNT.end..len].chunks(META_ENTRY) {
+        let field = |at: usize| u64::from_le_bytes(entry[at..at + 8].try_into().unwrap());
+        let (a, b, c) = (field(8), field(16), field(24));
+        if entry[1..8] != [0; 7] {
+            return None;
+        }
+        entries.push(match (entry[0], b) {
+            (1, _) => MetaEntry::DeleteMark {
+                region_id: a,
+                table_id: b,
+                deleted_up_to: c,
+            },
+            (2, _) => MetaEntry::TableMax {
+                region_id: a,
+                table_id: b,
+                max_sequence: c,
+            },
+            (3, 0) => MetaEntry::SequenceFloor {
+                region_id: a,
+                next_sequence: c,
+            },
+            (4, 0) => MetaEntry::SegmentEnd {
+                segment_id: a,
+                end: c,
+            },
+            _ => return None,
+        });
+    }
+    Some((at..at + len, entries))
+}
+
+/// Walks a meta log with a valid header record by record; at the first
+/// record that does not verify, tries every later offset for a valid one
+/// to tell corruption from a torn tail.
+fn reference_meta_log(bytes: &[u8]) -> (Vec<ReferenceMetaRecord>, ReferenceMetaEnd) {
+    let mut records = Vec::new();
+    let mut at = META_LOG_HEADER;
+    while at < bytes.len() {
+        let Some(record) = reference_meta_record(bytes, at) else {
+            let later =
+                (at + 1..bytes.len()).any(|from| reference_meta_record(bytes, from).is_some());
+            let end = if later {
+                ReferenceMetaEnd::Corruption(at)
+            } else {
+                ReferenceMetaEnd::TornTail(at)
+            };
+            return (records, end);
+        };
+        at = record.0.end;
+        records.push(record);
+    }
+    (records, ReferenceMetaEnd::Clean)
 }

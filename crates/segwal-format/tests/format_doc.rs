@@ -2,9 +2,10 @@
 //! dumps are checked against the code.
 
 use segwal_format::{
-    BatchMeta, ENTRY_LEN_PREFIX, FORMAT_VERSION, MAGIC, MAX_BODY_LEN, META_END_LEN,
-    META_HEADER_LEN, META_TABLE_LEN, MIN_SEGMENT_CAPACITY, RECORD_HEADER_LEN, RecordEncoder,
-    SEGMENT_HEADER_LEN, SegmentHeader,
+    BatchMeta, ENTRY_LEN_PREFIX, FORMAT_VERSION, MAGIC, MAX_BODY_LEN, META_END_LEN, META_ENTRY_LEN,
+    META_HEADER_LEN, META_LOG_HEADER_LEN, META_LOG_MAGIC, META_RECORD_HEADER_LEN, META_TABLE_LEN,
+    MIN_SEGMENT_CAPACITY, MetaEntry, RECORD_HEADER_LEN, RecordEncoder, SEGMENT_HEADER_LEN,
+    SegmentHeader, decode_meta_log, encode_meta_log_header, encode_meta_record,
 };
 
 const FORMAT_MD: &str = include_str!("../../../docs/FORMAT.md");
@@ -137,19 +138,72 @@ fn region_meta_table_matches_the_code() {
 }
 
 #[test]
+fn meta_log_tables_match_the_code() {
+    let tables = tables(&section("Meta log"));
+    let header = check_fields(&tables[0], META_LOG_HEADER_LEN, "meta log header");
+    assert_eq!(header, ["magic", "version", "reserved", "header_crc"]);
+    let record = check_fields(&tables[1], META_RECORD_HEADER_LEN, "meta record header");
+    assert_eq!(record, ["record_crc", "entry_count"]);
+    let entry = check_fields(&tables[2], META_ENTRY_LEN, "meta log entry");
+    assert_eq!(entry, ["kind", "reserved", "a", "b", "c"]);
+
+    // The table of kinds: each documented kind, encoded with distinct
+    // values, puts them in the documented fields and decodes back.
+    let kinds = &tables[3];
+    assert_eq!(kinds.len(), 4);
+    for row in kinds {
+        let kind: u8 = row[0].parse().expect("a kind number");
+        let entry = match row[1].trim_matches('`') {
+            "DeleteMark" => MetaEntry::DeleteMark {
+                region_id: 11,
+                table_id: 22,
+                deleted_up_to: 33,
+            },
+            "TableMax" => MetaEntry::TableMax {
+                region_id: 11,
+                table_id: 22,
+                max_sequence: 33,
+            },
+            "SequenceFloor" => MetaEntry::SequenceFloor {
+                region_id: 11,
+                next_sequence: 33,
+            },
+            "SegmentEnd" => MetaEntry::SegmentEnd {
+                segment_id: 11,
+                end: 33,
+            },
+            other => panic!("undocumented kind name {other:?}"),
+        };
+        let mut bytes = encode_meta_log_header().to_vec();
+        let start = bytes.len();
+        encode_meta_record(&[entry], &mut bytes);
+        let entry_at = start + META_RECORD_HEADER_LEN;
+        let field = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+        assert_eq!(bytes[entry_at], kind, "{row:?}");
+        assert_eq!(field(entry_at + 8), 11, "{row:?}");
+        let b_used = row[3] != "0";
+        assert_eq!(field(entry_at + 16), if b_used { 22 } else { 0 }, "{row:?}");
+        assert_eq!(field(entry_at + 24), 33, "{row:?}");
+        assert_eq!(decode_meta_log(&bytes).unwrap().entries, [entry]);
+    }
+}
+
+#[test]
 fn constants_table_matches_the_code() {
     let tables = tables(&section("Constants"));
     let documented: Vec<(String, String)> = tables[0]
         .iter()
         .map(|row| (row[0].trim_matches('`').to_owned(), row[1].clone()))
         .collect();
-    let magic_hex = MAGIC
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let hex = |bytes: &[u8]| {
+        bytes
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     let expected = [
-        ("MAGIC", magic_hex),
+        ("MAGIC", hex(&MAGIC)),
         ("FORMAT_VERSION", FORMAT_VERSION.to_string()),
         ("SEGMENT_HEADER_LEN", SEGMENT_HEADER_LEN.to_string()),
         ("MIN_SEGMENT_CAPACITY", MIN_SEGMENT_CAPACITY.to_string()),
@@ -159,6 +213,10 @@ fn constants_table_matches_the_code() {
         ("META_HEADER_LEN", META_HEADER_LEN.to_string()),
         ("META_TABLE_LEN", META_TABLE_LEN.to_string()),
         ("META_END_LEN", META_END_LEN.to_string()),
+        ("META_LOG_MAGIC", hex(&META_LOG_MAGIC)),
+        ("META_LOG_HEADER_LEN", META_LOG_HEADER_LEN.to_string()),
+        ("META_RECORD_HEADER_LEN", META_RECORD_HEADER_LEN.to_string()),
+        ("META_ENTRY_LEN", META_ENTRY_LEN.to_string()),
     ];
     let expected: Vec<(String, String)> = expected
         .into_iter()
@@ -189,7 +247,7 @@ fn hex_dumps(lines: &[&str]) -> Vec<Vec<u8>> {
 #[test]
 fn golden_byte_dumps_match_the_encoder() {
     let dumps = hex_dumps(&section("Golden bytes"));
-    assert_eq!(dumps.len(), 2);
+    assert_eq!(dumps.len(), 4);
     let header = SegmentHeader {
         stream_id: 0x0102_0304_0506_0708,
         segment_id: 42,
@@ -214,4 +272,21 @@ fn golden_byte_dumps_match_the_encoder() {
         .encode(&meta, &[b"ab".as_slice(), b""], &mut record)
         .unwrap();
     assert_eq!(dumps[1], record);
+    assert_eq!(dumps[2], encode_meta_log_header());
+    let mut meta_record = Vec::new();
+    encode_meta_record(
+        &[
+            MetaEntry::DeleteMark {
+                region_id: 1,
+                table_id: 2,
+                deleted_up_to: 10,
+            },
+            MetaEntry::SequenceFloor {
+                region_id: 1,
+                next_sequence: 11,
+            },
+        ],
+        &mut meta_record,
+    );
+    assert_eq!(dumps[3], meta_record);
 }
