@@ -31,7 +31,14 @@ pub(crate) fn inspect(dir: &Path) -> Result<String, String> {
         let mut table = comfy_table::Table::new();
         table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
         table.set_header([
-            "segment", "stream", "file size", "data", "live", "records", "regions", "tables",
+            "segment",
+            "stream",
+            "file size",
+            "data",
+            "live",
+            "records",
+            "regions",
+            "tables",
         ]);
         for segment in &report.segments {
             let segment_regions: BTreeSet<u64> = segment.tables.keys().map(|k| k.0).collect();

@@ -70,6 +70,15 @@ pub struct ManagerConfig {
     /// How new segments' blocks are set aside; `None` (the default) picks
     /// by sync mode, see [`ManagerConfig::preallocation`].
     pub preallocation: Option<Preallocation>,
+    /// How many bytes the sealed segments may hold beyond their live
+    /// records before the oldest of them are rewritten (default 1 GiB).
+    /// A segment is removed only once all its records are deleted, so a
+    /// table that is rarely flushed would otherwise pin every segment from
+    /// its oldest live entry on. Above this bound a background thread
+    /// copies the live records of the oldest sealed segments that are at
+    /// most half live to the end of the log, and removes those segments.
+    /// `u64::MAX` turns rewriting off.
+    pub max_dead_bytes: u64,
     /// Whether a writer waiting for a group sync yields its core in a loop
     /// before it parks, while the log's syncs are short (default true;
     /// see docs/ARCHITECTURE.md, "Group commit"). It trades CPU time that
@@ -91,6 +100,7 @@ impl ManagerConfig {
             max_entry_size_bytes: 16 << 20,
             preallocation: None,
             yield_while_syncing: true,
+            max_dead_bytes: 1 << 30,
         }
     }
 

@@ -2,8 +2,8 @@
 //! open-segment cache, the segment table and the META log.
 
 use std::path::PathBuf;
-use std::sync::{Mutex, RwLock};
 use std::sync::atomic::AtomicU64;
+use std::sync::{Mutex, RwLock};
 
 use segwal_segment::segment_file_name;
 

@@ -103,12 +103,14 @@ impl Region {
 }
 
 /// What stays in memory of a closed region: each table's largest sequence
-/// number and delete mark, and which segments hold its live records, so
-/// that opening it again reads only those segments.
+/// number and delete mark, and which segments hold its live records (with
+/// how many bytes of them), so that opening it again reads only those
+/// segments.
 #[derive(Debug, Default)]
 pub(crate) struct ClosedRegion {
     pub(crate) tables: HashMap<u64, (u64, u64)>,
-    pub(crate) segments: BTreeSet<u64>,
+    /// Per segment, per table: live bytes of the region's records there.
+    pub(crate) segments: BTreeMap<u64, HashMap<u64, u64>>,
 }
 
 /// A region in the manager's map.

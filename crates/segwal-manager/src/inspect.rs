@@ -181,7 +181,9 @@ fn walk(dir: &Path, visit: &mut Visit<'_>) -> Result<DirReport> {
     let mut segments = Vec::new();
     for (&segment_id, &stream_id) in ids.iter().zip(&streams) {
         let is_newest = newest.get(&stream_id) == Some(&segment_id);
-        segments.push(walk_segment(dir, segment_id, stream_id, is_newest, &meta, visit));
+        segments.push(walk_segment(
+            dir, segment_id, stream_id, is_newest, &meta, visit,
+        ));
     }
     let tables = meta
         .tables

@@ -37,8 +37,10 @@ mod manager;
 mod meta;
 mod read;
 mod recovery;
+mod rewrite;
 mod rollover;
 mod snapshot;
+mod space;
 mod stats;
 mod stream;
 mod waiting;
@@ -47,13 +49,12 @@ pub use config::{
     MAX_STREAMS, ManagerConfig, Preallocation, RecoveryMode, SyncMode, ZERO_FILL_MAX_BYTES_PER_SEC,
 };
 pub use error::{Error, Result};
-pub use inspect::{
-    DirReport, Problem, SegmentReport, TableMarks, TableSpan, dump_table, inspect,
-};
+pub use inspect::{DirReport, Problem, SegmentReport, TableMarks, TableSpan, dump_table, inspect};
 pub use manager::{LOCK_FILE, SegmentManager};
-pub use read::{EntryIter, SharedEntry};
 pub use meta::META_FILE;
-pub use stream::WRITEBACK_CHUNK_BYTES;
+pub use read::{EntryIter, SharedEntry};
 pub use segwal_format::Entry;
 pub use segwal_segment::SegmentBytes;
+pub use space::TablePin;
 pub use stats::Statistics;
+pub use stream::WRITEBACK_CHUNK_BYTES;

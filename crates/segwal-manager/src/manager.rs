@@ -1,6 +1,7 @@
 //! The segment manager: the data dir, its lock, its streams and its
 //! regions.
 
+use std::collections::BTreeMap;
 use std::fs::{File, TryLockError};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,9 +27,14 @@ use crate::locks::{lock, read, write};
 use crate::meta::MetaLog;
 use crate::read::EntryIter;
 use crate::recovery::{recover, refuse_old_layout, reopen_region};
+use crate::rewrite::{pick_victims, rewrite_segment};
 use crate::snapshot::{read_table, scan_region};
+use crate::space::{TablePin, oldest_pins};
 use crate::stats::{Statistics, Stats};
 use crate::stream::Stream;
+
+/// How many of the tables pinning the oldest segments `statistics` lists.
+const STATISTICS_PINS: usize = 8;
 
 /// Name of the lock file in the data dir.
 pub const LOCK_FILE: &str = "LOCK";
@@ -45,12 +51,19 @@ struct Inner {
     closed: AtomicBool,
 }
 
-/// Stops the interval-sync thread when set.
+/// Stops the background threads when set.
 #[derive(Debug, Default)]
 struct Stop {
     stopped: Mutex<bool>,
+    /// Wakes the interval-sync thread.
     wake: Condvar,
+    /// Wakes the rewrite thread (after a delete, or to stop).
+    rewrite: Condvar,
 }
+
+/// How often the rewrite thread looks at the log's dead bytes without
+/// being woken by a delete.
+const REWRITE_CHECK: Duration = Duration::from_secs(1);
 
 /// A write-ahead log of many regions in one data dir, all sharing one log
 /// (or a few streams of it). Synchronous and thread-safe: share it with
@@ -63,6 +76,9 @@ pub struct SegmentManager {
     inner: Arc<Inner>,
     stop: Arc<Stop>,
     syncer: Option<JoinHandle<()>>,
+    /// Joined by `close`, before the streams close: a pass in progress
+    /// may append and remove files.
+    rewriter: Mutex<Option<JoinHandle<()>>>,
     /// Held until `close` (or drop); the `flock` goes with it.
     lock: Mutex<Option<File>>,
 }
@@ -133,10 +149,20 @@ impl SegmentManager {
             }
             _ => None,
         };
+        let rewriter = (inner.ctx.config.max_dead_bytes != u64::MAX)
+            .then(|| {
+                let (inner, stop) = (Arc::clone(&inner), Arc::clone(&stop));
+                std::thread::Builder::new()
+                    .name("segwal-rewrite".into())
+                    .spawn(move || background_rewrite(&inner, &stop))
+                    .ok()
+            })
+            .flatten();
         Ok(SegmentManager {
             inner,
             stop,
             syncer,
+            rewriter: Mutex::new(rewriter),
             lock: Mutex::new(Some(lock)),
         })
     }
@@ -253,7 +279,19 @@ impl SegmentManager {
         if mark_delete(&self.inner.ctx, &region, table_id, sequence)? {
             self.inner.remove_dead_segments()?;
         }
+        self.stop.rewrite.notify_one();
         Ok(())
+    }
+
+    /// Rewrites the live records of the oldest sealed segments forward and
+    /// removes those segments, as the background thread does when the
+    /// sealed segments hold more than `ManagerConfig::max_dead_bytes`
+    /// beyond their live records; `max_dead_bytes` here overrides that
+    /// bound for this one pass (0 rewrites every sealed segment at most
+    /// half live). Returns how many segments were rewritten.
+    pub fn rewrite_cold_segments(&self, max_dead_bytes: u64) -> Result<u64> {
+        self.check_open()?;
+        self.inner.rewrite_cold(max_dead_bytes)
     }
 
     /// The table's live entries with sequence numbers in `[start, end]`.
@@ -292,11 +330,7 @@ impl SegmentManager {
                     .iter()
                     .map(|(&id, t)| (id, (t.max_sequence, t.deleted_up_to)))
                     .collect(),
-                segments: state
-                    .tables
-                    .values()
-                    .flat_map(|t| t.records.iter().map(|loc| loc.segment_id))
-                    .collect(),
+                segments: live_bytes_by_segment(&state),
             }
         };
         if closed.tables.is_empty() {
@@ -315,6 +349,9 @@ impl SegmentManager {
             return ClosedSnafu.fail();
         }
         self.stop_syncer();
+        if let Some(rewriter) = lock(&self.rewriter).take() {
+            let _ = rewriter.join();
+        }
         let mut first_error = None;
         for stream in &self.inner.streams {
             if let Err(err) = stream.close(&self.inner.ctx) {
@@ -351,12 +388,23 @@ impl SegmentManager {
                 .extend(writer.sequences.iter().map(|(&id, &next)| (id, next)));
         }
         statistics.regions.sort_unstable();
+        statistics.oldest_pins = self.oldest_pins(STATISTICS_PINS);
         statistics
+    }
+
+    /// The tables whose live records pin the oldest sealed segments, the
+    /// oldest first, at most `limit`: flushing these (and deleting their
+    /// entries) frees the most disk soonest. See [`TablePin`].
+    pub fn oldest_pins(&self, limit: usize) -> Vec<TablePin> {
+        let regions = read(&self.inner.regions);
+        let segments = read(&self.inner.ctx.segments);
+        oldest_pins(regions.iter(), &segments, limit)
     }
 
     fn stop_syncer(&self) {
         *lock(&self.stop.stopped) = true;
         self.stop.wake.notify_all();
+        self.stop.rewrite.notify_all();
     }
 }
 
@@ -365,7 +413,7 @@ impl Inner {
     /// that held its records when it was closed.
     fn reopen(&self, region_id: u64, closed: &ClosedRegion) -> Result<RegionState> {
         let mut handles: Vec<SegmentHandle> = Vec::new();
-        for &segment_id in &closed.segments {
+        for &segment_id in closed.segments.keys() {
             let (stream_id, len, active) = {
                 let segments = read(&self.ctx.segments);
                 let Some(info) = segments.get(&segment_id) else {
@@ -415,6 +463,24 @@ impl Inner {
     fn remove_dead_segments(&self) -> Result<()> {
         remove_dead_segments(&self.ctx, || self.table_maxes())
     }
+
+    /// One pass of rewriting (see `rewrite.rs`); returns the segments
+    /// rewritten.
+    fn rewrite_cold(&self, max_dead_bytes: u64) -> Result<u64> {
+        let victims = pick_victims(&read(&self.ctx.segments), max_dead_bytes);
+        let mut rewritten = 0;
+        for &segment_id in &victims {
+            if self.closed.load(Ordering::Acquire) {
+                break;
+            }
+            rewrite_segment(&self.ctx, &self.streams, &self.regions, segment_id)?;
+            rewritten += 1;
+        }
+        if rewritten > 0 {
+            self.remove_dead_segments()?;
+        }
+        Ok(rewritten)
+    }
 }
 
 impl Drop for SegmentManager {
@@ -429,7 +495,25 @@ impl Drop for SegmentManager {
         if let Some(syncer) = self.syncer.take() {
             let _ = syncer.join();
         }
+        if let Some(rewriter) = lock(&self.rewriter).take() {
+            let _ = rewriter.join();
+        }
     }
+}
+
+/// Per segment, per table: the live bytes of `state`'s records there.
+fn live_bytes_by_segment(state: &RegionState) -> BTreeMap<u64, HashMap<u64, u64>> {
+    let mut segments: BTreeMap<u64, HashMap<u64, u64>> = BTreeMap::new();
+    for (&table_id, table) in &state.tables {
+        for loc in &table.records {
+            *segments
+                .entry(loc.segment_id)
+                .or_default()
+                .entry(table_id)
+                .or_default() += u64::from(loc.len);
+        }
+    }
+    segments
 }
 
 /// Takes the data dir's lock file (`lock`, already open): exclusively for
@@ -455,6 +539,28 @@ pub(crate) fn lock_data_dir(lock: &File, dir: &Path, exclusive: bool) -> Result<
 /// How many threads recovery uses: one per core.
 fn recovery_threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// The rewrite thread: whenever a delete wakes it, and every
+/// [`REWRITE_CHECK`], rewrites cold segments if the sealed segments hold
+/// more than the configured dead bytes, until stopped.
+fn background_rewrite(inner: &Inner, stop: &Stop) {
+    let mut stopped = lock(&stop.stopped);
+    while !*stopped {
+        let (guard, _) = stop
+            .rewrite
+            .wait_timeout(stopped, REWRITE_CHECK)
+            .unwrap_or_else(|e| e.into_inner());
+        stopped = guard;
+        if *stopped {
+            break;
+        }
+        drop(stopped);
+        if let Err(err) = inner.rewrite_cold(inner.ctx.config.max_dead_bytes) {
+            log::error!("rewriting cold segments failed: {err}");
+        }
+        stopped = lock(&stop.stopped);
+    }
 }
 
 /// The `SyncMode::Interval` thread: syncs every stream's active segment,

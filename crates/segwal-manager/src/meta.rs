@@ -54,8 +54,7 @@ const COMPACT_RATIO: u64 = 4;
 /// record (the disk refused that write too), by data dir. They outlive the
 /// manager that learnt them: the next open of the data dir in this process
 /// records them before it reads any segment, or does not open.
-static UNRECORDED_ENDS: Mutex<BTreeMap<PathBuf, BTreeMap<u64, u64>>> =
-    Mutex::new(BTreeMap::new());
+static UNRECORDED_ENDS: Mutex<BTreeMap<PathBuf, BTreeMap<u64, u64>>> = Mutex::new(BTreeMap::new());
 
 /// What the META log says about one table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -231,10 +230,7 @@ impl MetaLog {
                 .fail();
             }
             if queue.writing {
-                queue = self
-                    .appended
-                    .wait(queue)
-                    .unwrap_or_else(|e| e.into_inner());
+                queue = self.appended.wait(queue).unwrap_or_else(|e| e.into_inner());
                 continue;
             }
             queue.writing = true;
@@ -287,11 +283,13 @@ impl MetaLog {
         tables
             .into_iter()
             .filter(|(key, max)| file.recorded.tables.get(key).map_or(0, |t| t.max_sequence) < *max)
-            .map(|((region_id, table_id), max_sequence)| MetaEntry::TableMax {
-                region_id,
-                table_id,
-                max_sequence,
-            })
+            .map(
+                |((region_id, table_id), max_sequence)| MetaEntry::TableMax {
+                    region_id,
+                    table_id,
+                    max_sequence,
+                },
+            )
             .collect()
     }
 

@@ -185,9 +185,7 @@ impl EntryIter {
                     (entries, resume.end)
                 }
                 None => {
-                    let mut records = handle
-                        .records_from(loc.offset)
-                        .context(SegmentSnafu)?;
+                    let mut records = handle.records_from(loc.offset).context(SegmentSnafu)?;
                     let Some(record) = records.next() else {
                         return ReadCorruptedSnafu {
                             path: handle.path(),

@@ -15,9 +15,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap as HashMap;
 use segwal_format::{SEGMENT_HEADER_LEN, SegmentHeader, SegmentIdentity};
-use segwal_segment::{
-    OpenOptions, RecoveryMode, RecoveryReport, Segment, parse_segment_file_name,
-};
+use segwal_segment::{OpenOptions, RecoveryMode, RecoveryReport, Segment, parse_segment_file_name};
 use snafu::ResultExt;
 
 use crate::cache::SegmentCache;
@@ -110,7 +108,9 @@ pub(crate) fn refuse_old_layout(dir: &Path) -> Result<()> {
         let entry = entry.context(DirectorySnafu { dir })?;
         let name = entry.file_name();
         let is_region_dir = name.len() == 20
-            && name.to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            && name
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
             && entry.file_type().is_ok_and(|t| t.is_dir());
         if !is_region_dir {
             continue;
@@ -118,7 +118,10 @@ pub(crate) fn refuse_old_layout(dir: &Path) -> Result<()> {
         let region_dir = entry.path();
         for file in fs::read_dir(&region_dir).context(DirectorySnafu { dir: &region_dir })? {
             let file = file.context(DirectorySnafu { dir: &region_dir })?;
-            let is_segment = file.file_name().to_str().is_some_and(|n| n.ends_with(".seg"));
+            let is_segment = file
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.ends_with(".seg"));
             if let Some(found) = is_segment.then(|| header_version(&file.path())).flatten() {
                 return OldLayoutSnafu {
                     path: file.path(),
@@ -248,8 +251,7 @@ pub(crate) fn recover(
             // has a tail to cut and zero. It is never appended to again:
             // after a restart, appends go to a fresh segment.
             let is_newest = newest.get(&stream) == Some(&segment_id);
-            if is_newest && (first.report.torn_tail.is_some() || first.report.past_end_bytes > 0)
-            {
+            if is_newest && (first.report.torn_tail.is_some() || first.report.past_end_bytes > 0) {
                 drop(first);
                 let writable = OpenOptions {
                     writable: true,
@@ -262,7 +264,12 @@ pub(crate) fn recover(
         for (&(segment_id, stream), opened) in window.iter().zip(opened) {
             let opened = opened.context(SegmentSnafu)?;
             let is_newest = newest.get(&stream) == Some(&segment_id);
-            check_end(&path_of(segment_id), &opened, is_newest, config.recovery_mode)?;
+            check_end(
+                &path_of(segment_id),
+                &opened,
+                is_newest,
+                config.recovery_mode,
+            )?;
             let live = Arc::new(Live::default());
             for &(region_id, table_id, loc) in &opened.records {
                 if index_record(&mut recovered, region_id, table_id, loc, &live) {
@@ -344,7 +351,10 @@ fn drop_duplicates(recovered: &mut Recovered, unsorted: &BTreeSet<(u64, u64)>) {
         by_region.entry(region_id).or_default().insert(table_id);
     }
     for (region_id, tables) in by_region {
-        let state = recovered.regions.get_mut(&region_id).expect("indexed above");
+        let state = recovered
+            .regions
+            .get_mut(&region_id)
+            .expect("indexed above");
         for loc in state.sort_tables(&tables) {
             recovered.segments[&loc.segment_id]
                 .live
@@ -373,7 +383,10 @@ fn check_end(path: &Path, opened: &Opened, is_newest: bool, mode: RecoveryMode) 
     }
     let capacity = opened.segment.header().capacity;
     for finding in classify(&opened.report, capacity, is_newest) {
-        let at = finding.offset.map(|o| format!(" at offset {o}")).unwrap_or_default();
+        let at = finding
+            .offset
+            .map(|o| format!(" at offset {o}"))
+            .unwrap_or_default();
         if finding.is_damage {
             log::error!("{}{at}: {} (skipped)", path.display(), finding.message);
         } else {

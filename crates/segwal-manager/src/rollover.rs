@@ -177,9 +177,7 @@ impl Stream {
             return None;
         };
         if segment.capacity() >= needed
-            && segment
-                .rename(&ctx.segment_path(spare.segment_id))
-                .is_ok()
+            && segment.rename(&ctx.segment_path(spare.segment_id)).is_ok()
         {
             ctx.stats.spares_used.fetch_add(1, Ordering::Relaxed);
             return Some(segment);

@@ -2,6 +2,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::space::TablePin;
+
 /// Monotonic counters, updated with relaxed atomics on the write path.
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
@@ -18,6 +20,9 @@ pub(crate) struct Stats {
     pub(crate) segments_reopened: AtomicU64,
     pub(crate) spares_used: AtomicU64,
     pub(crate) meta_writes: AtomicU64,
+    pub(crate) segments_rewritten: AtomicU64,
+    pub(crate) rewritten_records: AtomicU64,
+    pub(crate) rewritten_bytes: AtomicU64,
 }
 
 impl Stats {
@@ -70,6 +75,13 @@ pub struct Statistics {
     /// META log appends (deletes, tables' numbers before segments are
     /// removed, sequence floors after a failure).
     pub meta_writes: u64,
+    /// Sealed segments whose live records were rewritten forward so that
+    /// they could be removed (see `ManagerConfig::max_dead_bytes`).
+    pub segments_rewritten: u64,
+    /// Records copied forward by those rewrites.
+    pub rewritten_records: u64,
+    /// Bytes written by those rewrites.
+    pub rewritten_bytes: u64,
     /// Segment files of the log (holding live entries, or being written).
     pub segments_live: u64,
     /// Bytes the segment files take on disk (their preallocated lengths).
@@ -82,6 +94,9 @@ pub struct Statistics {
     /// Segment files open now: each stream's active one, plus sealed ones
     /// in the open-segment cache.
     pub segments_open: u64,
+    /// The tables whose live records pin the oldest sealed segments, oldest
+    /// first (see [`SegmentManager::oldest_pins`](crate::SegmentManager::oldest_pins)).
+    pub oldest_pins: Vec<TablePin>,
     /// For each region written since open or found by recovery, ascending:
     /// (region id, next sequence number).
     pub regions: Vec<(u64, u64)>,
@@ -103,6 +118,9 @@ impl Statistics {
             segments_reopened: stats.segments_reopened.load(Ordering::Relaxed),
             spares_used: stats.spares_used.load(Ordering::Relaxed),
             meta_writes: stats.meta_writes.load(Ordering::Relaxed),
+            segments_rewritten: stats.segments_rewritten.load(Ordering::Relaxed),
+            rewritten_records: stats.rewritten_records.load(Ordering::Relaxed),
+            rewritten_bytes: stats.rewritten_bytes.load(Ordering::Relaxed),
             ..Statistics::default()
         }
     }
@@ -145,6 +163,18 @@ impl std::fmt::Display for Statistics {
             self.disk_bytes, self.live_bytes, self.meta_bytes
         )?;
         writeln!(f, "META log appends: {}", self.meta_writes)?;
+        writeln!(
+            f,
+            "rewrites: {} segments, {} records, {} bytes copied forward",
+            self.segments_rewritten, self.rewritten_records, self.rewritten_bytes
+        )?;
+        for pin in &self.oldest_pins {
+            writeln!(
+                f,
+                "segment {} and later pinned by region {} table {} ({} live bytes in sealed segments)",
+                pin.oldest_segment_id, pin.region_id, pin.table_id, pin.live_bytes
+            )?;
+        }
         for (region_id, next) in &self.regions {
             writeln!(f, "region {region_id}: next sequence {next}")?;
         }

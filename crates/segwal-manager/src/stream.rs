@@ -155,6 +155,16 @@ impl Stream {
             .unwrap_or(1)
     }
 
+    /// Whether the stream was closed.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Whether a write or sync failed: the stream refuses writes.
+    pub(crate) fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
     /// Appends `entries` (already validated) for `table_id` of `region`
     /// and returns the last sequence number once the batch is durable per
     /// the sync mode.

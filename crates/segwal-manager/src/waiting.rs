@@ -218,7 +218,11 @@ mod tests {
     #[test]
     fn a_starving_batch_is_taken_once_and_its_owner_gets_the_outcome() {
         let queue: StarvingQueue<u64> = StarvingQueue::default();
-        let waiter = queue.starve(OwnedBatch::copy(&region(), 7, &[b"ab".as_slice(), b"", b"cde"]));
+        let waiter = queue.starve(OwnedBatch::copy(
+            &region(),
+            7,
+            &[b"ab".as_slice(), b"", b"cde"],
+        ));
         assert_eq!(queue.starving(), 1);
         let taken = queue.take();
         assert_eq!(taken.len(), 1);
