@@ -60,7 +60,7 @@ use async_trait::async_trait;
 pub use error::{Error, Result};
 pub use iter::{BatchLogIterator, LogEntrySource};
 pub use local::{LocalWal, LocalWalConfig};
-pub use segwal_manager::{Preallocation, RecoveryMode, Statistics, SyncMode};
+pub use segwal_manager::{Preallocation, RecoveryMode, Statistics, SyncMode, TablePin};
 pub use types::{
     LogEntry, LogWriteBatch, LogWriteEntry, MAX_SEQUENCE_NUMBER, MIN_SEQUENCE_NUMBER, ReadBoundary,
     ReadContext, ReadRequest, RegionId, ScanContext, ScanRequest, SequenceNumber, TableId,

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use segwal_manager::{
     EntryIter, ManagerConfig, Preallocation, RecoveryMode, SegmentManager, Statistics, SyncMode,
+    TablePin,
 };
 use snafu::{OptionExt, ResultExt};
 use tokio::runtime::RuntimeFlavor;
@@ -82,8 +83,23 @@ impl LocalWalConfig {
         self
     }
 
+    /// How many independent streams the shared log has (default 1): region
+    /// R writes to stream `R mod streams`. See [`ManagerConfig::streams`].
+    pub fn streams(mut self, streams: usize) -> LocalWalConfig {
+        self.manager.streams = streams;
+        self
+    }
+
+    /// How many bytes sealed segments may hold beyond their live records
+    /// before the oldest are rewritten (default 1 GiB; `u64::MAX` turns
+    /// rewriting off). See [`ManagerConfig::max_dead_bytes`].
+    pub fn max_dead_bytes(mut self, bytes: u64) -> LocalWalConfig {
+        self.manager.max_dead_bytes = bytes;
+        self
+    }
+
     /// Whether a writer waiting for a group sync under [`SyncMode::Always`]
-    /// yields its core in a loop before it parks, while the region's syncs
+    /// yields its core in a loop before it parks, while the log's syncs
     /// are short (default `true`). See
     /// [`ManagerConfig::yield_while_syncing`].
     pub fn yield_while_syncing(mut self, yield_while_syncing: bool) -> LocalWalConfig {
@@ -197,6 +213,13 @@ impl LocalWal {
     /// The counters behind [`get_statistics`](WalManager::get_statistics).
     pub fn statistics(&self) -> Statistics {
         self.manager.statistics()
+    }
+
+    /// The tables whose live entries pin the oldest sealed segments, the
+    /// oldest first, at most `limit`: the ones to flush (and delete) first
+    /// to free disk. See [`SegmentManager::oldest_pins`].
+    pub fn oldest_pins(&self, limit: usize) -> Vec<TablePin> {
+        self.manager.oldest_pins(limit)
     }
 
     /// The configuration in force.
