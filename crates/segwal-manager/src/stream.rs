@@ -15,8 +15,11 @@
 //!    `STARVING_AFTER`, then has the next holder append its batch
 //!    (`waiting.rs`).
 //! 2. The META log's locks (`meta.rs`), taken by a failure's report.
-//! 3. A region's `state` (the index), held briefly to publish a record.
-//! 4. The segment table (`Context::segments`), then the open-segment cache.
+//! 3. The segment table (`Context::segments`), at rollover.
+//! 4. A region's `state` (the index), held briefly to publish a record.
+//! 5. The open-segment cache, a leaf.
+//!
+//! The region map (`manager.rs`) comes before all of these.
 //!
 //! `group`'s lock (group commit, `group.rs`) is never held together with
 //! another lock, and never across a sync.
