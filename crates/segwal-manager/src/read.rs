@@ -24,6 +24,20 @@ pub(crate) struct RecordLoc {
 
 const _: () = assert!(size_of::<RecordLoc>() == 40);
 
+impl RecordLoc {
+    /// Where `record`, of segment `segment_id`, is.
+    pub(crate) fn of(record: &segwal_format::Record<'_>, segment_id: u64) -> RecordLoc {
+        RecordLoc {
+            first: record.first_sequence(),
+            last: record.last_sequence(),
+            segment_id,
+            offset: record.offset(),
+            len: u32::try_from(record.end_offset() - record.offset())
+                .expect("a record's length fits its header's u32 body length"),
+        }
+    }
+}
+
 /// The live entries of a read or a scan, in ascending sequence order.
 ///
 /// It holds a snapshot taken when it was created: the locations of the

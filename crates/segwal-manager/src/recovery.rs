@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap as HashMap;
-use segwal_format::{SEGMENT_HEADER_LEN, SegmentHeader, SegmentIdentity};
+use segwal_format::{
+    RECORD_HEADER_LEN, RecordDecoder, SEGMENT_HEADER_LEN, SegmentHeader, SegmentIdentity,
+};
 use segwal_segment::{OpenOptions, RecoveryMode, RecoveryReport, Segment, parse_segment_file_name};
 use snafu::ResultExt;
 
@@ -190,13 +192,7 @@ fn open_segment(
     let mut records = Vec::new();
     let segment_id = identity.segment_id;
     let (segment, report) = Segment::open(path, identity, options, |record| {
-        let loc = RecordLoc {
-            first: record.first_sequence(),
-            last: record.last_sequence(),
-            segment_id,
-            offset: record.offset(),
-            len: (record.end_offset() - record.offset()) as u32,
-        };
+        let loc = RecordLoc::of(&record, segment_id);
         records.push((record.region_id(), record.table_id(), loc));
     })?;
     Ok(Opened {
@@ -420,8 +416,11 @@ fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Ve
 }
 
 /// The segments holding a closed region's live records, read again when
-/// it is reopened: the region's records in them are indexed (those above
-/// each table's mark), everything else skipped. Returns the region's state.
+/// it is reopened: the region's records in them are verified and indexed
+/// (those above each table's mark); of every other record only the header
+/// is read (verified by its own checksum) to step over it, so the work
+/// follows the region's own bytes and the number of records, not the
+/// size of the segments. Returns the region's state.
 pub(crate) fn reopen_region(
     region_id: u64,
     tables: &HashMap<u64, (u64, u64)>,
@@ -435,39 +434,61 @@ pub(crate) fn reopen_region(
     }
     let mut unsorted = BTreeSet::new();
     for handle in handles {
-        let segment_id = handle.header().segment_id;
-        let len = handle.written_len();
-        let mut records = handle
-            .records_from(SEGMENT_HEADER_LEN as u64)
-            .context(SegmentSnafu)?;
-        for record in records.by_ref() {
-            if record.offset() >= len {
-                break;
-            }
-            if record.region_id() != region_id {
-                continue;
-            }
-            let Some(table) = state.tables.get_mut(&record.table_id()) else {
+        for loc_and_table in region_records(handle, region_id)? {
+            let (table_id, loc) = loc_and_table;
+            let Some(table) = state.tables.get_mut(&table_id) else {
                 continue;
             };
-            if record.last_sequence() <= table.deleted_up_to {
-                continue;
-            }
-            let loc = RecordLoc {
-                first: record.first_sequence(),
-                last: record.last_sequence(),
-                segment_id,
-                offset: record.offset(),
-                len: (record.end_offset() - record.offset()) as u32,
-            };
-            if !table.push(loc) {
-                unsorted.insert(record.table_id());
+            if loc.last > table.deleted_up_to && !table.push(loc) {
+                unsorted.insert(table_id);
             }
         }
     }
     // Duplicates cannot occur here: the index held each batch once when
-    // the region was closed, and the closed region's segments are those.
+    // the region was closed, and a rewrite since moved the summary along.
     let dropped = state.sort_tables(&unsorted);
     debug_assert!(dropped.is_empty());
     Ok(state)
+}
+
+/// The records of `region_id` in `handle`'s segment, as (table, location),
+/// each verified. Records of other regions are stepped over by their
+/// verified headers; if a header does not verify (damage a
+/// `SkipCorrupted` recovery let through), the rest of the segment is
+/// scanned record by record instead.
+fn region_records(
+    handle: &segwal_segment::SegmentHandle,
+    region_id: u64,
+) -> Result<Vec<(u64, RecordLoc)>> {
+    let decoder = RecordDecoder::new(&handle.header());
+    let segment_id = handle.header().segment_id;
+    let written = handle.written_len();
+    let mut found = Vec::new();
+    let mut offset = SEGMENT_HEADER_LEN as u64;
+    while offset + RECORD_HEADER_LEN as u64 <= written {
+        let bytes = handle
+            .read(offset, RECORD_HEADER_LEN as u64)
+            .context(SegmentSnafu)?;
+        let Ok(header) = decoder.decode_header(bytes, offset) else {
+            break;
+        };
+        let end = offset + header.record_len() as u64;
+        if header.meta.region_id == region_id {
+            let mut records = handle.records_from(offset).context(SegmentSnafu)?;
+            let Some(record) = records.next() else { break };
+            found.push((record.table_id(), RecordLoc::of(&record, segment_id)));
+        }
+        offset = end;
+    }
+    if offset + RECORD_HEADER_LEN as u64 <= written && offset < written {
+        // Not at the end: step on with the verified scanner, which knows
+        // a clean end from damage.
+        let mut records = handle.records_from(offset).context(SegmentSnafu)?;
+        for record in records.by_ref() {
+            if record.region_id() == region_id {
+                found.push((record.table_id(), RecordLoc::of(&record, segment_id)));
+            }
+        }
+    }
+    Ok(found)
 }

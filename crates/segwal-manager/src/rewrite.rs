@@ -84,13 +84,7 @@ pub(crate) fn rewrite_segment(
         .context(SegmentSnafu)?;
     for record in records.by_ref() {
         let (region_id, table_id) = (record.region_id(), record.table_id());
-        let from = RecordLoc {
-            first: record.first_sequence(),
-            last: record.last_sequence(),
-            segment_id,
-            offset: record.offset(),
-            len: (record.end_offset() - record.offset()) as u32,
-        };
+        let from = RecordLoc::of(&record, segment_id);
         if !is_live(regions, region_id, table_id, &from) {
             continue;
         }
