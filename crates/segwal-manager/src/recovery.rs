@@ -192,7 +192,7 @@ fn open_segment(
     let mut records = Vec::new();
     let segment_id = identity.segment_id;
     let (segment, report) = Segment::open(path, identity, options, |record| {
-        let loc = RecordLoc::of(&record, segment_id);
+        let loc = RecordLoc::of(record, segment_id);
         records.push((record.region_id(), record.table_id(), loc));
     })?;
     Ok(Opened {
@@ -200,6 +200,40 @@ fn open_segment(
         report,
         records,
     })
+}
+
+/// Opens segment `segment_id` (of `stream`, if its header could be read)
+/// read-only, collecting its records. The newest segment of its stream is
+/// opened again, writable, only when it has a tail to cut and zero; it is
+/// never appended to again: after a restart, appends go to a fresh
+/// segment.
+fn open_for_recovery(
+    path: &Path,
+    segment_id: u64,
+    stream: Option<u64>,
+    is_newest: bool,
+    end: Option<u64>,
+    config: &ManagerConfig,
+) -> segwal_segment::Result<Opened> {
+    let identity = SegmentIdentity {
+        stream_id: stream.unwrap_or(u64::MAX),
+        segment_id,
+    };
+    let options = OpenOptions {
+        recovery_mode: config.recovery_mode,
+        writable: false,
+        end,
+    };
+    let first = open_segment(path, identity, &options)?;
+    if is_newest && (first.report.torn_tail.is_some() || first.report.past_end_bytes > 0) {
+        drop(first);
+        let writable = OpenOptions {
+            writable: true,
+            ..options
+        };
+        return open_segment(path, identity, &writable);
+    }
+    Ok(first)
 }
 
 /// Rebuilds the index from `meta` and every segment of the data dir.
@@ -232,30 +266,16 @@ pub(crate) fn recover(
     let items: Vec<(u64, Option<u64>)> = ids.iter().copied().zip(streams).collect();
     for window in items.chunks(threads.max(1)) {
         let opened = parallel_map(window, |&(segment_id, stream)| {
-            let identity = SegmentIdentity {
-                stream_id: stream.unwrap_or(u64::MAX),
-                segment_id,
-            };
-            let options = OpenOptions {
-                recovery_mode: config.recovery_mode,
-                writable: false,
-                end: meta.segment_ends.get(&segment_id).copied(),
-            };
-            let path = path_of(segment_id);
-            let first = open_segment(&path, identity, &options)?;
-            // The newest segment is opened again, writable, only when it
-            // has a tail to cut and zero. It is never appended to again:
-            // after a restart, appends go to a fresh segment.
             let is_newest = newest.get(&stream) == Some(&segment_id);
-            if is_newest && (first.report.torn_tail.is_some() || first.report.past_end_bytes > 0) {
-                drop(first);
-                let writable = OpenOptions {
-                    writable: true,
-                    ..options
-                };
-                return open_segment(&path, identity, &writable);
-            }
-            Ok(first)
+            let end = meta.segment_ends.get(&segment_id).copied();
+            open_for_recovery(
+                &path_of(segment_id),
+                segment_id,
+                stream,
+                is_newest,
+                end,
+                config,
+            )
         });
         for (&(segment_id, stream), opened) in window.iter().zip(opened) {
             let opened = opened.context(SegmentSnafu)?;

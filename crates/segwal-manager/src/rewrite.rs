@@ -262,7 +262,7 @@ impl Stream {
         ctx.stats
             .rewritten_bytes
             .fetch_add(range.end - range.start, Ordering::Relaxed);
-        self.prepare_spare(&mut writer, ctx);
+        self.after_append(&mut writer, range.end, ctx);
         Ok(RecordLoc {
             first: first_sequence,
             last: first_sequence + entries.len() as u64 - 1,
