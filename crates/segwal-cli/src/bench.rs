@@ -51,6 +51,9 @@ pub(crate) struct BenchOptions {
     pub(crate) tables: u64,
     pub(crate) sync: SyncMode,
     pub(crate) segment_size: u64,
+    /// `None`: segwal's own policy.
+    pub(crate) preallocation: Option<segwal::Preallocation>,
+    pub(crate) streams: usize,
     pub(crate) backend: Backend,
     /// Skip the deletes and leave the data for `inspect`, `verify`, `dump`.
     pub(crate) keep: bool,
@@ -228,10 +231,14 @@ pub(crate) async fn run(
 ) -> Result<BenchReport, String> {
     match &options.backend {
         Backend::Local => {
-            let config = LocalWalConfig::new(dir)
+            let mut config = LocalWalConfig::new(dir)
                 .sync_mode(options.sync)
                 .segment_size(options.segment_size)
+                .streams(options.streams)
                 .max_entry_size(options.entry_size.max(1) as u64);
+            if let Some(preallocation) = options.preallocation {
+                config = config.preallocation(preallocation);
+            }
             let label = "local".to_owned();
             run_on(&LocalBench { config }, label, options, dir, progress).await
         }

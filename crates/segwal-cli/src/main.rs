@@ -59,10 +59,19 @@ enum Command {
         /// When writes are durable: always, never, or interval:MS.
         #[arg(long, default_value = "always", value_parser = parse_sync)]
         sync: SyncMode,
-        /// Size of each segment file. Every region written holds at least
-        /// one, preallocated in full.
+        /// Size of each segment file. Every region shares the log: the data
+        /// dir holds the payload in whole segments plus one prepared ahead.
         #[arg(long, default_value = "64MiB", value_parser = size::parse_size)]
         segment_size: u64,
+        /// How new segments' blocks are set aside: `auto` (segwal's policy:
+        /// the first segment after open reserved, later ones zero-filled
+        /// under `--sync always` unless they fill fast), `zeroed` or
+        /// `reserved` (fallocate) for every segment.
+        #[arg(long, value_enum, default_value_t = PreallocationArg::Auto)]
+        preallocation: PreallocationArg,
+        /// Independent streams of the shared log (region R on stream R mod N).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+        streams: u64,
         /// Print the results as JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -143,6 +152,14 @@ fn parse_sync(text: &str) -> Result<SyncMode, String> {
     }
 }
 
+/// `--preallocation`'s values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum PreallocationArg {
+    Auto,
+    Zeroed,
+    Reserved,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli.command) {
@@ -167,6 +184,8 @@ fn run(command: Command) -> Result<ExitCode, String> {
             tables,
             sync,
             segment_size,
+            preallocation,
+            streams,
             json,
             keep,
             backend,
@@ -199,6 +218,12 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 tables,
                 sync,
                 segment_size,
+                preallocation: match preallocation {
+                    PreallocationArg::Auto => None,
+                    PreallocationArg::Zeroed => Some(segwal::Preallocation::Zeroed),
+                    PreallocationArg::Reserved => Some(segwal::Preallocation::Reserved),
+                },
+                streams: streams as usize,
                 backend,
                 keep,
             };
