@@ -109,6 +109,7 @@ fn bench(filter: &[String]) -> Result<(), String> {
         command
     };
     run(&mut bench("format"))?;
+    run(&mut bench("index_memory"))?;
 
     let disk = workspace_root().join("target").join("bench-data");
     std::fs::create_dir_all(&disk).map_err(|e| format!("cannot create {}: {e}", disk.display()))?;
