@@ -83,9 +83,14 @@ pub(crate) fn classify(report: &RecoveryReport, capacity: u64, is_newest: bool) 
         });
     }
     if let Some(len) = report.wrong_length {
+        let kept = len.min(capacity);
         findings.push(Finding {
-            offset: None,
-            message: format!("file is {len} bytes long but its header records {capacity}"),
+            offset: Some(kept),
+            message: format!(
+                "the file is {len} bytes long but its header records {capacity}: it was {} \
+                 after creation, and records past offset {kept} may be lost",
+                if len < capacity { "cut short" } else { "extended" }
+            ),
             is_damage: true,
         });
     }
