@@ -21,21 +21,26 @@ use crate::locks::{lock, read, write};
 
 /// Deletes `table_id`'s entries up to `sequence` (clamped to the table's
 /// largest sequence number), durably. Returns whether a segment may have
-/// died (the caller then runs [`remove_dead_segments`]).
+/// died (the caller then runs [`remove_dead_segments`]), or `None` if
+/// `region` was closed meanwhile: its index is no longer the one reads
+/// use, and the caller applies the delete to the region reopened.
 pub(crate) fn mark_delete(
     ctx: &Context,
     region: &Region,
     table_id: u64,
     sequence: u64,
-) -> Result<bool> {
+) -> Result<Option<bool>> {
     let up_to = {
         let state = read(&region.state);
+        if region.closed.load(Ordering::Acquire) {
+            return Ok(None);
+        }
         let Some(table) = state.tables.get(&table_id) else {
-            return Ok(false);
+            return Ok(Some(false));
         };
         let up_to = sequence.min(table.max_sequence);
         if up_to <= table.deleted_up_to {
-            return Ok(false);
+            return Ok(Some(false));
         }
         up_to
     };
@@ -48,6 +53,11 @@ pub(crate) fn mark_delete(
     let mut dropped = Vec::new();
     {
         let mut state = write(&region.state);
+        // `close_region` sets the flag under this lock: a region closed
+        // since the check above keeps its index as it was summed up.
+        if region.closed.load(Ordering::Acquire) {
+            return Ok(None);
+        }
         let table = state.tables.entry(table_id).or_default();
         table.deleted_up_to = table.deleted_up_to.max(up_to);
         while let Some(front) = table.records.front()
@@ -64,7 +74,7 @@ pub(crate) fn mark_delete(
         info.live.remove(u64::from(loc.len));
         maybe_dead |= info.is_dead();
     }
-    Ok(maybe_dead)
+    Ok(Some(maybe_dead))
 }
 
 /// Removes every sealed segment with nothing live: first the META log
@@ -93,7 +103,10 @@ pub(crate) fn remove_dead_segments(
     {
         let mut segments = write(&ctx.segments);
         for id in &dead {
-            segments.remove(id);
+            let removed = segments
+                .remove(id)
+                .expect("listed above, under the purge lock");
+            assert!(removed.is_dead(), "segment {id} came back to life");
             // After the removal from the index, under its lock: no reader
             // can cache the segment again (see `Region` reads' `pin`).
             ctx.cache.remove(*id);

@@ -105,6 +105,20 @@ pub enum Error {
         source: segwal_format::Error,
     },
 
+    /// The META log ends in an incomplete record (a crash during an append),
+    /// which `RecoveryMode::Strict` refuses to drop.
+    #[snafu(display(
+        "META log {} ends in an incomplete record at offset {offset} (a crash during an append); \
+         the strict recovery mode does not drop it",
+        path.display()
+    ))]
+    MetaTorn {
+        /// The META log.
+        path: PathBuf,
+        /// Where the incomplete record starts.
+        offset: u64,
+    },
+
     /// An earlier append to the META log failed, so no later one can be
     /// trusted to be durable: deletes are refused until the WAL is reopened.
     #[snafu(display(

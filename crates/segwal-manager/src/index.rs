@@ -14,7 +14,9 @@
 //!   each has at least one entry above the table's delete mark.
 //! - A segment's `live` counts exactly the records of open regions' tables
 //!   that point into it, plus those of closed regions (which keep counting
-//!   while their index is dropped, see [`ClosedRegion`]).
+//!   while their index is dropped, see [`ClosedRegion`]), plus copies a
+//!   rewrite appended there and has not yet pointed the index at
+//!   (`rewrite.rs`).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -56,16 +58,21 @@ pub(crate) struct RegionState {
 
 impl RegionState {
     /// Sorts the records of `tables` by sequence number and drops
-    /// duplicates (the same batch found in two segments), keeping the copy
-    /// in the newer segment. Returns the dropped copies.
-    pub(crate) fn sort_tables(&mut self, tables: &BTreeSet<u64>) -> Vec<RecordLoc> {
+    /// duplicates (the same batch found in two segments: a rewrite's copy
+    /// and its original), keeping the copy `keep` says. Returns the
+    /// dropped copies.
+    pub(crate) fn sort_tables(&mut self, tables: &BTreeSet<u64>, keep: Keep) -> Vec<RecordLoc> {
         let mut dropped = Vec::new();
         for table_id in tables {
             let Some(table) = self.tables.get_mut(table_id) else {
                 continue;
             };
             let records = table.records.make_contiguous();
-            records.sort_unstable_by_key(|loc| (loc.first, std::cmp::Reverse(loc.segment_id)));
+            match keep {
+                Keep::Newest => records
+                    .sort_unstable_by_key(|loc| (loc.first, std::cmp::Reverse(loc.segment_id))),
+                Keep::Oldest => records.sort_unstable_by_key(|loc| (loc.first, loc.segment_id)),
+            }
             let mut kept: VecDeque<RecordLoc> = VecDeque::with_capacity(records.len());
             for &loc in records.iter() {
                 if kept.back().is_some_and(|back| back.first == loc.first) {
@@ -78,6 +85,18 @@ impl RegionState {
         }
         dropped
     }
+}
+
+/// Which of two copies of a batch the index keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keep {
+    /// Recovery: the copy in the newer segment, so that a rewrite cut
+    /// short by a crash still frees the old one.
+    Newest,
+    /// Reopening a closed region while a rewrite has appended a copy but
+    /// not yet pointed the index at it: the original, which the rewrite
+    /// will find and swap.
+    Oldest,
 }
 
 /// One region's part of the index.

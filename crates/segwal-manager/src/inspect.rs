@@ -12,7 +12,7 @@ use snafu::{ResultExt, ensure};
 use crate::error::{DirectorySnafu, NotADataDirSnafu, NotADirectorySnafu, Result};
 use crate::manager::{LOCK_FILE, lock_data_dir};
 use crate::meta::{META_FILE, MetaState, TableRecord};
-use crate::recovery::{classify, header_stream, list_segment_ids};
+use crate::recovery::{classify, header_stream, list_segment_ids, refuse_old_layout};
 
 /// What [`inspect`] found in a data dir.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,6 +167,7 @@ fn walk(dir: &Path, visit: &mut Visit<'_>) -> Result<DirReport> {
     ensure!(lock_path.is_file(), NotADataDirSnafu { dir });
     let lock = File::open(&lock_path).context(DirectorySnafu { dir })?;
     lock_data_dir(&lock, dir, false)?;
+    refuse_old_layout(dir)?;
     let mut problems = Vec::new();
     let (meta, meta_bytes) = read_meta(dir, &mut problems);
     let ids = list_segment_ids(dir)?;

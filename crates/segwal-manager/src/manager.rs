@@ -20,7 +20,7 @@ use crate::context::Context;
 use crate::delete::{mark_delete, remove_dead_segments};
 use crate::error::{
     BatchTooLargeSnafu, ClosedSnafu, DataDirLockedSnafu, DirectorySnafu, EmptyBatchSnafu,
-    EntryTooLargeSnafu, NotADirectorySnafu, Result, SegmentSnafu,
+    EntryTooLargeSnafu, Error, NotADirectorySnafu, Result, SegmentSnafu,
 };
 use crate::index::{ClosedRegion, Region, RegionSlot, RegionState};
 use crate::locks::{lock, read, write};
@@ -254,9 +254,21 @@ impl SegmentManager {
                 max
             }
         );
-        let region = self.region(region_id)?;
-        self.stream(region_id)
-            .write(&region, table_id, entries, &self.inner.ctx)
+        loop {
+            let region = self.region(region_id)?;
+            match self
+                .stream(region_id)
+                .write(&region, table_id, entries, &self.inner.ctx)
+            {
+                // The region was closed between finding it and appending
+                // (nothing was written, no number used): its next use
+                // opens it again.
+                Err(Error::Closed) if region.closed.load(Ordering::Acquire) => {
+                    self.check_open()?;
+                }
+                outcome => return outcome,
+            }
+        }
     }
 
     /// The largest sequence number ever assigned to an entry of the table,
@@ -275,8 +287,15 @@ impl SegmentManager {
         table_id: u64,
         sequence: u64,
     ) -> Result<()> {
-        let region = self.region(region_id)?;
-        if mark_delete(&self.inner.ctx, &region, table_id, sequence)? {
+        let maybe_dead = loop {
+            let region = self.region(region_id)?;
+            // `None`: the region was closed meanwhile, its index dropped;
+            // the mark is applied to the index its next use opens.
+            if let Some(maybe_dead) = mark_delete(&self.inner.ctx, &region, table_id, sequence)? {
+                break maybe_dead;
+            }
+        };
+        if maybe_dead {
             self.inner.remove_dead_segments()?;
         }
         self.stop.rewrite.notify_one();

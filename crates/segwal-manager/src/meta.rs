@@ -37,7 +37,8 @@ use segwal_segment::{RecoveryMode, disk};
 use snafu::ResultExt;
 
 use crate::error::{
-    DirectorySnafu, MetaCorruptedSnafu, MetaFailedSnafu, MetaInvalidSnafu, MetaIoSnafu, Result,
+    DirectorySnafu, MetaCorruptedSnafu, MetaFailedSnafu, MetaInvalidSnafu, MetaIoSnafu,
+    MetaTornSnafu, Result,
 };
 use crate::locks::lock;
 
@@ -349,10 +350,16 @@ pub(crate) fn read_meta_log(path: &Path, mode: RecoveryMode) -> Result<MetaState
     let log = decode_meta_log(&bytes).context(MetaInvalidSnafu { path })?;
     match log.end {
         MetaLogEnd::Clean { .. } => {}
-        MetaLogEnd::TornTail { offset } => log::warn!(
-            "dropped an incomplete record at offset {offset} of {} (a crash during an append)",
-            path.display()
-        ),
+        MetaLogEnd::TornTail { offset } => {
+            // As for a segment's torn tail: `Strict` wants a person to look.
+            if mode == RecoveryMode::Strict {
+                return MetaTornSnafu { path, offset }.fail();
+            }
+            log::warn!(
+                "dropped an incomplete record at offset {offset} of {} (a crash during an append)",
+                path.display()
+            );
+        }
         MetaLogEnd::Corruption { offset, cause } => {
             if mode != RecoveryMode::SkipCorrupted {
                 return Err(cause).context(MetaCorruptedSnafu { path, offset });

@@ -208,6 +208,9 @@ impl EntryIter {
                         }
                         .fail();
                     };
+                    // The pair of what the writer indexed: the record read
+                    // back is the one the location was made for.
+                    debug_assert_eq!(RecordLoc::of(&record, loc.segment_id), loc);
                     (record.entries(), record.end_offset())
                 }
             };

@@ -26,7 +26,7 @@ use crate::context::is_spare_file_name;
 use crate::error::{
     DirectorySnafu, OldLayoutSnafu, Result, SealedSegmentDamagedSnafu, SegmentSnafu,
 };
-use crate::index::{Live, RegionState, SegmentInfo, Segments};
+use crate::index::{Keep, Live, RegionState, SegmentInfo, Segments};
 use crate::meta::MetaState;
 use crate::read::RecordLoc;
 
@@ -89,7 +89,11 @@ pub(crate) fn classify(report: &RecoveryReport, capacity: u64, is_newest: bool) 
             message: format!(
                 "the file is {len} bytes long but its header records {capacity}: it was {} \
                  after creation, and records past offset {kept} may be lost",
-                if len < capacity { "cut short" } else { "extended" }
+                if len < capacity {
+                    "cut short"
+                } else {
+                    "extended"
+                }
             ),
             is_damage: true,
         });
@@ -376,7 +380,7 @@ fn drop_duplicates(recovered: &mut Recovered, unsorted: &BTreeSet<(u64, u64)>) {
             .regions
             .get_mut(&region_id)
             .expect("indexed above");
-        for loc in state.sort_tables(&tables) {
+        for loc in state.sort_tables(&tables, Keep::Newest) {
             recovered.segments[&loc.segment_id]
                 .live
                 .remove(u64::from(loc.len));
@@ -469,10 +473,10 @@ pub(crate) fn reopen_region(
             }
         }
     }
-    // Duplicates cannot occur here: the index held each batch once when
-    // the region was closed, and a rewrite since moved the summary along.
-    let dropped = state.sort_tables(&unsorted);
-    debug_assert!(dropped.is_empty());
+    // A rewrite may have appended a copy of one of the region's records
+    // and not yet pointed the index at it; the original stays indexed
+    // (and counted live) until it does.
+    state.sort_tables(&unsorted, Keep::Oldest);
     Ok(state)
 }
 

@@ -164,9 +164,9 @@ fn find(records: &std::collections::VecDeque<RecordLoc>, loc: &RecordLoc) -> Opt
         .map(|_| at)
 }
 
-/// Points the index at each copy whose original is still live there, and
-/// moves the live counts with it. An original deleted meanwhile leaves its
-/// copy dead, counted nowhere.
+/// Points the index at each copy whose original is still live there; the
+/// original then stops counting as live. An original deleted meanwhile
+/// leaves its copy dead instead.
 fn point_index_at_copies(
     ctx: &Context,
     regions: &RwLock<HashMap<u64, RegionSlot>>,
@@ -213,12 +213,14 @@ fn point_index_at_copies(
             }
             None => false,
         };
-        if swapped {
-            segments[&m.to.segment_id].live.add(u64::from(m.to.len));
-            segments[&m.from.segment_id]
-                .live
-                .remove(u64::from(m.from.len));
-        }
+        // The copy was counted live when it was appended (so that its
+        // segment could not be removed meanwhile); now one of the two goes.
+        let (dead, len) = if swapped {
+            (m.from.segment_id, m.from.len)
+        } else {
+            (m.to.segment_id, m.to.len)
+        };
+        segments[&dead].live.remove(u64::from(len));
     }
 }
 
@@ -259,6 +261,9 @@ impl Stream {
                 });
             }
         };
+        // Counted live from now on, so that its segment is not removed
+        // before the index points at it (or finds it was not needed).
+        writer.active_live.add(range.end - range.start);
         ctx.stats
             .rewritten_bytes
             .fetch_add(range.end - range.start, Ordering::Relaxed);

@@ -279,6 +279,7 @@ impl Stream {
             first_sequence: first,
             entries,
         };
+        debug_assert!(first >= 1 && last >= first && last < u64::MAX);
         let appended = if durable {
             segment.append_durable(&batch)
         } else {
