@@ -662,3 +662,105 @@ fn a_version_2_data_dir_is_refused_naming_the_file_and_both_versions() {
     }
     assert!(!dir.join(META_FILE).exists());
 }
+
+/// Sets its flag when dropped, however the thread holding it ends.
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// Proves that deletes racing `close_region` of their region neither bring
+/// deleted entries back nor lose another region's: region 1 deletes its
+/// entries one at a time while another thread keeps closing it (and using
+/// it again), and region 2's entries, in the same segments, must all stay
+/// readable, before and after a reopen, and region 1's deleted ones gone.
+#[test]
+#[ignore = "shared-log: a delete racing close_region updates the dropped index; the reopened region re-indexes the deleted records and live counts go wrong"]
+fn deletes_racing_close_region_keep_every_count_right() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let wal = SegmentManager::open(config(dir, 1, 4096)).unwrap();
+    for i in 0..200u64 {
+        for region in [1, 2] {
+            assert_eq!(wal.write(region, 1, &[vec![i as u8; 100]]).unwrap(), i + 1);
+        }
+    }
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let deleter = scope.spawn(|| {
+            let _done = SetOnDrop(&done);
+            for up_to in 1..=150u64 {
+                wal.mark_delete_entries_up_to(1, 1, up_to).unwrap();
+            }
+        });
+        let closer = scope.spawn(|| {
+            while !done.load(Ordering::Acquire) {
+                wal.close_region(1).unwrap();
+                wal.sequence_num(1, 1).unwrap();
+            }
+        });
+        closer.join().unwrap();
+        deleter.join().expect("a delete panicked");
+    });
+    let check = |wal: &SegmentManager, label: &str| {
+        let region_1: Vec<u64> = drain(wal.read(1, 1, 0, u64::MAX).unwrap())
+            .iter()
+            .map(|e| e.1)
+            .collect();
+        assert_eq!(region_1, (151..=200).collect::<Vec<_>>(), "{label}");
+        let region_2 = drain(wal.read(2, 1, 0, u64::MAX).unwrap());
+        assert_eq!(region_2.len(), 200, "{label}: region 2 lost entries");
+    };
+    check(&wal, "after the race");
+    wal.mark_delete_entries_up_to(1, 1, 180).unwrap();
+    check_layout(dir, 1, "after the race");
+    let region_2 = drain(wal.read(2, 1, 0, u64::MAX).unwrap());
+    assert_eq!(region_2.len(), 200, "region 2 lost entries to a removal");
+    drop(wal);
+    let wal = SegmentManager::open(config(dir, 1, 4096)).unwrap();
+    let region_2 = drain(wal.read(2, 1, 0, u64::MAX).unwrap());
+    assert_eq!(region_2.len(), 200, "region 2 lost entries after a reopen");
+}
+
+/// Proves that writes racing `close_region` of their region succeed (the
+/// region opens again on its next use) and number on without a gap: one
+/// thread writes 300 batches to region 1 while another keeps closing it.
+#[test]
+#[ignore = "shared-log: a write racing close_region(R) fails with Error::Closed (\"the WAL is closed\") although the WAL is open"]
+fn writes_racing_close_region_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = SegmentManager::open(config(dir.path(), 1, 4096)).unwrap();
+    let done = AtomicBool::new(false);
+    let written = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let _done = SetOnDrop(&done);
+            (0..300u64)
+                .map(|i| {
+                    wal.write(1, 1, &[vec![i as u8; 100]])
+                        .map_err(|e| e.to_string())
+                })
+                .collect::<Vec<_>>()
+        });
+        while !done.load(Ordering::Acquire) {
+            wal.close_region(1).unwrap();
+        }
+        writer.join().unwrap()
+    });
+    let failed: Vec<&String> = written.iter().filter_map(|w| w.as_ref().err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} writes failed, the first: {}",
+        failed.len(),
+        failed[0]
+    );
+    let numbers: Vec<u64> = written.into_iter().map(Result::unwrap).collect();
+    assert_eq!(numbers, (1..=300).collect::<Vec<_>>());
+    let read: Vec<u64> = drain(wal.read(1, 1, 0, u64::MAX).unwrap())
+        .iter()
+        .map(|e| e.1)
+        .collect();
+    assert_eq!(read, numbers);
+}
