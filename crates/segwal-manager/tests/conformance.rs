@@ -8,6 +8,11 @@ use std::sync::Arc;
 
 use segwal_manager::{EntryIter, Error, ManagerConfig, SegmentManager, SyncMode};
 
+#[path = "support/layout.rs"]
+mod layout;
+
+use layout::segment_files;
+
 fn config(dir: &Path) -> ManagerConfig {
     ManagerConfig {
         segment_size_bytes: 4096,
@@ -44,18 +49,8 @@ fn payload(region: u64, table: u64, i: u64) -> Vec<u8> {
     format!("r{region}-t{table}-{i}").into_bytes()
 }
 
-fn segment_files(dir: &Path, region: u64) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir.join(format!("{region:020}")))
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .filter(|n| n.ends_with(".seg"))
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
+/// Proves that a table never written has sequence number 0 and reads and
+/// scans as empty.
 #[test]
 fn empty_wal_has_sequence_zero_and_reads_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -65,6 +60,9 @@ fn empty_wal_has_sequence_zero_and_reads_nothing() {
     assert!(drain(wal.scan(1).unwrap(), 10).is_empty());
 }
 
+/// Proves that batches of one to four entries read back exactly, in
+/// order and with their numbers, whatever number of entries each
+/// `next_batch` call asks for.
 #[test]
 fn write_and_read_back_with_every_batch_size() {
     let dir = tempfile::tempdir().unwrap();
@@ -143,6 +141,9 @@ fn ranges_inside_large_batches_resume_exactly_at_every_read_size() {
     }
 }
 
+/// Proves that a read of `[start, end]` returns exactly the entries with
+/// numbers in that inclusive range, for every pair of bounds around and
+/// beyond the table's first and last numbers.
 #[test]
 fn every_inclusive_range_is_honoured() {
     let dir = tempfile::tempdir().unwrap();
@@ -163,6 +164,9 @@ fn every_inclusive_range_is_honoured() {
     }
 }
 
+/// Proves that a read spanning many batches and several segments of the
+/// shared log returns every entry of its range in order, with its own
+/// payload.
 #[test]
 fn reads_cross_batches_and_segments() {
     let dir = tempfile::tempdir().unwrap();
@@ -172,7 +176,7 @@ fn reads_cross_batches_and_segments() {
             .unwrap();
     }
     assert!(
-        segment_files(dir.path(), 1).len() > 3,
+        segment_files(dir.path()).len() > 3,
         "small segments roll over"
     );
     let got = drain(wal.read(1, 1, 150, 251).unwrap(), 13);
@@ -182,6 +186,9 @@ fn reads_cross_batches_and_segments() {
     }
 }
 
+/// Proves that sequence numbers are per region, shared by the region's
+/// tables, and that each table's `sequence_num` is its own largest one,
+/// although every region writes to the same log.
 #[test]
 fn sequence_numbers_are_per_region_and_increase() {
     let dir = tempfile::tempdir().unwrap();
@@ -195,6 +202,9 @@ fn sequence_numbers_are_per_region_and_increase() {
     assert_eq!(wal.sequence_num(2, 2).unwrap(), 0);
 }
 
+/// Proves that concurrent writers to several regions of the shared log
+/// get distinct numbers, each region using `1..=n` exactly once, and read
+/// back exactly what each wrote.
 #[test]
 fn concurrent_writers_get_distinct_increasing_sequences() {
     let dir = tempfile::tempdir().unwrap();
@@ -249,6 +259,8 @@ fn concurrent_writers_get_distinct_increasing_sequences() {
     }
 }
 
+/// Proves that a reopen reads back every region's entries from the shared
+/// log and continues each region's numbering where it stopped.
 #[test]
 fn reopen_reads_everything_back_and_continues_the_sequence() {
     let dir = tempfile::tempdir().unwrap();
@@ -267,6 +279,9 @@ fn reopen_reads_everything_back_and_continues_the_sequence() {
     assert_eq!(scanned.len(), 26);
 }
 
+/// Proves that a delete hides exactly the table's entries up to its mark,
+/// leaves the region's other table alone, and is clamped to the table's
+/// last entry so that later writes are visible.
 #[test]
 fn deletes_all_half_and_one_table_of_two() {
     let dir = tempfile::tempdir().unwrap();
@@ -299,6 +314,9 @@ fn deletes_all_half_and_one_table_of_two() {
     assert_eq!(read_all(&wal, 1, 1), [(21, b"after".to_vec())]);
 }
 
+/// Proves that deletes survive reopens, and that `sequence_num` and the
+/// next number survive the deletion of every entry: numbers are never
+/// reused.
 #[test]
 fn deletes_survive_reopen_and_sequences_are_never_reused() {
     let dir = tempfile::tempdir().unwrap();
@@ -333,22 +351,40 @@ fn deletes_survive_reopen_and_sequences_are_never_reused() {
     assert_eq!(wal.write(3, 2, &[b"y"]).unwrap(), 32);
 }
 
+/// Proves that a sealed segment of the shared log is removed from disk
+/// once every region's records in it are deleted, and not before: two
+/// regions write in turn, so every sealed segment holds both; deleting all
+/// of one removes no file, then the other's deletes remove the oldest
+/// segments they empty, until only the segment being written is left,
+/// and on reopen that one (now sealed and dead) goes too.
 #[test]
 fn a_fully_deleted_segment_disappears_from_disk() {
     let dir = tempfile::tempdir().unwrap();
     let wal = open(dir.path());
     for i in 0..100u64 {
-        wal.write(1, 1, &[vec![i as u8; 200]]).unwrap();
+        for region in [1, 2] {
+            wal.write(region, 1, &[vec![i as u8; 200]]).unwrap();
+        }
     }
-    let before = segment_files(dir.path(), 1);
-    assert!(before.len() >= 5, "{before:?}");
-    wal.mark_delete_entries_up_to(1, 1, 50).unwrap();
-    let after = segment_files(dir.path(), 1);
-    assert!(after.len() < before.len(), "{after:?}");
-    assert!(after.iter().all(|name| before.contains(name)));
-    wal.mark_delete_entries_up_to(1, 1, 100).unwrap();
+    let before = segment_files(dir.path());
+    assert!(before.len() >= 10, "{before:?}");
+    wal.mark_delete_entries_up_to(1, 1, u64::MAX).unwrap();
     assert_eq!(
-        segment_files(dir.path(), 1).len(),
+        segment_files(dir.path()),
+        before,
+        "region 2's records keep every segment"
+    );
+    wal.mark_delete_entries_up_to(2, 1, 50).unwrap();
+    let after = segment_files(dir.path());
+    assert!(after.len() < before.len(), "{after:?}");
+    assert_eq!(
+        after[..],
+        before[before.len() - after.len()..],
+        "the oldest segments went"
+    );
+    wal.mark_delete_entries_up_to(2, 1, 100).unwrap();
+    assert_eq!(
+        segment_files(dir.path()).len(),
         1,
         "only the segment being written remains"
     );
@@ -356,12 +392,15 @@ fn a_fully_deleted_segment_disappears_from_disk() {
     drop(wal);
     let wal = open(dir.path());
     assert!(
-        segment_files(dir.path(), 1).is_empty(),
+        segment_files(dir.path()).is_empty(),
         "on reopen the last one, now dead, goes too"
     );
     assert_eq!(wal.write(1, 1, &[b"z"]).unwrap(), 101);
+    assert_eq!(wal.write(2, 1, &[b"z"]).unwrap(), 101);
 }
 
+/// Proves that a batch larger than the configured segment size is written
+/// to a segment of its own, sized to fit, between ordinary batches.
 #[test]
 fn a_batch_larger_than_a_segment_gets_its_own() {
     let dir = tempfile::tempdir().unwrap();
@@ -377,6 +416,9 @@ fn a_batch_larger_than_a_segment_gets_its_own() {
     );
 }
 
+/// Proves that an empty batch and an oversized entry are refused with
+/// errors naming the region, table and sizes, before any sequence number
+/// is used.
 #[test]
 fn bad_batches_are_refused_before_a_sequence_number_is_used() {
     let dir = tempfile::tempdir().unwrap();
@@ -419,6 +461,9 @@ fn bad_batches_are_refused_before_a_sequence_number_is_used() {
     assert_eq!(wal.write(1, 5, &[b"ok"]).unwrap(), 1, "no number was burnt");
 }
 
+/// Proves that a closed region opens again on its next use, that calls
+/// after `close` are refused, and that another instance opening the data
+/// dir picks the region up where it was left.
 #[test]
 fn close_region_then_use_it_again_and_move_it_to_another_instance() {
     let dir = tempfile::tempdir().unwrap();
@@ -444,6 +489,8 @@ fn close_region_then_use_it_again_and_move_it_to_another_instance() {
     assert_eq!(other.write(4, 1, &[b"c"]).unwrap(), 3);
 }
 
+/// Proves that a data dir open in one manager cannot be opened by a
+/// second one until the first is gone.
 #[test]
 fn a_second_open_of_the_data_dir_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -459,6 +506,10 @@ fn a_second_open_of_the_data_dir_is_refused() {
     open(dir.path());
 }
 
+/// Proves that files and directories the WAL does not own are left alone
+/// and do not disturb recovery: notes, a `.seg` name that is not 20
+/// digits, a directory, and a directory named like a version-2 region that
+/// holds no segment.
 #[test]
 fn stray_files_are_ignored() {
     let dir = tempfile::tempdir().unwrap();
@@ -466,15 +517,30 @@ fn stray_files_are_ignored() {
         let wal = open(dir.path());
         wal.write(1, 1, &[b"kept"]).unwrap();
     }
-    let region_dir = dir.path().join(format!("{:020}", 1));
-    fs::write(region_dir.join("notes.txt"), b"hello").unwrap();
-    fs::write(region_dir.join("42.seg"), b"not a segment name").unwrap();
-    fs::write(dir.path().join("README"), b"stray").unwrap();
+    let old_looking = dir.path().join(format!("{:020}", 1));
+    let strays = [
+        dir.path().join("notes.txt"),
+        dir.path().join("42.seg"),
+        dir.path().join("README"),
+        old_looking.join("notes"),
+    ];
     fs::create_dir(dir.path().join("not-a-region")).unwrap();
+    fs::create_dir(&old_looking).unwrap();
+    for stray in &strays {
+        fs::write(stray, b"stray").unwrap();
+    }
     let wal = open(dir.path());
     assert_eq!(read_all(&wal, 1, 1), [(1, b"kept".to_vec())]);
+    assert_eq!(wal.write(1, 1, &[b"more"]).unwrap(), 2);
+    wal.close().unwrap();
+    for stray in &strays {
+        assert_eq!(fs::read(stray).unwrap(), b"stray", "{}", stray.display());
+    }
 }
 
+/// Proves that invalid configuration values are refused, naming the value,
+/// before the data dir is created, and that a data dir path that is a
+/// file is refused.
 #[test]
 fn invalid_configuration_is_refused_before_anything_is_written() {
     let dir = tempfile::tempdir().unwrap();
@@ -522,26 +588,34 @@ fn invalid_configuration_is_refused_before_anything_is_written() {
     assert!(matches!(err, Error::NotADirectory { .. }), "{err}");
 }
 
+/// Proves that a torn last record of the newest segment (a crash during
+/// its write) is cut on reopen without touching the records before it,
+/// another region's among them, and that appends then go to a fresh
+/// segment.
 #[test]
 fn a_torn_tail_is_cut_on_reopen_and_writes_go_to_a_fresh_segment() {
     let dir = tempfile::tempdir().unwrap();
     {
         let wal = open(dir.path());
         wal.write(1, 1, &[b"one"]).unwrap();
+        wal.write(2, 1, &[b"other"]).unwrap();
         wal.write(1, 1, &[b"two"]).unwrap();
     }
-    let names = segment_files(dir.path(), 1);
-    let path = dir.path().join(format!("{:020}", 1)).join(&names[0]);
+    let names = segment_files(dir.path());
+    assert_eq!(names.len(), 1, "{names:?}");
+    let path = dir.path().join(&names[0]);
     let mut bytes = fs::read(&path).unwrap();
-    // Tear the second record: zero its last payload byte.
+    // Tear the last record: zero its last payload byte.
     let end = bytes.iter().rposition(|&b| b != 0).unwrap();
     bytes[end] = 0;
     fs::write(&path, &bytes).unwrap();
     let wal = open(dir.path());
     assert_eq!(read_all(&wal, 1, 1), [(1, b"one".to_vec())]);
+    assert_eq!(read_all(&wal, 2, 1), [(1, b"other".to_vec())]);
     assert_eq!(wal.write(1, 1, &[b"again"]).unwrap(), 2);
+    assert_eq!(wal.write(2, 1, &[b"more"]).unwrap(), 2);
     assert_eq!(
-        segment_files(dir.path(), 1).len(),
+        segment_files(dir.path()).len(),
         2,
         "appends went to a new segment"
     );
@@ -551,8 +625,14 @@ fn a_torn_tail_is_cut_on_reopen_and_writes_go_to_a_fresh_segment() {
         read_all(&wal, 1, 1),
         [(1, b"one".to_vec()), (2, b"again".to_vec())]
     );
+    assert_eq!(
+        read_all(&wal, 2, 1),
+        [(1, b"other".to_vec()), (2, b"more".to_vec())]
+    );
 }
 
+/// Proves that the statistics count batches, entries and syncs and list
+/// each region's next number, and that their text shows them.
 #[test]
 fn statistics_count_writes_and_syncs() {
     let dir = tempfile::tempdir().unwrap();
@@ -583,9 +663,9 @@ fn a_torn_tail_in_a_sealed_segment_is_refused() {
             wal.write(1, 1, &[vec![i as u8; 300]]).unwrap();
         }
     }
-    let names = segment_files(dir.path(), 1);
+    let names = segment_files(dir.path());
     assert!(names.len() >= 2, "{names:?}");
-    let path = dir.path().join(format!("{:020}", 1)).join(&names[0]);
+    let path = dir.path().join(&names[0]);
     let mut bytes = fs::read(&path).unwrap();
     let end = bytes.iter().rposition(|&b| b != 0).unwrap();
     bytes[end] ^= 0xff;

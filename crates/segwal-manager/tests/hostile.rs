@@ -13,14 +13,19 @@ use std::ffi::CString;
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use segwal_format::{MAX_BODY_LEN, RECORD_HEADER_LEN, RegionMeta};
+use segwal_format::{MAX_BODY_LEN, MetaEntry, RECORD_HEADER_LEN};
 use segwal_manager::{
-    EntryIter, Error, LOCK_FILE, ManagerConfig, RecoveryMode, SegmentManager, SyncMode, dump_table,
-    inspect,
+    EntryIter, Error, LOCK_FILE, META_FILE, ManagerConfig, RecoveryMode, SegmentManager, SyncMode,
+    dump_table, inspect,
 };
+
+#[path = "support/layout.rs"]
+mod layout;
+
+use layout::{files_with_lengths, segment_files, spare_files, write_meta_log};
 
 const MAX: u64 = u64::MAX;
 
@@ -60,33 +65,16 @@ fn sequences(wal: &SegmentManager, region: u64, table: u64, start: u64, end: u64
         .collect()
 }
 
-fn region_dir(dir: &Path, region: u64) -> PathBuf {
-    dir.join(format!("{region:020}"))
-}
-
-/// The files in a region's directory, sorted; empty if it does not exist.
-fn region_files(dir: &Path, region: u64) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(region_dir(dir, region))
-        .map(|d| {
-            d.map(|e| e.unwrap().file_name().into_string().unwrap())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
-/// Puts region `region` at the top of the sequence space: a `META` whose
-/// floor is `next_sequence`, encoded by the format crate, as a region
-/// that had used that many numbers would have. Writing 2^64 entries is
+/// A META log entry that puts region `region_id` at the top of the
+/// sequence space, as a WAL records it after a failed write: no number
+/// below `next_sequence` is assigned. Written into a META log with
+/// `write_meta_log`, encoded by the format crate; writing 2^64 entries is
 /// the only other way there.
-fn set_sequence_floor(dir: &Path, region: u64, next_sequence: u64) {
-    fs::create_dir_all(region_dir(dir, region)).unwrap();
-    let meta = RegionMeta {
+fn floor(region_id: u64, next_sequence: u64) -> MetaEntry {
+    MetaEntry::SequenceFloor {
+        region_id,
         next_sequence,
-        ..RegionMeta::default()
-    };
-    fs::write(region_dir(dir, region).join("META"), meta.encode()).unwrap();
+    }
 }
 
 /// Proves that the last sequence numbers of `u64` behave as SPEC 3.1 says:
@@ -97,7 +85,7 @@ fn set_sequence_floor(dir: &Path, region: u64, next_sequence: u64) {
 #[test]
 fn the_last_sequence_numbers_are_assigned_and_then_refused() {
     let dir = tempfile::tempdir().unwrap();
-    set_sequence_floor(dir.path(), 3, MAX - 2);
+    write_meta_log(dir.path(), &[floor(3, MAX - 2)]);
     let wal = open(dir.path());
     assert_eq!(wal.write(3, 1, &[b"third to last"]).unwrap(), MAX - 2);
     // Two entries would need MAX - 1 and MAX: refused whole, no number used.
@@ -164,19 +152,45 @@ fn the_last_sequence_numbers_are_assigned_and_then_refused() {
 }
 
 /// Proves that a floor of `u64::MAX` (every number used) refuses the first
-/// write, and a floor of 0 is the same as none: numbering starts at 1.
+/// write, a floor of 0 is the same as none (numbering starts at 1), and a
+/// table's recorded largest number of `u64::MAX - 1` leaves its region no
+/// number to assign, however its other tables write; and that all of it
+/// survives a reopen (the META log is rewritten as a snapshot then).
 #[test]
 fn sequence_floors_of_zero_and_max() {
     let dir = tempfile::tempdir().unwrap();
-    set_sequence_floor(dir.path(), 1, MAX);
-    set_sequence_floor(dir.path(), 2, 0);
-    let wal = open(dir.path());
-    assert!(matches!(
-        wal.write(1, 1, &[b"x"]),
-        Err(Error::SequenceExhausted { region_id: 1 })
-    ));
-    assert_eq!(wal.sequence_num(1, 1).unwrap(), 0);
-    assert_eq!(wal.write(2, 1, &[b"x"]).unwrap(), 1);
+    write_meta_log(
+        dir.path(),
+        &[
+            floor(1, MAX),
+            floor(2, 0),
+            MetaEntry::TableMax {
+                region_id: 4,
+                table_id: 1,
+                max_sequence: MAX - 1,
+            },
+        ],
+    );
+    for reopen in [false, true] {
+        let wal = open(dir.path());
+        assert!(matches!(
+            wal.write(1, 1, &[b"x"]),
+            Err(Error::SequenceExhausted { region_id: 1 })
+        ));
+        assert_eq!(wal.sequence_num(1, 1).unwrap(), 0);
+        assert_eq!(wal.sequence_num(4, 1).unwrap(), MAX - 1);
+        for table in [1, 2] {
+            assert!(matches!(
+                wal.write(4, table, &[b"x"]),
+                Err(Error::SequenceExhausted { region_id: 4 })
+            ));
+        }
+        assert_eq!(wal.sequence_num(4, 2).unwrap(), 0);
+        assert!(drain(wal.scan(4).unwrap()).is_empty());
+        let next = if reopen { 2 } else { 1 };
+        assert_eq!(wal.write(2, 1, &[b"x"]).unwrap(), next);
+        wal.close().unwrap();
+    }
 }
 
 /// Proves that reads with ranges at and beyond the limits (0, 1, the
@@ -213,12 +227,13 @@ fn reads_at_every_boundary_return_exactly_the_range() {
         }
     }
     // Tables and regions never written read as empty, and reading them
-    // creates nothing on disk.
+    // creates or changes nothing on disk.
+    let files = files_with_lengths(dir.path());
     assert!(sequences(&wal, 1, 7, 0, MAX).is_empty());
     assert!(sequences(&wal, 9, 5, 0, MAX).is_empty());
     assert!(drain(wal.scan(9).unwrap()).is_empty());
     assert_eq!(wal.sequence_num(9, 5).unwrap(), 0);
-    assert!(!region_dir(dir.path(), 9).exists());
+    assert_eq!(files_with_lengths(dir.path()), files);
 }
 
 /// Proves that an iterator asked for zero entries hands out none and loses
@@ -268,7 +283,7 @@ fn unacceptable_batches_are_refused_before_anything_is_written() {
         format!("region {MAX} table 0: entry 1 is 2 bytes, more than the maximum of 1")
     );
     assert!(
-        region_files(dir.path(), MAX).is_empty(),
+        segment_files(dir.path()).is_empty(),
         "refused batches write nothing"
     );
     assert_eq!(wal.write(MAX, 0, &[b"".as_slice(), b"a"]).unwrap(), 2);
@@ -303,10 +318,10 @@ fn unacceptable_batches_are_refused_before_anything_is_written() {
     assert!(err.to_string().contains("more than the limit"), "{err}");
     assert_eq!(wal.write(MAX, 0, &[b"after"]).unwrap(), 3, "no number used");
     assert_eq!(
-        region_files(dir.path(), MAX).len(),
+        segment_files(dir.path()).len(),
         2,
         "{:?}",
-        region_files(dir.path(), MAX)
+        segment_files(dir.path())
     );
 }
 
@@ -357,12 +372,24 @@ fn deletes_at_and_past_the_limits() {
     for i in 1..=6u64 {
         wal.write(2, i % 2, &[i.to_le_bytes()]).unwrap();
     }
+    // What the META log holds: appends, and the file's length.
+    let meta = |wal: &SegmentManager| {
+        let len = fs::metadata(dir.path().join(META_FILE)).unwrap().len();
+        (wal.statistics().meta_writes, len)
+    };
+    let unchanged = meta(&wal);
     // Table 1 holds 1, 3, 5; table 0 holds 2, 4, 6; the next number is 7.
     wal.mark_delete_entries_up_to(2, 1, 0).unwrap();
     assert_eq!(sequences(&wal, 2, 1, 0, MAX), [1, 3, 5]);
-    assert!(region_files(dir.path(), 2).iter().all(|f| f != "META"));
+    assert_eq!(meta(&wal), unchanged, "a delete up to 0 writes nothing");
     wal.mark_delete_entries_up_to(2, 1, 3).unwrap();
+    let unchanged = meta(&wal);
     wal.mark_delete_entries_up_to(2, 1, 1).unwrap();
+    assert_eq!(
+        meta(&wal),
+        unchanged,
+        "a mark at or below the mark writes nothing"
+    );
     assert_eq!(
         sequences(&wal, 2, 1, 0, MAX),
         [5],
@@ -377,9 +404,12 @@ fn deletes_at_and_past_the_limits() {
     // The marks were clamped to each table's last entry: later writes show.
     assert_eq!(wal.write(2, 1, &[b"seven"]).unwrap(), 7);
     assert_eq!(wal.write(2, 0, &[b"eight"]).unwrap(), 8);
+    let unchanged = meta(&wal);
+    let files = files_with_lengths(dir.path());
     wal.mark_delete_entries_up_to(9, 9, MAX).unwrap();
     wal.mark_delete_entries_up_to(2, 9, MAX).unwrap();
-    assert!(!region_dir(dir.path(), 9).exists());
+    assert_eq!(meta(&wal), unchanged, "deletes of nothing write nothing");
+    assert_eq!(files_with_lengths(dir.path()), files);
     assert_eq!(wal.sequence_num(2, 9).unwrap(), 0);
     drop(wal);
 
@@ -391,11 +421,13 @@ fn deletes_at_and_past_the_limits() {
     assert_eq!(wal.write(2, 9, &[b"nine"]).unwrap(), 9);
 }
 
-/// Proves that region and table ids 0 and `u64::MAX` work end to end: the
-/// region directories are named with 20 digits and map back to the same
-/// ids at recovery, and `inspect` and `dump_table` find them; directory
-/// names that look like regions but are not (`u64::MAX + 1`, too short,
-/// a file) are ignored by the WAL and the tools alike.
+/// Proves that region and table ids 0 and `u64::MAX` work end to end: they
+/// are written into the records of the shared log and map back to the
+/// same ids at recovery, `inspect` and `dump_table` find them, and neither
+/// creates a file or directory of its own; names that look like segments
+/// or version-2 region directories but are not (`u64::MAX + 1`, too short,
+/// a directory without segments) are ignored by the WAL and the tools
+/// alike.
 #[test]
 fn region_and_table_ids_at_the_limits_round_trip() {
     let dir = tempfile::tempdir().unwrap();
@@ -408,22 +440,32 @@ fn region_and_table_ids_at_the_limits_round_trip() {
         }
         wal.close().unwrap();
     }
-    assert!(dir.path().join("00000000000000000000").is_dir());
-    assert!(dir.path().join("18446744073709551615").is_dir());
-    fs::create_dir(dir.path().join("18446744073709551616")).unwrap();
-    fs::create_dir(dir.path().join("0000000000000000001")).unwrap();
+    assert_eq!(
+        layout::names(dir.path()),
+        [
+            "00000000000000000001.seg".to_string(),
+            LOCK_FILE.into(),
+            META_FILE.into()
+        ],
+        "one segment holds every region"
+    );
+    fs::write(dir.path().join("18446744073709551616.seg"), b"stray").unwrap();
+    fs::write(dir.path().join("0000000000000000001.seg"), b"stray").unwrap();
+    fs::create_dir(dir.path().join("18446744073709551615")).unwrap();
     fs::write(dir.path().join("00000000000000000005"), b"a file").unwrap();
 
     let report = inspect(dir.path()).unwrap();
     assert!(report.is_clean());
-    let ids: Vec<u64> = report.regions.iter().map(|r| r.region_id).collect();
-    assert_eq!(ids, [0, 1, MAX]);
-    let tables: Vec<u64> = report.regions[2].segments[0]
-        .tables
-        .keys()
-        .copied()
-        .collect();
-    assert_eq!(tables, [0, MAX]);
+    assert_eq!(
+        report.regions().into_iter().collect::<Vec<_>>(),
+        [0, 1, MAX]
+    );
+    assert_eq!(report.segments.len(), 1);
+    let tables: Vec<(u64, u64)> = report.segments[0].tables.keys().copied().collect();
+    assert_eq!(
+        tables,
+        [(0, 0), (0, MAX), (1, MAX - 1), (MAX, 0), (MAX, MAX)]
+    );
     let mut dumped = Vec::new();
     dump_table(dir.path(), MAX, MAX, 0, MAX, |e| {
         dumped.push((e.sequence, e.payload.to_vec()));
@@ -437,15 +479,14 @@ fn region_and_table_ids_at_the_limits_round_trip() {
         assert_eq!(got.len(), 1, "{region}/{table}");
         assert_eq!(got[0].2, format!("{region}/{table}/{i}").into_bytes());
     }
-    let mut regions: Vec<u64> = wal.statistics().regions.iter().map(|r| r.0).collect();
-    regions.sort_unstable();
+    let regions: Vec<u64> = wal.statistics().regions.iter().map(|r| r.0).collect();
     assert_eq!(regions, [0, 1, MAX]);
     assert_eq!(wal.write(MAX, MAX, &[b"more"]).unwrap(), 3);
     assert_eq!(wal.sequence_num(0, MAX).unwrap(), 2);
 }
 
 /// Proves that files the WAL does not own are left alone (names that are
-/// not UTF-8, in the data dir and in a region directory, and other notes),
+/// not UTF-8, in the data dir and in a directory in it, and other notes),
 /// while a foreign file or a directory named like a segment stops the open
 /// with an error naming it (docs/OPERATIONS.md), and `inspect` reports it
 /// as damage without failing: at offset 0 for a file whose header does not
@@ -457,11 +498,18 @@ fn strays_are_ignored_and_impostors_named_like_segments_are_reported() {
         let wal = open(dir.path());
         wal.write(1, 1, &[b"kept"]).unwrap();
     }
-    let region = region_dir(dir.path(), 1);
+    let notes = dir.path().join("notes");
+    fs::create_dir(&notes).unwrap();
     let not_utf8 = std::ffi::OsStr::from_bytes(b"\xff\xfe.seg");
-    fs::write(dir.path().join(not_utf8), b"stray").unwrap();
-    fs::write(region.join(not_utf8), b"stray").unwrap();
-    fs::write(region.join("notes"), b"stray").unwrap();
+    let strays = [
+        dir.path().join(not_utf8),
+        notes.join(not_utf8),
+        notes.join("00000000000000000003.seg"),
+        dir.path().join("notes.txt"),
+    ];
+    for stray in &strays {
+        fs::write(stray, b"stray").unwrap();
+    }
     {
         let wal = open(dir.path());
         assert_eq!(
@@ -469,9 +517,11 @@ fn strays_are_ignored_and_impostors_named_like_segments_are_reported() {
             [(1, 1, b"kept".to_vec())]
         );
     }
-    assert!(region.join("notes").exists() && region.join(not_utf8).exists());
+    for stray in &strays {
+        assert_eq!(fs::read(stray).unwrap(), b"stray");
+    }
 
-    let path = region.join("00000000000000000000.seg");
+    let path = dir.path().join("00000000000000000000.seg");
     for (impostor, offset) in [("file", Some(0)), ("dir", None)] {
         if impostor == "file" {
             fs::write(&path, b"not a segment").unwrap();
@@ -479,7 +529,7 @@ fn strays_are_ignored_and_impostors_named_like_segments_are_reported() {
             fs::create_dir(&path).unwrap();
         }
         let err = SegmentManager::open(config(dir.path())).unwrap_err();
-        assert!(matches!(err, Error::Segment { region_id: 1, .. }), "{err}");
+        assert!(matches!(err, Error::Segment { .. }), "{err}");
         assert!(
             err.to_string().contains(&path.display().to_string()),
             "{err}"
@@ -651,6 +701,7 @@ fn calls_after_close_are_refused() {
     wal.close_region(MAX).unwrap();
     wal.write(1, 1, &[b"x"]).unwrap();
     wal.close().unwrap();
+    let files = files_with_lengths(dir.path());
     let results = [
         wal.write(1, 1, &[b"y"]).map(drop),
         wal.sequence_num(1, 1).map(drop),
@@ -668,7 +719,7 @@ fn calls_after_close_are_refused() {
         assert!(matches!(err, Error::Closed), "{err}");
         assert_eq!(err.to_string(), "the WAL is closed");
     }
-    assert!(!region_dir(dir.path(), 2).exists());
+    assert_eq!(files_with_lengths(dir.path()), files);
 }
 
 /// A tmpfs mounted on a fresh temporary directory, unmounted on drop.
@@ -769,7 +820,7 @@ fn a_read_only_data_dir_is_refused_and_still_inspected() {
         wal.mark_delete_entries_up_to(1, 1, 1).unwrap();
         wal.close().unwrap();
     }
-    let before = region_files(&data, 1);
+    let before = files_with_lengths(&data);
     fs.remount_read_only();
 
     for mode in [RecoveryMode::Strict, RecoveryMode::SkipCorrupted] {
@@ -803,7 +854,7 @@ fn a_read_only_data_dir_is_refused_and_still_inspected() {
         .unwrap();
     }
     assert_eq!(dumped, [(2, 2, b"two".to_vec())]);
-    assert_eq!(region_files(&data, 1), before);
+    assert_eq!(files_with_lengths(&data), before);
 }
 
 /// Proves that a segment size the disk cannot hold (1 TiB on a 1 MiB file
@@ -831,14 +882,21 @@ fn a_segment_larger_than_the_disk_is_an_error_not_a_crash() {
             "{err}"
         );
         assert!(err.to_string().contains("No space left on device"), "{err}");
-        assert!(
-            region_files(fs.path(), 1).is_empty(),
-            "{:?}",
-            region_files(fs.path(), 1)
+        assert_eq!(
+            (segment_files(fs.path()), spare_files(fs.path())),
+            (vec![], vec![]),
+            "no segment file is left"
         );
     }
     assert_eq!(wal.sequence_num(1, 1).unwrap(), 0);
-    assert_eq!(wal.statistics().regions, [(1, 1)], "no number was used");
+    assert!(
+        wal.statistics()
+            .regions
+            .iter()
+            .all(|&(region, next)| region != 1 || next == 1),
+        "no number was used: {}",
+        wal.statistics()
+    );
     assert!(sequences(&wal, 1, 1, 0, MAX).is_empty());
     wal.mark_delete_entries_up_to(1, 1, MAX).unwrap();
     wal.close().unwrap();
@@ -848,9 +906,10 @@ fn a_segment_larger_than_the_disk_is_an_error_not_a_crash() {
 /// all-zero file, is harmless: segments are created under the temporary
 /// `.seg.spare` name and renamed only once whole and synced (the power-loss
 /// test found that creating under the final name left an empty `.seg` that
-/// blocked every open), so recovery removes such a file and the WAL opens.
-/// An empty file under a segment's own name, which segwal never makes, is
-/// refused naming the file, in every recovery mode.
+/// blocked every open), so recovery removes such a file, whether it has
+/// the next id (which the open's own spare then takes) or an older one,
+/// and the WAL opens. An empty file under a segment's own name, which
+/// segwal never makes, is refused naming the file, in every recovery mode.
 #[test]
 fn a_segment_left_empty_by_a_crash_during_creation_does_not_stop_the_open() {
     for content in [Vec::new(), vec![0u8; 4096]] {
@@ -860,24 +919,43 @@ fn a_segment_left_empty_by_a_crash_during_creation_does_not_stop_the_open() {
             wal.write(1, 1, &[b"acknowledged"]).unwrap();
             wal.close().unwrap();
         }
-        let unfinished = region_dir(dir.path(), 1).join("00000000000000000002.seg.spare");
-        fs::write(&unfinished, &content).unwrap();
+        let next = dir.path().join("00000000000000000002.seg.spare");
+        let older = dir.path().join("00000000000000000005.seg.spare");
+        for unfinished in [&next, &older] {
+            fs::write(unfinished, &content).unwrap();
+        }
         let wal = SegmentManager::open(config(dir.path()))
             .unwrap_or_else(|e| panic!("{} bytes: {e}", content.len()));
-        assert!(!unfinished.exists(), "the unfinished segment is removed");
+        assert!(!older.exists(), "the unfinished segment is removed");
         assert_eq!(
             drain(wal.read(1, 1, 0, MAX).unwrap()),
             [(1, 1, b"acknowledged".to_vec())]
         );
         assert_eq!(wal.write(1, 1, &[b"next"]).unwrap(), 2);
         wal.close().unwrap();
-
-        let foreign = region_dir(dir.path(), 1).join("00000000000000000009.seg");
-        fs::write(&foreign, &content).unwrap();
-        let err = SegmentManager::open(config(dir.path())).unwrap_err();
-        assert!(
-            err.to_string().contains("00000000000000000009.seg"),
-            "the refusal names the file: {err}"
+        assert_eq!(spare_files(dir.path()), Vec::<String>::new());
+        assert_eq!(
+            segment_files(dir.path()),
+            ["00000000000000000001.seg", "00000000000000000002.seg"],
+            "the open's own spare took the next id"
         );
+
+        let foreign = dir.path().join("00000000000000000009.seg");
+        fs::write(&foreign, &content).unwrap();
+        for mode in [
+            RecoveryMode::Strict,
+            RecoveryMode::TolerateTornTail,
+            RecoveryMode::SkipCorrupted,
+        ] {
+            let err = SegmentManager::open(ManagerConfig {
+                recovery_mode: mode,
+                ..config(dir.path())
+            })
+            .unwrap_err();
+            assert!(
+                err.to_string().contains("00000000000000000009.seg"),
+                "{mode:?}: the refusal names the file: {err}"
+            );
+        }
     }
 }

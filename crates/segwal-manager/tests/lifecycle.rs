@@ -27,12 +27,12 @@ fn files_with_suffix(dir: &Path, suffix: &str) -> Vec<String> {
     names
 }
 
+/// Proves that the open-segment cache bounds the files kept open between
+/// reads, that evicted segments come back (verified) when a read needs
+/// them, and that an iterator keeps reading segments evicted or deleted
+/// after it was created.
 #[test]
 fn reads_reopen_segments_evicted_from_a_small_cache() {
-    // Proves that the open-segment cache bounds the files kept open between
-    // reads, that evicted segments come back (verified) when a read needs
-    // them, and that an iterator keeps reading segments evicted or deleted
-    // after it was created.
     let dir = tempfile::tempdir().unwrap();
     let config = ManagerConfig {
         segment_size_bytes: 4096,
@@ -82,13 +82,13 @@ fn reads_reopen_segments_evicted_from_a_small_cache() {
     assert_eq!(drain(wal.scan(1).unwrap()), [(151, b"after".to_vec())]);
 }
 
+/// Proves that a read takes every segment the cache holds before it
+/// reopens any other: after a restart, a scan of a region with more
+/// segments than the cache holds maps again only those recovery could
+/// not keep, instead of evicting each cached one just before reaching
+/// it; and that with a cache large enough it maps none again.
 #[test]
 fn a_scan_reopens_only_the_segments_the_cache_does_not_hold() {
-    // Proves that a read takes every segment the cache holds before it
-    // reopens any other: after a restart, a scan of a region with more
-    // segments than the cache holds maps again only those recovery could
-    // not keep, instead of evicting each cached one just before reaching
-    // it; and that with a cache large enough it maps none again.
     let dir = tempfile::tempdir().unwrap();
     let config = |cache_size| ManagerConfig {
         segment_size_bytes: 4096,
@@ -114,13 +114,13 @@ fn a_scan_reopens_only_the_segments_the_cache_does_not_hold() {
     assert_eq!(wal.statistics().segments_reopened, 0);
 }
 
+/// Proves that the next segment is prepared in the background so that
+/// most rollovers only rename it into place, that closing removes an
+/// unused one, and that recovery removes a spare a crash left behind
+/// (here: a copy of the data dir taken while a spare existed, two regions
+/// writing) without mistaking the segment before it for a sealed one.
 #[test]
 fn rollovers_use_segments_prepared_ahead_and_leave_no_spares_behind() {
-    // Proves that the next segment is prepared in the background so that
-    // most rollovers only rename it into place, that closing removes an
-    // unused one, and that recovery removes a spare a crash left behind
-    // (here: a copy of the data dir taken while a spare existed) without
-    // mistaking the segment before it for a sealed one.
     let dir = tempfile::tempdir().unwrap();
     let config = ManagerConfig {
         segment_size_bytes: 16 << 10,
@@ -129,8 +129,8 @@ fn rollovers_use_segments_prepared_ahead_and_leave_no_spares_behind() {
     };
     let wal = SegmentManager::open(config.clone()).unwrap();
     let entry = vec![7u8; 1000];
-    for _ in 0..200 {
-        wal.write(3, 1, &[&entry]).unwrap();
+    for i in 0..200u64 {
+        wal.write(3 + i % 2, 1, &[&entry]).unwrap();
     }
     let stats = wal.statistics();
     assert!(stats.segments_created >= 10, "{stats}");
@@ -138,46 +138,54 @@ fn rollovers_use_segments_prepared_ahead_and_leave_no_spares_behind() {
 
     // Write into the second half of a segment so a spare is prepared, then
     // take a copy of the files as a crash would leave them.
-    let region_dir = dir.path().join(format!("{:020}", 3));
     let crash = tempfile::tempdir().unwrap();
-    let crash_region = crash.path().join(format!("{:020}", 3));
-    let last = loop {
-        let last = wal.write(3, 1, &[&entry]).unwrap();
-        if !files_with_suffix(&region_dir, ".spare").is_empty() {
+    for i in 0.. {
+        wal.write(3 + i % 2, 1, &[&entry]).unwrap();
+        if !files_with_suffix(dir.path(), ".spare").is_empty() {
             // The spare may still be being written: a copy of a partly
             // created file is what a crash can leave, too.
-            fs::create_dir(&crash_region).unwrap();
-            for name in fs::read_dir(&region_dir).unwrap() {
+            for name in fs::read_dir(dir.path()).unwrap() {
                 let name = name.unwrap().file_name();
-                fs::copy(region_dir.join(&name), crash_region.join(&name)).unwrap();
+                fs::copy(dir.path().join(&name), crash.path().join(&name)).unwrap();
             }
-            break last;
+            break;
         }
-    };
+    }
+    let last = [3, 4].map(|region| (region, wal.sequence_num(region, 1).unwrap()));
     wal.close().unwrap();
     assert_eq!(
-        files_with_suffix(&region_dir, ".spare"),
+        files_with_suffix(dir.path(), ".spare"),
         Vec::<String>::new()
     );
+    assert!(!files_with_suffix(crash.path(), ".spare").is_empty());
 
+    // The open prepares a spare of its own for the first write (under the
+    // crashed spare's name, the next id): at most one is there, and once
+    // closed, none.
     let recovered = SegmentManager::open(ManagerConfig::new(crash.path())).unwrap();
+    assert!(files_with_suffix(crash.path(), ".spare").len() <= 1);
+    for (region, last) in last {
+        assert_eq!(recovered.sequence_num(region, 1).unwrap(), last);
+        assert_eq!(
+            drain(recovered.read(region, 1, 0, u64::MAX).unwrap()).len() as u64,
+            last
+        );
+        assert_eq!(recovered.write(region, 1, &[b"after"]).unwrap(), last + 1);
+    }
+    recovered.close().unwrap();
     assert_eq!(
-        files_with_suffix(&crash_region, ".spare"),
+        files_with_suffix(crash.path(), ".spare"),
         Vec::<String>::new()
-    );
-    assert_eq!(recovered.sequence_num(3, 1).unwrap(), last);
-    assert_eq!(
-        drain(recovered.read(3, 1, 0, u64::MAX).unwrap()).len() as u64,
-        last
     );
 }
 
+/// Proves group commit across regions: with many writers, each to a
+/// region of its own, under SyncMode::Always, one sync of the shared log
+/// covers several batches. (A round where no
+/// two writers ever overlap a sync is possible in principle, so rounds
+/// repeat; in practice the first one shows it.)
 #[test]
 fn concurrent_writers_share_syncs() {
-    // Proves group commit: with many writers to one region under
-    // SyncMode::Always, one sync covers several batches. (A round where no
-    // two writers ever overlap a sync is possible in principle, so rounds
-    // repeat; in practice the first one shows it.)
     let dir = tempfile::tempdir().unwrap();
     let wal = Arc::new(SegmentManager::open(ManagerConfig::new(dir.path())).unwrap());
     let writers = 16;
@@ -191,7 +199,7 @@ fn concurrent_writers_share_syncs() {
                 std::thread::spawn(move || {
                     barrier.wait();
                     for i in 0..per_writer {
-                        wal.write(1, t, &[format!("{t}-{i}").as_bytes()]).unwrap();
+                        wal.write(t, 1, &[format!("{t}-{i}").as_bytes()]).unwrap();
                     }
                 })
             })
@@ -212,13 +220,13 @@ fn concurrent_writers_share_syncs() {
     panic!("twenty rounds of 16 concurrent writers never shared a sync");
 }
 
+/// Proves the write-back policy: under `Never` and `Interval` the
+/// manager starts write-back of the active segment each time
+/// WRITEBACK_CHUNK_BYTES more have been written, so the disk is not
+/// handed a whole segment at rollover; under `Always` every write is
+/// synced anyway and it never does. Everything stays readable.
 #[test]
 fn unsynced_segments_start_write_back_as_they_fill_and_synced_ones_never() {
-    // Proves the write-back policy: under `Never` and `Interval` the
-    // manager starts write-back of the active segment each time
-    // WRITEBACK_CHUNK_BYTES more have been written, so the disk is not
-    // handed a whole segment at rollover; under `Always` every write is
-    // synced anyway and it never does. Everything stays readable.
     let payload = vec![0x5a_u8; 64 << 10];
     let batch: Vec<&[u8]> = vec![&payload; 16]; // 1 MiB
     let batches = 2 * segwal_manager::WRITEBACK_CHUNK_BYTES / (1 << 20) + 2;

@@ -29,8 +29,8 @@ fn payload(region: u64, table: u64, n: u64) -> Vec<u8> {
     bytes
 }
 
-/// Proves that with 8 threads writing to 4 regions while 4 threads read,
-/// every read sees a consistent snapshot (ascending, correct payloads, and
+/// Proves that with 8 threads writing to 32 regions of one log (each its
+/// own table in 8 of them, in turn) while 4 threads read, every read sees a consistent snapshot (ascending, correct payloads, and
 /// every write acknowledged before the read began), and that afterwards and
 /// after a reopen the WAL holds exactly what the model says.
 #[test]
@@ -48,8 +48,9 @@ fn eight_writers_four_readers_match_the_model() {
             .map(|w| {
                 let (wal, model) = (Arc::clone(&wal), Arc::clone(&model));
                 s.spawn(move || {
-                    let (region, table) = (w % 4, w);
+                    let table = w;
                     for n in 0..60u64 {
+                        let region = w % 4 + 4 * (n % 8);
                         let entries: Vec<Vec<u8>> = (0..n % 3 + 1)
                             .map(|k| payload(region, table, n * 3 + k))
                             .collect();
@@ -71,7 +72,7 @@ fn eight_writers_four_readers_match_the_model() {
                 let mut round = 0u64;
                 while !done.load(std::sync::atomic::Ordering::Acquire) {
                     let table = (r + round) % 8;
-                    let region = table % 4;
+                    let region = table % 4 + 4 * (round / 8 % 8);
                     round += 1;
                     let acked = model
                         .lock()
@@ -115,6 +116,12 @@ fn eight_writers_four_readers_match_the_model() {
     check(&SegmentManager::open(config).unwrap());
 }
 
+/// Regions the random operations use: a few hot ones, so that deletes
+/// empty whole segments, and many others, so that segments are shared.
+const REGIONS: u64 = 64;
+const HOT_REGIONS: u64 = 4;
+const TABLES: u64 = 3;
+
 #[derive(Debug, Clone)]
 enum Op {
     Write {
@@ -140,17 +147,24 @@ enum Op {
     CloseRegion {
         region: u64,
     },
-    Reopen,
+    /// Close the WAL and open it again with this many streams.
+    Reopen {
+        streams: usize,
+    },
+}
+
+fn region() -> impl Strategy<Value = u64> {
+    prop_oneof![3 => 0..HOT_REGIONS, 2 => 0..REGIONS]
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (0..3u64, 0..3u64, 1..4u8, 0..600u16).prop_map(|(region, table, entries, size)| Op::Write { region, table, entries, size }),
-        3 => (0..3u64, 0..3u64, 0..8u8).prop_map(|(region, table, back)| Op::Delete { region, table, back }),
-        2 => (0..3u64, 0..3u64, any::<u8>(), any::<u8>()).prop_map(|(region, table, start, len)| Op::Read { region, table, start, len }),
-        2 => (0..3u64).prop_map(|region| Op::Scan { region }),
-        1 => (0..3u64).prop_map(|region| Op::CloseRegion { region }),
-        1 => Just(Op::Reopen),
+        6 => (region(), 0..TABLES, 1..4u8, 0..600u16).prop_map(|(region, table, entries, size)| Op::Write { region, table, entries, size }),
+        3 => (region(), 0..TABLES, 0..8u8).prop_map(|(region, table, back)| Op::Delete { region, table, back }),
+        2 => (region(), 0..TABLES, any::<u8>(), any::<u8>()).prop_map(|(region, table, start, len)| Op::Read { region, table, start, len }),
+        2 => region().prop_map(|region| Op::Scan { region }),
+        2 => region().prop_map(|region| Op::CloseRegion { region }),
+        1 => (1..=4usize).prop_map(|streams| Op::Reopen { streams }),
     ]
 }
 
@@ -162,8 +176,19 @@ struct Model {
     max: BTreeMap<(u64, u64), u64>,
 }
 
-fn open(dir: &Path) -> SegmentManager {
+impl Model {
+    /// The region's live entries as a scan returns them.
+    fn scan(&self, region: u64) -> Vec<(u64, u64, Vec<u8>)> {
+        self.live
+            .get(&region)
+            .map(|live| live.iter().map(|(&s, (t, b))| (*t, s, b.clone())).collect())
+            .unwrap_or_default()
+    }
+}
+
+fn open(dir: &Path, streams: usize) -> SegmentManager {
     let config = ManagerConfig {
+        streams,
         segment_size_bytes: 4096,
         sync_mode: SyncMode::Never,
         ..ManagerConfig::new(dir)
@@ -171,28 +196,63 @@ fn open(dir: &Path) -> SegmentManager {
     SegmentManager::open(config).unwrap()
 }
 
+/// Checks region `region` against the model: its scan, and each table's
+/// `sequence_num`. (This opens the region again if it was closed.)
+fn check_region(
+    wal: &SegmentManager,
+    model: &Model,
+    region: u64,
+    label: &str,
+) -> Result<(), TestCaseError> {
+    prop_assert_eq!(
+        drain(wal.scan(region).unwrap()),
+        model.scan(region),
+        "{}: scan {}",
+        label,
+        region
+    );
+    for table in 0..TABLES {
+        let max = model.max.get(&(region, table)).copied().unwrap_or(0);
+        prop_assert_eq!(
+            wal.sequence_num(region, table).unwrap(),
+            max,
+            "{}: region {} table {}",
+            label,
+            region,
+            table
+        );
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(if std::env::var_os("CI").is_some() { 96 } else { 48 }))]
 
-    /// Random writes, deletes, reads, scans, region closes and reopens give
-    /// the same results as a `BTreeMap` model, at every step.
+    /// Random writes, deletes, reads, scans, region closes and reopens
+    /// (with 1 to 4 streams) over 64 regions give the same results as a
+    /// `BTreeMap` model: after every step, every region's next number
+    /// (from the statistics, which open no closed region) and the region
+    /// the step touched; after every reopen and at the end, every region.
     #[test]
-    fn random_operations_match_the_model(ops in prop::collection::vec(op(), 1..80)) {
+    fn random_operations_match_the_model(ops in prop::collection::vec(op(), 1..150)) {
         let dir = tempfile::tempdir().unwrap();
-        let mut wal = open(dir.path());
+        let mut wal = open(dir.path(), 1);
         let mut model = Model::default();
         for (step, op) in ops.into_iter().enumerate() {
+            let label = format!("step {step}: {op:?}");
+            let mut touched = None;
             match op {
                 Op::Write { region, table, entries, size } => {
                     let next = model.next.entry(region).or_insert(1);
                     let batch: Vec<Vec<u8>> = (0..entries as u64).map(|k| payload(region, table, *next + k).into_iter().cycle().take(size as usize).collect()).collect();
                     let last = wal.write(region, table, &batch).unwrap();
-                    prop_assert_eq!(last, *next + entries as u64 - 1, "step {}", step);
+                    prop_assert_eq!(last, *next + entries as u64 - 1, "{}", label);
                     for (k, bytes) in batch.into_iter().enumerate() {
                         model.live.entry(region).or_default().insert(*next + k as u64, (table, bytes));
                     }
                     *next = last + 1;
                     model.max.insert((region, table), last);
+                    touched = Some(region);
                 }
                 Op::Delete { region, table, back } => {
                     // back >= 6: past the table's end (deletes all of it, and
@@ -206,6 +266,7 @@ proptest! {
                     if let Some(live) = model.live.get_mut(&region) {
                         live.retain(|&seq, (t, _)| *t != table || seq > up_to);
                     }
+                    touched = Some(region);
                 }
                 Op::Read { region, table, start, len } => {
                     let next = model.next.get(&region).copied().unwrap_or(1);
@@ -213,22 +274,34 @@ proptest! {
                     let end = start.saturating_add(len as u64);
                     let got: Vec<(u64, Vec<u8>)> = drain(wal.read(region, table, start, end).unwrap()).into_iter().map(|e| (e.1, e.2)).collect();
                     let want: Vec<(u64, Vec<u8>)> = model.live.get(&region).map(|live| live.range(start..=end).filter(|(_, (t, _))| *t == table).map(|(&s, (_, b))| (s, b.clone())).collect()).unwrap_or_default();
-                    prop_assert_eq!(got, want, "step {}: read {} {} [{}, {}]", step, region, table, start, end);
+                    prop_assert_eq!(got, want, "{}", label);
                 }
                 Op::Scan { region } => {
-                    let got = drain(wal.scan(region).unwrap());
-                    let want: Vec<(u64, u64, Vec<u8>)> = model.live.get(&region).map(|live| live.iter().map(|(&s, (t, b))| (*t, s, b.clone())).collect()).unwrap_or_default();
-                    prop_assert_eq!(got, want, "step {}: scan {}", step, region);
+                    prop_assert_eq!(drain(wal.scan(region).unwrap()), model.scan(region), "{}", label);
                 }
+                // Left closed: the next operation on it opens it again.
                 Op::CloseRegion { region } => wal.close_region(region).unwrap(),
-                Op::Reopen => {
+                Op::Reopen { streams } => {
                     drop(wal);
-                    wal = open(dir.path());
+                    wal = open(dir.path(), streams);
+                    for region in 0..REGIONS {
+                        check_region(&wal, &model, region, &label)?;
+                    }
                 }
             }
-            for (&(region, table), &max) in &model.max {
-                prop_assert_eq!(wal.sequence_num(region, table).unwrap(), max, "step {}", step);
+            let next: Vec<(u64, u64)> = model.next.iter().map(|(&r, &n)| (r, n)).collect();
+            prop_assert_eq!(wal.statistics().regions, next, "{}", label);
+            if let Some(region) = touched {
+                check_region(&wal, &model, region, &label)?;
             }
+        }
+        for region in 0..REGIONS {
+            check_region(&wal, &model, region, "at the end")?;
+        }
+        drop(wal);
+        let wal = open(dir.path(), 1);
+        for region in 0..REGIONS {
+            check_region(&wal, &model, region, "after the last reopen")?;
         }
     }
 }

@@ -1,48 +1,91 @@
-//! How new segments' blocks are set aside: zero-filled under
+//! How new segments' blocks are set aside: the first segment after an
+//! open is reserved with `fallocate` (nearly free, so the first write does
+//! not wait for zeros), and later ones are zero-filled under
 //! `SyncMode::Always` while segments fill slowly (as here, where writes
-//! are paced), reserved with `fallocate` under the other modes,
-//! and zero-filled after all where the file system cannot reserve. The
+//! are paced), reserved under the other modes and in memory, and
+//! zero-filled after all where the file system cannot reserve. The
 //! fill-rate rule itself is unit-tested in `config.rs`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use segwal_format::SEGMENT_HEADER_LEN;
 use segwal_manager::{ManagerConfig, Preallocation, SegmentManager, SyncMode};
 use segwal_segment::disk::{self, Hook, Op};
 
 const SEGMENT_SIZE: u64 = 64 << 10;
 
-/// What the disk saw of segment files (`.seg` and `.seg.spare`).
+/// The zeros a zero-filled segment gets: everything past its header.
+const ZEROS: u64 = SEGMENT_SIZE - SEGMENT_HEADER_LEN as u64;
+
+/// What the disk saw of segment files (`.seg` and `.seg.spare`) while one
+/// WAL was open.
 #[derive(Debug, Default)]
 struct Seen {
+    /// Segment ids in the order their files were created.
+    created: Vec<u64>,
+    /// Segments whose blocks were reserved (the reservation performed).
+    reserved: BTreeSet<u64>,
+    /// Per segment, bytes written past the header while it was being
+    /// prepared (under its `.seg.spare` name): its zero-fill.
+    zero_filled: BTreeMap<u64, u64>,
     /// Bytes written to segment files.
     bytes_written: u64,
-    /// Reservations performed (not refused).
-    allocations: u64,
     /// Reservations refused as unsupported.
     refused: u64,
 }
 
-/// Performs every call, counting those on segment files; refuses
+impl Seen {
+    /// Segments created and not reserved.
+    fn not_reserved(&self) -> Vec<u64> {
+        self.created
+            .iter()
+            .copied()
+            .filter(|id| !self.reserved.contains(id))
+            .collect()
+    }
+}
+
+/// Performs every call, noting those on segment files; refuses
 /// reservations as unsupported when `refuse` is set.
 struct Counter {
     seen: Mutex<Seen>,
     refuse: bool,
 }
 
+/// The segment id in a segment file's name, if `path` is one.
+fn segment_id(path: &Path) -> Option<u64> {
+    let name = path.file_name()?.to_str()?;
+    let digits = name
+        .strip_suffix(".seg")
+        .or(name.strip_suffix(".seg.spare"))?;
+    digits.parse().ok()
+}
+
 impl Hook for Counter {
     fn run(&self, op: &Op<'_>, perform: &mut dyn FnMut() -> io::Result<()>) -> io::Result<()> {
-        let segment_file = op.path().to_string_lossy().contains(".seg");
+        let Some(id) = segment_id(op.path()) else {
+            return perform();
+        };
+        let preparing = op.path().to_string_lossy().ends_with(".spare");
         let mut seen = self.seen.lock().unwrap();
         match *op {
+            Op::Create { .. } => seen.created.push(id),
             Op::Allocate { .. } if self.refuse => {
                 seen.refused += 1;
                 return Err(io::ErrorKind::Unsupported.into());
             }
-            Op::Allocate { .. } => seen.allocations += 1,
-            Op::Write { data, .. } | Op::WriteSynced { data, .. } if segment_file => {
+            Op::Allocate { .. } => {
+                seen.reserved.insert(id);
+            }
+            Op::Write { data, offset, .. } | Op::WriteSynced { data, offset, .. } => {
                 seen.bytes_written += data.len() as u64;
+                if preparing && offset >= SEGMENT_HEADER_LEN as u64 {
+                    assert!(data.iter().all(|&b| b == 0), "a spare is only zero-filled");
+                    *seen.zero_filled.entry(id).or_default() += data.len() as u64;
+                }
             }
             _ => {}
         }
@@ -52,14 +95,15 @@ impl Hook for Counter {
 }
 
 /// Writes 100 KiB of payload (two segments' worth, so one rollover at
-/// least) into one table with `sync_mode` and `preallocation`, reads it back,
-/// and returns what the disk saw.
+/// least) into one table with `sync_mode` and `preallocation`, closes, and
+/// reads it back after a reopen; returns what the disk saw while the WAL
+/// was open for writing, and while it was open again for reading.
 fn write_two_segments(
     dir: &Path,
     sync_mode: SyncMode,
     preallocation: Option<Preallocation>,
     refuse: bool,
-) -> Seen {
+) -> (Seen, Seen) {
     let counter = Arc::new(Counter {
         seen: Mutex::default(),
         refuse,
@@ -83,6 +127,7 @@ fn write_two_segments(
         assert!(wal.statistics().segments_created >= 2);
         wal.close().unwrap();
     }
+    let writing = std::mem::take(&mut *counter.seen.lock().unwrap());
     let wal = SegmentManager::open(config).unwrap();
     let mut iter = wal.read(1, 1, 0, u64::MAX).unwrap();
     let mut entries = 0;
@@ -97,15 +142,18 @@ fn write_two_segments(
     assert_eq!(entries, 100);
     wal.close().unwrap();
     drop(guard);
-    Arc::into_inner(counter).unwrap().seen.into_inner().unwrap()
+    let reading = Arc::into_inner(counter).unwrap().seen.into_inner().unwrap();
+    (writing, reading)
 }
 
-/// Proves that under `SyncMode::Always` every new segment is written whole
-/// (zero-filled, so a synced append has no metadata to commit), while under
-/// `SyncMode::Never` and `SyncMode::Interval` segments are reserved and only
-/// the records are written: the data is not written twice. On a file
-/// system in memory (tmpfs: `/dev/shm`, and the temporary dir if it is
-/// one), segments are reserved under `Always` too.
+/// Proves that the first segment after each open is reserved, and that
+/// later ones follow the sync mode: under `SyncMode::Always` every later
+/// segment is written whole (zero-filled, so a synced append has no
+/// metadata to commit), while under `SyncMode::Never` and
+/// `SyncMode::Interval` every segment is reserved and only the records are
+/// written: the data is not written twice. On a file system in memory
+/// (tmpfs: `/dev/shm`, and the temporary dir if it is one), segments are
+/// reserved under `Always` too.
 #[test]
 fn the_sync_mode_and_the_medium_pick_how_segments_are_preallocated() {
     let payload_bytes = 100 * 1000;
@@ -114,17 +162,31 @@ fn the_sync_mode_and_the_medium_pick_how_segments_are_preallocated() {
     let in_memory = disk::is_memory_backed(shm).then(|| tempfile::tempdir_in(shm).unwrap());
     for dir in [Some(&temp), in_memory.as_ref()].into_iter().flatten() {
         let memory_backed = disk::is_memory_backed(dir.path());
-        let always = write_two_segments(&dir.path().join("always"), SyncMode::Always, None, false);
+        let (always, reopened) =
+            write_two_segments(&dir.path().join("always"), SyncMode::Always, None, false);
+        assert!(always.created.len() >= 2, "{always:?}");
+        let first = always.created[0];
+        assert!(always.reserved.contains(&first), "{always:?}");
+        assert!(!always.zero_filled.contains_key(&first), "{always:?}");
+        // The reopen prepared a first segment too (never used: no write).
+        assert_eq!(reopened.created.len(), 1, "{reopened:?}");
+        assert_eq!(reopened.not_reserved(), [], "{reopened:?}");
+        assert!(reopened.zero_filled.is_empty(), "{reopened:?}");
         if memory_backed {
-            assert!(always.allocations >= 2, "{always:?}");
+            assert_eq!(always.not_reserved(), [], "{always:?}");
+            assert!(always.zero_filled.is_empty(), "{always:?}");
             assert!(
                 always.bytes_written < payload_bytes + payload_bytes / 10,
                 "{always:?}"
             );
         } else {
-            assert_eq!(always.allocations, 0);
+            let later = &always.created[1..];
+            assert_eq!(always.not_reserved(), later, "{always:?}");
+            for id in later {
+                assert_eq!(always.zero_filled.get(id), Some(&ZEROS), "{always:?}");
+            }
             assert!(
-                always.bytes_written >= 2 * SEGMENT_SIZE + payload_bytes,
+                always.bytes_written >= later.len() as u64 * ZEROS + payload_bytes,
                 "{always:?}"
             );
         }
@@ -132,8 +194,13 @@ fn the_sync_mode_and_the_medium_pick_how_segments_are_preallocated() {
             SyncMode::Never,
             SyncMode::Interval(std::time::Duration::from_millis(5)),
         ] {
-            let reserved = write_two_segments(&dir.path().join("other"), mode, None, false);
-            assert!(reserved.allocations >= 2, "{mode:?}: {reserved:?}");
+            let (reserved, reopened) =
+                write_two_segments(&dir.path().join("other"), mode, None, false);
+            assert!(reserved.created.len() >= 2, "{mode:?}: {reserved:?}");
+            for seen in [&reserved, &reopened] {
+                assert_eq!(seen.not_reserved(), [], "{mode:?}: {seen:?}");
+                assert!(seen.zero_filled.is_empty(), "{mode:?}: {seen:?}");
+            }
             // Records (payload plus framing) and headers, nothing more.
             assert!(
                 reserved.bytes_written < payload_bytes + payload_bytes / 10,
@@ -147,39 +214,115 @@ fn the_sync_mode_and_the_medium_pick_how_segments_are_preallocated() {
     }
 }
 
+/// Proves that on a real disk under `SyncMode::Always` the first segment
+/// is prepared at open, before any write, and reserved, so that the first
+/// write finds it ready; and that the second, prepared while the first
+/// fills, is zero-filled.
+#[test]
+fn the_first_segment_is_reserved_at_open_and_the_second_zero_filled() {
+    let dir = tempfile::tempdir().unwrap();
+    if disk::is_memory_backed(dir.path()) {
+        eprintln!(
+            "the temporary dir is in memory, where every segment is reserved: \
+             the real-disk case was not tried here"
+        );
+        return;
+    }
+    let counter = Arc::new(Counter {
+        seen: Mutex::default(),
+        refuse: false,
+    });
+    let _guard = disk::install(dir.path(), Arc::clone(&counter) as Arc<dyn Hook>);
+    let wal = SegmentManager::open(ManagerConfig {
+        segment_size_bytes: SEGMENT_SIZE,
+        ..ManagerConfig::new(dir.path())
+    })
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !counter.seen.lock().unwrap().reserved.contains(&1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no segment was prepared at open"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert_eq!(wal.statistics().segments_created, 0, "no write yet");
+    let payload = vec![0xa5u8; 1000];
+    wal.write(1, 1, &[&payload]).unwrap();
+    let stats = wal.statistics();
+    assert_eq!(
+        (stats.segments_created, stats.spares_used),
+        (1, 1),
+        "{stats}"
+    );
+    let mut n = 1;
+    while wal.statistics().segments_created < 2 {
+        wal.write(1 + n % 3, 1, &[&payload]).unwrap();
+        n += 1;
+        // Paced, so that the fill rate stays far below the rate at which
+        // zero-filling stops.
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    assert_eq!(wal.statistics().spares_used, 2, "{}", wal.statistics());
+    wal.close().unwrap();
+    let seen = counter.seen.lock().unwrap();
+    assert_eq!(seen.created[..2], [1, 2], "{seen:?}");
+    assert!(seen.reserved.contains(&1), "{seen:?}");
+    assert!(!seen.reserved.contains(&2), "{seen:?}");
+    assert_eq!(seen.zero_filled.get(&1), None, "{seen:?}");
+    assert_eq!(seen.zero_filled.get(&2), Some(&ZEROS), "{seen:?}");
+}
+
 /// Proves that an explicit setting wins over the sync mode's default, both
-/// ways.
+/// ways, for the first segment after an open too.
 #[test]
 fn an_explicit_preallocation_overrides_the_sync_mode() {
-    let reserved = write_two_segments(
+    let (reserved, reopened) = write_two_segments(
         tempfile::tempdir().unwrap().path(),
         SyncMode::Always,
         Some(Preallocation::Reserved),
         false,
     );
-    assert!(reserved.allocations >= 2, "{reserved:?}");
-    let zeroed = write_two_segments(
+    assert!(reserved.created.len() >= 2, "{reserved:?}");
+    for seen in [&reserved, &reopened] {
+        assert_eq!(seen.not_reserved(), [], "{seen:?}");
+        assert!(seen.zero_filled.is_empty(), "{seen:?}");
+    }
+    let (zeroed, reopened) = write_two_segments(
         tempfile::tempdir().unwrap().path(),
         SyncMode::Never,
         Some(Preallocation::Zeroed),
         false,
     );
-    assert_eq!(zeroed.allocations, 0);
+    assert!(zeroed.created.len() >= 2, "{zeroed:?}");
+    for seen in [&zeroed, &reopened] {
+        assert!(seen.reserved.is_empty(), "{seen:?}");
+        for id in &seen.created {
+            assert_eq!(seen.zero_filled.get(id), Some(&ZEROS), "{seen:?}");
+        }
+    }
     assert!(zeroed.bytes_written >= 2 * SEGMENT_SIZE, "{zeroed:?}");
 }
 
 /// Proves that where the file system cannot reserve blocks (`fallocate`
-/// unsupported), segments are zero-filled instead and the WAL works as
-/// usual, rather than failing or leaving sparse files behind.
+/// unsupported), segments are zero-filled instead, the first one after an
+/// open too, and the WAL works as usual, rather than failing or leaving
+/// sparse files behind.
 #[test]
 fn segments_are_zero_filled_where_blocks_cannot_be_reserved() {
-    let seen = write_two_segments(
+    let (seen, reopened) = write_two_segments(
         tempfile::tempdir().unwrap().path(),
         SyncMode::Never,
         None,
         true,
     );
-    assert!(seen.refused >= 2, "{seen:?}");
-    assert_eq!(seen.allocations, 0);
+    assert!(seen.created.len() >= 2, "{seen:?}");
+    for seen in [&seen, &reopened] {
+        assert_eq!(seen.refused, seen.created.len() as u64, "{seen:?}");
+        assert!(seen.reserved.is_empty(), "{seen:?}");
+        for id in &seen.created {
+            assert_eq!(seen.zero_filled.get(id), Some(&ZEROS), "{seen:?}");
+        }
+    }
     assert!(seen.bytes_written >= 2 * SEGMENT_SIZE, "{seen:?}");
 }
