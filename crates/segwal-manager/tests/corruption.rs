@@ -1469,3 +1469,97 @@ fn a_sealed_segment_cut_at_a_record_boundary_is_reported() {
     .unwrap_err();
     assert!(err.to_string().contains(&format!("offset {cut}")), "{err}");
 }
+
+/// Proves that "the newest segment" is judged per stream of the shared
+/// log: a damaged last record in the newest segment of one stream is a
+/// torn tail (a note for `inspect`, cut by `TolerateTornTail`, refused by
+/// `Strict`) even though another stream has a newer segment, while the
+/// same damage in a sealed segment of the other stream is damage.
+#[test]
+fn a_torn_tail_is_judged_by_the_newest_segment_of_its_stream() {
+    let dir = scratch();
+    let config = |mode: RecoveryMode| ManagerConfig {
+        segment_size_bytes: SEGMENT_SIZE,
+        streams: 2,
+        recovery_mode: mode,
+        ..ManagerConfig::new(dir.path())
+    };
+    // Region 0 writes stream 0, region 1 stream 1. Stream 0 rolls over, so
+    // its newest segment is the newest of the data dir; stream 1 keeps one
+    // segment, older than that.
+    let wal = SegmentManager::open(config(RecoveryMode::TolerateTornTail)).unwrap();
+    let mut written: BTreeMap<u64, Vec<(u64, Vec<u8>)>> = BTreeMap::new();
+    for i in 0..60usize {
+        let region = u64::from(i % 6 == 5);
+        let entry = payload(region, 1, i).repeat(8);
+        let last = wal.write(region, 1, &[entry.as_slice()]).unwrap();
+        written.entry(region).or_default().push((last, entry));
+    }
+    wal.close().unwrap();
+    drop(wal);
+    let image = read_image(dir.path(), BTreeMap::new());
+    let streams: Vec<u64> = image
+        .segments
+        .iter()
+        .map(|&f| {
+            SegmentHeader::decode(&image.files[f].bytes)
+                .unwrap()
+                .stream_id
+        })
+        .collect();
+    let newest_of = |stream: u64| streams.iter().rposition(|&s| s == stream).unwrap();
+    let (sealed, torn) = (0, newest_of(1));
+    assert_eq!(streams[sealed], 0);
+    assert!(torn < newest_of(0), "{streams:?}");
+    assert!(image.segment(torn).records().len() >= 2);
+
+    // The last record of each, damaged in turn.
+    for (segment, is_newest) in [(torn, true), (sealed, false)] {
+        let file = image.segments[segment];
+        let last = image.segment(segment).records().last().unwrap().clone();
+        let m = Mutation::Flip {
+            file,
+            bit: (last.offset + RECORD_HEADER_LEN as u64 + 2) * 8,
+        };
+        let context = format!("segment {segment}, newest of its stream: {is_newest}");
+        let path = dir.path().join(&image.files[file].name);
+        materialize(&image, dir.path(), m);
+        let report = inspect(dir.path()).unwrap();
+        let found: Vec<Found> = report
+            .problems()
+            .map(|p| (p.path.clone(), p.offset, p.is_damage))
+            .collect();
+        assert_eq!(
+            found,
+            [(path.clone(), Some(last.offset), !is_newest)],
+            "{context}"
+        );
+        let err = SegmentManager::open(config(RecoveryMode::Strict)).unwrap_err();
+        assert!(
+            err.to_string().contains(&format!("offset {}", last.offset)),
+            "{context}: {err}"
+        );
+        materialize(&image, dir.path(), m);
+        let opened = SegmentManager::open(config(RecoveryMode::TolerateTornTail));
+        if !is_newest {
+            let err = opened.unwrap_err();
+            assert!(
+                matches!(&err, Error::SealedSegmentDamaged { path: at, offset, .. }
+                    if *at == path && *offset == last.offset),
+                "{context}: {err}"
+            );
+            continue;
+        }
+        let wal = opened.unwrap_or_else(|e| panic!("{context}: {e}"));
+        for (region, entries) in &written {
+            let want: Vec<Seen> = entries
+                .iter()
+                .filter(|(sequence, _)| *region == 0 || *sequence < last.first)
+                .map(|(sequence, entry)| (*region, 1, *sequence, entry.clone()))
+                .collect();
+            let got = drain(wal.read(*region, 1, 0, u64::MAX).unwrap(), *region);
+            assert_eq!(got, want, "{context}: region {region}");
+        }
+        wal.close().unwrap();
+    }
+}
