@@ -1,11 +1,12 @@
 //! Proves that a real `SegmentManager` (small segments, so rollovers
-//! happen), driven by any sequence of writes, reads, scans, deletes,
-//! region closes, reopens and process crashes, holds exactly what a
-//! reference model says after every operation: reads and scans return the
-//! model's live entries (and iterators kept across other operations their
-//! snapshot), sequence numbers increase and are never reused,
-//! deleted entries never come back, dead segments leave the disk, and only
-//! invalid batches are refused.
+//! happen; four regions sharing one log of 1 to 3 streams), driven by any
+//! sequence of writes, reads, scans, deletes, region closes, reopens and
+//! process crashes, holds exactly what a reference model says after every
+//! operation: reads and scans return the model's live entries (and
+//! iterators kept across other operations their snapshot), sequence
+//! numbers increase and are never reused, deleted entries never come back,
+//! a segment leaves the disk once no region has a live entry in it, no
+//! region has a file of its own, and only invalid batches are refused.
 
 #![no_main]
 
@@ -13,6 +14,8 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use segwal_fuzz::wal::{Harness, REGIONS, Settings, TABLES};
 
+/// `segment_size`, `sync_mode`, `max_entry` and `cache` pick the
+/// settings (`cache` picks the stream count too), see `Settings::pick`.
 #[derive(Debug, Arbitrary)]
 struct Input {
     segment_size: u8,
@@ -59,7 +62,9 @@ enum Op {
     Reopen,
     /// Drop without `close`, then `open`.
     Drop,
-    /// The data dir as `kill -9` would leave it, opened in a new manager.
+    /// The data dir as `kill -9` would leave it (copied between
+    /// operations: every byte written, synced or not), opened in a new
+    /// manager.
     Crash,
     /// A second open of the held data dir, which must be refused.
     OpenTwice,

@@ -6,6 +6,12 @@
 //! a map from sequence number to `(table, payload)` of the live entries,
 //! the next sequence number, and per table the largest sequence number
 //! assigned and the delete mark.
+//!
+//! Every region shares the data dir's one log (split into 1 to 3 streams,
+//! as the run's settings say), so the files on disk are checked for the
+//! log as a whole: the data dir holds `LOCK`, `META`, the segments and at
+//! most one spare per stream, no directory; and every sealed segment
+//! holds a live entry of some region.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs;
@@ -13,13 +19,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use segwal_format::{SEGMENT_HEADER_LEN, Scanner, SegmentHeader};
-use segwal_manager::{EntryIter, Error, ManagerConfig, SegmentManager, SyncMode};
+use segwal_manager::{
+    EntryIter, Error, LOCK_FILE, META_FILE, ManagerConfig, SegmentManager, SyncMode,
+};
 use segwal_segment::parse_segment_file_name;
 use tempfile::TempDir;
 
 /// The region ids the operations use: few, so that operations meet, and
-/// including the largest id.
-pub const REGIONS: [u64; 3] = [0, 1, u64::MAX];
+/// including the largest id. With up to 3 streams, every stream gets a
+/// region, and some streams two.
+pub const REGIONS: [u64; 4] = [0, 1, 2, u64::MAX];
 /// The table ids the operations use, likewise.
 pub const TABLES: [u64; 3] = [0, 7, u64::MAX];
 
@@ -105,11 +114,15 @@ pub struct Settings {
     pub max_entry_size_bytes: u64,
     /// How many sealed segments stay open.
     pub cache_size: usize,
+    /// How many streams the shared log has (region R writes stream
+    /// R mod streams).
+    pub streams: usize,
 }
 
 impl Settings {
     /// Settings picked by four small numbers, each reduced modulo the
-    /// number of choices.
+    /// number of choices; `cache` picks the cache size and the stream
+    /// count (so that inputs keep their shape).
     pub fn pick(segment_size: u8, sync_mode: u8, max_entry: u8, cache: u8) -> Settings {
         Settings {
             segment_size_bytes: [4 << 10, 8 << 10, 16 << 10][usize::from(segment_size % 3)],
@@ -120,6 +133,7 @@ impl Settings {
             },
             max_entry_size_bytes: [512, 2 << 10, 8 << 10][usize::from(max_entry % 3)],
             cache_size: usize::from(cache % 3) + 1,
+            streams: usize::from(cache / 3 % 3) + 1,
         }
     }
 
@@ -129,6 +143,7 @@ impl Settings {
             sync_mode: self.sync_mode,
             max_entry_size_bytes: self.max_entry_size_bytes,
             cache_size: self.cache_size,
+            streams: self.streams,
             ..ManagerConfig::new(dir)
         }
     }
@@ -276,7 +291,7 @@ impl Harness {
 
     /// Deletes a table's entries up to `up_to`. If that raised the
     /// table's mark, every sealed segment left on disk must hold a live
-    /// entry.
+    /// entry (of any region: the segments are shared).
     pub fn delete(&mut self, region: u64, table: u64, up_to: u64) {
         self.wal()
             .mark_delete_entries_up_to(region, table, up_to)
@@ -293,8 +308,9 @@ impl Harness {
         }
         self.check_region(region);
         if raised {
-            // The newest segment may be the one being written, which stays.
-            self.check_segment_files(region, true);
+            // The newest segment of each stream may be the one being
+            // written, which stays.
+            self.check_segment_files(true);
         }
     }
 
@@ -391,9 +407,13 @@ impl Harness {
 
     /// A process crash: the data dir is copied as it is now, which is what
     /// `kill -9` would leave (a process crash loses no byte the process
-    /// wrote, in any sync mode: the page cache keeps it). The WAL is then
-    /// dropped and the copy opened in its place: everything acknowledged
-    /// must be there.
+    /// wrote, in any sync mode: the page cache keeps it). Between
+    /// operations only background threads run: one preparing a spare
+    /// segment, whose file may be caught half written or gone (recovery
+    /// removes spares), and the interval sync, which writes nothing; the
+    /// segments and `META` (appended to, or replaced by rename, only within
+    /// an operation) are copied whole. The WAL is then dropped and the copy
+    /// opened in its place: everything acknowledged must be there.
     pub fn crash(&mut self) {
         let image = scratch_dir();
         copy_tree(self.dir.path(), image.path());
@@ -412,16 +432,16 @@ impl Harness {
     }
 
     /// Opens the data dir and checks the recovered WAL against the model:
-    /// every region, and on disk no spare segment and no segment without a
-    /// live entry (recovery removes both).
+    /// every region, and on disk no segment without a live entry (recovery
+    /// removes them, and the spares it finds).
     fn open(&mut self) {
         let wal = SegmentManager::open(self.settings.config(self.dir.path()))
             .unwrap_or_else(|e| panic!("reopening the data dir: {e}"));
         self.wal = Some(wal);
         for region in REGIONS {
             self.check_region(region);
-            self.check_segment_files(region, false);
         }
+        self.check_segment_files(false);
     }
 
     /// Checks a region against the model: the whole of each table, the
@@ -451,42 +471,57 @@ impl Harness {
         );
     }
 
-    /// Checks the region's segment files on disk: each one (but the newest
-    /// if `spare_newest`, which may be the one being written) holds at
-    /// least one live entry, and no prepared spare is left if
-    /// `spare_newest` is false (right after recovery).
-    fn check_segment_files(&self, region: u64, spare_newest: bool) {
-        let dir = self.dir.path().join(format!("{region:020}"));
-        let Ok(listing) = fs::read_dir(&dir) else {
-            return;
-        };
+    /// Checks the data dir: it holds `LOCK`, `META`, segments and at most
+    /// one spare per stream (being prepared), and nothing else, no
+    /// directory above all (a region costs no file of its own); every
+    /// segment holds a live entry of some region, but, if
+    /// `active_may_be_dead`, the newest of each stream, which may be the
+    /// one being written.
+    fn check_segment_files(&self, active_may_be_dead: bool) {
+        let dir = self.dir.path();
         let mut segments = Vec::new();
-        for entry in listing {
-            let name = entry.unwrap().file_name();
-            let name = name.to_string_lossy();
+        let mut spares = 0;
+        for entry in fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().to_string_lossy().into_owned();
             if let Some(id) = parse_segment_file_name(&name) {
                 segments.push(id);
+            } else if name.ends_with(".seg.spare") {
+                spares += 1;
             } else {
                 assert!(
-                    spare_newest || !name.ends_with(".spare"),
-                    "recovery left spare {name} in region {region}"
+                    name == LOCK_FILE || name == META_FILE,
+                    "unexpected {name} in the data dir"
                 );
             }
         }
+        assert!(
+            spares <= self.settings.streams,
+            "{spares} spares for {} streams",
+            self.settings.streams
+        );
         segments.sort_unstable();
-        if spare_newest {
-            segments.pop();
-        }
+        let mut newest: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut files = Vec::new();
         for id in segments {
             let path = dir.join(segwal_segment::segment_file_name(id));
             let bytes = fs::read(&path).unwrap();
             let header = SegmentHeader::decode(&bytes).unwrap();
+            assert_eq!(header.segment_id, id, "{}", path.display());
+            newest.insert(header.stream_id, id);
+            files.push((id, path, bytes, header));
+        }
+        for (id, path, bytes, header) in files {
+            if active_may_be_dead && newest.get(&header.stream_id) == Some(&id) {
+                continue;
+            }
             let records = Scanner::new(
                 &bytes[SEGMENT_HEADER_LEN..],
                 SEGMENT_HEADER_LEN as u64,
                 &header,
             );
             let live = records.into_iter().any(|record| {
+                let region = record.region_id();
                 record
                     .entries()
                     .any(|e| self.model.is_live(region, e.table_id, e.sequence))
@@ -525,7 +560,8 @@ fn drain(iter: segwal_manager::Result<EntryIter>, batch: usize) -> Vec<(u64, u64
     }
 }
 
-/// Copies the files and directories under `from` into `to`, which exists.
+/// Copies the files and directories under `from` into `to`, which exists
+/// (the data dir holds no directory, but a copy should not depend on it).
 fn copy_tree(from: &Path, to: &Path) {
     for entry in fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();

@@ -8,23 +8,46 @@ use segwal_manager::DirReport;
 
 use crate::size::format_bytes;
 
-/// The segments of the shared log with size, live bytes, regions and
-/// tables; then per region its segments, live entries and sequence range;
-/// then delete marks and any problems.
+/// `n` and the noun, singular or plural as `n` asks: "1 segment",
+/// "3 segments".
+fn count(n: u64, singular: &str, plural: &str) -> String {
+    format!("{n} {}", if n == 1 { singular } else { plural })
+}
+
+/// The ids of a region's segments: all of them up to eight, else the first
+/// four and the last two.
+fn segment_ids(ids: &BTreeSet<u64>) -> String {
+    let shown: Vec<String> = if ids.len() <= 8 {
+        ids.iter().map(u64::to_string).collect()
+    } else {
+        let mut shown: Vec<String> = ids.iter().take(4).map(u64::to_string).collect();
+        shown.push("…".into());
+        shown.extend(ids.iter().skip(ids.len() - 2).map(u64::to_string));
+        shown
+    };
+    shown.join(", ")
+}
+
+/// The segments of the shared log, each once, with size, live bytes,
+/// regions and tables; then one line per region (its live entries, the
+/// segments holding them, its sequence range); then delete marks and any
+/// problems.
 pub(crate) fn inspect(dir: &Path) -> Result<String, String> {
     let report = segwal_manager::inspect(dir).map_err(|e| e.to_string())?;
     let mut out = String::new();
     let disk: u64 = report.segments.iter().map(|s| s.file_bytes).sum();
     let live: u64 = report.segments.iter().map(|s| s.live_bytes).sum();
     let regions = report.regions();
+    let streams: BTreeSet<Option<u64>> = report.segments.iter().map(|s| s.stream_id).collect();
     let _ = writeln!(
         out,
-        "{}: {} segments, {} on disk, {} live; {} regions; META log {}",
+        "{}: {} ({}), {} on disk, {} live; {}; META log {}",
         dir.display(),
-        report.segments.len(),
+        count(report.segments.len() as u64, "segment", "segments"),
+        count(streams.len() as u64, "stream", "streams"),
         format_bytes(disk),
         format_bytes(live),
-        regions.len(),
+        count(regions.len() as u64, "region", "regions"),
         format_bytes(report.meta_bytes)
     );
     if !report.segments.is_empty() {
@@ -38,7 +61,7 @@ pub(crate) fn inspect(dir: &Path) -> Result<String, String> {
             "live",
             "records",
             "regions",
-            "tables",
+            "tables (region/table)",
         ]);
         for segment in &report.segments {
             let segment_regions: BTreeSet<u64> = segment.tables.keys().map(|k| k.0).collect();
@@ -88,15 +111,19 @@ pub(crate) fn inspect(dir: &Path) -> Result<String, String> {
             .map(|(_, t)| t.max_sequence)
             .max()
             .unwrap_or(0);
-        let sequences = if first <= last {
-            format!("sequences {first}..={last}")
+        let held = if first <= last {
+            format!(
+                "{} in {} ({}), sequences {first}..={last}",
+                count(live, "live entry", "live entries"),
+                count(segments.len() as u64, "segment", "segments"),
+                segment_ids(&segments)
+            )
         } else {
-            "no entries".into()
+            "no entries on disk".into()
         };
         let _ = writeln!(
             out,
-            "region {region}: {} segments, {live} live entries, {sequences}, largest sequence at least {}",
-            segments.len(),
+            "region {region}: {held}, largest sequence at least {}",
             last.max(recorded)
         );
     }
@@ -105,11 +132,19 @@ pub(crate) fn inspect(dir: &Path) -> Result<String, String> {
         .iter()
         .filter(|(_, t)| t.deleted_up_to > 0)
         .collect();
-    for ((region, table), mark) in marks.iter().take(20) {
+    for &(&(region, table), mark) in marks.iter().take(20) {
+        // The largest sequence number META recorded, or a larger one in a
+        // segment (META records it only once no segment can prove it).
+        let largest = report
+            .segments
+            .iter()
+            .filter_map(|s| s.tables.get(&(region, table)))
+            .map(|span| span.last_sequence)
+            .fold(mark.max_sequence, u64::max);
         let _ = writeln!(
             out,
-            "  region {region} table {table}: deleted up to {} (largest sequence {})",
-            mark.deleted_up_to, mark.max_sequence
+            "  region {region} table {table}: deleted up to {} (largest sequence {largest})",
+            mark.deleted_up_to
         );
     }
     if marks.len() > 20 {
@@ -136,15 +171,22 @@ pub(crate) fn verify(dir: &Path) -> Result<(String, bool), String> {
     let records: u64 = report.segments.iter().map(|s| s.records).sum();
     let damaged = report.problems().filter(|p| p.is_damage).count();
     let verdict = if damaged == 0 { "clean" } else { "DAMAGED" };
+    let meta = if report.meta_bytes > 0 {
+        "META log and "
+    } else {
+        ""
+    };
     let _ = writeln!(
         out,
-        "{}: {} regions, {segments} segments, {records} records verified; {verdict}{}",
+        "{}: {}; {meta}{} verified ({}); {verdict}{}",
         dir.display(),
-        report.regions().len(),
+        count(report.regions().len() as u64, "region", "regions"),
+        count(segments as u64, "segment", "segments"),
+        count(records, "record", "records"),
         if damaged == 0 {
             String::new()
         } else {
-            format!(" ({damaged} problems)")
+            format!(" ({})", count(damaged as u64, "problem", "problems"))
         }
     );
     Ok((out, damaged == 0))

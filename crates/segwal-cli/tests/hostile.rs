@@ -1,7 +1,8 @@
 //! Hostile arguments and data dirs for `segwal inspect`, `verify` and
 //! `dump`: ids at the limits of `u64`, empty, inverted and out-of-range
-//! sequence ranges, strays named like regions, and a file named like a
-//! segment that is not one.
+//! sequence ranges, strays named like regions (a file, and a directory
+//! with no segment in it), and a file named like a segment that is not
+//! one.
 
 mod support;
 
@@ -25,7 +26,7 @@ fn serial() -> MutexGuard<'static, ()> {
 }
 
 /// A data dir with regions 0 and `u64::MAX`, each with tables 0 and
-/// `u64::MAX`, one entry each.
+/// `u64::MAX`, one entry each, all in segment 1 of the shared log.
 fn limits_dir(dir: &Path) {
     let wal = SegmentManager::open(ManagerConfig {
         segment_size_bytes: 4096,
@@ -42,34 +43,48 @@ fn limits_dir(dir: &Path) {
 }
 
 /// Proves that the tools find regions and tables 0 and `u64::MAX` (the
-/// region directory names map back to their ids), that `dump` prints
-/// nothing for empty, inverted and past-the-end ranges, and that a region
-/// id that is absent or does not fit a `u64` is a one-line error with exit
-/// code 2. A file named like a region is ignored.
+/// ids the records of the shared log carry), that `dump` prints nothing
+/// for empty, inverted and past-the-end ranges, and that a region id that
+/// is absent or does not fit a `u64` is a one-line error with exit code 2.
+/// A file, and a directory holding no segment, named like a region are
+/// ignored.
 #[test]
 fn the_tools_handle_ids_and_ranges_at_the_limits() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     limits_dir(dir.path());
     std::fs::write(dir.path().join("00000000000000000007"), b"a file").unwrap();
+    let stray = dir.path().join("00000000000000000008");
+    std::fs::create_dir(&stray).unwrap();
+    std::fs::write(stray.join("notes.txt"), b"not a segment").unwrap();
     let path = dir.path().to_str().unwrap();
 
     let out = segwal(&["verify", path]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("2 regions, 2 segments, 4 records verified; clean"),
+        text(&out.stdout).contains("2 regions; META log and 1 segment verified (4 records); clean"),
         "{}",
         text(&out.stdout)
     );
     let out = segwal(&["inspect", path]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let shown = text(&out.stdout);
-    assert!(shown.contains("region 0: 1 segments"), "{shown}");
     assert!(
-        shown.contains(&format!("region {MAX}: 1 segments")),
+        shown.contains("region 0: 2 live entries in 1 segment (1), sequences 1..=2"),
         "{shown}"
     );
-    assert!(shown.contains(&format!("{MAX} (1/1 live)")), "{shown}");
+    assert!(
+        shown.contains(&format!(
+            "region {MAX}: 2 live entries in 1 segment (1), sequences 1..=2"
+        )),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!("{MAX}/{MAX} (1/1 live)")),
+        "{shown}"
+    );
+    assert!(!shown.contains("region 7"), "{shown}");
+    assert!(!shown.contains("region 8"), "{shown}");
 
     let max = MAX.to_string();
     let dump = |region: &str, table: &str, range: &[&str]| {
@@ -115,18 +130,16 @@ fn the_tools_handle_ids_and_ranges_at_the_limits() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-/// Proves that `verify` reports a file named like a segment that is not
-/// one as damage at offset 0 of that file, with exit code 1, and still
-/// verifies the rest.
+/// Proves that `verify` reports a file named like a segment of the shared
+/// log that is not one as damage at offset 0 of that file, with exit code
+/// 1, and still verifies the rest.
 #[test]
 fn verify_names_a_foreign_file_posing_as_a_segment() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     limits_dir(dir.path());
-    let impostor = dir
-        .path()
-        .join(format!("{MAX:020}"))
-        .join(format!("{:020}.seg", 0));
+    // Segment ids start at 1: id 0 is free.
+    let impostor = dir.path().join(format!("{:020}.seg", 0));
     std::fs::write(
         &impostor,
         "#!/bin/sh\n# not a segment, but long enough for a header\n",
@@ -141,7 +154,9 @@ fn verify_names_a_foreign_file_posing_as_a_segment() {
     );
     assert!(shown.contains("not a segwal segment"), "{shown}");
     assert!(
-        shown.contains("2 regions, 3 segments, 4 records verified; DAMAGED (1 problems)"),
+        shown.contains(
+            "2 regions; META log and 2 segments verified (4 records); DAMAGED (1 problem)"
+        ),
         "{shown}"
     );
 }

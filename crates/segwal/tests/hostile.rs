@@ -15,7 +15,7 @@ use segwal::{
     MAX_SEQUENCE_NUMBER, MIN_SEQUENCE_NUMBER, ReadBoundary, ReadContext, ReadRequest, ScanRequest,
     WalLocation, WalManager, WriteContext,
 };
-use segwal_manager::RegionMeta;
+use segwal_manager::META_FILE;
 
 const MAX: u64 = u64::MAX;
 
@@ -53,17 +53,53 @@ async fn read(wal: &LocalWal, request: ReadRequest) -> Vec<LogEntry> {
     drain(iter, 500).await
 }
 
-/// Puts region `region` at the top of the sequence space: a `META` floor,
-/// as a region that had used that many numbers would have. Writing 2^64
-/// entries is the only other way there.
+/// CRC-32 (IEEE 802.3, as `crc32fast` computes it), bit by bit: the
+/// checksum of the META log's header and records.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// Puts region `region` at the top of the sequence space: a META log in a
+/// new data dir holding one `SequenceFloor` entry (docs/FORMAT.md, "Meta
+/// log"), as a data dir whose log had used that many of the region's
+/// numbers would. Writing 2^64 entries is the only other way there.
 fn set_sequence_floor(dir: &Path, region: u64, next_sequence: u64) {
-    let region_dir = dir.join(format!("{region:020}"));
-    std::fs::create_dir_all(&region_dir).unwrap();
-    let meta = RegionMeta {
-        next_sequence,
-        ..RegionMeta::default()
-    };
-    std::fs::write(region_dir.join("META"), meta.encode()).unwrap();
+    let mut meta = b"\x89SEGMLG\n\x03\0\0\0".to_vec();
+    let header_crc = crc32(&meta).to_le_bytes();
+    assert_eq!(header_crc, [0xbb, 0xcf, 0xec, 0xde], "the golden header");
+    meta.extend(header_crc);
+    let mut record = 1u32.to_le_bytes().to_vec(); // one entry
+    record.push(3); // SequenceFloor
+    record.extend([0; 7]); // reserved
+    record.extend(region.to_le_bytes()); // a: the region
+    record.extend(0u64.to_le_bytes()); // b: unused
+    record.extend(next_sequence.to_le_bytes()); // c: the floor
+    meta.extend(crc32(&record).to_le_bytes());
+    meta.extend(record);
+    std::fs::write(dir.join(META_FILE), meta).unwrap();
+}
+
+/// The names of the files in data dir `dir`, but segments being prepared
+/// in the background (`.spare`), which come and go.
+fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| !name.ends_with(".spare"))
+        .collect();
+    names.sort();
+    names
 }
 
 /// Whether `boundary` admits `n`, per SPEC 3.3 and HoraeDB: `Min` is 0,
@@ -351,7 +387,8 @@ async fn contexts_at_the_extremes() {
 /// Proves that deletes and reads at the id and sequence limits have their
 /// defined effect through the async API: deleting up to 0 changes nothing,
 /// up to `u64::MAX` deletes the table's entries and not later ones, and a
-/// table or region never written reads as empty with sequence number 0.
+/// table or region never written reads as empty with sequence number 0,
+/// costing no file and no META record.
 #[tokio::test]
 async fn deletes_and_unknown_locations_at_the_limits() {
     let dir = tempfile::tempdir().unwrap();
@@ -378,6 +415,10 @@ async fn deletes_and_unknown_locations_at_the_limits() {
     assert_eq!(read(&wal, all(a)).await[0].payload, &b"4"[..]);
 
     let unknown = WalLocation::new(0, 0);
+    let before = (
+        files(dir.path()),
+        std::fs::read(dir.path().join(META_FILE)).unwrap(),
+    );
     assert_eq!(wal.sequence_num(unknown).await.unwrap(), 0);
     assert!(read(&wal, all(unknown)).await.is_empty());
     wal.mark_delete_entries_up_to(unknown, MAX).await.unwrap();
@@ -387,7 +428,11 @@ async fn deletes_and_unknown_locations_at_the_limits() {
         .await
         .unwrap();
     assert!(drain(scan, 500).await.is_empty());
-    assert!(!dir.path().join(format!("{:020}", 0)).exists());
+    let after = (
+        files(dir.path()),
+        std::fs::read(dir.path().join(META_FILE)).unwrap(),
+    );
+    assert_eq!(before, after);
 }
 
 /// Proves that after `close_gracefully` every call that reaches the WAL

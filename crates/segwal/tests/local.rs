@@ -1,6 +1,7 @@
 //! The async API over the local WAL: what only `LocalWal` has (reopening
-//! over the same dir, contexts and timeouts, dropping without closing, and
-//! that blocking work stays off the async threads). The conformance
+//! over the same dir, contexts and timeouts, dropping without closing,
+//! that blocking work stays off the async threads, and that hundreds of
+//! regions written at once share one log on disk). The conformance
 //! scenarios every backend shares run from `crates/segwal-conformance`.
 
 use std::sync::Arc;
@@ -16,6 +17,23 @@ use segwal_conformance::{drain, write};
 
 fn config(dir: &std::path::Path) -> LocalWalConfig {
     LocalWalConfig::new(dir).segment_size(4096)
+}
+
+/// The ids of the segment files of the shared log in data dir `dir` (not
+/// counting a segment being prepared ahead of need); fails on any
+/// directory in it (a per-region directory of the old layout).
+fn segment_files(dir: &std::path::Path) -> Vec<u64> {
+    let mut ids = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        assert!(!entry.file_type().unwrap().is_dir(), "a directory {name}");
+        if let Some(id) = name.strip_suffix(".seg") {
+            ids.push(id.parse().unwrap());
+        }
+    }
+    ids.sort_unstable();
+    ids
 }
 
 async fn read(
@@ -320,12 +338,10 @@ async fn payloads_outlive_their_read_their_segments_and_the_wal() {
         held.extend(batch.into_iter().map(|e| e.payload));
     }
     drop(iter);
-    let segments_before = std::fs::read_dir(dir.path().join("00000000000000000001"))
-        .unwrap()
-        .count();
+    let segments_before = segment_files(dir.path()).len();
 
     // Later writes to another table roll over into new segments; the
-    // delete then removes every segment that held the table.
+    // delete then removes every segment that held only the table.
     let other = WalLocation::new(1, 2);
     for _ in 0..40 {
         write(&wal, other, &[&"x".repeat(400)]).await;
@@ -343,4 +359,138 @@ async fn payloads_outlive_their_read_their_segments_and_the_wal() {
         .map(|p| String::from_utf8(p.to_vec()).unwrap())
         .collect();
     assert_eq!(held, expected);
+}
+
+/// What region `region` is written in [`many_regions_share_one_log`]: per
+/// batch its table and entries, in the order written.
+fn region_batches(region: u64) -> Vec<(u64, Vec<String>)> {
+    (0..6u64)
+        .map(|batch| {
+            let table = (region + batch) % 3;
+            let entries = (0..=(region + batch) % 3)
+                .map(|i| format!("r{region}-t{table}-b{batch}-e{i}"))
+                .collect();
+            (table, entries)
+        })
+        .collect()
+}
+
+/// Proves that 256 regions written at once, each by a tokio task of its
+/// own, share one log: each region gets its own numbers from 1, reads and
+/// scans back exactly its entries after a restart, loses them all to its
+/// deletes while its numbers stay, and the data dir holds one or two
+/// segment files, never a file or directory per region.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_regions_share_one_log() {
+    const REGIONS: u64 = 256;
+    let dir = tempfile::tempdir().unwrap();
+    let config = || LocalWalConfig::new(dir.path()).segment_size(1 << 20);
+    let wal = Arc::new(LocalWal::open(config()).await.unwrap());
+    let tasks: Vec<_> = (0..REGIONS)
+        .map(|region| {
+            let wal = Arc::clone(&wal);
+            tokio::spawn(async move {
+                let mut next = 1;
+                for (table, entries) in region_batches(region) {
+                    let entries: Vec<&str> = entries.iter().map(String::as_str).collect();
+                    let last = write(&*wal, WalLocation::new(region, table), &entries).await;
+                    assert_eq!(last, next + entries.len() as u64 - 1, "region {region}");
+                    next = last + 1;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let segments = segment_files(dir.path());
+    assert!((1..=2).contains(&segments.len()), "{segments:?}");
+    Arc::into_inner(wal)
+        .unwrap()
+        .close_gracefully()
+        .await
+        .unwrap();
+
+    let wal = LocalWal::open(config()).await.unwrap();
+    let ctx = ReadContext {
+        batch_size: 7,
+        ..ReadContext::default()
+    };
+    for region in 0..REGIONS {
+        // (table, sequence, payload) of every entry, in the order written.
+        let mut expected = Vec::new();
+        for (table, entries) in region_batches(region) {
+            for payload in entries {
+                expected.push((table, expected.len() as u64 + 1, payload));
+            }
+        }
+        let request = ScanRequest { region_id: region };
+        let scanned = drain(wal.scan(&ctx, &request).await.unwrap(), 7).await;
+        assert_eq!(scanned, expected, "scan of region {region}");
+        for table in 0..3 {
+            let location = WalLocation::new(region, table);
+            let of_table: Vec<u64> = expected
+                .iter()
+                .filter(|e| e.0 == table)
+                .map(|e| e.1)
+                .collect();
+            assert_eq!(
+                read(&wal, location, ReadBoundary::Min, ReadBoundary::Max, 4).await,
+                of_table,
+                "region {region} table {table}"
+            );
+            assert_eq!(
+                wal.sequence_num(location).await.unwrap(),
+                of_table.last().copied().unwrap_or(0)
+            );
+        }
+    }
+
+    // Every region deletes all of its tables, from tasks of their own:
+    // first half of them, which leaves the segment (the other half's
+    // entries are in it), then the rest, which leaves it with nothing
+    // live: it goes.
+    let wal = Arc::new(wal);
+    let written = segment_files(dir.path());
+    for regions in [0..REGIONS / 2, REGIONS / 2..REGIONS] {
+        assert_eq!(segment_files(dir.path()), written);
+        let tasks: Vec<_> = regions
+            .map(|region| {
+                let wal = Arc::clone(&wal);
+                tokio::spawn(async move {
+                    for table in 0..3 {
+                        let location = WalLocation::new(region, table);
+                        wal.mark_delete_entries_up_to(location, u64::MAX)
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    }
+    assert_eq!(segment_files(dir.path()), [], "written: {written:?}");
+    let wal = Arc::into_inner(wal).unwrap();
+    wal.close_gracefully().await.unwrap();
+
+    let wal = LocalWal::open(config()).await.unwrap();
+    for region in 0..REGIONS {
+        let request = ScanRequest { region_id: region };
+        assert!(
+            drain(wal.scan(&ctx, &request).await.unwrap(), 7)
+                .await
+                .is_empty()
+        );
+        let written: u64 = region_batches(region)
+            .iter()
+            .map(|b| b.1.len() as u64)
+            .sum();
+        let location = WalLocation::new(region, region % 3);
+        assert_eq!(write(&wal, location, &["after"]).await, written + 1);
+    }
+    let segments = segment_files(dir.path());
+    assert!((1..=2).contains(&segments.len()), "{segments:?}");
+    wal.close_gracefully().await.unwrap();
 }
