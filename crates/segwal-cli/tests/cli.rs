@@ -418,7 +418,6 @@ fn inspect_of_many_regions_lists_each_segment_once_and_each_region() {
 /// naming a segment of it and its version, instead of reporting an empty,
 /// clean data dir.
 #[test]
-#[ignore = "shared-log: segwal_manager::inspect does not refuse the v2 layout; verify says clean"]
 fn the_tools_refuse_a_data_dir_of_the_old_layout() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("LOCK"), b"").unwrap();

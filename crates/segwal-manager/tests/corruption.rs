@@ -796,6 +796,7 @@ fn meta_damage(p: &Pristine, m: Mutation) -> Damage {
 enum Refusal {
     MetaInvalid,
     MetaCorrupted { offset: u64 },
+    MetaTorn { offset: u64 },
     Header { segment: usize },
     Corrupted { segment: usize, offset: u64 },
     TornTail { segment: usize, offset: u64 },
@@ -814,8 +815,13 @@ fn refusal(p: &Pristine, damage: &Damage, mode: RecoveryMode) -> Option<Refusal>
         // refuses.
         Damage::MetaHeader => Some(Refusal::MetaInvalid),
         Damage::MetaCorrupt { offset, .. } => (!skip).then_some(Refusal::MetaCorrupted { offset }),
-        // What a crash during an append leaves: dropped in every mode.
-        Damage::MetaTorn { .. } | Damage::MetaCut { .. } => None,
+        // What a crash during an append leaves: dropped, except that
+        // `Strict` refuses it, as it refuses a segment's torn tail. A cut
+        // exactly between two records leaves nothing to tell.
+        Damage::MetaTorn { offset, .. } => {
+            (mode == RecoveryMode::Strict).then_some(Refusal::MetaTorn { offset })
+        }
+        Damage::MetaCut { .. } => None,
         Damage::Cut { segment, len, .. } => {
             (!skip).then_some(Refusal::WrongLength { segment, len })
         }
@@ -971,10 +977,7 @@ fn check(p: &Pristine, dir: &Path, m: Mutation, image: Image) {
 /// above the surviving marks, of every table the damage touches and of one
 /// more (which one turns with `image`).
 fn check_read_only_tools(p: &Pristine, dir: &Path, damage: &Damage, image: Image, context: &str) {
-    let Image {
-        number: image,
-        offsets: offsets_checked,
-    } = image;
+    let Image { number: image } = image;
     let report = inspect(dir).unwrap_or_else(|e| panic!("{context}: inspect failed: {e}"));
     let mut found: Vec<Found> = report
         .problems()
@@ -995,24 +998,7 @@ fn check_read_only_tools(p: &Pristine, dir: &Path, damage: &Damage, image: Image
         .collect();
     found.sort();
     let expected = problems(p, dir, damage);
-    match offsets_checked {
-        Offsets::Checked => assert_eq!(found, expected, "{context}"),
-        Offsets::NotChecked => {
-            let without_offsets = |problems: &[Found]| -> Vec<(PathBuf, bool)> {
-                let mut problems: Vec<_> = problems
-                    .iter()
-                    .map(|(path, _, is_damage)| (path.clone(), *is_damage))
-                    .collect();
-                problems.sort();
-                problems
-            };
-            assert_eq!(
-                without_offsets(&found),
-                without_offsets(&expected),
-                "{context}"
-            );
-        }
-    }
+    assert_eq!(found, expected, "{context}");
     assert_eq!(
         report.is_clean(),
         expected.iter().all(|e| !e.2),
@@ -1163,7 +1149,9 @@ fn check_refusal(p: &Pristine, dir: &Path, refusal: Refusal, err: &Error, contex
     let segment_path = |segment: usize| dir.join(&p.segment(segment).name);
     let (path, offset) = match refusal {
         Refusal::MetaInvalid => (dir.join(META_FILE), None),
-        Refusal::MetaCorrupted { offset } => (dir.join(META_FILE), Some(offset)),
+        Refusal::MetaCorrupted { offset } | Refusal::MetaTorn { offset } => {
+            (dir.join(META_FILE), Some(offset))
+        }
         Refusal::Header { segment } => (segment_path(segment), None),
         Refusal::Corrupted { segment, offset }
         | Refusal::TornTail { segment, offset }
@@ -1175,9 +1163,8 @@ fn check_refusal(p: &Pristine, dir: &Path, refusal: Refusal, err: &Error, contex
     };
     let (at, found_offset) = match (refusal, err) {
         (Refusal::MetaInvalid, Error::MetaInvalid { path, .. }) => (path, None),
-        (Refusal::MetaCorrupted { .. }, Error::MetaCorrupted { path, offset, .. }) => {
-            (path, Some(*offset))
-        }
+        (Refusal::MetaCorrupted { .. }, Error::MetaCorrupted { path, offset, .. })
+        | (Refusal::MetaTorn { .. }, Error::MetaTorn { path, offset }) => (path, Some(*offset)),
         (
             Refusal::Header { .. },
             Error::Segment {
@@ -1298,34 +1285,21 @@ fn scratch() -> tempfile::TempDir {
     builder.tempdir().unwrap()
 }
 
-/// Whether a sweep compares the offsets of the problems `inspect` reports
-/// with the oracle's (it always compares their files and whether each is
-/// damage).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Offsets {
-    Checked,
-    NotChecked,
-}
-
 /// Which image of its sweep [`check`] checks, and how.
 #[derive(Debug, Clone, Copy)]
 struct Image {
     /// Its number in the sweep.
     number: usize,
-    offsets: Offsets,
 }
 
 /// Runs `check` over `mutations` and reports how many images it checked.
-fn sweep(what: &str, mutations: impl IntoIterator<Item = Mutation>, offsets: Offsets) {
+fn sweep(what: &str, mutations: impl IntoIterator<Item = Mutation>) {
     let p = pristine();
     let dir = scratch();
     let started = std::time::Instant::now();
     let mut images = 0;
     for m in mutations {
-        let image = Image {
-            number: images,
-            offsets,
-        };
+        let image = Image { number: images };
         check(p, dir.path(), m, image);
         images += 1;
     }
@@ -1363,7 +1337,7 @@ fn every_bit_flip_in_a_sealed_segment_is_detected() {
     // Every bit of the header and of the first record, besides the sample.
     let first = &p.segment(0).records()[0];
     let mutations = flips(p.segments[0], Some(0..first.end)).chain(flips(p.segments[1], None));
-    sweep("sealed segment bit flips", mutations, Offsets::Checked);
+    sweep("sealed segment bit flips", mutations);
 }
 
 /// Proves that every bit flipped in the newest segment is detected: in its
@@ -1373,11 +1347,7 @@ fn every_bit_flip_in_a_sealed_segment_is_detected() {
 #[test]
 fn every_bit_flip_in_the_newest_segment_is_detected() {
     let p = pristine();
-    sweep(
-        "newest segment bit flips",
-        flips(p.segments[2], None),
-        Offsets::Checked,
-    );
+    sweep("newest segment bit flips", flips(p.segments[2], None));
 }
 
 /// Proves that every bit flipped in `META` is handled as docs/FORMAT.md
@@ -1395,11 +1365,7 @@ fn every_bit_flip_in_meta_is_handled() {
     // from corruption to a torn tail), besides the sample.
     let last = records.last().unwrap();
     let dense = [0..META_LOG_HEADER_LEN as u64, last.offset..last.end];
-    sweep(
-        "META bit flips",
-        flips(p.meta_file, dense),
-        Offsets::Checked,
-    );
+    sweep("META bit flips", flips(p.meta_file, dense));
 }
 
 /// Proves that cutting any segment at any length is detected and handled
@@ -1408,23 +1374,10 @@ fn every_bit_flip_in_meta_is_handled() {
 /// while `SkipCorrupted` returns the records before the cut; and the
 /// entries returned are always intact.
 #[test]
-#[ignore = "shared-log: inspect reports a cut segment's wrong length with no offset (Problem.offset None, was the cut)"]
 fn every_truncation_of_every_segment_is_handled() {
     let p = pristine();
     let mutations = p.segments.iter().flat_map(|&file| truncations(file));
-    sweep("segment truncations", mutations, Offsets::Checked);
-}
-
-/// Proves the same as [`every_truncation_of_every_segment_is_handled`],
-/// except where `inspect` reports each problem: the problems' files and
-/// kinds (damage or a note), the refusals (with their offsets), `dump` and
-/// what every recovery mode returns. It keeps the sweep in CI while that
-/// test waits for `inspect` to name the offset of a cut again.
-#[test]
-fn every_truncation_of_every_segment_is_recovered_as_documented() {
-    let p = pristine();
-    let mutations = p.segments.iter().flat_map(|&file| truncations(file));
-    sweep("segment truncations", mutations, Offsets::NotChecked);
+    sweep("segment truncations", mutations);
 }
 
 /// Proves that cutting `META` at any length is handled as documented:
@@ -1435,11 +1388,7 @@ fn every_truncation_of_every_segment_is_recovered_as_documented() {
 #[test]
 fn every_truncation_of_meta_is_handled() {
     let p = pristine();
-    sweep(
-        "META truncations",
-        truncations(p.meta_file),
-        Offsets::Checked,
-    );
+    sweep("META truncations", truncations(p.meta_file));
 }
 
 /// Proves that a sealed segment cut exactly at a record boundary is

@@ -678,7 +678,6 @@ impl Drop for SetOnDrop<'_> {
 /// it again), and region 2's entries, in the same segments, must all stay
 /// readable, before and after a reopen, and region 1's deleted ones gone.
 #[test]
-#[ignore = "shared-log: a delete racing close_region updates the dropped index; the reopened region re-indexes the deleted records and live counts go wrong"]
 fn deletes_racing_close_region_keep_every_count_right() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
@@ -729,7 +728,6 @@ fn deletes_racing_close_region_keep_every_count_right() {
 /// region opens again on its next use) and number on without a gap: one
 /// thread writes 300 batches to region 1 while another keeps closing it.
 #[test]
-#[ignore = "shared-log: a write racing close_region(R) fails with Error::Closed (\"the WAL is closed\") although the WAL is open"]
 fn writes_racing_close_region_succeed() {
     let dir = tempfile::tempdir().unwrap();
     let wal = SegmentManager::open(config(dir.path(), 1, 4096)).unwrap();
