@@ -242,6 +242,9 @@ fn a_rewrite_survives_power_loss_at_every_point() {
     assert!(images > 20, "{images} images");
 }
 
+/// Per region, the entries a writer did not delete.
+type Kept = BTreeMap<u64, Vec<(u64, Vec<u8>)>>;
+
 /// Proves rewrites race safely with writers, deletes and region closes:
 /// while 4 threads write and delete in 8 regions and another closes them
 /// now and then, rewrites run again and again; afterwards, and after a
@@ -264,7 +267,7 @@ fn rewrites_race_writers_deletes_and_closes() {
         })
         .collect();
     let done = std::sync::atomic::AtomicBool::new(false);
-    let kept: Vec<BTreeMap<u64, Vec<(u64, Vec<u8>)>>> = std::thread::scope(|scope| {
+    let kept: Vec<Kept> = std::thread::scope(|scope| {
         let rewriter = scope.spawn(|| {
             let mut passes = 0;
             while !done.load(std::sync::atomic::Ordering::Acquire) {
@@ -286,11 +289,11 @@ fn rewrites_race_writers_deletes_and_closes() {
                 let wal = &wal;
                 scope.spawn(move || {
                     // Writer w owns regions 2 + w and 6 + w.
-                    let mut kept: BTreeMap<u64, Vec<(u64, Vec<u8>)>> = BTreeMap::new();
+                    let mut kept = Kept::new();
                     for i in 0..300u64 {
                         let region = 2 + w + 4 * (i % 2);
                         let entry = payload(region, 7, i);
-                        let seq = wal.write(region, 7, &[entry.clone()]).unwrap();
+                        let seq = wal.write(region, 7, std::slice::from_ref(&entry)).unwrap();
                         let list = kept.entry(region).or_default();
                         list.push((seq, entry));
                         if i % 10 == 9 {
