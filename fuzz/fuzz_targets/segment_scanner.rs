@@ -15,7 +15,7 @@ use segwal_format::{
     RecordEncoder, SEGMENT_HEADER_LEN, SegmentHeader, encode_meta_log_header, encode_meta_record,
 };
 use segwal_fuzz::format::{
-    check_meta, check_meta_log, check_scan, check_segment_image, seal_meta, seal_meta_log_header,
+    check_meta_log, check_scan, check_segment_image, seal_meta_log_header,
     seal_meta_record, seal_record, seal_segment_header,
 };
 
@@ -35,12 +35,6 @@ enum Input<'a> {
     },
     /// A segment written by the encoder, then damaged.
     Built(Built),
-    /// Any bytes as a region meta file.
-    Meta {
-        /// Whether to give the file a valid checksum first.
-        seal: bool,
-        bytes: &'a [u8],
-    },
     /// Any bytes as a meta log.
     MetaLogRaw {
         /// Whether to give the header a valid checksum first.
@@ -293,13 +287,6 @@ fuzz_target!(|input: Input<'_>| match input {
         check_scan(bytes, base, &segment);
     }
     Input::Built(built) => check_segment_image(&built.image()),
-    Input::Meta { seal, bytes } => {
-        let mut bytes = bytes.to_vec();
-        if seal {
-            seal_meta(&mut bytes);
-        }
-        check_meta(&bytes);
-    }
     Input::MetaLogRaw {
         seal_header,
         seal_first_record,

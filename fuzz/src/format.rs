@@ -10,7 +10,7 @@ use std::ops::Range;
 
 use segwal_format::{
     Error, MetaEntry, MetaLogEnd, RECORD_HEADER_LEN, Record, RecordCodec, RecordDecoder,
-    RecordEncoder, RecordKind, RegionMeta, SEGMENT_HEADER_LEN, ScanEnd, Scanner, SegmentHeader,
+    RecordEncoder, RecordKind, SEGMENT_HEADER_LEN, ScanEnd, Scanner, SegmentHeader,
     decode_meta_log, encode_meta_record,
 };
 
@@ -85,14 +85,6 @@ pub fn seal_meta_record(bytes: &mut [u8]) {
     if count >= 1 && len <= bytes.len() {
         let crc = crc32fast::hash(&bytes[META_RECORD_COUNT.start..len]);
         bytes[META_RECORD_CRC].copy_from_slice(&crc.to_le_bytes());
-    }
-}
-
-/// Writes a valid trailing checksum into a region meta file image.
-pub fn seal_meta(bytes: &mut [u8]) {
-    if let Some(crc_at) = bytes.len().checked_sub(size_of::<u32>()) {
-        let crc = crc32fast::hash(&bytes[..crc_at]);
-        bytes[crc_at..].copy_from_slice(&crc.to_le_bytes());
     }
 }
 
@@ -372,23 +364,6 @@ fn reference_end(data: &[u8], base: u64, decoder: &RecordDecoder, at: usize) -> 
         }
     }
     Reference::TornTail
-}
-
-/// Decodes `bytes` as a region meta file and checks that the decoder
-/// allocates no more than the input's size and that an accepted file
-/// encodes back to exactly its bytes.
-pub fn check_meta(bytes: &[u8]) {
-    let (decoded, allocations) = measure(|| RegionMeta::decode(bytes));
-    assert!(
-        allocations.largest_bytes <= bytes.len(),
-        "the meta decoder allocated {} bytes for a {}-byte file",
-        allocations.largest_bytes,
-        bytes.len()
-    );
-    match decoded {
-        Ok(meta) => assert_eq!(meta.encode(), bytes, "re-encoding changed the meta file"),
-        Err(err) => assert!(!err.to_string().is_empty()),
-    }
 }
 
 /// Decodes `bytes` as a meta log and checks the outcome against an

@@ -194,29 +194,6 @@ pub enum Error {
         max: u32,
     },
 
-    /// A region meta file does not start with the meta magic.
-    #[snafu(display("not a segwal region meta file (bad magic bytes)"))]
-    MetaMagic,
-
-    /// A region meta file's checksum does not match its bytes.
-    #[snafu(display(
-        "region meta file checksum mismatch: stored {stored:#010x}, computed {computed:#010x}"
-    ))]
-    MetaChecksum {
-        /// The checksum stored at the end of the file.
-        stored: u32,
-        /// The checksum of the bytes as read.
-        computed: u32,
-    },
-
-    /// A region meta file's length does not match its table count, or its
-    /// reserved bytes are set.
-    #[snafu(display("region meta file of {len} bytes is malformed"))]
-    MetaLayout {
-        /// The file's length.
-        len: usize,
-    },
-
     /// The input is shorter than a meta log header.
     #[snafu(display("meta log header is truncated: {len} bytes, expected {META_LOG_HEADER_LEN}"))]
     ShortMetaLogHeader {

@@ -11,14 +11,13 @@
 //! - [`SegmentHeader`]: the first [`SEGMENT_HEADER_LEN`] bytes of every
 //!   segment file (magic, format version, stream and segment ids, checksum).
 //! - [`RecordEncoder`] / [`RecordDecoder`]: one *record* holds one batch of
-//!   entries for one table of one region under two checksums, so a batch is atomic on disk:
-//!   after a torn write either every entry of it decodes or none does.
+//!   entries for one table of one region under two checksums, so a batch is
+//!   atomic on disk: after a torn write either every entry of it decodes or
+//!   none does.
 //! - [`decode_meta_log`] / [`encode_meta_record`]: the data dir's meta log,
 //!   one append-only file of [`MetaEntry`] records that remembers delete
 //!   marks, sequence numbers and segment ends after the segments holding
 //!   them are gone.
-//! - [`RegionMeta`]: the per-region file that the manager keeping one log
-//!   per region uses for the same purpose, until the meta log replaces it.
 //! - [`Scanner`]: walks a segment's bytes record by record and ends with an
 //!   explicit [`ScanEnd`]: a clean end, a torn tail, or corruption, each with
 //!   its offset.
@@ -46,7 +45,6 @@
 
 mod error;
 mod header;
-mod meta;
 mod metalog;
 mod record;
 mod scan;
@@ -54,9 +52,6 @@ mod scan;
 pub use error::{Error, Result};
 pub use header::{
     FORMAT_VERSION, MAGIC, MIN_SEGMENT_CAPACITY, SEGMENT_HEADER_LEN, SegmentHeader, SegmentIdentity,
-};
-pub use meta::{
-    META_END_LEN, META_HEADER_LEN, META_MAGIC, META_TABLE_LEN, RegionMeta, SegmentEnd, TableMeta,
 };
 pub use metalog::{
     META_ENTRY_LEN, META_LOG_HEADER_LEN, META_LOG_MAGIC, META_RECORD_HEADER_LEN, MetaEntry,

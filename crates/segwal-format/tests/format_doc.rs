@@ -2,10 +2,10 @@
 //! dumps are checked against the code.
 
 use segwal_format::{
-    BatchMeta, ENTRY_LEN_PREFIX, FORMAT_VERSION, MAGIC, MAX_BODY_LEN, META_END_LEN, META_ENTRY_LEN,
-    META_HEADER_LEN, META_LOG_HEADER_LEN, META_LOG_MAGIC, META_RECORD_HEADER_LEN, META_TABLE_LEN,
-    MIN_SEGMENT_CAPACITY, MetaEntry, RECORD_HEADER_LEN, RecordEncoder, SEGMENT_HEADER_LEN,
-    SegmentHeader, decode_meta_log, encode_meta_log_header, encode_meta_record,
+    BatchMeta, ENTRY_LEN_PREFIX, FORMAT_VERSION, MAGIC, MAX_BODY_LEN, META_ENTRY_LEN,
+    META_LOG_HEADER_LEN, META_LOG_MAGIC, META_RECORD_HEADER_LEN, MIN_SEGMENT_CAPACITY, MetaEntry,
+    RECORD_HEADER_LEN, RecordEncoder, SEGMENT_HEADER_LEN, SegmentHeader, decode_meta_log,
+    encode_meta_log_header, encode_meta_record,
 };
 
 const FORMAT_MD: &str = include_str!("../../../docs/FORMAT.md");
@@ -120,24 +120,6 @@ fn record_tables_match_the_code() {
 }
 
 #[test]
-fn region_meta_table_matches_the_code() {
-    let tables = tables(&section("Region meta file"));
-    let fields = check_fields(&tables[0], META_HEADER_LEN, "region meta header");
-    assert_eq!(
-        fields,
-        [
-            "magic",
-            "version",
-            "reserved",
-            "table_cnt",
-            "next_sequence",
-            "end_cnt",
-            "reserved2"
-        ]
-    );
-}
-
-#[test]
 fn meta_log_tables_match_the_code() {
     let tables = tables(&section("Meta log"));
     let header = check_fields(&tables[0], META_LOG_HEADER_LEN, "meta log header");
@@ -210,9 +192,6 @@ fn constants_table_matches_the_code() {
         ("RECORD_HEADER_LEN", RECORD_HEADER_LEN.to_string()),
         ("ENTRY_LEN_PREFIX", ENTRY_LEN_PREFIX.to_string()),
         ("MAX_BODY_LEN", MAX_BODY_LEN.to_string()),
-        ("META_HEADER_LEN", META_HEADER_LEN.to_string()),
-        ("META_TABLE_LEN", META_TABLE_LEN.to_string()),
-        ("META_END_LEN", META_END_LEN.to_string()),
         ("META_LOG_MAGIC", hex(&META_LOG_MAGIC)),
         ("META_LOG_HEADER_LEN", META_LOG_HEADER_LEN.to_string()),
         ("META_RECORD_HEADER_LEN", META_RECORD_HEADER_LEN.to_string()),
