@@ -2,10 +2,11 @@
 //! maps segwal's model (regions holding tables, batches of opaque entries)
 //! onto its own. docs/BENCHMARKS.md repeats the mappings for readers.
 //!
-//! Every engine is driven from plain OS threads, one per writer; each
-//! writer owns one table and knows how many entries it has written, so it
-//! passes the index of its batch's first entry (engines that need one, like
-//! raft-engine and the RocksDB keys, use it; segwal allocates its own).
+//! Every engine is driven from plain OS threads, one per writer. A batch
+//! goes to a [`Location`], a table of a region; a writer knows how many
+//! entries it has written to each location, so it passes the index of its
+//! batch's first entry there (engines that need one, like raft-engine and
+//! the RocksDB keys, use it; segwal allocates its own).
 
 use std::fmt;
 use std::fs::File;
@@ -18,10 +19,43 @@ use bytes::Bytes;
 
 use crate::error::{Context, Error, Result};
 
-/// The one region every segwal workload writes to: each writer owns a table
-/// of it, so concurrent writers share one log and its group commit, as they
-/// share one log in raft-engine, okaywal and RocksDB.
+/// The one region the workloads write to unless they spread writers over
+/// regions: each writer owns a table of it, so the writers share one
+/// region, as they share one log in raft-engine, okaywal and RocksDB.
 pub(crate) const REGION: u64 = 1;
+
+/// Where a batch goes: a table of a region, segwal's model. segwal uses
+/// both; raft-engine, okaywal and RocksDB have one flat namespace of logs
+/// (raft groups, key prefixes) and take the pair as one number,
+/// [`Location::stream_id`]; the floors ignore it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct Location {
+    pub(crate) region: u64,
+    pub(crate) table: u64,
+}
+
+impl Location {
+    pub(crate) fn new(region: u64, table: u64) -> Location {
+        Location { region, table }
+    }
+
+    /// The location as one number, for an engine whose logs have one id:
+    /// the region in the high 32 bits, the table in the low ones. Distinct
+    /// locations get distinct ids, and one region's tables are adjacent.
+    pub(crate) fn stream_id(self) -> u64 {
+        assert!(
+            self.region < 1 << 32 && self.table < 1 << 32,
+            "{self:?} does not fit a stream id"
+        );
+        self.region << 32 | self.table
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "region {} table {}", self.region, self.table)
+    }
+}
 
 /// An engine under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -118,18 +152,20 @@ impl fmt::Display for EngineKind {
 
 /// A log opened for writing or reading, shared by the writer threads.
 pub(crate) trait Wal: Send + Sync {
-    /// Appends `entries` as one atomic batch of `table`, whose first entry is
-    /// the table's `first_index`-th (from 1). Durable on return if the log
-    /// was opened `synced`.
-    fn write(&self, table: u64, first_index: u64, entries: &[Bytes]) -> Result<()>;
+    /// Appends `entries` as one atomic batch to `at`, whose first entry is
+    /// the location's `first_index`-th (from 1). Durable on return if the
+    /// log was opened `synced`.
+    fn write(&self, at: Location, first_index: u64, entries: &[Bytes]) -> Result<()>;
 
-    /// Makes everything written so far durable.
+    /// Makes everything written so far durable (segwal: to region
+    /// [`REGION`], the only one the workloads that call this write).
     fn sync(&self) -> Result<()>;
 
-    /// Hands every entry of `table` to `visit`, in order.
-    fn read_table(&self, table: u64, visit: &mut dyn FnMut(&[u8])) -> Result<()>;
+    /// Hands every entry of the table at `at` to `visit`, in order.
+    fn read_table(&self, at: Location, visit: &mut dyn FnMut(&[u8])) -> Result<()>;
 
-    /// Hands every entry of every table to `visit`.
+    /// Hands every entry of every table to `visit` (segwal: of region
+    /// [`REGION`], the only one the workloads that read write).
     fn read_all(&self, visit: &mut dyn FnMut(&[u8])) -> Result<()>;
 
     /// Engine counters worth a line in the results (segwal's batches per
@@ -188,11 +224,12 @@ pub(crate) fn recover_read_all(
     Ok((entries, bytes))
 }
 
-/// The 16-byte key (RocksDB) or header chunk (okaywal) naming a table and
-/// an entry's index in it, big-endian so byte order is numeric order.
-fn table_key(table: u64, index: u64) -> [u8; 16] {
+/// The 16-byte key (RocksDB) or header chunk (okaywal) naming a location
+/// (its stream id) and an entry's index in it, big-endian so byte order is
+/// numeric order.
+fn location_key(at: Location, index: u64) -> [u8; 16] {
     let mut key = [0; 16];
-    key[..8].copy_from_slice(&table.to_be_bytes());
+    key[..8].copy_from_slice(&at.stream_id().to_be_bytes());
     key[8..].copy_from_slice(&index.to_be_bytes());
     key
 }
@@ -247,14 +284,14 @@ mod segwal_async {
     }
 
     impl Wal for AsyncSegwal {
-        fn write(&self, table: u64, _first_index: u64, entries: &[Bytes]) -> Result<()> {
-            let mut batch = LogWriteBatch::new(WalLocation::new(REGION, table));
+        fn write(&self, at: Location, _first_index: u64, entries: &[Bytes]) -> Result<()> {
+            let mut batch = LogWriteBatch::new(WalLocation::new(at.region, at.table));
             for entry in entries {
                 batch.push(entry.clone());
             }
             self.runtime
                 .block_on(self.wal.write(&WriteContext::default(), &batch))
-                .context(|| format!("segwal write to table {table} failed"))?;
+                .context(|| format!("segwal write to {at} failed"))?;
             Ok(())
         }
 
@@ -265,9 +302,9 @@ mod segwal_async {
                 .context(|| "segwal close_region (sync) failed")
         }
 
-        fn read_table(&self, table: u64, visit: &mut dyn FnMut(&[u8])) -> Result<()> {
+        fn read_table(&self, at: Location, visit: &mut dyn FnMut(&[u8])) -> Result<()> {
             let request = ReadRequest {
-                location: WalLocation::new(REGION, table),
+                location: WalLocation::new(at.region, at.table),
                 start: ReadBoundary::Min,
                 end: ReadBoundary::Max,
             };
@@ -343,10 +380,10 @@ mod segwal_sync {
     }
 
     impl Wal for SyncSegwal {
-        fn write(&self, table: u64, _first_index: u64, entries: &[Bytes]) -> Result<()> {
+        fn write(&self, at: Location, _first_index: u64, entries: &[Bytes]) -> Result<()> {
             self.manager
-                .write(REGION, table, entries)
-                .context(|| format!("segwal write to table {table} failed"))?;
+                .write(at.region, at.table, entries)
+                .context(|| format!("segwal write to {at} failed"))?;
             Ok(())
         }
 
@@ -356,8 +393,8 @@ mod segwal_sync {
                 .context(|| "segwal close_region (sync) failed")
         }
 
-        fn read_table(&self, table: u64, visit: &mut dyn FnMut(&[u8])) -> Result<()> {
-            SyncSegwal::drain(self.manager.read(REGION, table, 0, u64::MAX), visit)
+        fn read_table(&self, at: Location, visit: &mut dyn FnMut(&[u8])) -> Result<()> {
+            SyncSegwal::drain(self.manager.read(at.region, at.table, 0, u64::MAX), visit)
         }
 
         fn read_all(&self, visit: &mut dyn FnMut(&[u8])) -> Result<()> {
@@ -378,9 +415,10 @@ mod segwal_sync {
     }
 }
 
-/// raft-engine: a table is a raft group; entries are `eraftpb::Entry`
-/// messages whose `data` is the payload (shared, not copied) and whose
-/// `index` counts from 1 within the group.
+/// raft-engine: a location (a table of a region) is a raft group, whose id
+/// is the location's stream id; entries are `eraftpb::Entry` messages whose
+/// `data` is the payload (shared, not copied) and whose `index` counts from
+/// 1 within the group.
 mod raft {
     use super::*;
     use raft_engine::{Config, Engine, LogBatch, MessageExt};
@@ -418,10 +456,34 @@ mod raft {
                 .context(|| format!("cannot open raft-engine in {}", dir.display()))?;
             Ok(Raft { engine, synced })
         }
+
+        /// Hands every entry of raft group `group` to `visit`, in order.
+        fn read_group(&self, group: u64, visit: &mut dyn FnMut(&[u8])) -> Result<()> {
+            let (Some(first), Some(last)) = (
+                self.engine.first_index(group),
+                self.engine.last_index(group),
+            ) else {
+                return Ok(());
+            };
+            let mut entries = Vec::new();
+            let mut from = first;
+            while from <= last {
+                let to = (from + READ_BATCH).min(last + 1);
+                entries.clear();
+                self.engine
+                    .fetch_entries_to::<EntryExt>(group, from, to, None, &mut entries)
+                    .context(|| format!("raft-engine read of raft group {group} failed"))?;
+                for entry in &entries {
+                    visit(&entry.data);
+                }
+                from = to;
+            }
+            Ok(())
+        }
     }
 
     impl Wal for Raft {
-        fn write(&self, table: u64, first_index: u64, entries: &[Bytes]) -> Result<()> {
+        fn write(&self, at: Location, first_index: u64, entries: &[Bytes]) -> Result<()> {
             let messages: Vec<Entry> = entries
                 .iter()
                 .zip(first_index..)
@@ -434,11 +496,11 @@ mod raft {
                 .collect();
             let mut batch = LogBatch::default();
             batch
-                .add_entries::<EntryExt>(table, &messages)
-                .context(|| format!("raft-engine cannot batch table {table}"))?;
+                .add_entries::<EntryExt>(at.stream_id(), &messages)
+                .context(|| format!("raft-engine cannot batch {at}"))?;
             self.engine
                 .write(&mut batch, self.synced)
-                .context(|| format!("raft-engine write to table {table} failed"))?;
+                .context(|| format!("raft-engine write to {at} failed"))?;
             Ok(())
         }
 
@@ -446,32 +508,13 @@ mod raft {
             self.engine.sync().context(|| "raft-engine sync failed")
         }
 
-        fn read_table(&self, table: u64, visit: &mut dyn FnMut(&[u8])) -> Result<()> {
-            let (Some(first), Some(last)) = (
-                self.engine.first_index(table),
-                self.engine.last_index(table),
-            ) else {
-                return Ok(());
-            };
-            let mut entries = Vec::new();
-            let mut from = first;
-            while from <= last {
-                let to = (from + READ_BATCH).min(last + 1);
-                entries.clear();
-                self.engine
-                    .fetch_entries_to::<EntryExt>(table, from, to, None, &mut entries)
-                    .context(|| format!("raft-engine read of table {table} failed"))?;
-                for entry in &entries {
-                    visit(&entry.data);
-                }
-                from = to;
-            }
-            Ok(())
+        fn read_table(&self, at: Location, visit: &mut dyn FnMut(&[u8])) -> Result<()> {
+            self.read_group(at.stream_id(), visit)
         }
 
         fn read_all(&self, visit: &mut dyn FnMut(&[u8])) -> Result<()> {
-            for table in self.engine.raft_groups() {
-                self.read_table(table, visit)?;
+            for group in self.engine.raft_groups() {
+                self.read_group(group, visit)?;
             }
             Ok(())
         }
@@ -482,13 +525,14 @@ mod raft {
     }
 }
 
-/// okaywal: one log for all writers. A batch is one okaywal entry: a
-/// 16-byte chunk naming the table and the first index, then one chunk per
-/// payload. okaywal syncs every commit; it has no unsynced write. It keeps
-/// no index: a reader sees entries only in recovery (or at positions the
-/// application saved), so reading one table is a recovery that filters.
-/// Checkpointing is off (`checkpoint_after_bytes` = u64::MAX) so that the
-/// data stays in the log to be read back.
+/// okaywal: one log for all writers and every location (it has no notion
+/// of a region or a table). A batch is one okaywal entry: a 16-byte chunk
+/// naming the location (its stream id) and the first index, then one chunk
+/// per payload. okaywal syncs every commit; it has no unsynced write. It
+/// keeps no index: a reader sees entries only in recovery (or at positions
+/// the application saved), so reading one table is a recovery that
+/// filters. Checkpointing is off (`checkpoint_after_bytes` = u64::MAX) so
+/// that the data stays in the log to be read back.
 mod okay {
     use super::*;
     use okaywal::{
@@ -502,13 +546,13 @@ mod okay {
         bytes: AtomicU64,
     }
 
-    /// The log manager: counts the recovered payloads (of one table, or
-    /// all), reading every byte and checking every chunk's checksum, and
-    /// checkpoints nothing.
+    /// The log manager: counts the recovered payloads (of one location's
+    /// stream id, or all), reading every byte and checking every chunk's
+    /// checksum, and checkpoints nothing.
     #[derive(Debug)]
     struct Manager {
         counts: Arc<Counts>,
-        table: Option<u64>,
+        stream: Option<u64>,
     }
 
     impl LogManager for Manager {
@@ -526,8 +570,8 @@ mod okay {
                 }
                 if header {
                     header = false;
-                    let table = u64::from_be_bytes(data[..8].try_into().expect("8 bytes"));
-                    wanted = self.table.is_none_or(|t| t == table);
+                    let stream = u64::from_be_bytes(data[..8].try_into().expect("8 bytes"));
+                    wanted = self.stream.is_none_or(|s| s == stream);
                 } else if wanted {
                     self.counts.entries.fetch_add(1, Ordering::Relaxed);
                     self.counts
@@ -554,13 +598,13 @@ mod okay {
 
     impl Okay {
         /// Opens (recovers) the log in `dir`, counting the entries of
-        /// `table` (or of all tables) that recovery reads; returns the log
-        /// and the entries and payload bytes counted.
-        pub(super) fn open(dir: &Path, table: Option<u64>) -> Result<(Okay, u64, u64)> {
+        /// location `at` (or of all locations) that recovery reads; returns
+        /// the log and the entries and payload bytes counted.
+        pub(super) fn open(dir: &Path, at: Option<Location>) -> Result<(Okay, u64, u64)> {
             let counts = Arc::new(Counts::default());
             let manager = Manager {
                 counts: Arc::clone(&counts),
-                table,
+                stream: at.map(Location::stream_id),
             };
             let config = Configuration::default_for(dir).checkpoint_after_bytes(u64::MAX);
             let wal = config
@@ -577,11 +621,11 @@ mod okay {
     }
 
     impl Wal for Okay {
-        fn write(&self, table: u64, first_index: u64, entries: &[Bytes]) -> Result<()> {
-            let fail = || format!("okaywal write to table {table} failed");
+        fn write(&self, at: Location, first_index: u64, entries: &[Bytes]) -> Result<()> {
+            let fail = || format!("okaywal write to {at} failed");
             let mut entry = self.wal.begin_entry().context(fail)?;
             entry
-                .write_chunk(&table_key(table, first_index))
+                .write_chunk(&location_key(at, first_index))
                 .context(fail)?;
             for payload in entries {
                 entry.write_chunk(payload).context(fail)?;
@@ -595,9 +639,9 @@ mod okay {
             Ok(())
         }
 
-        fn read_table(&self, _table: u64, _visit: &mut dyn FnMut(&[u8])) -> Result<()> {
+        fn read_table(&self, _at: Location, _visit: &mut dyn FnMut(&[u8])) -> Result<()> {
             Err(Error::msg(
-                "okaywal reads tables only in recovery; use okay::table_read",
+                "okaywal reads tables only in recovery; use okaywal_read_table",
             ))
         }
 
@@ -613,17 +657,18 @@ mod okay {
     }
 }
 
-/// Reads every entry of `table` from okaywal's log in `dir`: a recovery
-/// that keeps only that table's payloads (okaywal has no index).
-/// Returns the entries and payload bytes read.
-pub(crate) fn okaywal_read_table(dir: &Path, table: u64) -> Result<(u64, u64)> {
-    let (wal, entries, bytes) = okay::Okay::open(dir, Some(table))?;
+/// Reads every entry of the table at `at` from okaywal's log in `dir`: a
+/// recovery that keeps only that location's payloads (okaywal has no
+/// index). Returns the entries and payload bytes read.
+pub(crate) fn okaywal_read_table(dir: &Path, at: Location) -> Result<(u64, u64)> {
+    let (wal, entries, bytes) = okay::Okay::open(dir, Some(at))?;
     wal.close_boxed()?;
     Ok((entries, bytes))
 }
 
 /// RocksDB: one database, its WAL on; an entry is the value of the key
-/// (table, index), big-endian; a batch is one `WriteBatch`, synced with
+/// (the location's stream id, index), big-endian, so a location is a key
+/// prefix; a batch is one `WriteBatch`, synced with
 /// `WriteOptions::set_sync(true)` in synced workloads. Built without
 /// compression libraries (the payloads are incompressible).
 mod rocks {
@@ -646,16 +691,18 @@ mod rocks {
             Ok(Rocks { db, options })
         }
 
+        /// Hands `visit` the values from key `from` on, while the key's
+        /// prefix is `stream` (if given).
         fn iterate(
             &self,
             from: &[u8],
-            table: Option<u64>,
+            stream: Option<u64>,
             visit: &mut dyn FnMut(&[u8]),
         ) -> Result<()> {
             let mut iter = self.db.raw_iterator();
             iter.seek(from);
             while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
-                if table.is_some_and(|t| key[..8] != t.to_be_bytes()) {
+                if stream.is_some_and(|s| key[..8] != s.to_be_bytes()) {
                     break;
                 }
                 visit(value);
@@ -666,14 +713,14 @@ mod rocks {
     }
 
     impl Wal for Rocks {
-        fn write(&self, table: u64, first_index: u64, entries: &[Bytes]) -> Result<()> {
+        fn write(&self, at: Location, first_index: u64, entries: &[Bytes]) -> Result<()> {
             let mut batch = WriteBatch::default();
             for (payload, index) in entries.iter().zip(first_index..) {
-                batch.put(table_key(table, index), payload);
+                batch.put(location_key(at, index), payload);
             }
             self.db
                 .write_opt(batch, &self.options)
-                .context(|| format!("RocksDB write to table {table} failed"))
+                .context(|| format!("RocksDB write to {at} failed"))
         }
 
         fn sync(&self) -> Result<()> {
@@ -682,8 +729,8 @@ mod rocks {
                 .context(|| "RocksDB WAL sync failed")
         }
 
-        fn read_table(&self, table: u64, visit: &mut dyn FnMut(&[u8])) -> Result<()> {
-            self.iterate(&table_key(table, 0), Some(table), visit)
+        fn read_table(&self, at: Location, visit: &mut dyn FnMut(&[u8])) -> Result<()> {
+            self.iterate(&location_key(at, 0), Some(at.stream_id()), visit)
         }
 
         fn read_all(&self, visit: &mut dyn FnMut(&[u8])) -> Result<()> {
@@ -703,7 +750,9 @@ mod rocks {
 /// overlap), then, if synced, an `fdatasync` of its own: no group commit.
 /// With `dsync` the file is opened `O_DSYNC` instead, so that the `writev`
 /// is durable on return and there is no second call. Reading back reads the
-/// file in 1 MiB blocks and counts `entry_len`-byte entries.
+/// file in 1 MiB blocks and counts `entry_len`-byte entries. A floor has no
+/// notion of a region or a table: it ignores the location, and every batch
+/// goes to the one file.
 pub(crate) struct Floor {
     file: File,
     path: PathBuf,
@@ -736,10 +785,9 @@ impl Floor {
             entry_len,
         })
     }
-}
 
-impl Wal for Floor {
-    fn write(&self, _table: u64, _first_index: u64, entries: &[Bytes]) -> Result<()> {
+    /// Appends `entries` with one `writev` (more only on a short write).
+    fn append(&self, entries: &[Bytes]) -> Result<()> {
         let slices: Vec<IoSlice<'_>> = entries.iter().map(|e| IoSlice::new(e)).collect();
         let total: usize = entries.iter().map(|e| e.len()).sum();
         let written = (&self.file)
@@ -753,6 +801,13 @@ impl Wal for Floor {
                 .write_all(&rest[written..])
                 .context(|| format!("write to {} failed", self.path.display()))?;
         }
+        Ok(())
+    }
+}
+
+impl Wal for Floor {
+    fn write(&self, _at: Location, _first_index: u64, entries: &[Bytes]) -> Result<()> {
+        self.append(entries)?;
         if self.synced && !self.dsync {
             self.sync()?;
         }
@@ -765,7 +820,7 @@ impl Wal for Floor {
             .context(|| format!("fdatasync of {} failed", self.path.display()))
     }
 
-    fn read_table(&self, _table: u64, _visit: &mut dyn FnMut(&[u8])) -> Result<()> {
+    fn read_table(&self, _at: Location, _visit: &mut dyn FnMut(&[u8])) -> Result<()> {
         Err(Error::msg("the floor has no tables"))
     }
 
@@ -846,10 +901,7 @@ impl GroupFloor {
             .iter()
             .flat_map(|q| q.entries.iter().cloned())
             .collect();
-        let written = self
-            .floor
-            .write(0, 0, &all)
-            .and_then(|()| self.floor.sync());
+        let written = self.floor.append(&all).and_then(|()| self.floor.sync());
         let outcome = if written.is_ok() { WRITTEN } else { FAILED };
         for queued in &group {
             queued.outcome.store(outcome, Ordering::Release);
@@ -859,9 +911,9 @@ impl GroupFloor {
 }
 
 impl Wal for GroupFloor {
-    fn write(&self, table: u64, first_index: u64, entries: &[Bytes]) -> Result<()> {
+    fn write(&self, at: Location, first_index: u64, entries: &[Bytes]) -> Result<()> {
         if !self.synced {
-            return self.floor.write(table, first_index, entries);
+            return self.floor.write(at, first_index, entries);
         }
         let outcome = Arc::new(AtomicU8::new(QUEUED));
         self.queue
@@ -895,8 +947,8 @@ impl Wal for GroupFloor {
         self.floor.sync()
     }
 
-    fn read_table(&self, table: u64, visit: &mut dyn FnMut(&[u8])) -> Result<()> {
-        self.floor.read_table(table, visit)
+    fn read_table(&self, at: Location, visit: &mut dyn FnMut(&[u8])) -> Result<()> {
+        self.floor.read_table(at, visit)
     }
 
     fn read_all(&self, visit: &mut dyn FnMut(&[u8])) -> Result<()> {
@@ -913,6 +965,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn distinct_locations_get_distinct_stream_ids_in_region_then_table_order() {
+        // The peers key every log on the stream id alone, so two locations
+        // sharing one would merge two logs.
+        let mut ids = Vec::new();
+        for region in [0, 1, 2, 255, u64::from(u32::MAX)] {
+            for table in [0, 1, 2, 100, u64::from(u32::MAX)] {
+                ids.push(Location::new(region, table).stream_id());
+            }
+        }
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted, ids);
+    }
+
+    #[test]
     fn every_floor_reads_back_what_it_wrote_in_order() {
         // The floors are measured only by their speed, so this checks the
         // other half: each writes every byte, once, in order.
@@ -927,7 +995,7 @@ mod tests {
                 let entries: Vec<Bytes> = (0..2)
                     .map(|i| Bytes::from(vec![batch * 2 + i; 4]))
                     .collect();
-                wal.write(1, 1, &entries).unwrap();
+                wal.write(Location::new(REGION, 1), 1, &entries).unwrap();
             }
             let mut read = Vec::new();
             wal.read_all(&mut |entry| read.push(entry.to_vec()))
@@ -950,8 +1018,13 @@ mod tests {
                 let wal = Arc::clone(&wal);
                 std::thread::spawn(move || {
                     for batch in 0u8..50 {
-                        wal.write(1, 1, &[Bytes::from(vec![writer, batch])])
-                            .unwrap();
+                        let at = Location::new(REGION, u64::from(writer) + 1);
+                        wal.write(
+                            at,
+                            1 + u64::from(batch),
+                            &[Bytes::from(vec![writer, batch])],
+                        )
+                        .unwrap();
                     }
                 })
             })

@@ -15,6 +15,7 @@
 // The results table is this program's output.
 #![allow(clippy::print_stdout)]
 
+mod disk_usage;
 mod engines;
 mod error;
 mod report;
@@ -33,8 +34,10 @@ usage: segwal-bench-compare [options]
   --dir DIR               where the engines' data dirs go (default: the system
                           temporary dir); pick the file system: a real disk, /dev/shm
   --runs N                runs of each workload per engine, alternating (default 3)
-  --workloads a,b,...     sync1, sync16, sync16-256, sync16-64k, bulk, recover,
-                          table-read (default: all)
+  --workloads a,b,...     sync1, sync16, sync16-r16, sync16-r256, sync16-256,
+                          sync16-64k, bulk, recover, table-read (default: all);
+                          sync16-r16 and sync16-r256 are sync16 with each
+                          writer in a region of its own or over 16 of 256
   --engines a,b,...       segwal, segwal-manager, raft-engine, okaywal, rocksdb,
                           floor, floor-dsync, floor-group (default: all;
                           floor-dsync and floor-group run only the synced
@@ -191,9 +194,16 @@ fn compare(options: &Options) -> Result<()> {
                     Ok(mut result) => {
                         result.run = run;
                         eprintln!(
-                            "bench-compare: {label}: {:.0} {}{}",
+                            "bench-compare: {label}: {:.0} {}{}{}",
                             result.value,
                             workload.unit(),
+                            result
+                                .data_dir_bytes
+                                .map(|b| format!(
+                                    ", data dir {:.1} MiB",
+                                    b as f64 / f64::from(1 << 20)
+                                ))
+                                .unwrap_or_default(),
                             result
                                 .note
                                 .as_ref()

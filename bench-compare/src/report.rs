@@ -21,6 +21,9 @@ pub(crate) struct Row {
     pub(crate) p99_us: Option<f64>,
     pub(crate) p999_us: Option<f64>,
     pub(crate) peak_anon_mib: Option<f64>,
+    /// Synced workloads: the data dir's allocated blocks at the end of the
+    /// run, in MiB.
+    pub(crate) data_dir_mib: Option<f64>,
     /// segwal in `table-read`: the same reads done by scanning the region.
     pub(crate) scan_entries_per_s: Option<f64>,
     pub(crate) note: Option<String>,
@@ -81,6 +84,9 @@ pub(crate) fn summarize(
                 peak_anon_mib: med(&runs, &|r| {
                     r.peak_anon_bytes.map(|b| b as f64 / f64::from(1 << 20))
                 }),
+                data_dir_mib: med(&runs, &|r| {
+                    r.data_dir_bytes.map(|b| b as f64 / f64::from(1 << 20))
+                }),
                 scan_entries_per_s: med(&runs, &|r| r.scan_entries_per_s),
                 note,
             });
@@ -115,6 +121,8 @@ fn opt(value: Option<f64>) -> String {
 
 /// The results as a Markdown table (readable in a terminal as it is), one
 /// section per workload, with a line comparing segwal to its best peer.
+/// Sections whose runs measured their data dir (the synced workloads) get
+/// a column for it.
 pub(crate) fn table(rows: &[Row]) -> String {
     let mut out = String::new();
     let mut workloads: Vec<&str> = rows.iter().map(|r| r.workload).collect();
@@ -122,12 +130,18 @@ pub(crate) fn table(rows: &[Row]) -> String {
     for workload in workloads {
         let section: Vec<&Row> = rows.iter().filter(|r| r.workload == workload).collect();
         let unit = section[0].unit;
+        let data_dir = section.iter().any(|r| r.data_dir_mib.is_some());
         let _ = writeln!(out, "\n### {workload} ({unit})\n");
         let _ = writeln!(
             out,
-            "| engine | runs | median {unit} | vs segwal | p50 µs | p99 µs | p99.9 µs | peak anon MiB | notes |"
+            "| engine | runs | median {unit} | vs segwal | p50 µs | p99 µs | p99.9 µs |{} peak anon MiB | notes |",
+            if data_dir { " data dir MiB |" } else { "" }
         );
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(
+            out,
+            "|---|---|---|---|---|---|---|{}---|---|",
+            if data_dir { "---|" } else { "" }
+        );
         for row in &section {
             let mut notes = row.note.clone().unwrap_or_default();
             if let Some(scan) = row.scan_entries_per_s {
@@ -141,9 +155,14 @@ pub(crate) fn table(rows: &[Row]) -> String {
                     row.median / scan
                 );
             }
+            let data_dir_cell = if data_dir {
+                format!(" {} |", opt(row.data_dir_mib))
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} |{data_dir_cell} {} | {} |",
                 row.engine,
                 row.runs,
                 human(row.median),
@@ -342,4 +361,42 @@ pub(crate) fn file_system(dir: &Path) -> String {
         })
         .max_by_key(|(len, _)| *len)
         .map_or_else(|| "unknown".into(), |(_, kind)| kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_sections_that_measured_their_data_dir_get_its_column() {
+        // A synced run carries its data dir, a read run does not; each row
+        // must have as many cells as its section's header.
+        let result = |workload: Workload, data_dir_bytes| RunResult {
+            engine: EngineKind::Segwal.name().to_owned(),
+            workload: workload.name().to_owned(),
+            value: 1000.0,
+            data_dir_bytes,
+            ..RunResult::default()
+        };
+        let results = [
+            result(Workload::Sync16Regions256, Some(3 << 20)),
+            result(Workload::Recover, None),
+        ];
+        let rows = summarize(
+            &[Workload::Sync16Regions256, Workload::Recover],
+            &[EngineKind::Segwal],
+            &results,
+        );
+        assert_eq!(rows[0].data_dir_mib, Some(3.0));
+        let text = table(&rows);
+        let (synced, recover) = text.split_once("### recover").unwrap();
+        assert!(synced.contains("| data dir MiB |"), "{synced}");
+        assert!(synced.contains("| 3.00 |"), "{synced}");
+        assert!(!recover.contains("data dir"), "{recover}");
+        for (part, bars) in [(synced, 11), (recover, 10)] {
+            for line in part.lines().filter(|l| l.starts_with('|')) {
+                assert_eq!(line.matches('|').count(), bars, "{line}");
+            }
+        }
+    }
 }

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::engines::{self, EngineKind, Wal};
+use crate::disk_usage::allocated_bytes;
+use crate::engines::{self, EngineKind, Location, REGION, Wal};
 use crate::error::{Context, Error, Result};
 
 /// A workload of the comparison.
@@ -17,6 +18,11 @@ pub(crate) enum Workload {
     Sync1,
     /// 16 writers, batches of 4 x 1 KiB, synced.
     Sync16,
+    /// As `Sync16`, each writer in a region of its own (16 regions).
+    Sync16Regions16,
+    /// As `Sync16`, each writer owning 16 regions of 256 and writing them
+    /// in turn.
+    Sync16Regions256,
     /// As `Sync16` with 256-byte entries.
     Sync16Small,
     /// As `Sync16` with 64 KiB entries.
@@ -31,9 +37,11 @@ pub(crate) enum Workload {
 
 impl Workload {
     /// Every workload, in the order they run.
-    pub(crate) const ALL: [Workload; 7] = [
+    pub(crate) const ALL: [Workload; 9] = [
         Workload::Sync1,
         Workload::Sync16,
+        Workload::Sync16Regions16,
+        Workload::Sync16Regions256,
         Workload::Sync16Small,
         Workload::Sync16Large,
         Workload::Bulk,
@@ -46,6 +54,8 @@ impl Workload {
         match self {
             Workload::Sync1 => "sync1",
             Workload::Sync16 => "sync16",
+            Workload::Sync16Regions16 => "sync16-r16",
+            Workload::Sync16Regions256 => "sync16-r256",
             Workload::Sync16Small => "sync16-256",
             Workload::Sync16Large => "sync16-64k",
             Workload::Bulk => "bulk",
@@ -72,7 +82,11 @@ impl Workload {
     pub(crate) fn unit(self) -> &'static str {
         match self {
             Workload::Sync1 => "writes/s",
-            Workload::Sync16 | Workload::Sync16Small | Workload::Sync16Large => "entries/s",
+            Workload::Sync16
+            | Workload::Sync16Regions16
+            | Workload::Sync16Regions256
+            | Workload::Sync16Small
+            | Workload::Sync16Large => "entries/s",
             Workload::Bulk | Workload::Recover => "MB/s",
             Workload::TableRead => "entries/s",
         }
@@ -92,14 +106,52 @@ impl Workload {
         matches!(self, Workload::Recover | Workload::TableRead)
     }
 
-    /// Writers, entries per batch and entry size of a synced workload.
-    fn sync_shape(self) -> Option<(u64, usize, usize)> {
+    /// The shape of a synced workload.
+    fn sync_shape(self) -> Option<SyncShape> {
+        let shape = |writers, batch_entries, entry_len, regions_per_writer| SyncShape {
+            writers,
+            batch_entries,
+            entry_len,
+            regions_per_writer,
+        };
         match self {
-            Workload::Sync1 => Some((1, 1, 1024)),
-            Workload::Sync16 => Some((16, 4, 1024)),
-            Workload::Sync16Small => Some((16, 4, 256)),
-            Workload::Sync16Large => Some((16, 4, 64 << 10)),
+            Workload::Sync1 => Some(shape(1, 1, 1024, None)),
+            Workload::Sync16 => Some(shape(16, 4, 1024, None)),
+            Workload::Sync16Regions16 => Some(shape(16, 4, 1024, Some(1))),
+            Workload::Sync16Regions256 => Some(shape(16, 4, 1024, Some(16))),
+            Workload::Sync16Small => Some(shape(16, 4, 256, None)),
+            Workload::Sync16Large => Some(shape(16, 4, 64 << 10, None)),
             _ => None,
+        }
+    }
+}
+
+/// What a synced workload writes: `writers` threads, each writing batches
+/// of `batch_entries` entries of `entry_len` bytes.
+#[derive(Debug, Clone, Copy)]
+struct SyncShape {
+    writers: u64,
+    batch_entries: usize,
+    entry_len: usize,
+    /// `None`: all writers share region [`REGION`], each writing a table
+    /// of its own (writer `w` table `w + 1`). `Some(n)`: writer `w` owns
+    /// regions `w * n .. (w + 1) * n`, one table (table 1) in each, and
+    /// writes them in turn: its batch `i` goes to region `w * n + i mod n`.
+    regions_per_writer: Option<u64>,
+}
+
+impl SyncShape {
+    /// Where batch `batch` (from 0) of writer `writer` (from 0) goes, and
+    /// the index there (from 1) of its first entry: every location's
+    /// indexes run on without a gap, as raft-engine requires.
+    fn place(self, writer: u64, batch: u64) -> (Location, u64) {
+        let count = self.batch_entries as u64;
+        match self.regions_per_writer {
+            None => (Location::new(REGION, writer + 1), 1 + batch * count),
+            Some(n) => (
+                Location::new(writer * n + batch % n, 1),
+                1 + batch / n * count,
+            ),
         }
     }
 }
@@ -153,6 +205,9 @@ pub(crate) struct RunResult {
     /// The highest `RssAnon` seen while measuring, sampled every
     /// millisecond, in bytes.
     pub(crate) peak_anon_bytes: Option<u64>,
+    /// Synced workloads: the blocks allocated to every file of the data
+    /// dir once the writers are done, the log still open, in bytes.
+    pub(crate) data_dir_bytes: Option<u64>,
     /// For segwal in `table-read`: entries/s of the same reads done by
     /// scanning (decoding) the whole region and keeping the table's entries.
     pub(crate) scan_entries_per_s: Option<f64>,
@@ -219,11 +274,12 @@ fn batch_from(pool: &Bytes, batch: u64, count: usize, len: usize) -> Vec<Bytes> 
         .collect()
 }
 
-/// The synced workloads: `writers` threads, each writing its own table as
-/// fast as it can for a warm-up (a fifth of `seconds`, not counted) and
-/// then `seconds`.
+/// The synced workloads: `writers` threads, each writing its own table (or
+/// its own regions) as fast as it can for a warm-up (a fifth of `seconds`,
+/// not counted) and then `seconds`; then what the data dir holds on disk.
 fn synced(spec: &Spec) -> Result<RunResult> {
-    let (writers, count, len) = spec.workload.sync_shape().expect("a synced workload");
+    let shape = spec.workload.sync_shape().expect("a synced workload");
+    let (writers, count, len) = (shape.writers, shape.batch_entries, shape.entry_len);
     let pool = pool(POOL_BYTES);
     let wal = engines::open(spec.engine, &spec.dir, true, len)?;
     let warmup = Duration::from_secs_f64(spec.seconds / 5.0);
@@ -232,19 +288,22 @@ fn synced(spec: &Spec) -> Result<RunResult> {
     let (measure_from, end) = (start + warmup, start + warmup + measured);
     let failed = AtomicBool::new(false);
     let per_writer: Vec<Result<(Vec<u32>, Instant)>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (1..=writers)
-            .map(|table| {
+        let handles: Vec<_> = (0..writers)
+            .map(|writer| {
                 let (wal, pool, failed): (&dyn Wal, _, _) = (&*wal, &pool, &failed);
                 s.spawn(move || {
                     let mut latencies = Vec::with_capacity(1 << 16);
-                    let mut index = 1;
-                    let mut batch = table * 7919;
+                    // The writer's batches, from 0, and where in the pool
+                    // their payloads start.
+                    let mut batch = 0;
+                    let pool_offset = (writer + 1) * 7919;
                     let mut last_end = measure_from;
                     std::thread::sleep(start.saturating_duration_since(Instant::now()));
                     loop {
-                        let entries = batch_from(pool, batch, count, len);
+                        let entries = batch_from(pool, pool_offset + batch, count, len);
+                        let (at, index) = shape.place(writer, batch);
                         let before = Instant::now();
-                        if let Err(err) = wal.write(table, index, &entries) {
+                        if let Err(err) = wal.write(at, index, &entries) {
                             failed.store(true, Ordering::Relaxed);
                             return Err(err);
                         }
@@ -254,7 +313,6 @@ fn synced(spec: &Spec) -> Result<RunResult> {
                             latencies.push(u32::try_from(nanos).unwrap_or(u32::MAX));
                             last_end = after;
                         }
-                        index += count as u64;
                         batch += 1;
                         if after >= end || failed.load(Ordering::Relaxed) {
                             return Ok((latencies, last_end));
@@ -276,6 +334,9 @@ fn synced(spec: &Spec) -> Result<RunResult> {
         last_end = last_end.max(end);
     }
     let note = wal.note();
+    // Measured open: what the log holds on disk as it runs (a close may
+    // give back space reserved ahead, which a running log keeps).
+    let data_dir_bytes = allocated_bytes(&spec.dir)?;
     wal.close()?;
     let seconds = (last_end - measure_from).as_secs_f64();
     let ops = latencies.len() as u64;
@@ -299,6 +360,7 @@ fn synced(spec: &Spec) -> Result<RunResult> {
         p50_us: percentile(0.50),
         p99_us: percentile(0.99),
         p999_us: percentile(0.999),
+        data_dir_bytes: Some(data_dir_bytes),
         note,
         ..RunResult::default()
     })
@@ -317,7 +379,7 @@ fn bulk(spec: &Spec) -> Result<(RunResult, Box<dyn Wal>)> {
     for batch in 0..batches {
         let entries = batch_from(&pool, batch, count, len);
         let before = Instant::now();
-        wal.write(1, 1 + batch * count as u64, &entries)?;
+        wal.write(Location::new(REGION, 1), 1 + batch * count as u64, &entries)?;
         latencies.push(u32::try_from(before.elapsed().as_nanos()).unwrap_or(u32::MAX));
     }
     wal.sync()?;
@@ -382,7 +444,8 @@ fn write_tables(spec: &Spec) -> Result<()> {
     for round in 0..rounds {
         for table in 1..=tables {
             let entries = batch_from(&pool, round * tables + table, count, len);
-            wal.write(table, 1 + round * count as u64, &entries)?;
+            let at = Location::new(REGION, table);
+            wal.write(at, 1 + round * count as u64, &entries)?;
         }
     }
     wal.sync()?;
@@ -420,7 +483,8 @@ fn table_read(spec: &Spec) -> Result<RunResult> {
     if spec.engine == EngineKind::Okaywal {
         let start = Instant::now();
         for table in TABLES_READ {
-            let (entries, _) = engines::okaywal_read_table(&spec.dir, table)?;
+            let (entries, _) =
+                engines::okaywal_read_table(&spec.dir, Location::new(REGION, table))?;
             check(table, entries)?;
             total += entries;
         }
@@ -430,7 +494,7 @@ fn table_read(spec: &Spec) -> Result<RunResult> {
         let start = Instant::now();
         for table in TABLES_READ {
             let mut entries = 0;
-            wal.read_table(table, &mut |payload| {
+            wal.read_table(Location::new(REGION, table), &mut |payload| {
                 entries += 1;
                 std::hint::black_box(payload);
             })?;
@@ -549,6 +613,8 @@ pub(crate) fn parse_size(text: &str) -> Result<u64> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
     use super::*;
 
     #[test]
@@ -581,6 +647,113 @@ mod tests {
             assert_eq!(EngineKind::parse(engine.name()).unwrap(), engine);
         }
         assert!(Workload::parse("sync2").is_err());
+        assert_eq!(
+            Workload::parse("sync16-r16").unwrap(),
+            Workload::Sync16Regions16
+        );
+        assert_eq!(
+            Workload::parse("sync16-r256").unwrap(),
+            Workload::Sync16Regions256
+        );
+    }
+
+    /// The regions each writer of `workload` writes in its first `batches`
+    /// batches.
+    fn regions_by_writer(workload: Workload, batches: u64) -> Vec<BTreeSet<u64>> {
+        let shape = workload.sync_shape().unwrap();
+        (0..shape.writers)
+            .map(|w| (0..batches).map(|i| shape.place(w, i).0.region).collect())
+            .collect()
+    }
+
+    #[test]
+    fn sync16_r256_gives_each_writer_16_regions_of_its_own_covering_0_to_256_once() {
+        let by_writer = regions_by_writer(Workload::Sync16Regions256, 160);
+        assert_eq!(by_writer.len(), 16);
+        let mut all = Vec::new();
+        for (w, regions) in by_writer.iter().enumerate() {
+            let w = w as u64;
+            let expected: BTreeSet<u64> = (w * 16..w * 16 + 16).collect();
+            assert_eq!(regions, &expected, "writer {w}");
+            all.extend(regions.iter().copied());
+        }
+        all.sort_unstable();
+        assert_eq!(all, (0..256).collect::<Vec<u64>>());
+        // In turn: batch i of writer w goes to region w * 16 + i mod 16.
+        let shape = Workload::Sync16Regions256.sync_shape().unwrap();
+        assert_eq!(shape.place(3, 0).0, Location::new(48, 1));
+        assert_eq!(shape.place(3, 17).0, Location::new(49, 1));
+    }
+
+    #[test]
+    fn sync16_r16_gives_writer_w_region_w_alone_and_sync16_shares_region_1() {
+        for (w, regions) in regions_by_writer(Workload::Sync16Regions16, 40)
+            .iter()
+            .enumerate()
+        {
+            assert_eq!(regions, &BTreeSet::from([w as u64]), "writer {w}");
+        }
+        let shape = Workload::Sync16.sync_shape().unwrap();
+        for w in 0..16 {
+            for i in 0..40 {
+                assert_eq!(shape.place(w, i).0, Location::new(REGION, w + 1));
+            }
+        }
+    }
+
+    #[test]
+    fn every_location_s_indexes_run_on_without_a_gap() {
+        // raft-engine refuses a batch whose first index does not follow the
+        // group's last one.
+        for workload in [
+            Workload::Sync16,
+            Workload::Sync16Regions16,
+            Workload::Sync16Regions256,
+        ] {
+            let shape = workload.sync_shape().unwrap();
+            let mut next: BTreeMap<Location, u64> = BTreeMap::new();
+            for w in 0..shape.writers {
+                for i in 0..100 {
+                    let (at, index) = shape.place(w, i);
+                    let expected = next.entry(at).or_insert(1);
+                    assert_eq!(index, *expected, "{} {at:?}", workload.name());
+                    *expected += shape.batch_entries as u64;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_region_workloads_run_on_the_floor_and_segwal_and_measure_the_data_dir() {
+        // A tiny run of each, end to end in this process: nothing fails,
+        // and the data dir holds at least every writer's first batch (a
+        // writer writes once before it looks at the clock). The measured
+        // window may hold no write at all: a segwal region's first write
+        // can take longer than the whole run, creating its segment.
+        for workload in [Workload::Sync16Regions16, Workload::Sync16Regions256] {
+            for engine in [EngineKind::Floor, EngineKind::SegwalManager] {
+                let dir = tempfile::tempdir().unwrap();
+                let spec = Spec {
+                    engine,
+                    workload,
+                    prepare: false,
+                    dir: dir.path().join("data"),
+                    seconds: 0.05,
+                    bulk_bytes: 0,
+                    table_read_bytes: 0,
+                };
+                let result = run(&spec).unwrap().unwrap();
+                let what = format!("{} {engine}", workload.name());
+                assert_eq!(result.entries, result.ops * 4, "{what}");
+                assert_eq!(result.p999_us.is_some(), result.ops > 0, "{what}");
+                let first_batches = 16 * 4 * 1024;
+                let data_dir = result.data_dir_bytes.unwrap();
+                assert!(
+                    data_dir >= result.bytes.max(first_batches),
+                    "{what}: {data_dir} bytes"
+                );
+            }
+        }
     }
 
     #[test]
