@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread::ThreadId;
 
-use crash::{Ack, Batch, Rng, Run, check, check_image, config, env_count, payload};
+use crash::{Ack, Batch, Rng, Run, check, check_image, config, data_dir, env_count, payload};
 use segwal_manager::{Error, ManagerConfig, Preallocation, SegmentManager, SyncMode};
 use segwal_segment::disk::{Op, OpKind};
 use segwal_segment::powerloss::{Fate, Recorder};
@@ -31,15 +31,6 @@ const STEPS: u64 = 80;
 const REGIONS: u64 = 6;
 const TABLES: u64 = 3;
 const STREAMS: u64 = 2;
-
-/// A new data dir `wal` under a temporary root (crash images go next to
-/// it).
-fn data_dir() -> (tempfile::TempDir, PathBuf) {
-    let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("wal");
-    std::fs::create_dir(&dir).unwrap();
-    (root, dir)
-}
 
 /// Where an injected fault fired.
 #[derive(Debug, Clone)]

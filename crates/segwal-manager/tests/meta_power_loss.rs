@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Barrier, Mutex};
 
-use crash::{Ack, Batch, Rng, Run, check_image, config, env_count, payload};
+use crash::{Ack, Batch, Rng, Run, check_image, config, data_dir, env_count, payload};
 use segwal_manager::{SegmentManager, SyncMode};
 use segwal_segment::powerloss::{Fate, Recorder};
 
@@ -190,9 +190,7 @@ fn point(recent: &str) -> Point {
 #[test]
 fn no_crash_image_undoes_an_acknowledged_delete() {
     let budget = env_count("SEGWAL_META_CRASH_IMAGES", 300);
-    let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("wal");
-    std::fs::create_dir(&dir).unwrap();
+    let (root, dir) = data_dir();
     let (run, removed) = record(&dir, 0x3e7a_0000);
     assert!(removed > 0, "no delete emptied a segment");
     let mut replay = run.replay.clone();
@@ -262,9 +260,7 @@ fn a_compaction_of_the_meta_log_loses_no_delete() {
     // in META groups, so the log grows by records of many entries.
     const THREADS: u64 = 64;
     const DELETES: u64 = 640;
-    let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("wal");
-    std::fs::create_dir(&dir).unwrap();
+    let (root, dir) = data_dir();
     let (recorder, _guard) = Recorder::start(&dir).unwrap();
     let config = segwal_manager::ManagerConfig {
         segment_size_bytes: 1 << 20,

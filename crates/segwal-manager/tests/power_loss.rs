@@ -18,7 +18,7 @@ use segwal_segment::powerloss::{Fate, ImageStats, Recorder};
 
 mod crash;
 
-use crash::{Ack, Batch, Rng, Run, check_image, config, env_count, payload};
+use crash::{Ack, Batch, Rng, Run, check_image, config, data_dir, env_count, payload};
 
 /// A workload's shape.
 #[derive(Debug, Clone, Copy)]
@@ -227,9 +227,7 @@ fn every_crash_image_keeps_every_acknowledged_write() {
     let mut segments_removed = 0;
     for run_index in 0..runs {
         let workload = WORKLOADS[run_index % WORKLOADS.len()];
-        let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("wal");
-        std::fs::create_dir(&dir).unwrap();
+        let (root, dir) = data_dir();
         let (run, removed) = record(&dir, 0x5eed_0000 + run_index as u64, 120, workload);
         segments_removed += removed;
         let mut replay = run.replay.clone();

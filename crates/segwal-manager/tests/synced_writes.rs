@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
-use crash::{Ack, Batch, Run, check, check_image, payload};
+use crash::{Ack, Batch, Run, check, check_image, data_dir, payload};
 use segwal_manager::{Error, ManagerConfig, SegmentManager, SyncMode};
 use segwal_segment::disk::{self, Hook, Op, OpKind};
 use segwal_segment::powerloss::{Fate, Recorder};
@@ -24,15 +24,6 @@ use segwal_segment::powerloss::{Fate, Recorder};
 /// prepared).
 fn on_segment(op: &Op<'_>) -> bool {
     op.path().extension().is_some_and(|e| e == "seg")
-}
-
-/// A data dir `wal` under a new temporary root (crash images go next to
-/// it).
-fn data_dir() -> (tempfile::TempDir, std::path::PathBuf) {
-    let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("wal");
-    std::fs::create_dir(&dir).unwrap();
-    (root, dir)
 }
 
 /// Segments large enough that the tests here never roll over (a rollover

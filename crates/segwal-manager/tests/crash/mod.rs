@@ -20,6 +20,15 @@ pub fn env_count(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// A new data dir `wal` under a temporary root, where crash images go
+/// next to it.
+pub fn data_dir() -> (tempfile::TempDir, std::path::PathBuf) {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("wal");
+    std::fs::create_dir(&dir).unwrap();
+    (root, dir)
+}
+
 /// Small segments, so that a short workload rolls over often, with
 /// `streams` streams.
 pub fn config(dir: &Path, streams: usize) -> ManagerConfig {
