@@ -292,22 +292,30 @@ fn a_compaction_of_the_meta_log_loses_no_delete() {
                     .unwrap()
                     .acks
                     .push((position, Ack::Write { batch, last }));
+                // A delete may be in force from the moment the one before
+                // it returned: this thread does nothing in between. (Each
+                // position is taken once: the recorder holds its lock
+                // across every call it performs, syncs included.)
+                let mut returned = position;
+                let mut acks = Vec::with_capacity(2 * DELETES as usize);
                 for up_to in last + 1 - DELETES..=last {
-                    let (table, before) = (0, recorder.position());
+                    let table = 0;
                     let asked = Ack::Deleting {
                         region,
                         table,
                         up_to,
                     };
-                    log.lock().unwrap().acks.push((before, asked));
+                    acks.push((returned, asked));
                     wal.mark_delete_entries_up_to(region, table, up_to).unwrap();
+                    returned = recorder.position();
                     let done = Ack::Delete {
                         region,
                         table,
                         up_to,
                     };
-                    log.lock().unwrap().acks.push((recorder.position(), done));
+                    acks.push((returned, done));
                 }
+                log.lock().unwrap().acks.extend(acks);
             });
         }
     });
@@ -337,14 +345,9 @@ fn a_compaction_of_the_meta_log_loses_no_delete() {
     let mut images = 0;
     for at in renamed[1] - 3..=renamed[1] + 2 {
         replay.advance_to(at);
-        for (i, fate) in [
-            Fate::KeepAll,
-            Fate::DropAll,
-            Fate::Random(at as u64),
-            Fate::Random(7),
-        ]
-        .into_iter()
-        .enumerate()
+        for (i, fate) in [Fate::KeepAll, Fate::DropAll, Fate::Random(at as u64)]
+            .into_iter()
+            .enumerate()
         {
             let label = format!(
                 "power lost at position {at} in a compaction, {fate:?}, after these calls:\n{}\n",
