@@ -7,7 +7,8 @@
 //! snapshots (`META.tmp`, sync, rename, directory sync), written at every
 //! open. A failed sync is modelled as Linux behaves: the writes it covered
 //! stay readable but may never reach the disk; so is a failed synced write,
-//! its own data included.
+//! its own data included. Faults aimed at the META log's own failure paths
+//! are in `meta_faults.rs`.
 //!
 //! `SEGWAL_FAULT_SAMPLES` sets how many occurrences of each kind are tried
 //! (default 6; `cargo xtask crash` tries every one).
@@ -18,10 +19,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
 
-use crash::{Ack, Batch, Rng, Run, check, check_image, config, data_dir, env_count, payload};
+use crash::{Recording, Rng, Run, check, check_image, config, data_dir, env_count};
 use segwal_manager::{Error, ManagerConfig, Preallocation, SegmentManager, SyncMode};
 use segwal_segment::disk::{Op, OpKind};
 use segwal_segment::powerloss::{Fate, Recorder};
@@ -183,141 +184,62 @@ fn describe(op: &Op<'_>) -> String {
     }
 }
 
-/// What the workload wrote and was told.
-struct Workload<'a> {
-    recorder: &'a Recorder,
-    batches: Vec<Batch>,
-    acks: Vec<(usize, Ack)>,
-    /// Per region: the highest sequence number given to a write,
-    /// acknowledged or failed.
-    assigned: HashMap<u64, u64>,
+/// What an engine does after a flush: deletes every table up to its last
+/// number, so that whole segments die (and are removed, once the META log
+/// has every table's largest number). Stops at the first error, returning
+/// it with its region.
+fn flush(recording: &mut Recording<'_>, wal: &SegmentManager) -> Result<(), (u64, Error)> {
+    for region in 0..REGIONS {
+        for table in 0..TABLES {
+            let last = wal.sequence_num(region, table).map_err(|e| (region, e))?;
+            recording
+                .delete(wal, region, table, last)
+                .map_err(|e| (region, e))?;
+        }
+    }
+    Ok(())
 }
 
-impl Workload<'_> {
-    /// Writes a batch of `count` entries, noting what it was told, and
-    /// checks that the numbers it gets are above every number given before
-    /// in the region: none is reused after a failure and a reopen.
-    fn write(
-        &mut self,
-        wal: &SegmentManager,
-        region: u64,
-        table: u64,
-        pads: &[usize],
-    ) -> segwal_manager::Result<u64> {
-        let batch = self.batches.len();
-        let entries: Vec<Vec<u8>> = (0..pads.len())
-            .map(|i| payload(batch, i, pads.len(), pads[i]))
-            .collect();
-        self.batches.push(Batch {
-            region,
-            table,
-            entries: entries.clone(),
-        });
-        let result = wal.write(region, table, &entries);
-        let assigned = self.assigned.entry(region).or_default();
-        match &result {
-            Ok(last) => {
-                let first = last + 1 - pads.len() as u64;
-                assert!(
-                    first > *assigned,
-                    "region {region} gave {first}..={last}, but numbers up to {assigned} were \
-                     given before"
-                );
-                *assigned = *last;
-                let position = self.recorder.position();
-                self.acks
-                    .push((position, Ack::Write { batch, last: *last }));
-            }
-            // A failed append or sync: the batch's numbers are used, and no
-            // later write may be given them (its bytes may be on disk).
-            Err(Error::Write { .. }) => {
-                *assigned += pads.len() as u64;
-                let up_to = *assigned;
-                let position = self.recorder.position();
-                self.acks.push((position, Ack::Used { region, up_to }));
-            }
-            Err(_) => {}
-        }
-        result
-    }
-
-    /// Deletes the table's entries up to `up_to`, noting that the delete
-    /// may be in force from the call on, and is once it returns `Ok`.
-    fn delete(
-        &mut self,
-        wal: &SegmentManager,
-        region: u64,
-        table: u64,
-        up_to: u64,
-    ) -> segwal_manager::Result<()> {
-        let position = self.recorder.position();
-        self.acks.push((
-            position,
-            Ack::Deleting {
-                region,
-                table,
-                up_to,
-            },
-        ));
-        wal.mark_delete_entries_up_to(region, table, up_to)?;
-        let position = self.recorder.position();
-        self.acks.push((
-            position,
-            Ack::Delete {
-                region,
-                table,
-                up_to,
-            },
-        ));
-        Ok(())
-    }
-
-    /// What an engine does after a flush: deletes every table up to its
-    /// last number, so that whole segments die (and are removed, once the
-    /// META log has every table's largest number). Stops at the first
-    /// error, returning it with its region.
-    fn flush(&mut self, wal: &SegmentManager) -> Result<(), (u64, Error)> {
-        for region in 0..REGIONS {
-            for table in 0..TABLES {
-                let last = wal.sequence_num(region, table).map_err(|e| (region, e))?;
-                self.delete(wal, region, table, last)
-                    .map_err(|e| (region, e))?;
-            }
-        }
-        Ok(())
-    }
-
-    /// After a failed write or sync of `region`'s records: every region of
-    /// its stream refuses writes (before using a number), and the other
-    /// stream's regions write on.
-    fn assert_stream_stopped(&mut self, wal: &SegmentManager, region: u64, message: &str) {
-        for other in [region, (region + STREAMS) % REGIONS] {
-            let refused = wal.write(other, 0, &[b"refused".as_slice()]);
-            assert!(
-                matches!(refused, Err(Error::RegionFailed { region_id }) if region_id == other),
-                "after {message:?}, a write to region {other} was not refused: {refused:?}"
-            );
-        }
-        let elsewhere = (region + 1) % REGIONS;
-        if let Err(err) = self.write(wal, elsewhere, 0, &[10]) {
-            panic!("after {message:?}, the other stream refused a write: {err}");
-        }
-    }
-
-    /// After a failed META append: writes go on, but every later delete
-    /// fails until the WAL is reopened, and none takes effect (the delete
-    /// tried here is not noted as asked for, so the check finds the entry it
-    /// would delete, or fails).
-    fn assert_deletes_refused(&mut self, wal: &SegmentManager, region: u64, message: &str) {
-        let last = self
-            .write(wal, region, 1, &[10])
-            .unwrap_or_else(|e| panic!("after {message:?}, a write failed: {e}"));
-        let refused = wal.mark_delete_entries_up_to(region, 1, last);
+/// After a failed write or sync of `region`'s records: every region of its
+/// stream refuses writes (before using a number), and the other stream's
+/// regions write on.
+fn assert_stream_stopped(
+    recording: &mut Recording<'_>,
+    wal: &SegmentManager,
+    region: u64,
+    message: &str,
+) {
+    for other in [region, (region + STREAMS) % REGIONS] {
+        let refused = wal.write(other, 0, &[b"refused".as_slice()]);
         assert!(
-            matches!(refused, Err(Error::MetaFailed { .. })),
-            "after {message:?}, a delete was not refused: {refused:?}"
+            matches!(refused, Err(Error::RegionFailed { region_id }) if region_id == other),
+            "after {message:?}, a write to region {other} was not refused: {refused:?}"
         );
     }
+    let elsewhere = (region + 1) % REGIONS;
+    if let Err(err) = recording.write(wal, elsewhere, 0, &[10]) {
+        panic!("after {message:?}, the other stream refused a write: {err}");
+    }
+}
+
+/// After a failed META append: writes go on, but every later delete fails
+/// until the WAL is reopened, and none takes effect (the delete tried here
+/// is not noted as asked for, so the check finds the entry it would
+/// delete, or fails).
+fn assert_deletes_refused(
+    recording: &mut Recording<'_>,
+    wal: &SegmentManager,
+    region: u64,
+    message: &str,
+) {
+    let last = recording
+        .write(wal, region, 1, &[10])
+        .unwrap_or_else(|e| panic!("after {message:?}, a write failed: {e}"));
+    let refused = wal.mark_delete_entries_up_to(region, 1, last);
+    assert!(
+        matches!(refused, Err(Error::MetaFailed { .. })),
+        "after {message:?}, a delete was not refused: {refused:?}"
+    );
 }
 
 /// Runs the workload with the `nth` call of `kind` failing with `errno`.
@@ -329,12 +251,7 @@ fn run_with_fault(dir: &Path, kind: OpKind, nth: usize, errno: i32) -> Outcome {
     let step = Arc::new(AtomicUsize::new(0));
     let injected = inject_nth(&recorder, kind, nth, errno, &step);
     let mut rng = Rng(0x0fa1_7000 ^ (nth as u64).wrapping_mul(31) ^ errno as u64);
-    let mut workload = Workload {
-        recorder: &recorder,
-        batches: Vec::new(),
-        acks: Vec::new(),
-        assigned: HashMap::new(),
-    };
+    let mut workload = Recording::new(&recorder);
     let (mut errors, mut stopped, mut deletes_refused) = (Vec::new(), false, false);
     // Blocks are reserved only for segments that are not zero-filled, so
     // faults in reservations need that setting to have calls to fail.
@@ -370,7 +287,7 @@ fn run_with_fault(dir: &Path, kind: OpKind, nth: usize, errno: i32) -> Outcome {
                 let up_to = wal.sequence_num(region, table).unwrap().saturating_sub(2);
                 workload.delete(wal, region, table, up_to)
             }
-            2 => workload.flush(wal).map_err(|(failed, err)| {
+            2 => flush(&mut workload, wal).map_err(|(failed, err)| {
                 region = failed;
                 err
             }),
@@ -386,11 +303,11 @@ fn run_with_fault(dir: &Path, kind: OpKind, nth: usize, errno: i32) -> Outcome {
             let here = injected.fired.lock().unwrap().clone();
             if let Some(f) = here.filter(|f| f.step == i && !f.background) {
                 if f.segment_data {
-                    workload.assert_stream_stopped(wal, region, &message);
+                    assert_stream_stopped(&mut workload, wal, region, &message);
                     stopped = true;
                 }
                 if f.meta_append {
-                    workload.assert_deletes_refused(wal, region, &message);
+                    assert_deletes_refused(&mut workload, wal, region, &message);
                     deletes_refused = true;
                 }
             }
@@ -414,13 +331,7 @@ fn run_with_fault(dir: &Path, kind: OpKind, nth: usize, errno: i32) -> Outcome {
     wal.close().unwrap();
     let fired = injected.fired.lock().unwrap().clone();
     Outcome {
-        run: Run {
-            batches: workload.batches,
-            acks: workload.acks,
-            replay: recorder.replay(),
-            sync_mode: SyncMode::Always,
-            streams: STREAMS as usize,
-        },
+        run: workload.run(SyncMode::Always, STREAMS as usize),
         fired,
         classes: injected.calls.lock().unwrap().clone(),
         errors,
@@ -520,140 +431,6 @@ fn injected_io_faults_lose_no_acknowledged_write() {
     assert!(surfaced > 0 && stopped > 0 && deletes_refused > 0);
 }
 
-/// Writes three batches to each of regions 0-2, then fails the next
-/// segment sync (a lone writer's write syncs itself) and every write to the
-/// META log (its appends and its snapshots), so that the failed write's
-/// segment end cannot be recorded; checks that the stream then refuses
-/// writes, that deletes are refused, and that the data dir does not open
-/// again while the META log cannot be written. Returns the manager opened
-/// once it can be.
-fn lose_an_end(
-    recorder: &Recorder,
-    workload: &mut Workload<'_>,
-    config: &ManagerConfig,
-) -> SegmentManager {
-    let wal = SegmentManager::open(config.clone()).unwrap();
-    for region in 0..3 {
-        for _ in 0..3 {
-            workload.write(&wal, region, 1, &[300]).unwrap();
-        }
-    }
-    let fail_meta = |op: &Op<'_>| {
-        let name = op.path().file_name().unwrap().to_string_lossy();
-        let meta = name == "META" || name == "META.tmp";
-        (meta && matches!(op.kind(), OpKind::Write | OpKind::Create))
-            .then(|| io::Error::from_raw_os_error(libc::EIO))
-    };
-    recorder.inject(move |op| {
-        let segment_sync = matches!(op.kind(), OpKind::Sync | OpKind::WriteSynced)
-            && op.path().extension().is_some_and(|e| e == "seg");
-        if segment_sync {
-            return Some(io::Error::from_raw_os_error(libc::EIO));
-        }
-        fail_meta(op)
-    });
-    let err = workload.write(&wal, 0, 1, &[300]).unwrap_err();
-    assert!(matches!(err, Error::Write { region_id: 0, .. }), "{err}");
-    // The whole stream refuses writes, and no delete can be made durable.
-    let refused = workload.write(&wal, 2, 1, &[10]).unwrap_err();
-    assert!(
-        matches!(refused, Error::RegionFailed { region_id: 2 }),
-        "{refused}"
-    );
-    let refused = wal.mark_delete_entries_up_to(1, 1, 2).unwrap_err();
-    assert!(matches!(refused, Error::MetaFailed { .. }), "{refused}");
-    recorder.inject(fail_meta);
-    // Closing syncs, which the failed segment refuses.
-    assert!(wal.close().is_err());
-    for _ in 0..2 {
-        let err = SegmentManager::open(config.clone()).unwrap_err();
-        assert!(
-            err.to_string().contains("META.tmp"),
-            "the refusal names the META log's snapshot: {err}"
-        );
-    }
-    recorder.stop_faults();
-    SegmentManager::open(config.clone()).unwrap()
-}
-
-/// Proves that when a sync fails and the disk also refuses to record the
-/// segment's last good end in the META log, the data dir does not open
-/// again in this process (where the page cache still shows the lost
-/// writes) until that end is recorded; that once it is, recovery reads
-/// nothing past it; and that a later power loss leaves a data dir that
-/// opens cleanly with every acknowledged write.
-#[test]
-fn an_end_that_cannot_be_recorded_blocks_the_next_open_until_it_is() {
-    let (root, dir) = data_dir();
-    let (recorder, _guard) = Recorder::start(&dir).unwrap();
-    let mut workload = Workload {
-        recorder: &recorder,
-        batches: Vec::new(),
-        acks: Vec::new(),
-        assigned: HashMap::new(),
-    };
-    let wal = lose_an_end(&recorder, &mut workload, &config(&dir, 1));
-    // The failed write's entry is in the page cache, past the end that
-    // was recorded: recovery does not read it.
-    let read = crash::drain(wal.read(0, 1, 0, u64::MAX).unwrap()).unwrap();
-    assert_eq!(
-        read.len(),
-        3,
-        "recovery read past the recorded end: {read:?}"
-    );
-    // Whether the failed write's number is given again is the next test's
-    // question (ignored until the META log's refused floors are kept).
-    workload
-        .acks
-        .retain(|(_, ack)| !matches!(ack, Ack::Used { .. }));
-    for region in 1..3 {
-        workload.write(&wal, region, 1, &[300]).unwrap();
-    }
-    wal.close().unwrap();
-
-    let run = Run {
-        batches: workload.batches,
-        acks: workload.acks,
-        replay: recorder.replay(),
-        sync_mode: SyncMode::Always,
-        streams: 1,
-    };
-    let mut replay = run.replay.clone();
-    replay.advance_to(replay.len());
-    for seed in 0..16 {
-        check_image(
-            &replay,
-            Fate::Random(seed),
-            &root.path().join(format!("image-{seed}")),
-            &run,
-            replay.len(),
-            &format!("power lost at the end, seed {seed}"),
-        );
-    }
-}
-
-/// Proves that a failed write's sequence number is not given again after
-/// the manager is reopened in the same process, even when the META log
-/// refused to record the sequence floor the failure left (the failed
-/// write's bytes, in the page cache and perhaps on disk, carry it).
-#[test]
-#[ignore = "shared-log: the floors a failed write leaves are kept for the next open only if META records them (ends are kept in UNRECORDED_ENDS, floors are not), so number 4 is given again"]
-fn a_failed_writes_number_is_not_given_again_when_meta_refused_its_floor() {
-    let (_root, dir) = data_dir();
-    let (recorder, _guard) = Recorder::start(&dir).unwrap();
-    let mut workload = Workload {
-        recorder: &recorder,
-        batches: Vec::new(),
-        acks: Vec::new(),
-        assigned: HashMap::new(),
-    };
-    let wal = lose_an_end(&recorder, &mut workload, &config(&dir, 1));
-    // Region 0 gave 1..=3 to acknowledged writes and 4 to the failed one.
-    let next = wal.write(0, 1, &[b"after".as_slice()]).unwrap();
-    assert!(next > 4, "region 0 gave number {next} again");
-    wal.close().unwrap();
-}
-
 /// Proves that when the directory sync after a prepared segment is renamed
 /// into place fails, the WAL does not write to that segment (whose name may
 /// not be durable) but puts another in place, synced again, so that a power
@@ -685,12 +462,7 @@ fn a_failed_directory_sync_of_a_segment_put_in_place_is_not_trusted() {
             Some(io::Error::from_raw_os_error(libc::EIO))
         });
     }
-    let mut workload = Workload {
-        recorder: &recorder,
-        batches: Vec::new(),
-        acks: Vec::new(),
-        assigned: HashMap::new(),
-    };
+    let mut workload = Recording::new(&recorder);
     workload.write(&wal, 0, 1, &[10]).unwrap();
     let acked_at = recorder.position();
     assert!(
@@ -698,13 +470,7 @@ fn a_failed_directory_sync_of_a_segment_put_in_place_is_not_trusted() {
         "the data dir was not synced again before the write was acknowledged"
     );
     drop(wal);
-    let run = Run {
-        batches: workload.batches,
-        acks: workload.acks,
-        replay: recorder.replay(),
-        sync_mode: SyncMode::Always,
-        streams: 1,
-    };
+    let run = workload.run(SyncMode::Always, 1);
     let mut replay = run.replay.clone();
     replay.advance_to(acked_at);
     check_image(
@@ -715,135 +481,4 @@ fn a_failed_directory_sync_of_a_segment_put_in_place_is_not_trusted() {
         acked_at,
         "power lost after the acknowledged write",
     );
-}
-
-/// Proves that when a group of deletes from several threads shares a META
-/// append and that append fails, no delete of the group, nor any later one,
-/// is acknowledged until the WAL is reopened, while writes go on; and that
-/// after a reopen deletes are durable again, so that a power loss at the
-/// end undoes no acknowledged delete and keeps every acknowledged write.
-#[test]
-fn a_failed_meta_append_fails_every_delete_until_the_wal_is_reopened() {
-    const THREADS: u64 = 4;
-    let (root, dir) = data_dir();
-    let (recorder, _guard) = Recorder::start(&dir).unwrap();
-    let config = config(&dir, 1);
-    let wal = SegmentManager::open(config.clone()).unwrap();
-    let workload = Mutex::new(Workload {
-        recorder: &recorder,
-        batches: Vec::new(),
-        acks: Vec::new(),
-        assigned: HashMap::new(),
-    });
-    // Each thread's region: 20 batches of one entry.
-    for region in 0..THREADS {
-        for _ in 0..20 {
-            workload
-                .lock()
-                .unwrap()
-                .write(&wal, region, 1, &[50])
-                .unwrap();
-        }
-    }
-    // The third META sync fails: its group's deletes may be on disk or not.
-    let syncs = Arc::new(AtomicUsize::new(0));
-    {
-        let syncs = Arc::clone(&syncs);
-        recorder.inject(move |op| {
-            let meta = op.path().file_name().is_some_and(|n| n == "META");
-            let third =
-                meta && op.kind() == OpKind::Sync && syncs.fetch_add(1, Ordering::Relaxed) == 2;
-            third.then(|| io::Error::from_raw_os_error(libc::EIO))
-        });
-    }
-    let start = Barrier::new(THREADS as usize);
-    let outcomes: Vec<Vec<bool>> = std::thread::scope(|scope| {
-        let threads: Vec<_> = (0..THREADS)
-            .map(|region| {
-                let (wal, workload, start, recorder) = (&wal, &workload, &start, &*recorder);
-                scope.spawn(move || {
-                    start.wait();
-                    (1..=10u64)
-                        .map(|up_to| {
-                            let position = recorder.position();
-                            let asked = Ack::Deleting {
-                                region,
-                                table: 1,
-                                up_to,
-                            };
-                            workload.lock().unwrap().acks.push((position, asked));
-                            let deleted = wal.mark_delete_entries_up_to(region, 1, up_to);
-                            if deleted.is_ok() {
-                                let position = recorder.position();
-                                let done = Ack::Delete {
-                                    region,
-                                    table: 1,
-                                    up_to,
-                                };
-                                workload.lock().unwrap().acks.push((position, done));
-                            }
-                            deleted.is_ok()
-                        })
-                        .collect()
-                })
-            })
-            .collect();
-        threads.into_iter().map(|t| t.join().unwrap()).collect()
-    });
-    recorder.stop_faults();
-    assert!(
-        syncs.load(Ordering::Relaxed) >= 3,
-        "the deletes never reached the third sync"
-    );
-    for (region, outcomes) in outcomes.iter().enumerate() {
-        // Once one of its deletes failed, every later one did.
-        let failed_from = outcomes.iter().position(|ok| !ok);
-        let failed_from =
-            failed_from.unwrap_or_else(|| panic!("region {region}: no delete failed"));
-        assert!(
-            outcomes[failed_from..].iter().all(|ok| !ok),
-            "region {region}: a delete was acknowledged after the META log failed: {outcomes:?}"
-        );
-    }
-    // Writes go on.
-    let mut workload = workload.into_inner().unwrap();
-    for region in 0..THREADS {
-        workload.write(&wal, region, 1, &[50]).unwrap();
-    }
-    let refused = wal.mark_delete_entries_up_to(0, 1, 15).unwrap_err();
-    assert!(matches!(refused, Error::MetaFailed { .. }), "{refused}");
-    wal.close().unwrap();
-    // Reopened, deletes are durable again.
-    let wal = SegmentManager::open(config).unwrap();
-    for region in 0..THREADS {
-        workload.delete(&wal, region, 1, 15).unwrap();
-    }
-    wal.close().unwrap();
-    workload.acks.sort_by_key(|(position, _)| *position);
-    let run = Run {
-        batches: workload.batches,
-        acks: workload.acks,
-        replay: recorder.replay(),
-        sync_mode: SyncMode::Always,
-        streams: 1,
-    };
-    let end = run.replay.len();
-    check(&dir, &run, end, "reopened after the failed META append");
-    let mut replay = run.replay.clone();
-    replay.advance_to(end);
-    for seed in 0..8 {
-        let fate = if seed == 0 {
-            Fate::DropAll
-        } else {
-            Fate::Random(seed)
-        };
-        check_image(
-            &replay,
-            fate,
-            &root.path().join(format!("image-{seed}")),
-            &run,
-            end,
-            &format!("power lost at the end, {fate:?}"),
-        );
-    }
 }

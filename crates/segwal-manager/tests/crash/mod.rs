@@ -9,8 +9,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
-use segwal_manager::{EntryIter, ManagerConfig, SegmentManager, SyncMode};
-use segwal_segment::powerloss::{Fate, ImageStats, Replay};
+use segwal_manager::{EntryIter, Error, ManagerConfig, SegmentManager, SyncMode};
+use segwal_segment::powerloss::{Fate, ImageStats, Recorder, Replay};
 
 /// A campaign length from environment variable `name`, or `default`.
 pub fn env_count(name: &str, default: usize) -> usize {
@@ -92,6 +92,126 @@ pub fn parse(payload: &[u8]) -> (usize, usize) {
     let (batch, rest) = head[1..].split_once('e').unwrap();
     let (index, _) = rest.split_once("of").unwrap();
     (batch.parse().unwrap(), index.parse().unwrap())
+}
+
+/// What a workload wrote and was told, noted as it goes by its write and
+/// delete calls, which also check that numbers are never given twice.
+/// Threads may share one behind a lock.
+pub struct Recording<'a> {
+    pub recorder: &'a Recorder,
+    pub batches: Vec<Batch>,
+    pub acks: Vec<(usize, Ack)>,
+    /// Per region: the highest sequence number given to a write,
+    /// acknowledged or failed (when the recording sees all its writes).
+    assigned: HashMap<u64, u64>,
+}
+
+impl<'a> Recording<'a> {
+    pub fn new(recorder: &'a Recorder) -> Recording<'a> {
+        Recording {
+            recorder,
+            batches: Vec::new(),
+            acks: Vec::new(),
+            assigned: HashMap::new(),
+        }
+    }
+
+    /// The run recorded, its acknowledgements in log order.
+    pub fn run(mut self, sync_mode: SyncMode, streams: usize) -> Run {
+        self.acks.sort_by_key(|(position, _)| *position);
+        Run {
+            batches: self.batches,
+            acks: self.acks,
+            replay: self.recorder.replay(),
+            sync_mode,
+            streams,
+        }
+    }
+
+    /// Forgets the numbers given to failed writes (see [`Ack::Used`]).
+    pub fn forget_used(&mut self) {
+        self.acks
+            .retain(|(_, ack)| !matches!(ack, Ack::Used { .. }));
+    }
+
+    /// Writes a batch of entries padded by `pads`, noting what it was
+    /// told, and checks that the numbers it gets are above every number
+    /// given before in the region (it must see every write of the region):
+    /// none is reused after a failure and a reopen.
+    pub fn write(
+        &mut self,
+        wal: &SegmentManager,
+        region: u64,
+        table: u64,
+        pads: &[usize],
+    ) -> segwal_manager::Result<u64> {
+        let batch = self.batches.len();
+        let entries: Vec<Vec<u8>> = (0..pads.len())
+            .map(|i| payload(batch, i, pads.len(), pads[i]))
+            .collect();
+        self.batches.push(Batch {
+            region,
+            table,
+            entries: entries.clone(),
+        });
+        let result = wal.write(region, table, &entries);
+        let assigned = self.assigned.entry(region).or_default();
+        match &result {
+            Ok(last) => {
+                let first = last + 1 - pads.len() as u64;
+                assert!(
+                    first > *assigned,
+                    "region {region} gave {first}..={last}, but numbers up to {assigned} were \
+                     given before"
+                );
+                *assigned = *last;
+                let position = self.recorder.position();
+                self.acks
+                    .push((position, Ack::Write { batch, last: *last }));
+            }
+            // A failed append or sync: the batch's numbers are used, and no
+            // later write may be given them (its bytes may be on disk).
+            Err(Error::Write { .. }) => {
+                *assigned += pads.len() as u64;
+                let up_to = *assigned;
+                let position = self.recorder.position();
+                self.acks.push((position, Ack::Used { region, up_to }));
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// Deletes the table's entries up to `up_to`, noting that the delete
+    /// may be in force from the call on, and is once it returns `Ok`.
+    pub fn delete(
+        &mut self,
+        wal: &SegmentManager,
+        region: u64,
+        table: u64,
+        up_to: u64,
+    ) -> segwal_manager::Result<()> {
+        let position = self.recorder.position();
+        self.acks.push((
+            position,
+            Ack::Deleting {
+                region,
+                table,
+                up_to,
+            },
+        ));
+        wal.mark_delete_entries_up_to(region, table, up_to)?;
+        let position = self.recorder.position();
+        self.acks.push((
+            position,
+            Ack::Delete {
+                region,
+                table,
+                up_to,
+            },
+        ));
+        Ok(())
+    }
 }
 
 /// A small deterministic generator (xorshift).
