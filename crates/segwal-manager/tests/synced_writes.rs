@@ -1,11 +1,13 @@
 //! How a synced write reaches the disk under `SyncMode::Always`: a writer
-//! alone in its region syncs its write with the write itself (one system
-//! call); writers that overlap append and share one `fdatasync` per group
-//! (group commit). Both paths must keep every acknowledged write through a
+//! alone in its stream of the shared log syncs its write with the write
+//! itself (one system call), whatever region it writes to; writers that
+//! overlap append and share one `fdatasync` per group (group commit),
+//! across regions. Both paths must keep every acknowledged write through a
 //! power loss, and a failed sync on either must reach the writers it was
-//! to cover.
+//! to cover and stop the stream, every region on it, until the WAL is
+//! reopened.
 
-mod support;
+mod crash;
 
 use std::collections::HashMap;
 use std::io;
@@ -13,10 +15,10 @@ use std::path::Path;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
-use segwal_manager::{Error, ManagerConfig, SegmentManager};
+use crash::{Ack, Batch, Run, check, check_image, data_dir, payload};
+use segwal_manager::{Error, ManagerConfig, SegmentManager, SyncMode};
 use segwal_segment::disk::{self, Hook, Op, OpKind};
 use segwal_segment::powerloss::{Fate, Recorder};
-use support::{Ack, Batch, Run, WORKLOADS, check, check_image, payload};
 
 /// Whether `op` acts on a segment file in place (not a spare being
 /// prepared).
@@ -24,28 +26,20 @@ fn on_segment(op: &Op<'_>) -> bool {
     op.path().extension().is_some_and(|e| e == "seg")
 }
 
-/// A data dir `wal` under a new temporary root (crash images go next to
-/// it).
-fn data_dir() -> (tempfile::TempDir, std::path::PathBuf) {
-    let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("wal");
-    std::fs::create_dir(&dir).unwrap();
-    (root, dir)
-}
-
 /// Segments large enough that the tests here never roll over (a rollover
 /// syncs the full segment with an `fdatasync` of its own).
 fn config(dir: &Path) -> ManagerConfig {
     ManagerConfig {
         segment_size_bytes: 1 << 20,
-        ..support::config(dir)
+        ..crash::config(dir, 1)
     }
 }
 
-/// Proves that a writer alone in its region makes each write durable with
-/// the write itself, one synced write per batch and no `fdatasync` of the
-/// segment, and that a power loss right after each acknowledgement (every
-/// write not synced lost) keeps that write and all before it.
+/// Proves that a writer alone in the shared log makes each write durable
+/// with the write itself, one synced write per batch and no `fdatasync` of
+/// the segment, while it moves from region to region, and that a power loss
+/// right after each acknowledgement (every write not synced lost) keeps
+/// that write and all before it, in every region.
 #[test]
 fn a_lone_writer_syncs_each_write_with_the_write_itself() {
     let (root, dir) = data_dir();
@@ -55,15 +49,16 @@ fn a_lone_writer_syncs_each_write_with_the_write_itself() {
     let mut acks = Vec::new();
     let mut write = |wal: &SegmentManager, batch: usize| {
         let entries = vec![payload(batch, 0, 2, 100), payload(batch, 1, 2, 900)];
+        let (region, table) = (batch as u64 % 16, batch as u64 % 3);
         batches.push(Batch {
-            region: 0,
-            table: 1,
+            region,
+            table,
             entries: entries.clone(),
         });
-        let last = wal.write(0, 1, &entries).unwrap();
+        let last = wal.write(region, table, &entries).unwrap();
         acks.push((recorder.position(), Ack::Write { batch, last }));
     };
-    // The first write also creates the region and its first segment.
+    // The first write also puts the first segment in place.
     write(&wal, 0);
     let seen: Arc<Mutex<HashMap<OpKind, usize>>> = Arc::default();
     let counts = Arc::clone(&seen);
@@ -88,7 +83,8 @@ fn a_lone_writer_syncs_each_write_with_the_write_itself() {
         batches,
         acks,
         replay: recorder.replay(),
-        workload: WORKLOADS[0],
+        sync_mode: SyncMode::Always,
+        streams: 1,
     };
     let mut replay = run.replay.clone();
     for &(position, _) in &run.acks {
@@ -119,10 +115,11 @@ impl Hook for SlowSyncs {
     }
 }
 
-/// Proves that writers that overlap still share syncs (group commit): with
-/// eight writers behind a slow `fdatasync`, each sync covers several
-/// batches, the flusher thread makes syncs, and only a writer that found
-/// itself alone synced its own write.
+/// Proves that writers that overlap still share syncs (group commit) across
+/// regions: with eight writers, each writing to four regions of its own,
+/// behind a slow `fdatasync`, each sync covers several batches, the
+/// flusher thread makes syncs, and only a writer that found itself alone
+/// synced its own write.
 #[test]
 fn overlapping_writers_share_syncs() {
     let (_root, dir) = data_dir();
@@ -133,18 +130,20 @@ fn overlapping_writers_share_syncs() {
     let wal = SegmentManager::open(config(&dir)).unwrap();
     let start = Barrier::new(8);
     std::thread::scope(|scope| {
-        for table in 0..8u64 {
+        for writer in 0..8u64 {
             let (wal, start) = (&wal, &start);
             scope.spawn(move || {
                 start.wait();
                 for batch in 0..25 {
-                    wal.write(0, table, &[payload(batch, 0, 1, 200)]).unwrap();
+                    let region = 4 * writer + batch as u64 % 4;
+                    wal.write(region, 1, &[payload(batch, 0, 1, 200)]).unwrap();
                 }
             });
         }
     });
     let stats = wal.statistics();
     assert_eq!(stats.batches_written, 200);
+    assert_eq!(stats.regions.len(), 32, "{stats:?}");
     let shared = stats.batches_written - stats.synced_writes;
     let group_syncs = stats.syncs - stats.synced_writes;
     assert!(
@@ -157,13 +156,24 @@ fn overlapping_writers_share_syncs() {
     wal.close().unwrap();
 }
 
-/// Proves that when a group's `fdatasync` fails, the error reaches its
-/// leader naming the cause and the file, no writer of the group is told its
-/// write is durable, the region refuses writes until it is reopened, and
-/// neither recovery in this process nor a power loss afterwards loses an
-/// acknowledged write.
+/// What the writers of a test were told.
+#[derive(Default)]
+struct Log {
+    batches: Vec<Batch>,
+    acks: Vec<(usize, Ack)>,
+    errors: Vec<Error>,
+}
+
+/// Proves that when a group's `fdatasync` fails, with three writers each
+/// writing to four regions of its own, the error reaches its leader naming
+/// the cause and the file, no writer of the group is told its write is
+/// durable, every region of the stream (written to or not) refuses writes
+/// until the WAL is closed and opened again, no failed write's number is
+/// given again, and neither recovery in this process nor a power loss
+/// afterwards loses an acknowledged write.
 #[test]
 fn a_failed_group_sync_reaches_its_writers_and_loses_no_acknowledged_write() {
+    const WRITERS: u64 = 3;
     let (root, dir) = data_dir();
     let (recorder, _guard) = Recorder::start(&dir).unwrap();
     let syncs = Arc::new(Mutex::new(0usize));
@@ -179,36 +189,44 @@ fn a_failed_group_sync_reaches_its_writers_and_loses_no_acknowledged_write() {
         });
     }
     let wal = SegmentManager::open(config(&dir)).unwrap();
-    let log = Mutex::new((Vec::new(), Vec::new(), Vec::new()));
-    let start = Barrier::new(3);
+    let log = Mutex::new(Log::default());
+    let start = Barrier::new(WRITERS as usize);
     std::thread::scope(|scope| {
-        for table in 0..3u64 {
+        for writer in 0..WRITERS {
             let (wal, start, log, recorder) = (&wal, &start, &log, &*recorder);
             scope.spawn(move || {
                 start.wait();
-                for _ in 0..40 {
-                    let entries = {
-                        let (batches, _, _) = &mut *log.lock().unwrap();
-                        let batch = batches.len();
+                // Writer w alone writes regions w, w + 3, w + 6 and w + 9,
+                // so it knows every number each of them gave.
+                let mut assigned: HashMap<u64, u64> = HashMap::new();
+                for i in 0..40 {
+                    let region = writer + WRITERS * (i % 4);
+                    let (batch, entries) = {
+                        let mut log = log.lock().unwrap();
+                        let batch = log.batches.len();
                         let entries = vec![payload(batch, 0, 1, 300)];
-                        batches.push(Batch {
-                            region: 0,
-                            table,
+                        log.batches.push(Batch {
+                            region,
+                            table: 1,
                             entries: entries.clone(),
                         });
                         (batch, entries)
                     };
-                    let (batch, entries) = entries;
-                    match wal.write(0, table, &entries) {
+                    let result = wal.write(region, 1, &entries);
+                    let position = recorder.position();
+                    let assigned = assigned.entry(region).or_default();
+                    let mut log = log.lock().unwrap();
+                    match result {
                         Ok(last) => {
-                            let position = recorder.position();
-                            log.lock()
-                                .unwrap()
-                                .1
-                                .push((position, Ack::Write { batch, last }));
+                            *assigned = last;
+                            log.acks.push((position, Ack::Write { batch, last }));
                         }
                         Err(err) => {
-                            log.lock().unwrap().2.push(err);
+                            if matches!(err, Error::Write { .. }) {
+                                let up_to = *assigned + 1;
+                                log.acks.push((position, Ack::Used { region, up_to }));
+                            }
+                            log.errors.push(err);
                             return;
                         }
                     }
@@ -216,7 +234,11 @@ fn a_failed_group_sync_reaches_its_writers_and_loses_no_acknowledged_write() {
             });
         }
     });
-    let (mut batches, mut acks, errors) = log.into_inner().unwrap();
+    let Log {
+        mut batches,
+        mut acks,
+        errors,
+    } = log.into_inner().unwrap();
     assert!(
         *syncs.lock().unwrap() >= 6,
         "the writers never formed groups"
@@ -229,31 +251,42 @@ fn a_failed_group_sync_reaches_its_writers_and_loses_no_acknowledged_write() {
         }),
         "no writer was told of the failed sync: {errors:?}"
     );
-    // The others were refused: the region had failed, or the segment had
+    // The others were refused: the stream had failed, or the segment had
     // (a waiter handed the lead after the failure).
     for err in &errors {
         let refused = matches!(err, Error::RegionFailed { .. })
             || matches!(
                 err,
-                Error::Segment {
+                Error::Write {
                     source: segwal_segment::Error::Poisoned { .. },
                     ..
                 }
             );
         assert!(err.to_string().contains(&eio) || refused, "{err}");
     }
-    // Once reopened, the region takes writes again. (Closing syncs, which
-    // the failed segment refuses; the region is reopened either way.)
-    let _ = wal.close_region(0);
-    let batch = batches.len();
-    let entries = vec![payload(batch, 0, 1, 10)];
-    batches.push(Batch {
-        region: 0,
-        table: 0,
-        entries: entries.clone(),
-    });
-    let last = wal.write(0, 0, &entries).unwrap();
-    acks.push((recorder.position(), Ack::Write { batch, last }));
+    // Every region of the stream refuses writes, one never written too.
+    for region in [0, 5, 99] {
+        let refused = wal.write(region, 1, &[b"refused".as_slice()]);
+        assert!(
+            matches!(refused, Err(Error::RegionFailed { region_id }) if region_id == region),
+            "region {region}: {refused:?}"
+        );
+    }
+    // Closing syncs, which the failed segment refuses.
+    assert!(wal.close().is_err());
+    // Opened again, every region takes writes.
+    let wal = SegmentManager::open(config(&dir)).unwrap();
+    for region in 0..4 * WRITERS {
+        let batch = batches.len();
+        let entries = vec![payload(batch, 0, 1, 10)];
+        batches.push(Batch {
+            region,
+            table: 0,
+            entries: entries.clone(),
+        });
+        let last = wal.write(region, 0, &entries).unwrap();
+        acks.push((recorder.position(), Ack::Write { batch, last }));
+    }
     wal.close().unwrap();
 
     acks.sort_by_key(|(position, _)| *position);
@@ -261,7 +294,8 @@ fn a_failed_group_sync_reaches_its_writers_and_loses_no_acknowledged_write() {
         batches,
         acks,
         replay: recorder.replay(),
-        workload: WORKLOADS[2],
+        sync_mode: SyncMode::Always,
+        streams: 1,
     };
     let end = run.replay.len();
     check(&dir, &run, end, "reopened after the failed sync");
