@@ -51,11 +51,13 @@ const META_TMP_FILE: &str = "META.tmp";
 const COMPACT_MIN_BYTES: u64 = 1 << 20;
 const COMPACT_RATIO: u64 = 4;
 
-/// Segment ends learnt from a failed sync that the META log could not
-/// record (the disk refused that write too), by data dir. They outlive the
-/// manager that learnt them: the next open of the data dir in this process
-/// records them before it reads any segment, or does not open.
-static UNRECORDED_ENDS: Mutex<BTreeMap<PathBuf, BTreeMap<u64, u64>>> = Mutex::new(BTreeMap::new());
+/// What a failure's report could not record in the META log (the disk
+/// refused that write too), by data dir: segment ends learnt from a failed
+/// sync, and the sequence floors of the failed stream's regions. They
+/// outlive the manager that learnt them: the next open of the data dir in
+/// this process records them before it reads any segment, or does not
+/// open.
+static UNRECORDED: Mutex<BTreeMap<PathBuf, Vec<MetaEntry>>> = Mutex::new(BTreeMap::new());
 
 /// What the META log says about one table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -187,12 +189,12 @@ impl MetaLog {
     pub(crate) fn open(dir: &Path, mode: RecoveryMode) -> Result<(MetaLog, MetaState)> {
         let path = dir.join(META_FILE);
         let mut state = read_meta_log(&path, mode)?;
-        let unrecorded = lock(&UNRECORDED_ENDS).get(dir).cloned();
-        for (&segment_id, &end) in unrecorded.iter().flatten() {
-            state.apply(&MetaEntry::SegmentEnd { segment_id, end });
+        let unrecorded = lock(&UNRECORDED).get(dir).cloned();
+        for entry in unrecorded.iter().flatten() {
+            state.apply(entry);
         }
         let (file, len) = write_snapshot(dir, &state)?;
-        lock(&UNRECORDED_ENDS).remove(dir);
+        lock(&UNRECORDED).remove(dir);
         let log = MetaLog {
             dir: dir.to_path_buf(),
             path,
@@ -303,22 +305,24 @@ impl MetaLog {
         }
     }
 
-    /// Keeps segment ends that could not be recorded for the next open of
-    /// this data dir in this process (see [`UNRECORDED_ENDS`]).
-    pub(crate) fn keep_unrecorded_end(&self, segment_id: u64, end: u64) {
-        let mut unrecorded = lock(&UNRECORDED_ENDS);
-        let ends = unrecorded.entry(self.dir.clone()).or_default();
-        let kept = ends.entry(segment_id).or_insert(end);
-        *kept = (*kept).max(end);
+    /// Keeps `entries` for the next open of this data dir in this process,
+    /// in case the append that should record them fails (see
+    /// [`UNRECORDED`]); [`recorded`](MetaLog::recorded) forgets them once
+    /// it succeeds.
+    pub(crate) fn keep_unrecorded(&self, entries: &[MetaEntry]) {
+        lock(&UNRECORDED)
+            .entry(self.dir.clone())
+            .or_default()
+            .extend_from_slice(entries);
     }
 
-    /// Drops a segment end kept by [`keep_unrecorded_end`] once it has been
-    /// recorded after all.
-    pub(crate) fn end_recorded(&self, segment_id: u64) {
-        let mut unrecorded = lock(&UNRECORDED_ENDS);
-        if let Some(ends) = unrecorded.get_mut(&self.dir) {
-            ends.remove(&segment_id);
-            if ends.is_empty() {
+    /// Forgets entries kept by [`keep_unrecorded`](MetaLog::keep_unrecorded)
+    /// that the META log now holds.
+    pub(crate) fn recorded(&self, entries: &[MetaEntry]) {
+        let mut unrecorded = lock(&UNRECORDED);
+        if let Some(kept) = unrecorded.get_mut(&self.dir) {
+            kept.retain(|e| !entries.contains(e));
+            if kept.is_empty() {
                 unrecorded.remove(&self.dir);
             }
         }

@@ -381,7 +381,7 @@ impl Stream {
     /// recovery reads nothing past it.
     ///
     /// Recording is best effort here: the caller reports the original
-    /// error. An end the META log refuses is kept in memory, and the next
+    /// error. What the META log refuses is kept in memory, and the next
     /// open of the data dir in this process records it first, or fails.
     pub(crate) fn record_failure(
         &self,
@@ -403,14 +403,12 @@ impl Stream {
             }));
         }
         if let Some((segment_id, end)) = lost_after {
-            ctx.meta.keep_unrecorded_end(segment_id, end);
             entries.push(MetaEntry::SegmentEnd { segment_id, end });
         }
+        ctx.meta.keep_unrecorded(&entries);
         if ctx.meta.append(&entries).is_ok() {
             ctx.stats.meta_writes.fetch_add(1, Ordering::Relaxed);
-            if let Some((segment_id, _)) = lost_after {
-                ctx.meta.end_recorded(segment_id);
-            }
+            ctx.meta.recorded(&entries);
         }
     }
 

@@ -94,7 +94,7 @@ fn an_end_that_cannot_be_recorded_blocks_the_next_open_until_it_is() {
         "recovery read past the recorded end: {read:?}"
     );
     // Whether the failed write's number is given again is the next test's
-    // question (ignored until the META log's refused floors are kept).
+    // question.
     workload.forget_used();
     for region in 1..3 {
         workload.write(&wal, region, 1, &[300]).unwrap();
@@ -121,7 +121,6 @@ fn an_end_that_cannot_be_recorded_blocks_the_next_open_until_it_is() {
 /// refused to record the sequence floor the failure left (the failed
 /// write's bytes, in the page cache and perhaps on disk, carry it).
 #[test]
-#[ignore = "shared-log: the floors a failed write leaves are kept for the next open only if META records them (ends are kept in UNRECORDED_ENDS, floors are not), so number 4 is given again"]
 fn a_failed_writes_number_is_not_given_again_when_meta_refused_its_floor() {
     let (_root, dir) = data_dir();
     let (recorder, _guard) = Recorder::start(&dir).unwrap();
