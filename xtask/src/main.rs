@@ -16,11 +16,13 @@
 //!   Needs the nightly toolchain and cargo-fuzz, and installs neither. The
 //!   corpus grows in `fuzz/corpus/TARGET`, crashes land in
 //!   `fuzz/artifacts/TARGET`; both stay out of git.
-//! - `crash [--iterations N] [--images N] [--fault-samples N]`: the long
-//!   crash campaigns, in release mode: `crash_kill` (a writer killed with
-//!   SIGKILL N times, default 200), `power_loss` (about N crash images,
-//!   default 20,000) and `faults` (up to N failed calls of each kind,
-//!   default every one). See docs/TESTING.md.
+//! - `crash [--iterations N] [--images N] [--fault-samples N]
+//!   [--meta-images N]`: the long crash campaigns, in release mode:
+//!   `crash_kill` (a writer killed with SIGKILL N times, default 200),
+//!   `power_loss` (about N crash images, default 20,000), `faults` (up to N
+//!   failed calls of each kind, default every one) and `meta_power_loss`
+//!   (about N crash images of the META log, default 5,000). See
+//!   docs/TESTING.md.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -33,9 +35,10 @@ commands:
   bench-compare [ARGS...]                 segwal vs raft-engine, okaywal, RocksDB and floors
                                           (`cargo xtask bench-compare --help`; docs/BENCHMARKS.md)
   fuzz [TARGET | all | --list] [--time S] run a cargo-fuzz target (or all) for S seconds (default 60)
-  crash [--iterations N] [--images N] [--fault-samples N]
+  crash [--iterations N] [--images N] [--fault-samples N] [--meta-images N]
                                           crash campaigns: kill -9 N times (default 200),
-                                          ~N power-loss images (20000), N faults per kind (all)";
+                                          ~N power-loss images (20000), N faults per kind (all),
+                                          ~N META power-loss images (5000)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -346,6 +349,12 @@ const CAMPAIGNS: &[Campaign] = &[
         env: "SEGWAL_FAULT_SAMPLES",
         // More than any kind's calls in the workload: every call fails once.
         default: 1_000_000,
+    },
+    Campaign {
+        test: "meta_power_loss",
+        flag: "--meta-images",
+        env: "SEGWAL_META_CRASH_IMAGES",
+        default: 5_000,
     },
 ];
 
