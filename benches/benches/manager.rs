@@ -1,6 +1,9 @@
 //! Manager writes of 1 KiB entries in each sync mode (`Always`, with group
-//! commit; `Interval` of 10 ms; `Never`), from 1, 4 and 16 threads, each writing its own table
-//! of one region. SEGWAL_BENCH_DIR and SEGWAL_BENCH_FS as in `segment.rs`.
+//! commit; `Interval` of 10 ms; `Never`), from 1, 4 and 16 threads: each
+//! writing its own table of one region, and, beside it, 16 threads each
+//! going round 16 regions of its own (256 regions in all), as a node with
+//! many shards writes. SEGWAL_BENCH_DIR and SEGWAL_BENCH_FS as in
+//! `segment.rs`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,14 +26,20 @@ fn write(c: &mut Criterion) {
         ("never", SyncMode::Never),
     ];
     for (mode, sync_mode) in modes {
-        for writers in [1u64, 4, 16] {
+        // (writers, regions each writer goes round): 1 shares region 1.
+        for (writers, regions) in [(1u64, 1u64), (4, 1), (16, 1), (16, 16)] {
             let dir = bench_dir();
             let config = ManagerConfig {
                 sync_mode,
                 ..ManagerConfig::new(dir.path())
             };
             let wal = Arc::new(SegmentManager::open(config).unwrap());
-            let id = BenchmarkId::new(mode, format!("{writers}w x 1KiB"));
+            let shape = if regions == 1 {
+                format!("{writers}w x 1KiB")
+            } else {
+                format!("{writers}w x 1KiB, {} regions", writers * regions)
+            };
+            let id = BenchmarkId::new(mode, &shape);
             group.bench_function(id, |b| {
                 // Each iteration is one batch; the time per batch is the wall
                 // time of all writers divided by the batches they wrote.
@@ -41,8 +50,13 @@ fn write(c: &mut Criterion) {
                         for table in 0..writers {
                             let (wal, entry) = (Arc::clone(&wal), &entry);
                             s.spawn(move || {
-                                for _ in 0..per_writer {
-                                    wal.write(1, table, entry).unwrap();
+                                for i in 0..per_writer {
+                                    let region = if regions == 1 {
+                                        1
+                                    } else {
+                                        table * regions + i % regions
+                                    };
+                                    wal.write(region, table, entry).unwrap();
                                 }
                             });
                         }
@@ -55,7 +69,7 @@ fn write(c: &mut Criterion) {
             });
             let stats = wal.statistics();
             eprintln!(
-                "manager_write/{fs}/{mode}/{writers}w: {:.1} batches per sync",
+                "manager_write/{fs}/{mode}/{shape}: {:.1} batches per sync",
                 stats.batches_written as f64 / stats.syncs.max(1) as f64
             );
         }
