@@ -22,14 +22,16 @@ use crate::locks::{lock, read, write};
 /// Deletes `table_id`'s entries up to `sequence` (clamped to the table's
 /// largest sequence number), durably. Returns whether a segment may have
 /// died (the caller then runs [`remove_dead_segments`]), or `None` if
-/// `region` was closed meanwhile: its index is no longer the one reads
-/// use, and the caller applies the delete to the region reopened.
+/// `region` was closed before the delete began: its index is no longer the
+/// one reads use, and the caller applies the delete to the region
+/// reopened.
 pub(crate) fn mark_delete(
     ctx: &Context,
     region: &Region,
     table_id: u64,
     sequence: u64,
 ) -> Result<Option<bool>> {
+    let _deleting = lock(&region.deleting);
     let up_to = {
         let state = read(&region.state);
         if region.closed.load(Ordering::Acquire) {
@@ -53,11 +55,10 @@ pub(crate) fn mark_delete(
     let mut dropped = Vec::new();
     {
         let mut state = write(&region.state);
-        // `close_region` sets the flag under this lock: a region closed
-        // since the check above keeps its index as it was summed up.
-        if region.closed.load(Ordering::Acquire) {
-            return Ok(None);
-        }
+        debug_assert!(
+            !region.closed.load(Ordering::Acquire),
+            "close_region waits for `deleting`"
+        );
         let table = state.tables.entry(table_id).or_default();
         table.deleted_up_to = table.deleted_up_to.max(up_to);
         while let Some(front) = table.records.front()

@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use rustc_hash::FxHashMap as HashMap;
 use segwal_segment::SegmentHandle;
@@ -109,6 +109,12 @@ pub(crate) struct Region {
     /// lock) is refused before it uses a number, so nothing is published
     /// into an index that has been dropped.
     pub(crate) closed: AtomicBool,
+    /// Held by a delete of the region from before its META append until
+    /// its index has dropped the records, and by `close_region` while it
+    /// sums the index up: a delete never lands in an index that a close
+    /// has already summed up, and a close waits for at most one delete's
+    /// sync rather than having deletes retry after theirs.
+    pub(crate) deleting: Mutex<()>,
 }
 
 impl Region {
@@ -117,6 +123,7 @@ impl Region {
             id,
             state: RwLock::new(state),
             closed: AtomicBool::new(false),
+            deleting: Mutex::new(()),
         }
     }
 }

@@ -254,8 +254,16 @@ impl SegmentManager {
                 max
             }
         );
+        let mut closed: Option<Arc<Region>> = None;
         loop {
             let region = self.region(region_id)?;
+            // `close_region` takes a region it marks closed out of the map,
+            // under the map's lock: the same one twice would be a bug, and
+            // this loop must not spin on it.
+            ensure!(
+                !closed.is_some_and(|c| Arc::ptr_eq(&c, &region)),
+                ClosedSnafu
+            );
             match self
                 .stream(region_id)
                 .write(&region, table_id, entries, &self.inner.ctx)
@@ -264,7 +272,7 @@ impl SegmentManager {
                 // (nothing was written, no number used): its next use
                 // opens it again.
                 Err(Error::Closed) if region.closed.load(Ordering::Acquire) => {
-                    self.check_open()?;
+                    closed = Some(region);
                 }
                 outcome => return outcome,
             }
@@ -287,13 +295,19 @@ impl SegmentManager {
         table_id: u64,
         sequence: u64,
     ) -> Result<()> {
+        let mut closed: Option<Arc<Region>> = None;
         let maybe_dead = loop {
             let region = self.region(region_id)?;
+            ensure!(
+                !closed.is_some_and(|c| Arc::ptr_eq(&c, &region)),
+                ClosedSnafu
+            );
             // `None`: the region was closed meanwhile, its index dropped;
             // the mark is applied to the index its next use opens.
             if let Some(maybe_dead) = mark_delete(&self.inner.ctx, &region, table_id, sequence)? {
                 break maybe_dead;
             }
+            closed = Some(region);
         };
         if maybe_dead {
             self.inner.remove_dead_segments()?;
@@ -338,8 +352,10 @@ impl SegmentManager {
             return Ok(());
         };
         let closed = {
-            // Under the writer lock, so that no write is between its check
-            // of `closed` and publishing its record (see `Stream::append`).
+            // After any delete of the region in progress, and under the
+            // writer lock, so that no write is between its check of
+            // `closed` and publishing its record (see `Stream::append`).
+            let _deleting = lock(&region.deleting);
             let _writer = stream.writer.lock();
             let state = write(&region.state);
             region.closed.store(true, Ordering::Release);

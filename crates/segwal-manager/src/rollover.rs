@@ -51,7 +51,7 @@ impl Stream {
             }
             ctx.stats.syncs.fetch_add(1, Ordering::Relaxed);
             let full = writer.active.take().expect("checked above");
-            self.seal(&full, ctx);
+            self.seal(full, ctx);
         }
         let needed = SEGMENT_HEADER_LEN as u64 + record_len;
         let segment = match self.take_spare(writer, needed, ctx) {
@@ -189,9 +189,12 @@ impl Stream {
         None
     }
 
-    /// Marks the active segment `full` sealed (after its final sync) and
-    /// hands its handle to the open-segment cache.
-    pub(crate) fn seal(&self, full: &Segment, ctx: &Context) {
+    /// Marks the active segment `full` sealed (after its final sync),
+    /// hands its handle to the open-segment cache and lets go of the
+    /// writer's exclusive file lock, all under the segment table's lock: a
+    /// reader that finds the segment sealed may reopen it (a shared lock)
+    /// at once.
+    pub(crate) fn seal(&self, full: Segment, ctx: &Context) {
         let segment_id = full.identity().segment_id;
         let mut segments = write(&ctx.segments);
         if let Some(info) = segments.get_mut(&segment_id) {
@@ -199,5 +202,6 @@ impl Stream {
             info.len = full.written_len();
             ctx.cache.insert(segment_id, full.handle());
         }
+        drop(full);
     }
 }

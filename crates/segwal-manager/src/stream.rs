@@ -19,7 +19,9 @@
 //! 4. A region's `state` (the index), held briefly to publish a record.
 //! 5. The open-segment cache, a leaf.
 //!
-//! The region map (`manager.rs`) comes before all of these.
+//! The region map (`manager.rs`) and a region's `deleting` lock (held by a
+//! delete across its META sync, and by `close_region`) come before all of
+//! these.
 //!
 //! `group`'s lock (group commit, `group.rs`) is never held together with
 //! another lock, and never across a sync.
@@ -480,15 +482,15 @@ impl Stream {
             result = segment.delete();
         }
         if let Some(active) = writer.active.take() {
-            self.seal(&active, ctx);
             let (segment_id, durable) = (active.identity().segment_id, active.durable_len());
-            if let Err(err) = active.close() {
+            if let Err(err) = active.sync() {
                 let lost_after = lost_after(&err, segment_id, durable);
                 if lost_after.is_some() {
                     self.record_failure(&writer, ctx, lost_after);
                 }
                 result = result.and(Err(err));
             }
+            self.seal(active, ctx);
         }
         result.context(crate::error::SegmentSnafu)
     }

@@ -87,10 +87,14 @@ fn a_starving_writer_is_appended_by_the_next_holder_of_the_lock() {
 fn a_starving_writer_gets_the_error_of_its_append() {
     let dir = tempfile::tempdir().unwrap();
     let manager = Arc::new(SegmentManager::open(ManagerConfig::new(dir.path())).unwrap());
-    let refused = starve_one_writer(&manager, |_, region| {
-        region.closed.store(true, Ordering::Release);
+    let refused = starve_one_writer(&manager, |stream, _| {
+        // As a failed write or sync leaves it: refusing every batch.
+        stream.failed.store(true, Ordering::Release);
     });
-    assert!(matches!(refused, Err(Error::Closed)), "{refused:?}");
+    assert!(
+        matches!(refused, Err(Error::RegionFailed { region_id: 1 })),
+        "{refused:?}"
+    );
     assert_eq!(manager.statistics().starved_writes, 0);
     assert_eq!(manager.stream_for_test(2).0.next_sequence(1), 1);
 }
