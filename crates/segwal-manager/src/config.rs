@@ -11,10 +11,10 @@ use crate::error::{Error, Result};
 /// Under [`SyncMode::Always`], segments filled faster than this get a
 /// successor reserved with `fallocate` rather than zero-filled (see
 /// [`ManagerConfig::preallocation`]). 256 MiB/s: on the 2-core VM the
-/// benchmarks ran on, 16 writers of 1 KiB entries fill segments at about
-/// 135 MB/s and run faster with zero-filled segments, 16 writers of 64 KiB
-/// entries at 470 MB/s two to three times faster with reserved ones
-/// (docs/BENCHMARKS.md).
+/// benchmarks ran on, 16 writers of 1 KiB entries fill segments well under
+/// this and run faster with zero-filled segments, 16 writers of
+/// 64 KiB entries well over it and faster with reserved ones
+/// (docs/DESIGN.md, "Writing").
 pub const ZERO_FILL_MAX_BYTES_PER_SEC: f64 = 256.0 * 1024.0 * 1024.0;
 
 /// The most streams a shared log may have.

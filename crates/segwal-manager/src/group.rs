@@ -13,11 +13,10 @@
 //! load the disk never waits for a parked thread to wake up and call
 //! `fdatasync`: the flusher is the thread the last sync returned to.
 //!
-//! Two earlier versions measured on the project's 2-core VM (numbers in
-//! docs/BENCHMARKS.md): waking every waiter with one `Condvar::notify_all`
-//! to race for the lead left the disk idle for a mean 45 µs between syncs
-//! of about 170 µs; handing the lead to the oldest uncovered waiter, which
-//! then had to wake and be scheduled before it could sync, still 29 µs.
+//! Two simpler designs left the disk idle between syncs: waking every
+//! waiter at once to race for the lead, and handing the lead to the oldest
+//! uncovered waiter, which had to wake and be scheduled before it could
+//! sync (docs/DESIGN.md, "Group commit").
 //!
 //! The flusher starts when a leader first hands a group on, and exits after
 //! [`FLUSHER_IDLE`] without work, so a stream that is idle, or written by
@@ -25,13 +24,8 @@
 //! leader hands the group to the oldest waiter instead, which leads the
 //! next sync.
 //!
-//! Measured with the segment manager alone (16 writers of 4 x 1 KiB on the
-//! project's ext4 disk, docs/BENCHMARKS.md change 17), the flusher's gap
-//! between syncs is a mean 19 µs, nearly all of it the one wake-up before
-//! each sync: the woken writer takes the flusher's core for a while. Having
-//! woken writers yield at once cut the gap to 7 µs and raised the syncs per
-//! second by 12%, but not the throughput: with the disk kept busy, 16
-//! writer threads on 2 cores are bound by the scheduler instead.
+//! The flusher's gap between syncs is nearly all the one wake-up before
+//! each sync: the woken writer takes the flusher's core for a while.
 //!
 //! A waiter does not park at once: while a sync is expected to end soon
 //! (the group's recent syncs took at most [`SPIN_MAX_SYNC`] on average), it
@@ -42,11 +36,9 @@
 //! core leaving idle), and a yielding waiter gives its core to any thread
 //! that can run, so the loop mostly spends time the cores would idle. The
 //! same trade as InnoDB's redo-log waiters (which spin while the mean
-//! flush time is under 400 µs) and RocksDB's adaptive yield. Measured with 16
-//! writers of 4 x 1 KiB on the project's ext4 disk: 15 to 20% more
-//! throughput and a lower p99, for about 1.6 times the CPU time
-//! (docs/BENCHMARKS.md change 20). `ManagerConfig::yield_while_syncing`
-//! turns it off.
+//! flush time is under a bound) and RocksDB's adaptive yield: more
+//! throughput and a lower p99 for more CPU time (docs/DESIGN.md).
+//! `ManagerConfig::yield_while_syncing` turns it off.
 //!
 //! # Invariants
 //!

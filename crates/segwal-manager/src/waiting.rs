@@ -4,7 +4,7 @@
 //! waiter is fast on a busy machine: two threads keep writing while the
 //! others sleep. But with many more writers than cores and large batches,
 //! one writer could find `std`'s mutex taken for over a second (16 writers
-//! of 256 KiB batches on 2 cores: docs/BENCHMARKS.md).
+//! of 256 KiB batches on 2 cores, docs/DESIGN.md).
 //!
 //! So the writer lock (`Stream::writer`) is `parking_lot`'s mutex, and a
 //! writer waits for it at most [`STARVING_AFTER`] (`try_lock_for`: asleep,

@@ -1050,8 +1050,7 @@ fn read_header(
 /// (`disk::start_writeback`), not left to the final sync or the kernel's
 /// write-back: on a disk that the final sync would otherwise flood with a
 /// whole segment at once, every `fdatasync` that writers of the active
-/// segment wait for meanwhile would queue behind it (measured in
-/// docs/BENCHMARKS.md, change 14).
+/// segment wait for meanwhile would queue behind it.
 fn preallocate(
     file: &File,
     path: &Path,

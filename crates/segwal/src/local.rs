@@ -112,8 +112,8 @@ impl LocalWalConfig {
     /// blocking pool.
     ///
     /// In place, a write costs what the segment manager's write costs
-    /// (about 2 µs for a synced 1 KiB write on tmpfs here) instead of two
-    /// thread hand-offs on top (about 20 µs more); tokio's `block_in_place`
+    /// instead of two thread hand-offs on top (each costing more than a
+    /// synced 1 KiB write on tmpfs; docs/DESIGN.md); tokio's `block_in_place`
     /// first hands the worker's other tasks to another thread, so they are
     /// not held up by the write's `fdatasync`. The price: a write in place
     /// cannot be abandoned, so [`WriteContext::timeout`] does not apply to
@@ -136,8 +136,7 @@ impl LocalWalConfig {
     /// costs; on the blocking pool each batch is also two thread
     /// hand-offs, partly hidden by reading the next batch ahead while the
     /// caller works on the last one. A caller that does little per entry
-    /// reads about 1.4 times as many entries per second in place (see
-    /// docs/BENCHMARKS.md, change 13); one that does much more per entry
+    /// reads markedly more entries per second in place; one that does much more per entry
     /// than reading it costs (decoding rows into a memtable) sees little
     /// difference either way. As with writes, `block_in_place` first hands
     /// the worker's other tasks to another thread, in case the read waits
@@ -265,8 +264,7 @@ fn in_place(configured: bool) -> bool {
 /// other tasks to another thread; outside any task (a future driven by
 /// `Runtime::block_on` on a thread of the caller's), at once, since that
 /// thread runs nothing else meanwhile and `block_in_place` would only add
-/// its bookkeeping (about 190 instructions of a 3,600-instruction synced
-/// write, docs/BENCHMARKS.md change 19).
+/// its bookkeeping, a measurable share of a synced write's instructions.
 fn block_in_place<T>(work: impl FnOnce() -> T) -> T {
     if tokio::task::try_id().is_none() {
         work()
