@@ -1,9 +1,11 @@
-//! segwal's segment manager: regions, rollover, per-region sequence
-//! numbers, per-table indexes, durable deletes, group commit and recovery.
+//! segwal's segment manager: one log shared by every region of a data dir
+//! (or a few streams of it), rollover, per-region sequence numbers,
+//! per-table indexes, durable deletes through the META log, group commit,
+//! recovery, and the rewrite of cold segments.
 //!
 //! Synchronous and thread-safe; the async `WalManager` adapter sits on top.
-//! `docs/ARCHITECTURE.md` describes the locks and their order, what the
-//! index holds and how group commit works.
+//! `docs/ARCHITECTURE.md` maps the modules and the locks' order;
+//! `docs/DESIGN.md` says why.
 //!
 //! ```
 //! use segwal_manager::{ManagerConfig, SegmentManager};
