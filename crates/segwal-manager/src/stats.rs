@@ -4,6 +4,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::space::TablePin;
 
+/// How many regions the text of [`Statistics`] lists by name.
+const DISPLAYED_REGIONS: usize = 32;
+
 /// Monotonic counters, updated with relaxed atomics on the write path.
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
@@ -175,8 +178,18 @@ impl std::fmt::Display for Statistics {
                 pin.oldest_segment_id, pin.region_id, pin.table_id, pin.live_bytes
             )?;
         }
-        for (region_id, next) in &self.regions {
+        writeln!(f, "regions: {}", self.regions.len())?;
+        // A node holds thousands of regions: the text lists the first few,
+        // the field all of them.
+        for (region_id, next) in self.regions.iter().take(DISPLAYED_REGIONS) {
             writeln!(f, "region {region_id}: next sequence {next}")?;
+        }
+        if self.regions.len() > DISPLAYED_REGIONS {
+            writeln!(
+                f,
+                "and {} more regions",
+                self.regions.len() - DISPLAYED_REGIONS
+            )?;
         }
         Ok(())
     }

@@ -762,3 +762,23 @@ fn writes_racing_close_region_succeed() {
         .collect();
     assert_eq!(read, numbers);
 }
+
+/// Proves the statistics' text stays short at many regions while the
+/// field keeps every one: 100 regions give 100 entries in
+/// `Statistics::regions` and a text naming the first 32 and the count of
+/// the rest.
+#[test]
+fn statistics_text_stays_short_at_many_regions() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = SegmentManager::open(ManagerConfig::new(dir.path())).unwrap();
+    for region in 0..100u64 {
+        wal.write(region, 1, &[b"x".as_slice()]).unwrap();
+    }
+    let statistics = wal.statistics();
+    assert_eq!(statistics.regions.len(), 100);
+    let text = statistics.to_string();
+    assert!(text.contains("regions: 100"), "{text}");
+    assert!(text.contains("region 31: next sequence 2"), "{text}");
+    assert!(!text.contains("region 32: next sequence"), "{text}");
+    assert!(text.contains("and 68 more regions"), "{text}");
+}
