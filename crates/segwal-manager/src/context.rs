@@ -5,11 +5,15 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, RwLock};
 
-use segwal_segment::segment_file_name;
+use segwal_format::SegmentIdentity;
+use segwal_segment::{Segment, SegmentHandle, segment_file_name};
+use snafu::ResultExt;
 
 use crate::cache::SegmentCache;
 use crate::config::ManagerConfig;
+use crate::error::{Result, SegmentSnafu};
 use crate::index::Segments;
+use crate::locks::read;
 use crate::meta::MetaLog;
 use crate::stats::Stats;
 
@@ -37,6 +41,30 @@ pub(crate) struct Context {
 }
 
 impl Context {
+    /// A handle to segment `segment_id` while it is indexed: the active
+    /// one's own, a cached one, or the sealed file opened again by its
+    /// header (and not cached: the caller reads it once). `None` if the
+    /// segment is gone.
+    pub(crate) fn handle(&self, segment_id: u64) -> Result<Option<SegmentHandle>> {
+        let (stream_id, len) = match read(&self.segments).get(&segment_id) {
+            Some(info) => match &info.active {
+                Some(handle) => return Ok(Some(handle.clone())),
+                None => (info.stream_id, info.len),
+            },
+            None => return Ok(None),
+        };
+        if let Some(handle) = self.cache.get(segment_id) {
+            return Ok(Some(handle));
+        }
+        let identity = SegmentIdentity {
+            stream_id,
+            segment_id,
+        };
+        let handle = Segment::open_sealed(&self.segment_path(segment_id), identity, len)
+            .context(SegmentSnafu)?;
+        Ok(Some(handle))
+    }
+
     /// The file of segment `segment_id`.
     pub(crate) fn segment_path(&self, segment_id: u64) -> PathBuf {
         self.config.dir.join(segment_file_name(segment_id))

@@ -139,6 +139,30 @@ pub(crate) struct ClosedRegion {
     pub(crate) segments: BTreeMap<u64, HashMap<u64, u64>>,
 }
 
+impl ClosedRegion {
+    /// What stays of `state` once its region is closed.
+    pub(crate) fn of(state: &RegionState) -> ClosedRegion {
+        let mut segments: BTreeMap<u64, HashMap<u64, u64>> = BTreeMap::new();
+        for (&table_id, table) in &state.tables {
+            for loc in &table.records {
+                *segments
+                    .entry(loc.segment_id)
+                    .or_default()
+                    .entry(table_id)
+                    .or_default() += u64::from(loc.len);
+            }
+        }
+        ClosedRegion {
+            tables: state
+                .tables
+                .iter()
+                .map(|(&id, t)| (id, (t.max_sequence, t.deleted_up_to)))
+                .collect(),
+            segments,
+        }
+    }
+}
+
 /// A region in the manager's map.
 #[derive(Debug)]
 pub(crate) enum RegionSlot {

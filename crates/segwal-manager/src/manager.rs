@@ -1,7 +1,6 @@
 //! The segment manager: the data dir, its lock, its streams and its
 //! regions.
 
-use std::collections::BTreeMap;
 use std::fs::{File, TryLockError};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -10,8 +9,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rustc_hash::FxHashMap as HashMap;
-use segwal_format::{MAX_BODY_LEN, RECORD_HEADER_LEN, SegmentIdentity};
-use segwal_segment::{Segment, SegmentHandle, disk};
+use segwal_format::{MAX_BODY_LEN, RECORD_HEADER_LEN};
+use segwal_segment::disk;
 use snafu::{ResultExt, ensure};
 
 use crate::cache::SegmentCache;
@@ -20,7 +19,7 @@ use crate::context::Context;
 use crate::delete::{mark_delete, remove_dead_segments};
 use crate::error::{
     BatchTooLargeSnafu, ClosedSnafu, DataDirLockedSnafu, DirectorySnafu, EmptyBatchSnafu,
-    EntryTooLargeSnafu, Error, NotADirectorySnafu, Result, SegmentSnafu,
+    EntryTooLargeSnafu, Error, NotADirectorySnafu, Result,
 };
 use crate::index::{ClosedRegion, Region, RegionSlot, RegionState};
 use crate::locks::{lock, read, write};
@@ -359,14 +358,7 @@ impl SegmentManager {
             let _writer = stream.writer.lock();
             let state = write(&region.state);
             region.closed.store(true, Ordering::Release);
-            ClosedRegion {
-                tables: state
-                    .tables
-                    .iter()
-                    .map(|(&id, t)| (id, (t.max_sequence, t.deleted_up_to)))
-                    .collect(),
-                segments: live_bytes_by_segment(&state),
-            }
+            ClosedRegion::of(&state)
         };
         if closed.tables.is_empty() {
             regions.remove(&region_id);
@@ -447,27 +439,9 @@ impl Inner {
     /// The index of closed region `region_id`, rebuilt from the segments
     /// that held its records when it was closed.
     fn reopen(&self, region_id: u64, closed: &ClosedRegion) -> Result<RegionState> {
-        let mut handles: Vec<SegmentHandle> = Vec::new();
+        let mut handles = Vec::with_capacity(closed.segments.len());
         for &segment_id in closed.segments.keys() {
-            let (stream_id, len, active) = {
-                let segments = read(&self.ctx.segments);
-                let Some(info) = segments.get(&segment_id) else {
-                    continue;
-                };
-                (info.stream_id, info.len, info.active.clone())
-            };
-            let handle = match active.or_else(|| self.ctx.cache.get(segment_id)) {
-                Some(handle) => handle,
-                None => {
-                    let identity = SegmentIdentity {
-                        stream_id,
-                        segment_id,
-                    };
-                    Segment::open_sealed(&self.ctx.segment_path(segment_id), identity, len)
-                        .context(SegmentSnafu)?
-                }
-            };
-            handles.push(handle);
+            handles.extend(self.ctx.handle(segment_id)?);
         }
         reopen_region(region_id, &closed.tables, &handles)
     }
@@ -534,21 +508,6 @@ impl Drop for SegmentManager {
             let _ = rewriter.join();
         }
     }
-}
-
-/// Per segment, per table: the live bytes of `state`'s records there.
-fn live_bytes_by_segment(state: &RegionState) -> BTreeMap<u64, HashMap<u64, u64>> {
-    let mut segments: BTreeMap<u64, HashMap<u64, u64>> = BTreeMap::new();
-    for (&table_id, table) in &state.tables {
-        for loc in &table.records {
-            *segments
-                .entry(loc.segment_id)
-                .or_default()
-                .entry(table_id)
-                .or_default() += u64::from(loc.len);
-        }
-    }
-    segments
 }
 
 /// Takes the data dir's lock file (`lock`, already open): exclusively for

@@ -26,7 +26,7 @@ use crate::context::is_spare_file_name;
 use crate::error::{
     DirectorySnafu, OldLayoutSnafu, Result, SealedSegmentDamagedSnafu, SegmentSnafu,
 };
-use crate::index::{Keep, Live, RegionState, SegmentInfo, Segments};
+use crate::index::{Keep, Live, RegionState, SegmentInfo, Segments, TableState};
 use crate::meta::MetaState;
 use crate::read::RecordLoc;
 
@@ -39,6 +39,18 @@ pub(crate) struct Recovered {
     pub(crate) sequences: HashMap<u64, u64>,
     pub(crate) segments: Segments,
     pub(crate) next_segment_id: u64,
+}
+
+impl Recovered {
+    /// Table `table_id` of region `region_id`, made on first sight.
+    fn table(&mut self, region_id: u64, table_id: u64) -> &mut TableState {
+        self.regions
+            .entry(region_id)
+            .or_default()
+            .tables
+            .entry(table_id)
+            .or_default()
+    }
 }
 
 /// How a segment's scan ended, as recovery and the tools judge it.
@@ -326,13 +338,7 @@ pub(crate) fn recover(
 /// sequence numbers and delete marks, and sequence floors.
 fn seed_from_meta(recovered: &mut Recovered, meta: &MetaState) {
     for (&(region_id, table_id), record) in &meta.tables {
-        let table = recovered
-            .regions
-            .entry(region_id)
-            .or_default()
-            .tables
-            .entry(table_id)
-            .or_default();
+        let table = recovered.table(region_id, table_id);
         table.max_sequence = record.max_sequence;
         table.deleted_up_to = record.deleted_up_to;
         raise(&mut recovered.sequences, region_id, record.max_sequence + 1);
@@ -353,13 +359,7 @@ fn index_record(
     live: &Live,
 ) -> bool {
     raise(&mut recovered.sequences, region_id, loc.last + 1);
-    let table = recovered
-        .regions
-        .entry(region_id)
-        .or_default()
-        .tables
-        .entry(table_id)
-        .or_default();
+    let table = recovered.table(region_id, table_id);
     table.max_sequence = table.max_sequence.max(loc.last);
     if loc.last <= table.deleted_up_to {
         return false;

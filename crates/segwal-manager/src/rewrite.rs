@@ -21,8 +21,8 @@ use std::sync::RwLock;
 use std::sync::atomic::Ordering;
 
 use rustc_hash::FxHashMap as HashMap;
-use segwal_format::{SEGMENT_HEADER_LEN, SegmentIdentity};
-use segwal_segment::{BatchRef, Segment, SegmentHandle};
+use segwal_format::SEGMENT_HEADER_LEN;
+use segwal_segment::BatchRef;
 use snafu::{ResultExt, ensure};
 
 use crate::context::Context;
@@ -74,7 +74,10 @@ pub(crate) fn rewrite_segment(
     regions: &RwLock<HashMap<u64, RegionSlot>>,
     segment_id: u64,
 ) -> Result<()> {
-    let Some(handle) = sealed_handle(ctx, segment_id)? else {
+    let sealed = read(&ctx.segments)
+        .get(&segment_id)
+        .is_some_and(|info| info.active.is_none());
+    let Some(handle) = ctx.handle(segment_id)?.filter(|_| sealed) else {
         return Ok(());
     };
     let stream_of = |region_id: u64| &streams[(region_id % streams.len() as u64) as usize];
@@ -111,24 +114,6 @@ pub(crate) fn rewrite_segment(
         .fetch_add(rewritten, Ordering::Relaxed);
     ctx.stats.segments_rewritten.fetch_add(1, Ordering::Relaxed);
     Ok(())
-}
-
-/// A handle to sealed segment `segment_id`, if it is still indexed.
-fn sealed_handle(ctx: &Context, segment_id: u64) -> Result<Option<SegmentHandle>> {
-    let (stream_id, len) = match read(&ctx.segments).get(&segment_id) {
-        Some(info) if info.active.is_none() => (info.stream_id, info.len),
-        _ => return Ok(None),
-    };
-    if let Some(handle) = ctx.cache.get(segment_id) {
-        return Ok(Some(handle));
-    }
-    let identity = SegmentIdentity {
-        stream_id,
-        segment_id,
-    };
-    let handle =
-        Segment::open_sealed(&ctx.segment_path(segment_id), identity, len).context(SegmentSnafu)?;
-    Ok(Some(handle))
 }
 
 /// Whether the record at `loc` is still one the index holds live.

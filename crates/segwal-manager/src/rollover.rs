@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use segwal_format::{SEGMENT_HEADER_LEN, SegmentIdentity};
-use segwal_segment::Segment;
+use segwal_segment::{Preallocation, Segment};
 use snafu::ResultExt;
 
 use crate::context::Context;
@@ -116,20 +116,25 @@ impl Stream {
         if writer.spare.is_some() || active.written_len().saturating_mul(2) < active.capacity() {
             return;
         }
-        let segment_id = ctx.next_segment_id.fetch_add(1, Ordering::AcqRel);
-        let path = ctx.spare_path(segment_id);
-        let identity = self.identity(segment_id);
-        let capacity = ctx.config.segment_size_bytes;
         let fill_rate = writer.active_since.map(|since| {
             let written = active.written_len() - SEGMENT_HEADER_LEN as u64;
             written as f64 / since.elapsed().as_secs_f64().max(1e-6)
         });
         let preallocation = ctx.config.preallocation(fill_rate, ctx.memory_backed);
+        self.spawn_spare(writer, preallocation, ctx);
+    }
+
+    /// Creates the next segment on a thread of its own, under its
+    /// temporary name, as the writer's spare. Without a thread the
+    /// rollover creates the segment itself; the id stays unused.
+    fn spawn_spare(&self, writer: &mut Writer, preallocation: Preallocation, ctx: &Context) {
+        let segment_id = ctx.next_segment_id.fetch_add(1, Ordering::AcqRel);
+        let path = ctx.spare_path(segment_id);
+        let identity = self.identity(segment_id);
+        let capacity = ctx.config.segment_size_bytes;
         let spawned = std::thread::Builder::new()
             .name(format!("segwal-spare-{}", self.id))
             .spawn(move || Segment::create(&path, identity, capacity, preallocation));
-        // Without a thread the rollover creates the segment itself; the id
-        // stays unused.
         if let Ok(creating) = spawned {
             writer.spare = Some(Spare {
                 segment_id,
@@ -148,23 +153,8 @@ impl Stream {
         if writer.spare.is_some() || writer.active.is_some() {
             return;
         }
-        let segment_id = ctx.next_segment_id.fetch_add(1, Ordering::AcqRel);
-        let path = ctx.spare_path(segment_id);
-        let identity = self.identity(segment_id);
-        let capacity = ctx.config.segment_size_bytes;
-        let preallocation = ctx
-            .config
-            .preallocation
-            .unwrap_or(segwal_segment::Preallocation::Reserved);
-        let spawned = std::thread::Builder::new()
-            .name(format!("segwal-spare-{}", self.id))
-            .spawn(move || Segment::create(&path, identity, capacity, preallocation));
-        if let Ok(creating) = spawned {
-            writer.spare = Some(Spare {
-                segment_id,
-                creating,
-            });
-        }
+        let preallocation = ctx.config.preallocation.unwrap_or(Preallocation::Reserved);
+        self.spawn_spare(&mut writer, preallocation, ctx);
     }
 
     /// The prepared segment, renamed into place, if there is one, it was

@@ -21,7 +21,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Barrier, Mutex};
 
-use crash::{Ack, Batch, Rng, Run, check_image, config, data_dir, env_count, payload};
+use crash::{
+    Ack, Batch, Log, Rng, Run, check_image, config, data_dir, env_count, payload, write_logged,
+};
 use segwal_manager::{SegmentManager, SyncMode};
 use segwal_segment::powerloss::{Fate, Recorder};
 
@@ -34,13 +36,6 @@ const STREAMS: usize = 2;
 /// Opens of the data dir, each with its own META snapshot.
 const PHASES: u64 = 4;
 const ROUNDS: u64 = 2;
-
-/// What the threads have done so far.
-#[derive(Default)]
-struct Log {
-    batches: Vec<Batch>,
-    acks: Vec<(usize, Ack)>,
-}
 
 /// One deleter thread's part of a phase: each round it writes a batch to
 /// each of its tables, then, after all threads are ready (so that deletes
@@ -65,28 +60,8 @@ fn deleter(
         for &(region, table) in &owned {
             let count = 1 + rng.below(2) as usize;
             let pads: Vec<usize> = (0..count).map(|_| rng.below(600) as usize).collect();
-            let (batch, entries) = {
-                let mut log = log.lock().unwrap();
-                let batch = log.batches.len();
-                let entries: Vec<Vec<u8>> = pads
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &pad)| payload(batch, i, count, pad))
-                    .collect();
-                log.batches.push(Batch {
-                    region,
-                    table,
-                    entries: entries.clone(),
-                });
-                (batch, entries)
-            };
-            let last = wal.write(region, table, &entries).unwrap();
-            let position = recorder.position();
+            let last = write_logged(wal, recorder, log, (region, table), &pads);
             last_acked.insert((region, table), last);
-            log.lock()
-                .unwrap()
-                .acks
-                .push((position, Ack::Write { batch, last }));
         }
         start.wait();
         for &(region, table) in &owned {

@@ -18,7 +18,7 @@ use segwal_segment::powerloss::{Fate, ImageStats, Recorder};
 
 mod crash;
 
-use crash::{Ack, Batch, Rng, Run, check_image, config, data_dir, env_count, payload};
+use crash::{Ack, Log, Rng, Run, check_image, config, data_dir, env_count, write_logged};
 
 /// A workload's shape.
 #[derive(Debug, Clone, Copy)]
@@ -65,13 +65,6 @@ const WORKLOADS: [Workload; 4] = [
         streams: 3,
     },
 ];
-
-/// What the writers have done so far.
-#[derive(Default)]
-struct Log {
-    batches: Vec<Batch>,
-    acks: Vec<(usize, Ack)>,
-}
 
 /// Runs `workload` for `steps` operations chosen by `seed` under a
 /// recorder: writes of 1-3 entries (some large enough to roll segments
@@ -182,28 +175,8 @@ fn writer(
             _ => {
                 let count = 1 + rng.below(3) as usize;
                 let pads: Vec<usize> = (0..count).map(|_| rng.below(700) as usize).collect();
-                let (batch, entries) = {
-                    let mut log = log.lock().unwrap();
-                    let batch = log.batches.len();
-                    let entries: Vec<Vec<u8>> = pads
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &pad)| payload(batch, i, count, pad))
-                        .collect();
-                    log.batches.push(Batch {
-                        region,
-                        table,
-                        entries: entries.clone(),
-                    });
-                    (batch, entries)
-                };
-                let last = wal.write(region, table, &entries).unwrap();
-                let position = recorder.position();
+                let last = write_logged(wal, recorder, log, (region, table), &pads);
                 last_acked.insert((region, table), last);
-                log.lock()
-                    .unwrap()
-                    .acks
-                    .push((position, Ack::Write { batch, last }));
             }
         }
     }

@@ -77,6 +77,49 @@ pub struct Run {
     pub streams: usize,
 }
 
+/// What the threads of a workload have done so far, shared between them.
+#[derive(Default)]
+pub struct Log {
+    pub batches: Vec<Batch>,
+    pub acks: Vec<(usize, Ack)>,
+}
+
+/// Writes a batch of one entry per pad in `pads` (each payload naming the
+/// batch, padded by that much) to `table` of `region`: notes the batch in
+/// `log` before the write and, once it is acknowledged, the
+/// acknowledgement at the recorder's position. Returns its last number.
+pub fn write_logged(
+    wal: &SegmentManager,
+    recorder: &Recorder,
+    log: &std::sync::Mutex<Log>,
+    (region, table): (u64, u64),
+    pads: &[usize],
+) -> u64 {
+    let count = pads.len();
+    let (batch, entries) = {
+        let mut log = log.lock().unwrap();
+        let batch = log.batches.len();
+        let entries: Vec<Vec<u8>> = pads
+            .iter()
+            .enumerate()
+            .map(|(i, &pad)| payload(batch, i, count, pad))
+            .collect();
+        log.batches.push(Batch {
+            region,
+            table,
+            entries: entries.clone(),
+        });
+        (batch, entries)
+    };
+    let last = wal.write(region, table, &entries).unwrap();
+    let position = recorder.position();
+    log.lock()
+        .unwrap()
+        .acks
+        .push((position, Ack::Write { batch, last }));
+    last
+}
+
 /// The payload of entry `index` of `count` of batch `batch`: names its
 /// batch, so anything read back can be traced to what was written.
 pub fn payload(batch: usize, index: usize, count: usize, pad: usize) -> Vec<u8> {
