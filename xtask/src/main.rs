@@ -2,6 +2,10 @@
 //!
 //! Commands:
 //!
+//! - `test [ARGS...]`: every test of the workspace (`cargo test
+//!   --workspace ARGS...`, or of the crates `-p` names), after provisioning the pinned nats-server the
+//!   NATS backend's tests start (see `nats_server.rs`). The README's test
+//!   command, and what `.ci/run` runs.
 //! - `bench [FILTER]`: the criterion benches. The codec benches run once;
 //!   the segment and manager benches run twice, on the real disk (under `target/`) and
 //!   on tmpfs (`/dev/shm`), because tmpfs shows CPU cost and the disk shows
@@ -24,6 +28,8 @@
 //!   (about N crash images of the META log, default 5,000). See
 //!   docs/TESTING.md.
 
+mod nats_server;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
@@ -31,6 +37,8 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
+  test [ARGS...]                          every test (cargo test --workspace ARGS...), with
+                                          the pinned nats-server provisioned into .tools/
   bench [FILTER]                          criterion benches, on disk and on tmpfs
   bench-compare [ARGS...]                 segwal vs raft-engine, okaywal, RocksDB and floors
                                           (`cargo xtask bench-compare --help`; docs/BENCHMARKS.md)
@@ -43,6 +51,7 @@ commands:
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
+        Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("bench-compare") => bench_compare(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
@@ -102,6 +111,18 @@ fn positive_value(args: &[String], at: &mut usize, flag: &str) -> Result<u64, St
             "{flag} needs a positive whole number, not {value:?}"
         )),
     }
+}
+
+/// Provisions the NATS backend's server, then runs every test with it.
+fn test(args: &[String]) -> Result<(), String> {
+    let nats_server = nats_server::provision(&workspace_root())?;
+    let mut command = cargo();
+    command.arg("test");
+    // `-p CRATE` narrows the run to that crate; otherwise every crate.
+    if !args.iter().any(|a| a == "-p" || a.starts_with("--package")) {
+        command.arg("--workspace");
+    }
+    run(command.args(args).env("NATS_SERVER", nats_server))
 }
 
 fn bench(filter: &[String]) -> Result<(), String> {

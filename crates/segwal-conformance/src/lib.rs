@@ -39,23 +39,22 @@ pub struct LocalBackend {
 }
 
 impl LocalBackend {
-    /// A backend over a fresh temporary dir with the default configuration
-    /// (always `Some`; the suite's factories may return `None` to skip).
-    pub async fn create() -> Option<LocalBackend> {
-        Some(LocalBackend {
+    /// A backend over a fresh temporary dir with the default configuration.
+    pub async fn create() -> LocalBackend {
+        LocalBackend {
             dir: tempfile::tempdir().expect("a temporary dir"),
             in_place: true,
-        })
+        }
     }
 
     /// Like [`create`](LocalBackend::create), but every write and read
     /// goes to the blocking pool (and reads read a batch ahead), as on a
     /// current-thread runtime.
-    pub async fn on_the_blocking_pool() -> Option<LocalBackend> {
-        Some(LocalBackend {
+    pub async fn on_the_blocking_pool() -> LocalBackend {
+        LocalBackend {
             dir: tempfile::tempdir().expect("a temporary dir"),
             in_place: false,
-        })
+        }
     }
 }
 
@@ -73,8 +72,9 @@ impl Backend for LocalBackend {
 }
 
 /// Makes one `#[tokio::test]` per conformance case. `$backend` is an
-/// expression giving a future of `Option<impl Backend>`, evaluated afresh
-/// for each case; `None` skips the case (the factory says why).
+/// expression giving a future of `impl Backend`, evaluated afresh for each
+/// case. There is no way to skip a case: a factory that cannot provide its
+/// backend (a missing server, say) panics with the command that sets it up.
 #[macro_export]
 macro_rules! conformance_tests {
     ($backend:expr) => {
@@ -103,9 +103,7 @@ macro_rules! conformance_tests {
         #[doc = $doc]
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $name() {
-            let Some(backend) = $backend.await else {
-                return;
-            };
+            let backend = $backend.await;
             $crate::$name(&backend).await;
         }
     };

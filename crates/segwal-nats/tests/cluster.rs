@@ -87,9 +87,7 @@ struct Outcomes {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_a_node_killed_mid_run() {
     let _one_cluster_at_a_time = support::CLUSTER_TESTS.lock().await;
-    let Some(mut servers) = NatsServers::cluster(3).await else {
-        return;
-    };
+    let mut servers = NatsServers::cluster(3).await;
     let config = NatsWalConfig::new(servers.urls())
         .prefix("fault")
         .replicas(3)
@@ -263,9 +261,7 @@ async fn stream_leader(servers: &NatsServers, name: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_quorum_fails_writes_clearly_and_resumes() {
     let _one_cluster_at_a_time = support::CLUSTER_TESTS.lock().await;
-    let Some(mut servers) = NatsServers::cluster(3).await else {
-        return;
-    };
+    let mut servers = NatsServers::cluster(3).await;
     let config = NatsWalConfig::new(servers.urls())
         .prefix("quorum")
         .replicas(3)
@@ -329,9 +325,7 @@ async fn losing_quorum_fails_writes_clearly_and_resumes() {
 /// region is visible.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_moved_region_fences_the_stale_owner() {
-    let Some(servers) = NatsServers::single().await else {
-        return;
-    };
+    let servers = NatsServers::single().await;
     let config = |owner: &str| {
         NatsWalConfig::new(servers.urls())
             .prefix("move")
@@ -423,9 +417,7 @@ async fn a_moved_region_fences_the_stale_owner() {
 /// drop with the deleted entries, and the store dir shrinks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletes_free_server_storage() {
-    let Some(servers) = NatsServers::single().await else {
-        return;
-    };
+    let servers = NatsServers::single().await;
     let wal = NatsWal::open(NatsWalConfig::new(servers.urls()).prefix("purge"))
         .await
         .unwrap();

@@ -17,40 +17,32 @@ use segwal_nats::{NatsWal, NatsWalConfig};
 /// at once on a 2-core machine slow elections past the tests' patience.
 pub(crate) static CLUSTER_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The `nats-server` binary: `$NATS_SERVER`, or on `PATH`, or where
-/// Debian's package puts it. `None` (after a loud message) if there is
-/// none; under CI (`CI` set) a missing server fails the test instead.
-pub(crate) fn nats_server_binary() -> Option<PathBuf> {
-    let candidates = std::env::var_os("NATS_SERVER")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain(
-            std::env::var_os("PATH")
-                .map(|path| {
-                    std::env::split_paths(&path)
-                        .map(|dir| dir.join("nats-server"))
-                        .collect::<Vec<_>>()
-                })
-                .unwrap_or_default(),
-        )
-        .chain([
-            "/usr/sbin/nats-server".into(),
-            "/usr/bin/nats-server".into(),
-        ]);
-    for candidate in candidates {
-        if candidate.is_file() {
-            return Some(candidate);
-        }
+/// The `nats-server` binary the tests run: `$NATS_SERVER` (which
+/// `cargo xtask test` sets to the pinned server it provisions), else the
+/// project-local copy `cargo xtask test` leaves in `.tools/bin`. There is
+/// no skipping: without a server the test fails, naming the command that
+/// provides one.
+pub(crate) fn nats_server_binary() -> PathBuf {
+    if let Some(binary) = std::env::var_os("NATS_SERVER") {
+        let binary = PathBuf::from(binary);
+        assert!(
+            binary.is_file(),
+            "NATS_SERVER={} is not a file; unset it and run `cargo xtask test`, which provisions the pinned nats-server",
+            binary.display()
+        );
+        return binary;
     }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("the crate is two levels below the workspace root");
+    let local = root.join(".tools/bin/nats-server");
     assert!(
-        std::env::var_os("CI").is_none(),
-        "nats-server is not installed; .ci/run installs it (apt-get install nats-server)"
+        local.is_file(),
+        "nats-server not found (neither $NATS_SERVER nor {}): run `cargo xtask test`, which provisions the pinned nats-server and runs every test",
+        local.display()
     );
-    eprintln!(
-        "\n!!!!!!!! SKIPPED: nats-server not found (set NATS_SERVER or `apt-get install nats-server`); \
-         the NATS backend is NOT tested !!!!!!!!\n"
-    );
-    None
+    local
 }
 
 fn free_port() -> u16 {
@@ -77,17 +69,17 @@ pub(crate) struct NatsServers {
 
 impl NatsServers {
     /// One server with JetStream.
-    pub(crate) async fn single() -> Option<NatsServers> {
+    pub(crate) async fn single() -> NatsServers {
         NatsServers::start(1).await
     }
 
     /// A cluster of `n` servers (routes between all of them).
-    pub(crate) async fn cluster(n: usize) -> Option<NatsServers> {
+    pub(crate) async fn cluster(n: usize) -> NatsServers {
         NatsServers::start(n).await
     }
 
-    async fn start(n: usize) -> Option<NatsServers> {
-        let binary = nats_server_binary()?;
+    async fn start(n: usize) -> NatsServers {
+        let binary = nats_server_binary();
         let dir = tempfile::tempdir().expect("a temporary dir");
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let nodes = (0..n)
@@ -134,7 +126,7 @@ impl NatsServers {
             servers.spawn(i);
         }
         servers.wait_ready(n).await;
-        Some(servers)
+        servers
     }
 
     fn spawn(&mut self, i: usize) {
@@ -249,12 +241,12 @@ pub(crate) struct NatsBackend {
 
 impl NatsBackend {
     /// On a single server, R1.
-    pub(crate) async fn single() -> Option<NatsBackend> {
-        let servers = NatsServers::single().await?;
+    pub(crate) async fn single() -> NatsBackend {
+        let servers = NatsServers::single().await;
         let config = NatsWalConfig::new(servers.urls())
             .prefix("conformance")
             .owner("node-a");
-        Some(NatsBackend { servers, config })
+        NatsBackend { servers, config }
     }
 }
 
