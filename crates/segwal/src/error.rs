@@ -80,6 +80,22 @@ impl Error {
         }
     }
 
+    /// What kind of trouble this is, one of
+    /// [`metrics::ERROR_KINDS`](crate::metrics::ERROR_KINDS): the local
+    /// WAL's kinds (see `segwal_manager::Error::kind`), `timeout`,
+    /// `internal` (a blocking task failed), `backend` (another backend's
+    /// error) or `closed`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Local { source } => source.kind(),
+            Error::Timeout { .. } => "timeout",
+            Error::IteratorAbandoned => "invalid_argument",
+            Error::Task { .. } => "internal",
+            Error::Backend { .. } => "backend",
+            Error::BackendClosed { .. } => "closed",
+        }
+    }
+
     /// True if the WAL was closed (`close_gracefully`) before this call.
     pub fn is_closed(&self) -> bool {
         matches!(

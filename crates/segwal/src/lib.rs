@@ -53,6 +53,7 @@
 mod error;
 mod iter;
 mod local;
+pub mod metrics;
 mod types;
 
 use async_trait::async_trait;
