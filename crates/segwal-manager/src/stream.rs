@@ -68,6 +68,9 @@ pub(crate) struct Writer {
     pub(crate) active_live: Arc<Live>,
     /// When the active segment became the active one: a write needed it.
     pub(crate) active_since: Option<Instant>,
+    /// How fast the last sealed segment filled, in bytes per second: it
+    /// decides how the next spare is preallocated.
+    pub(crate) fill_rate: Option<f64>,
     /// Where in the active segment write-back was last started up to (see
     /// [`WRITEBACK_CHUNK_BYTES`]).
     pub(crate) writeback_from: u64,
@@ -137,6 +140,7 @@ impl Stream {
                 active: None,
                 active_live: Arc::default(),
                 active_since: None,
+                fill_rate: None,
                 writeback_from: 0,
                 spare: None,
                 sequences,
@@ -331,7 +335,7 @@ impl Stream {
     }
 
     /// What follows every append: write-back started early (unsynced
-    /// modes) and the next segment prepared once this one is half full.
+    /// modes) and the next segment prepared if it is not yet.
     pub(crate) fn after_append(&self, writer: &mut Writer, end: u64, ctx: &Context) {
         if ctx.config.sync_mode != SyncMode::Always
             && end - writer.writeback_from >= WRITEBACK_CHUNK_BYTES

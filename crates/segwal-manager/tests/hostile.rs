@@ -21,7 +21,9 @@ use segwal_manager::{
 #[path = "support/layout.rs"]
 mod layout;
 
-use layout::{files_with_lengths, segment_files, spare_files, write_meta_log};
+use layout::{
+    files_with_lengths, log_files_with_lengths, segment_files, spare_files, write_meta_log,
+};
 
 const MAX: u64 = u64::MAX;
 
@@ -224,12 +226,12 @@ fn reads_at_every_boundary_return_exactly_the_range() {
     }
     // Tables and regions never written read as empty, and reading them
     // creates or changes nothing on disk.
-    let files = files_with_lengths(dir.path());
+    let files = log_files_with_lengths(dir.path());
     assert!(sequences(&wal, 1, 7, 0, MAX).is_empty());
     assert!(sequences(&wal, 9, 5, 0, MAX).is_empty());
     assert!(drain(wal.scan(9).unwrap()).is_empty());
     assert_eq!(wal.sequence_num(9, 5).unwrap(), 0);
-    assert_eq!(files_with_lengths(dir.path()), files);
+    assert_eq!(log_files_with_lengths(dir.path()), files);
 }
 
 /// Proves that an iterator asked for zero entries hands out none and loses
@@ -401,11 +403,11 @@ fn deletes_at_and_past_the_limits() {
     assert_eq!(wal.write(2, 1, &[b"seven"]).unwrap(), 7);
     assert_eq!(wal.write(2, 0, &[b"eight"]).unwrap(), 8);
     let unchanged = meta(&wal);
-    let files = files_with_lengths(dir.path());
+    let files = log_files_with_lengths(dir.path());
     wal.mark_delete_entries_up_to(9, 9, MAX).unwrap();
     wal.mark_delete_entries_up_to(2, 9, MAX).unwrap();
     assert_eq!(meta(&wal), unchanged, "deletes of nothing write nothing");
-    assert_eq!(files_with_lengths(dir.path()), files);
+    assert_eq!(log_files_with_lengths(dir.path()), files);
     assert_eq!(wal.sequence_num(2, 9).unwrap(), 0);
     drop(wal);
 
