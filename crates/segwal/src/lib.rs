@@ -50,22 +50,32 @@
 
 #![forbid(unsafe_code)]
 
+mod config;
 mod error;
+pub mod horaedb;
+pub mod human;
 mod iter;
 mod local;
 mod types;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
+pub use config::LocalWalConfig;
 pub use error::{Error, Result};
 pub use iter::{BatchLogIterator, LogEntrySource};
-pub use local::{LocalWal, LocalWalConfig};
+pub use local::LocalWal;
 pub use segwal_manager::{Preallocation, RecoveryMode, Statistics, SyncMode, TablePin};
 pub use types::{
     LogEntry, LogWriteBatch, LogWriteEntry, MAX_SEQUENCE_NUMBER, MIN_SEQUENCE_NUMBER, ReadBoundary,
     ReadContext, ReadRequest, RegionId, ScanContext, ScanRequest, SequenceNumber, TableId,
     WalLocation, WriteContext,
 };
+
+/// A shared handle to any [`WalManager`], as engines hold it (HoraeDB's
+/// name).
+pub type WalManagerRef = Arc<dyn WalManager>;
 
 /// A write-ahead log of many regions, each with many tables: the API
 /// HoraeDB's WALs implement, so engines can port their code.
