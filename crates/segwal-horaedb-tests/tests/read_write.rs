@@ -7,8 +7,9 @@
 //! types and calls (`LogBatchEncoder::encode_batch` of `MemoryPayload`s,
 //! `BatchLogIteratorAdapter::next_log_entries` with `MemoryPayloadDecoder`,
 //! `WalManagerRef`, `ReadBoundary`, ...). Against HoraeDB's own test, what
-//! differs is the `use` lines (`wal::...` becomes `segwal::horaedb::...`;
-//! `common_types` and `runtime` come from this crate's stand-ins) and the
+//! differs is the `use` lines (`wal::` becomes `segwal::horaedb::`, the
+//! module paths below it unchanged; `common_types` and `runtime` come from
+//! this crate's stand-ins) and the
 //! body of `LocalStorageWalBuilder::build`, which opens a segwal
 //! `LocalWal` (asynchronously) instead of HoraeDB's `LocalStorageImpl`.
 //!
@@ -26,9 +27,13 @@ use std::{
 
 use async_trait::async_trait;
 use segwal::horaedb::{
-    BatchLogIteratorAdapter, LocalStorageConfig, LocalStorageImpl, LogBatchEncoder, LogEntry,
-    LogWriteBatch, MemoryPayload, MemoryPayloadDecoder, ReadBoundary, ReadContext, ReadRequest,
-    ScanRequest, WalLocation, WalManager, WalManagerRef, WriteContext,
+    kv_encoder::LogBatchEncoder,
+    local_storage_impl::{config::LocalStorageConfig, wal_manager::LocalStorageImpl},
+    log_batch::{LogEntry, LogWriteBatch, MemoryPayload, MemoryPayloadDecoder},
+    manager::{
+        BatchLogIteratorAdapter, ReadBoundary, ReadContext, ReadRequest, ScanRequest, WalLocation,
+        WalManager, WalManagerRef, WriteContext,
+    },
 };
 use segwal_horaedb_tests::{
     common_types::{

@@ -247,7 +247,8 @@ async fn defaults_and_batches_behave_as_in_horaedb() {
     assert!(wal.write(&WriteContext::default(), &batch).await.is_err());
 }
 
-/// Proves the opener builds both WALs from one TOML config, in
+/// Proves the opener builds both WALs from one TOML config (which also
+/// writes back out as TOML that reads the same), in
 /// `<data_dir>/wal` and `<data_dir>/manifest`, each its own log (both
 /// number from 1), with the configured settings, and that what they hold
 /// survives closing and opening again.
@@ -264,6 +265,15 @@ async fn the_opener_builds_data_and_manifest_wals_from_one_config() {
     };
     assert_eq!(local.manager_config().segment_size_bytes, 1 << 20);
     assert_eq!(local.manager_config().cache_size, 3);
+    // An engine writes its whole configuration back out (HoraeDB's set-up
+    // does): it reads back the same.
+    let text = toml::to_string(&config).unwrap();
+    let again: Config = toml::from_str(&text).unwrap();
+    let StorageConfig::Local(again_local) = &again.storage else {
+        panic!("{text}")
+    };
+    assert_eq!(again_local, local, "{text}");
+    assert!(text.contains("type = \"Local\""), "{text}");
 
     let location = WalLocation::new(1, 1);
     let wals = LocalStorageWalsOpener

@@ -2,8 +2,10 @@
 //! `wal` crate ports by changing its imports to `segwal::horaedb::...`.
 //!
 //! Everything an engine names from `wal::manager`, `wal::log_batch`,
-//! `wal::kv_encoder` and `wal::config` is here under the same name and
-//! meaning: the core types (re-exported from the crate root), the payload
+//! `wal::kv_encoder`, `wal::config` and `wal::local_storage_impl` is here
+//! under the same name and meaning, both directly (`segwal::horaedb::X`)
+//! and under HoraeDB's module paths (`segwal::horaedb::manager::X`), so
+//! the port can be a textual `wal::` to `segwal::horaedb::`: the core types (re-exported from the crate root), the payload
 //! layer ([`Payload`], [`PayloadDecoder`], [`LogBatchEncoder`]),
 //! [`BatchLogIteratorAdapter`] with
 //! [`next_log_entries`](crate::BatchLogIterator::next_log_entries), and the
@@ -74,3 +76,43 @@ pub type BatchLogIteratorAdapter = crate::BatchLogIterator;
 
 /// HoraeDB's name for a local WAL.
 pub type LocalStorageImpl = LocalWal;
+
+/// The names of HoraeDB's `wal::manager`, under its path.
+pub mod manager {
+    pub use super::{
+        BatchLogIteratorAdapter, Error, MANIFEST_DIR_NAME, OpenedWals, ReadBoundary, ReadContext,
+        ReadRequest, RegionId, Result, ScanContext, ScanRequest, SequenceNumber, WAL_DIR_NAME,
+        WalLocation, WalManager, WalManagerRef, WalRuntimes, WalsOpener, WriteContext,
+    };
+}
+
+/// The names of HoraeDB's `wal::log_batch`, under its path.
+pub mod log_batch {
+    pub use super::{
+        LogEntry, LogWriteBatch, LogWriteEntry, MemoryPayload, MemoryPayloadDecoder, Payload,
+        PayloadDecodeContext, PayloadDecoder,
+    };
+}
+
+/// The names of HoraeDB's `wal::kv_encoder`, under its path.
+pub mod kv_encoder {
+    pub use super::LogBatchEncoder;
+}
+
+/// The names of HoraeDB's `wal::config`, under its path.
+pub mod config {
+    pub use super::{Config, LocalStorageConfig, StorageConfig};
+}
+
+/// The names of HoraeDB's `wal::local_storage_impl`, under its path.
+pub mod local_storage_impl {
+    /// `local_storage_impl::config`.
+    pub mod config {
+        pub use crate::horaedb::LocalStorageConfig;
+    }
+
+    /// `local_storage_impl::wal_manager`.
+    pub mod wal_manager {
+        pub use crate::horaedb::{LocalStorageImpl, LocalStorageWalsOpener};
+    }
+}
