@@ -11,8 +11,34 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::human::{ByteSize, HumanDuration};
 
 /// Configuration of a [`LocalWal`](crate::LocalWal): `LocalWalConfig::new(dir)` and builder
-/// methods. Values are checked by [`LocalWal::open`](crate::LocalWal::open), before anything is
-/// written.
+/// methods, or a configuration file. Values are checked by
+/// [`LocalWal::open`](crate::LocalWal::open), before anything is written.
+///
+/// In a file (any serde format; TOML here), every key but `data_dir` is
+/// optional, sizes and durations are in human form (see
+/// [`human`](crate::human)), and an unknown key is an error naming it.
+/// docs/OPERATIONS.md, "Configuration files", has every key.
+///
+/// ```
+/// use std::time::Duration;
+/// use segwal::{LocalWalConfig, SyncMode};
+///
+/// let config: LocalWalConfig = toml::from_str(
+///     r#"
+///     data_dir = "/var/lib/mydb/wal"
+///     segment_size = "32MiB"
+///     sync_mode = { interval = "10ms" }
+///     "#,
+/// )
+/// .unwrap();
+/// let built = LocalWalConfig::new("/var/lib/mydb/wal")
+///     .segment_size(32 << 20)
+///     .sync_mode(SyncMode::Interval(Duration::from_millis(10)));
+/// assert_eq!(config, built);
+///
+/// let typo = toml::from_str::<LocalWalConfig>("data_dir = \"d\"\nsegment_sise = 1");
+/// assert!(typo.unwrap_err().to_string().contains("unknown field `segment_sise`"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalWalConfig {
     pub(crate) manager: ManagerConfig,

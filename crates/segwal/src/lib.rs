@@ -8,9 +8,15 @@
 //! table's entries up to a sequence number, and the disk space comes back.
 //!
 //! [`LocalWal`] keeps the log on local disk (crate `segwal-manager` does
-//! the work; this crate runs it off the async threads). See
-//! `docs/ARCHITECTURE.md` for how it works and `docs/OPERATIONS.md` for the
-//! sync and recovery modes.
+//! the work; this crate runs it off the async threads); a
+//! [`LocalWalConfig`] is built in code or read from a configuration file
+//! (serde), with sizes and durations in the human form of [`human`].
+//! [`horaedb`] has the rest of HoraeDB's WAL API (the payload layer,
+//! `next_log_entries`, the opener of an engine's data and manifest WALs)
+//! under HoraeDB's names and paths, so an engine ports by changing its
+//! imports. See `docs/ARCHITECTURE.md` for how it works and
+//! `docs/OPERATIONS.md` for the sync and recovery modes, configuration
+//! files and porting from HoraeDB.
 //!
 //! ```
 //! use segwal::{
