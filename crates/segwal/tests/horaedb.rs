@@ -9,8 +9,7 @@ use bytes::BufMut;
 use segwal::horaedb::{
     Config, LocalStorageWalsOpener, LogBatchEncoder, LogEntry, LogWriteBatch, LogWriteEntry,
     MemoryPayload, MemoryPayloadDecoder, Payload, ReadBoundary, ReadContext, ReadRequest,
-    RuntimeRef, ScanRequest, StorageConfig, WalLocation, WalManagerRef, WalRuntimes, WalsOpener,
-    WriteContext,
+    ScanRequest, StorageConfig, WalLocation, WalManagerRef, WalRuntimes, WalsOpener, WriteContext,
 };
 use segwal::{LocalWal, LocalWalConfig};
 
@@ -18,8 +17,16 @@ async fn open(dir: &std::path::Path) -> WalManagerRef {
     Arc::new(LocalWal::open(LocalWalConfig::new(dir)).await.unwrap())
 }
 
+/// An engine's own runtime type, as HoraeDB's `runtime::Runtime` is.
+#[derive(Debug)]
+struct EngineRuntime {
+    _name: &'static str,
+}
+
+/// The runtimes as an engine builds them: its `Arc<Runtime>`s go in as
+/// they are.
 fn runtimes() -> WalRuntimes {
-    let runtime: RuntimeRef = Arc::new(tokio::runtime::Handle::current());
+    let runtime = Arc::new(EngineRuntime { _name: "engine" });
     WalRuntimes {
         read_runtime: runtime.clone(),
         write_runtime: runtime.clone(),
