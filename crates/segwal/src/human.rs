@@ -120,7 +120,9 @@ pub fn parse_duration(input: &str) -> Result<Duration> {
             };
             return Err(invalid("duration", input, reason));
         };
-        nanos += u128::from(number) * multiple;
+        nanos = nanos
+            .checked_add(u128::from(number) * multiple)
+            .ok_or_else(|| invalid("duration", input, "too long"))?;
         rest = after.trim_start();
     }
     let secs =
@@ -349,6 +351,7 @@ mod tests {
             ("10 parsecs", "unknown unit \"parsecs\""),
             ("ms", "whole number"),
             ("1.5s", "needs a unit"),
+            ("18446744073709551615d", "too long"),
         ] {
             let message = parse_duration(text).unwrap_err().to_string();
             assert!(message.contains(&format!("{text:?}")), "{message}");

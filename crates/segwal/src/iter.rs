@@ -98,10 +98,18 @@ impl BatchLogIterator {
                 Ok(Some(entries))
             }
             Err(err) => {
-                self.failed = true;
-                self.source = None;
+                self.abandon();
                 Err(err)
             }
         }
+    }
+
+    /// Gives up the iteration after an error: later calls fail with
+    /// [`Error::IteratorAbandoned`] rather than go on past entries that
+    /// were never handed out.
+    pub(crate) fn abandon(&mut self) {
+        self.failed = true;
+        self.source = None;
+        self.pending.clear();
     }
 }

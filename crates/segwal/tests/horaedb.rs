@@ -164,8 +164,9 @@ async fn next_log_entries_filters_decodes_and_keeps_the_batch_size() {
 
 /// Proves that an entry not written through the encoder (no value header,
 /// or an unknown version) is refused by `next_log_entries` with an error
-/// naming its table and sequence number, and that a decoder's error names
-/// them too.
+/// naming its table and sequence number, that a decoder's error names
+/// them too, and that the iteration is then given up rather than resumed
+/// past the bad entry.
 #[tokio::test]
 async fn entries_without_the_value_header_are_refused_by_table_and_sequence() {
     let dir = tempfile::tempdir().unwrap();
@@ -194,6 +195,12 @@ async fn entries_without_the_value_header_are_refused_by_table_and_sequence() {
             .await
             .unwrap_err();
         messages.push(err.to_string());
+        // The iteration is given up, not resumed past the bad entry.
+        let again = iter
+            .next_log_entries(MemoryPayloadDecoder, |_| true, VecDeque::new())
+            .await
+            .unwrap_err();
+        assert!(matches!(again, segwal::Error::IteratorAbandoned), "{again}");
     }
     assert!(
         messages[0].contains("table 5 at sequence 1"),

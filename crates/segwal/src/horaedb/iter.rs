@@ -22,7 +22,11 @@ impl BatchLogIterator {
     /// checked and stripped before `decoder` sees the rest. Entries the
     /// filter refuses are not decoded. Decoding runs on the calling task.
     /// Entries read past a full batch are kept for the next call (of this
-    /// method or of [`next_batch`](BatchLogIterator::next_batch)).
+    /// method or of [`next_batch`](BatchLogIterator::next_batch)). After an
+    /// error (reading, a missing header, the decoder's) the iteration is
+    /// abandoned: later calls fail with
+    /// [`Error::IteratorAbandoned`](crate::Error::IteratorAbandoned), so no
+    /// entry is silently skipped.
     pub async fn next_log_entries<D, F>(
         &mut self,
         decoder: D,
@@ -42,7 +46,13 @@ impl BatchLogIterator {
             let mut entries = batch.into_iter();
             for entry in entries.by_ref() {
                 if filter(entry.table_id) {
-                    buffer.push_back(decode(&decoder, entry)?);
+                    match decode(&decoder, entry) {
+                        Ok(decoded) => buffer.push_back(decoded),
+                        Err(err) => {
+                            self.abandon();
+                            return Err(err);
+                        }
+                    }
                     if buffer.len() == batch_size {
                         break;
                     }
