@@ -18,7 +18,7 @@ use crate::context::Context;
 use crate::error::{Result, SegmentSnafu};
 use crate::index::{Live, SegmentInfo};
 use crate::locks::write;
-use crate::stream::{Spare, Stream, Writer, lost_after};
+use crate::stream::{Spare, Stream, Writer, elapsed_nanos, lost_after};
 
 impl Stream {
     /// Makes sure the active segment can take `record_len` more bytes: if
@@ -43,13 +43,15 @@ impl Stream {
             // ending cleanly. This is the one sync under the writer lock,
             // once per segment. If it fails the segment stays active (and
             // poisoned): the stream refuses writes until it is recovered.
+            let batches = self.group.take_batches();
+            let started = Instant::now();
             if let Err(source) = full.sync() {
                 let lost_after =
                     lost_after(&source, full.identity().segment_id, full.durable_len());
                 self.record_failure(writer, ctx, lost_after);
                 return Err(source).context(SegmentSnafu);
             }
-            ctx.stats.syncs.fetch_add(1, Ordering::Relaxed);
+            ctx.stats.record_sync(elapsed_nanos(started), batches);
             let full = writer.active.take().expect("checked above");
             self.seal(full, ctx);
         }

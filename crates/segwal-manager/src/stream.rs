@@ -96,7 +96,7 @@ pub(crate) struct Stream {
     pub(crate) writer: parking_lot::Mutex<Writer>,
     /// Writers that waited too long for `writer` (see `waiting.rs`).
     starving: StarvingQueue<Result<Appended>>,
-    group: GroupCommit,
+    pub(crate) group: GroupCommit,
     /// Threads inside `write` (under `SyncMode::Always` only; else 0).
     writing: AtomicUsize,
     /// Set (under `writer`) by the first failed write or sync: the stream
@@ -282,11 +282,13 @@ impl Stream {
             entries,
         };
         debug_assert!(first >= 1 && last >= first && last < u64::MAX);
+        let started = Instant::now();
         let appended = if durable {
             segment.append_durable(&batch)
         } else {
             segment.append(&batch)
         };
+        let nanos = elapsed_nanos(started);
         // From here the numbers are used, whatever the outcome: a failed
         // write never gives them back (its bytes may yet be on disk).
         writer.sequences.insert(region_id, last + 1);
@@ -305,8 +307,10 @@ impl Stream {
             }
         };
         if durable {
-            ctx.stats.syncs.fetch_add(1, Ordering::Relaxed);
+            ctx.stats.record_sync(nanos, 1);
             ctx.stats.synced_writes.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.group.appended();
         }
         let loc = RecordLoc {
             first,
@@ -429,7 +433,7 @@ impl Stream {
         };
         match synced.outcome {
             Ok(durable) => {
-                ctx.stats.syncs.fetch_add(1, Ordering::Relaxed);
+                ctx.stats.record_sync(synced.nanos, synced.batches);
                 if synced.by_flusher {
                     ctx.stats.flusher_syncs.fetch_add(1, Ordering::Relaxed);
                 }
@@ -459,13 +463,15 @@ impl Stream {
         if let Some(handle) = handle
             && handle.durable_len() < handle.written_len()
         {
+            let batches = self.group.take_batches();
+            let started = Instant::now();
             if let Err(source) = handle.sync() {
                 let lost_after =
                     lost_after(&source, handle.header().segment_id, handle.durable_len());
                 self.record_failure(&self.writer.lock(), ctx, lost_after);
                 return Err(source).context(crate::error::SegmentSnafu);
             }
-            ctx.stats.syncs.fetch_add(1, Ordering::Relaxed);
+            ctx.stats.record_sync(elapsed_nanos(started), batches);
         }
         Ok(())
     }
@@ -513,6 +519,11 @@ fn publish(region: &Region, table_id: u64, loc: RecordLoc) {
 /// The refusal counts too because the writer that saw the failure itself
 /// may not be the first to report it: a writer parked in group commit can
 /// find the segment poisoned first.
+/// Nanoseconds since `started`, saturated.
+pub(crate) fn elapsed_nanos(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
 pub(crate) fn lost_after(
     err: &segwal_segment::Error,
     segment_id: u64,

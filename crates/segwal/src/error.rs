@@ -155,6 +155,31 @@ impl Error {
         }
     }
 
+    /// What kind of trouble this is, one of
+    /// [`metrics::ERROR_KINDS`](crate::metrics::ERROR_KINDS): the local
+    /// WAL's kinds (see `segwal_manager::Error::kind`), `timeout`,
+    /// `internal` (a blocking task failed), `backend` (another backend's
+    /// error), `closed`, or `invalid_argument` (also for the payload
+    /// layer's encoding and decoding errors and configuration errors).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Local { source } => source.kind(),
+            Error::Timeout { .. } => "timeout",
+            Error::IteratorAbandoned => "invalid_argument",
+            Error::Task { .. } => "internal",
+            Error::Backend { .. } => "backend",
+            Error::BackendClosed { .. } => "closed",
+            // The payload layer's and the configuration's errors are the
+            // caller's data or settings, never the log's.
+            Error::Encoding { .. }
+            | Error::Decoding { .. }
+            | Error::ValueHeader { .. }
+            | Error::ShortBuffer { .. }
+            | Error::InvalidHumanValue { .. }
+            | Error::UnsupportedConfig { .. } => "invalid_argument",
+        }
+    }
+
     /// True if the WAL was closed (`close_gracefully`) before this call.
     pub fn is_closed(&self) -> bool {
         matches!(

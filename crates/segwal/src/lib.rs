@@ -62,6 +62,7 @@ pub mod horaedb;
 pub mod human;
 mod iter;
 mod local;
+pub mod metrics;
 mod types;
 
 use std::sync::Arc;

@@ -73,6 +73,12 @@ impl LocalWal {
         self.manager.statistics()
     }
 
+    /// The counters without per-region figures (see
+    /// [`SegmentManager::counters`]), for metrics.
+    pub(crate) fn counters(&self) -> Statistics {
+        self.manager.counters()
+    }
+
     /// The tables whose live entries pin the oldest sealed segments, the
     /// oldest first, at most `limit`: the ones to flush (and delete) first
     /// to free disk. See [`SegmentManager::oldest_pins`].
