@@ -356,6 +356,108 @@ impl WalBasedLogStore {
     }
 }
 
+const TABLE_1: WalLocation = WalLocation {
+    region_id: 0,
+    table_id: 1,
+};
+const TABLE_2: WalLocation = WalLocation {
+    region_id: 0,
+    table_id: 2,
+};
+const TABLE_3: WalLocation = WalLocation {
+    region_id: 0,
+    table_id: 3,
+};
+const MANIFEST: WalLocation = WalLocation {
+    region_id: 0,
+    table_id: 0,
+};
+
+/// Three runtimes of two threads, as the engine keeps them.
+fn engine_runtimes() -> Arc<EngineRuntimes> {
+    let build = || {
+        Arc::new(
+            runtime::Builder::default()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap(),
+        )
+    };
+    Arc::new(EngineRuntimes {
+        read_runtime: build(),
+        write_runtime: build(),
+        default_runtime: build(),
+    })
+}
+
+/// Before a restart: manifest updates 1 to 5, four rounds of rows for
+/// tables 1 to 3, table 1 flushed after its second write and the manifest
+/// after its second update. Returns table 1's flushed sequence number.
+async fn run_until_restart(config: &EngineConfig, runtimes: Arc<EngineRuntimes>) -> SequenceNumber {
+    let wals = open_wals::<LocalStorageWalsOpener>(config, runtimes).await;
+    let manifest = WalBasedLogStore {
+        location: MANIFEST,
+        wal_manager: wals.manifest_wal.clone(),
+    };
+    for version in 1..=5 {
+        manifest.append(MetaUpdate { version }).await;
+    }
+    let mut flushed = 0;
+    for i in 0..4i64 {
+        let seq = write_rows(&wals.data_wal, TABLE_1, vec![(i, 1.0), (i + 100, 2.0)]).await;
+        write_rows(&wals.data_wal, TABLE_2, vec![(i, 3.0)]).await;
+        write_rows(&wals.data_wal, TABLE_3, vec![(i, 4.0)]).await;
+        if i == 1 {
+            flushed = seq;
+        }
+    }
+    wals.data_wal
+        .mark_delete_entries_up_to(TABLE_1, flushed)
+        .await
+        .unwrap();
+    manifest.delete_up_to(2).await;
+    wals.data_wal.close_gracefully().await.unwrap();
+    wals.manifest_wal.close_gracefully().await.unwrap();
+    flushed
+}
+
+/// After the restart: table 1 replays its unflushed rows, the region
+/// replays tables 1 and 2 (table 3 is not open), the manifest replays the
+/// updates after its snapshot.
+async fn replay_after_restart(
+    config: &EngineConfig,
+    runtimes: Arc<EngineRuntimes>,
+    flushed: SequenceNumber,
+) {
+    let batch_size = config.analytic.wal_replay_batch_size;
+    let wals = open_wals::<LocalStorageWalsOpener>(config, runtimes).await;
+    let replayed = replay_table(&wals.data_wal, TABLE_1, flushed, batch_size).await;
+    let values: Vec<_> = replayed
+        .into_iter()
+        .map(|(_, ReadPayload::Write { rows })| rows)
+        .collect();
+    assert_eq!(
+        values,
+        [vec![(2, 1.0), (102, 2.0)], vec![(3, 1.0), (103, 2.0)]]
+    );
+
+    let by_table = replay_region(&wals.data_wal, 0, &[1, 2], batch_size).await;
+    assert_eq!(by_table, HashMap::from([(1, 4), (2, 4)]));
+
+    let manifest = WalBasedLogStore {
+        location: MANIFEST,
+        wal_manager: wals.manifest_wal.clone(),
+    };
+    let mut reader = manifest.scan(ReadBoundary::Min).await;
+    let mut versions = Vec::new();
+    while let Some((sequence, update)) = reader.next_update().await {
+        assert_eq!(u64::from(update.version), sequence);
+        versions.push(update.version);
+    }
+    assert_eq!(versions, [3, 4, 5]);
+}
+
 /// Proves an engine shaped like HoraeDB's analytic engine runs on
 /// `LocalWal` through `segwal::horaedb` alone: its configuration (read from
 /// TOML, defaulted, written back), its generic set-up, its payloads and
@@ -374,88 +476,12 @@ fn an_engine_shaped_like_horaedbs_runs_on_segwal() {
     assert!(written.contains("segment_size = \"64MiB\""), "{written}");
     assert!(EngineConfig::default().analytic.wal.storage_is_local());
 
-    let build = || {
-        Arc::new(
-            runtime::Builder::default()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap(),
-        )
-    };
-    let runtimes = Arc::new(EngineRuntimes {
-        read_runtime: build(),
-        write_runtime: build(),
-        default_runtime: build(),
-    });
-    let batch_size = config.analytic.wal_replay_batch_size;
-    let (table_1, table_2, table_3) = (
-        WalLocation::new(0, 1),
-        WalLocation::new(0, 2),
-        WalLocation::new(0, 3),
-    );
-    let manifest_location = WalLocation::new(0, 0);
-
-    let flushed = runtimes.default_runtime.clone().block_on(async {
-        let wals = open_wals::<LocalStorageWalsOpener>(&config, runtimes.clone()).await;
-        let manifest = WalBasedLogStore {
-            location: manifest_location,
-            wal_manager: wals.manifest_wal.clone(),
-        };
-        for version in 1..=5 {
-            manifest.append(MetaUpdate { version }).await;
-        }
-        let mut flushed = 0;
-        for i in 0..4i64 {
-            let seq = write_rows(&wals.data_wal, table_1, vec![(i, 1.0), (i + 100, 2.0)]).await;
-            write_rows(&wals.data_wal, table_2, vec![(i, 3.0)]).await;
-            write_rows(&wals.data_wal, table_3, vec![(i, 4.0)]).await;
-            if i == 1 {
-                flushed = seq;
-            }
-        }
-        // Table 1 flushed up to its second write; the manifest snapshot up to 2.
-        wals.data_wal
-            .mark_delete_entries_up_to(table_1, flushed)
-            .await
-            .unwrap();
-        manifest.delete_up_to(2).await;
-        wals.data_wal.close_gracefully().await.unwrap();
-        wals.manifest_wal.close_gracefully().await.unwrap();
-        flushed
-    });
-    let start = ReadBoundary::Excluded(flushed)
-        .as_start_sequence_number()
-        .unwrap();
-    assert_eq!(start, flushed + 1);
-
-    runtimes.default_runtime.clone().block_on(async {
-        let wals = open_wals::<LocalStorageWalsOpener>(&config, runtimes.clone()).await;
-        let replayed = replay_table(&wals.data_wal, table_1, flushed, batch_size).await;
-        let values: Vec<_> = replayed
-            .into_iter()
-            .map(|(_, ReadPayload::Write { rows })| rows)
-            .collect();
-        assert_eq!(
-            values,
-            [vec![(2, 1.0), (102, 2.0)], vec![(3, 1.0), (103, 2.0)]]
-        );
-
-        let by_table = replay_region(&wals.data_wal, 0, &[1, 2], batch_size).await;
-        assert_eq!(by_table, HashMap::from([(1, 4), (2, 4)]));
-
-        let manifest = WalBasedLogStore {
-            location: manifest_location,
-            wal_manager: wals.manifest_wal.clone(),
-        };
-        let mut reader = manifest.scan(ReadBoundary::Min).await;
-        let mut versions = Vec::new();
-        while let Some((sequence, update)) = reader.next_update().await {
-            assert_eq!(u64::from(update.version), sequence);
-            versions.push(update.version);
-        }
-        assert_eq!(versions, [3, 4, 5]);
-    });
+    let runtimes = engine_runtimes();
+    let default_runtime = runtimes.default_runtime.clone();
+    let flushed = default_runtime.block_on(run_until_restart(&config, runtimes.clone()));
+    let start = ReadBoundary::Excluded(flushed).as_start_sequence_number();
+    assert_eq!(start, Some(flushed + 1));
+    default_runtime.block_on(replay_after_restart(&config, runtimes.clone(), flushed));
 }
 
 /// Whether a WAL `Config` is the local backend (what the engine's set-up
