@@ -254,7 +254,12 @@ fn a_slow_disk_operation_does_not_stall_other_tasks() {
             }
         };
         let writer = async {
-            let seq = wal.write(&WriteContext::default(), &batch).await.unwrap();
+            // Not a test of timeouts: a slow disk may take longer than
+            // the default 1 s for 48 MiB.
+            let ctx = WriteContext {
+                timeout: Duration::from_secs(120),
+            };
+            let seq = wal.write(&ctx, &batch).await.unwrap();
             let during = ticks.load(Ordering::Relaxed);
             done.store(true, Ordering::Release);
             (seq, during)
