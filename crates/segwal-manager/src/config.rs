@@ -118,7 +118,10 @@ impl ManagerConfig {
     ///   commit, unless segments fill faster than
     ///   [`ZERO_FILL_MAX_BYTES_PER_SEC`]. Then the zeros would take a large
     ///   share of the disk's bandwidth from the data, and writers would wait
-    ///   for them at rollover; the occasional extent conversion costs less;
+    ///   for them at rollover; the occasional extent conversion costs less.
+    ///   Until a segment has filled and the rate is known (`None`: the
+    ///   first segments after open), reserved: a writer never waits for
+    ///   zeros it could not plan for;
     /// - on a file system in memory, [`Preallocation::Reserved`] whatever
     ///   the mode: its reserved blocks are ordinary zeroed pages, with no
     ///   conversion for a sync to commit, so the zeros would be work for
@@ -131,7 +134,7 @@ impl ManagerConfig {
         self.preallocation.unwrap_or(match self.sync_mode {
             _ if memory_backed => Preallocation::Reserved,
             SyncMode::Always
-                if fill_bytes_per_sec.is_some_and(|rate| rate > ZERO_FILL_MAX_BYTES_PER_SEC) =>
+                if fill_bytes_per_sec.is_none_or(|rate| rate > ZERO_FILL_MAX_BYTES_PER_SEC) =>
             {
                 Preallocation::Reserved
             }
@@ -188,17 +191,18 @@ mod tests {
     use super::*;
 
     /// Proves the default policy: zero-filled segments only under
-    /// `SyncMode::Always`, while segments fill slowly, and not in memory;
+    /// `SyncMode::Always`, while segments are known to fill slowly, and not
+    /// in memory;
     /// an explicit setting always wins.
     #[test]
     fn preallocation_follows_the_sync_mode_and_the_fill_rate() {
         let fast = Some(ZERO_FILL_MAX_BYTES_PER_SEC * 2.0);
         let slow = Some(ZERO_FILL_MAX_BYTES_PER_SEC / 2.0);
         let mut config = ManagerConfig::new("/data");
-        for rate in [None, slow] {
-            assert_eq!(config.preallocation(rate, false), Preallocation::Zeroed);
+        assert_eq!(config.preallocation(slow, false), Preallocation::Zeroed);
+        for rate in [None, fast] {
+            assert_eq!(config.preallocation(rate, false), Preallocation::Reserved);
         }
-        assert_eq!(config.preallocation(fast, false), Preallocation::Reserved);
         for mode in [
             SyncMode::Never,
             SyncMode::Interval(Duration::from_millis(5)),

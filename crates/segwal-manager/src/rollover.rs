@@ -162,15 +162,14 @@ impl Stream {
 
     /// Starts preparing a stream's first segment at open, so that the
     /// first write of a new data dir, or after a restart, does not wait
-    /// for it. It is reserved with `fallocate` rather than zero-filled
-    /// (unless configured otherwise), which is nearly free; the spares
-    /// after it follow the usual policy.
+    /// for it. No fill rate is known yet, so by default it is reserved
+    /// with `fallocate` rather than zero-filled, which is nearly free.
     pub(crate) fn prepare_first(&self, ctx: &Context) {
         let mut writer = self.writer.lock();
         if writer.spare.is_some() || writer.active.is_some() {
             return;
         }
-        let preallocation = ctx.config.preallocation.unwrap_or(Preallocation::Reserved);
+        let preallocation = ctx.config.preallocation(None, ctx.memory_backed);
         self.spawn_spare(&mut writer, preallocation, ctx);
     }
 
