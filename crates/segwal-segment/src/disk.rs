@@ -261,12 +261,22 @@ fn fallocate(_file: &File, _len: u64) -> io::Result<()> {
 /// they did. So hooks do not see it, and its errors are the caller's to
 /// ignore: a write-back that fails is reported by the next sync.
 pub fn start_writeback(file: &File, offset: u64, len: u64) -> io::Result<()> {
-    sync_file_range(file, offset, len)
+    sync_file_range(file, offset, len, false)
+}
+
+/// Writes `file`'s dirty pages in `[offset, offset + len)` to the disk and
+/// waits until they are written (`sync_file_range` with
+/// `SYNC_FILE_RANGE_WAIT_BEFORE | WRITE | WAIT_AFTER`; nothing off Linux).
+/// Like [`start_writeback`] it makes nothing durable (no metadata, no
+/// cache flush) and is a pacing hint that hooks do not see: it lets a
+/// background writer keep its share of the disk's queue small.
+pub fn wait_writeback(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    sync_file_range(file, offset, len, true)
 }
 
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
-fn sync_file_range(file: &File, offset: u64, len: u64) -> io::Result<()> {
+fn sync_file_range(file: &File, offset: u64, len: u64, wait: bool) -> io::Result<()> {
     use std::os::fd::AsRawFd;
 
     let invalid = |_| io::Error::from(io::ErrorKind::InvalidInput);
@@ -274,9 +284,15 @@ fn sync_file_range(file: &File, offset: u64, len: u64) -> io::Result<()> {
     let len = libc::off64_t::try_from(len).map_err(invalid)?;
     // SAFETY: `sync_file_range` reads no memory of ours; the descriptor is
     // open for as long as `file` is borrowed.
-    let rc = unsafe {
-        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+    let flags = if wait {
+        libc::SYNC_FILE_RANGE_WAIT_BEFORE
+            | libc::SYNC_FILE_RANGE_WRITE
+            | libc::SYNC_FILE_RANGE_WAIT_AFTER
+    } else {
+        libc::SYNC_FILE_RANGE_WRITE
     };
+    // SAFETY: as above.
+    let rc = unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, flags) };
     if rc == 0 {
         Ok(())
     } else {
@@ -285,7 +301,7 @@ fn sync_file_range(file: &File, offset: u64, len: u64) -> io::Result<()> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn sync_file_range(_file: &File, _offset: u64, _len: u64) -> io::Result<()> {
+fn sync_file_range(_file: &File, _offset: u64, _len: u64, _wait: bool) -> io::Result<()> {
     Ok(())
 }
 

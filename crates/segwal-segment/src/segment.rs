@@ -1050,7 +1050,10 @@ fn read_header(
 /// (`disk::start_writeback`), not left to the final sync or the kernel's
 /// write-back: on a disk that the final sync would otherwise flood with a
 /// whole segment at once, every `fdatasync` that writers of the active
-/// segment wait for meanwhile would queue behind it.
+/// segment wait for meanwhile would queue behind it. And before a chunk
+/// is sent, the one before it must have reached the disk
+/// (`disk::wait_writeback`): at most two chunks of zeros are ever queued
+/// ahead of a writer's sync.
 fn preallocate(
     file: &File,
     path: &Path,
@@ -1070,12 +1073,17 @@ fn preallocate(
     if !reserved {
         let zeros = vec![0u8; ZERO_CHUNK.min(capacity as usize)];
         let mut at = SEGMENT_HEADER_LEN as u64;
+        let mut previous_chunk = None;
         while at < capacity {
             // Chunks end on multiples of the chunk size after the first.
             let n = (capacity - at).min(ZERO_CHUNK as u64 - at % ZERO_CHUNK as u64) as usize;
             disk::write_at(file, path, &zeros[..n], at)?;
-            // A hint: a failed write-back is reported by the sync below.
+            // Hints: a failed write-back is reported by the sync below.
+            if let Some(previous) = previous_chunk {
+                let _ = disk::wait_writeback(file, previous, at - previous);
+            }
             let _ = disk::start_writeback(file, at, n as u64);
+            previous_chunk = Some(at);
             at += n as u64;
         }
     }
