@@ -122,6 +122,10 @@ trait BenchBackend {
     fn syncs(&self, wal: &Self::Wal) -> Option<(u64, u64)>;
     /// Bytes of storage the log occupies (measured with the WAL closed).
     async fn stored_bytes(&self, regions: u64) -> u64;
+    /// Removes what the run left on shared servers (not `--keep`).
+    async fn clean_up(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 struct LocalBench {
@@ -158,15 +162,19 @@ impl BenchBackend for NatsBench {
     fn syncs(&self, _wal: &NatsWal) -> Option<(u64, u64)> {
         None
     }
-    async fn stored_bytes(&self, regions: u64) -> u64 {
+    async fn stored_bytes(&self, _regions: u64) -> u64 {
         let Ok(wal) = NatsWal::open(self.config.clone()).await else {
             return 0;
         };
-        let mut total = 0;
-        for region in 0..regions {
-            total += wal.stored_bytes(region).await.unwrap_or(0);
-        }
-        total
+        wal.stored_bytes().await.unwrap_or(0)
+    }
+
+    async fn clean_up(&self) -> Result<(), String> {
+        let wal = NatsWal::open(self.config.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        wal.delete_all_streams().await.map_err(|e| e.to_string())?;
+        Ok(())
     }
 }
 
@@ -296,7 +304,9 @@ async fn run_on<B: BenchBackend>(
     let disk_after = if options.keep {
         None
     } else {
-        Some(backend.stored_bytes(options.regions).await)
+        let after = backend.stored_bytes(options.regions).await;
+        backend.clean_up().await?;
+        Some(after)
     };
 
     let latencies = &written.latencies;

@@ -31,6 +31,42 @@ pub enum Error {
         source: ClientError,
     },
 
+    /// A request about one of the WAL's streams (finding, creating or
+    /// measuring it) failed.
+    #[snafu(display(
+        "{operation} of stream {stream} failed at {servers}: {source} \
+         (is the cluster reachable, and does it have a quorum of the stream's replicas?)"
+    ))]
+    Stream {
+        /// What was being done.
+        operation: String,
+        /// The stream.
+        stream: String,
+        /// The configured servers.
+        servers: String,
+        /// The client's error.
+        source: ClientError,
+    },
+
+    /// A stream under this WAL's prefix was not laid out by this
+    /// configuration: created with another stream count (regions would
+    /// move between streams), or by an older segwal with a stream per
+    /// region. Nothing was written.
+    #[snafu(display(
+        "stream {stream} does not match this configuration ({configured} streams under prefix \
+         {prefix:?}): {found}; open it with the stream count it was created with, or use another prefix"
+    ))]
+    Layout {
+        /// The prefix.
+        prefix: String,
+        /// The stream found.
+        stream: String,
+        /// The stream count configured.
+        configured: u32,
+        /// What the stream says.
+        found: String,
+    },
+
     /// A JetStream request about a region (its stream, ownership record,
     /// a message, a purge) failed: the cluster is unreachable, has no
     /// quorum for the region's stream, or refused the request.

@@ -143,7 +143,7 @@ async fn acknowledged_writes_survive_a_node_killed_mid_run() {
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // Kill the node leading region 0's stream, forcing an election.
-    let leader = stream_leader(&servers, "fault_0").await;
+    let leader = stream_leader(&servers, "fault_s0").await;
     servers.kill(leader);
     killed.store(true, Ordering::Release);
     // Writes go on with two nodes (after an election, a few seconds).
@@ -434,7 +434,7 @@ async fn deletes_free_server_storage() {
         .await
         .unwrap();
     let js = async_nats::jetstream::new(client);
-    let mut stream = js.get_stream("purge_3").await.unwrap();
+    let mut stream = js.get_stream("purge_s3").await.unwrap();
     let full = stream.info().await.unwrap().state.bytes;
     let disk_full = disk_usage(servers.store_dir());
     assert!(full > 10 << 20, "{full}");
