@@ -436,7 +436,7 @@ async fn deletes_free_server_storage() {
     let js = async_nats::jetstream::new(client);
     let mut stream = js.get_stream("purge_s3").await.unwrap();
     let full = stream.info().await.unwrap().state.bytes;
-    let disk_full = disk_usage(servers.store_dir());
+    let disk_full = support::disk_usage(servers.store_dir());
     assert!(full > 10 << 20, "{full}");
 
     wal.mark_delete_entries_up_to(table, last / 2)
@@ -454,7 +454,7 @@ async fn deletes_free_server_storage() {
     // Left: the other table's batch, the delete mark, the take record
     // (rewritten behind the batch so that it keeps no block alive).
     assert_eq!(state.messages, 3);
-    let disk_empty = disk_usage(servers.store_dir());
+    let disk_empty = support::disk_usage(servers.store_dir());
     assert!(
         disk_empty < disk_full / 2,
         "the store dir holds {disk_empty} bytes after deleting, {disk_full} before"
@@ -462,22 +462,6 @@ async fn deletes_free_server_storage() {
     assert_eq!(read_all(&wal, other).await.len(), 1);
     assert_eq!(wal.sequence_num(table).await.unwrap(), last);
     wal.close_gracefully().await.unwrap();
-}
-
-fn disk_usage(dir: &std::path::Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => disk_usage(&e.path()),
-                    Ok(m) => m.blocks() * 512,
-                    Err(_) => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 /// Proves that an unreachable cluster and a bad configuration give clear
