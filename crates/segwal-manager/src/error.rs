@@ -236,3 +236,35 @@ pub enum Error {
     #[snafu(display("the WAL is closed"))]
     Closed,
 }
+
+impl Error {
+    /// What kind of trouble this is, as a metric label (the `errors_total`
+    /// metric of the `segwal` crate): `invalid_argument` (the call or the
+    /// configuration was wrong; nothing was written), `data_dir` (the dir
+    /// is not a data dir of this version, or another process holds it),
+    /// `io` (the operating system refused a file operation), `corruption`
+    /// (bytes on disk are not what segwal wrote), `failed` (an earlier
+    /// failure stopped the log until it is reopened) or `closed`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::InvalidConfig { .. }
+            | Error::NotADirectory { .. }
+            | Error::EmptyBatch { .. }
+            | Error::EntryTooLarge { .. }
+            | Error::BatchTooLarge { .. }
+            | Error::SequenceExhausted { .. } => "invalid_argument",
+            Error::NotADataDir { .. } | Error::DataDirLocked { .. } | Error::OldLayout { .. } => {
+                "data_dir"
+            }
+            Error::Directory { .. } | Error::MetaIo { .. } => "io",
+            Error::Segment { source } | Error::Write { source, .. } => source.kind(),
+            Error::MetaInvalid { .. }
+            | Error::MetaCorrupted { .. }
+            | Error::MetaTorn { .. }
+            | Error::SealedSegmentDamaged { .. }
+            | Error::ReadCorrupted { .. } => "corruption",
+            Error::MetaFailed { .. } | Error::RegionFailed { .. } => "failed",
+            Error::Closed => "closed",
+        }
+    }
+}

@@ -103,6 +103,11 @@ struct Shared {
     /// or handed an outcome, the group ended, a waiter told to lead), so
     /// that a yielding waiter knows to look at the state again.
     changes: AtomicU64,
+    /// Batches appended to the stream for group commit, and how many of
+    /// them syncs have started to cover: the difference at a sync's start
+    /// is the batches it makes durable.
+    appended: AtomicU64,
+    covered: AtomicU64,
     /// Yielding waiters that saw their record durable or the state change.
     #[cfg(test)]
     spun: AtomicU64,
@@ -128,7 +133,7 @@ struct State {
     /// Parked writers, oldest first.
     waiters: Vec<Waiter>,
     /// The outcome of a sync the flusher made for a waiter, by ticket.
-    outcomes: Vec<(u64, segwal_segment::Result<u64>)>,
+    outcomes: Vec<(u64, Synced)>,
     /// Waiters taken out of `waiters`, not woken yet. Whoever wakes one of
     /// them (the flusher wakes a single one, to be quick back to the disk)
     /// leaves the rest to it: each waiter wakes the others as it returns.
@@ -156,6 +161,10 @@ pub(crate) struct Synced {
     pub(crate) outcome: segwal_segment::Result<u64>,
     /// Made by the flusher thread, not by the writer itself as the leader.
     pub(crate) by_flusher: bool,
+    /// How long the sync took.
+    pub(crate) nanos: u64,
+    /// How many batches it made durable.
+    pub(crate) batches: u64,
 }
 
 #[derive(Debug)]
@@ -196,10 +205,23 @@ impl GroupCommit {
                 spin,
                 sync_nanos: AtomicU64::new(0),
                 changes: AtomicU64::new(0),
+                appended: AtomicU64::new(0),
+                covered: AtomicU64::new(0),
                 #[cfg(test)]
                 spun: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// Counts a batch appended for group commit (for `batches_per_sync`).
+    pub(crate) fn appended(&self) {
+        self.shared.appended.fetch_add(1, Ordering::Release);
+    }
+
+    /// The batches appended since the last sync started, for a sync made
+    /// outside the group (at rollover, or by the interval syncer).
+    pub(crate) fn take_batches(&self) -> u64 {
+        self.shared.take_batches()
     }
 
     /// Returns once `handle` is durable up to `end`. `None` means syncs
@@ -221,12 +243,9 @@ impl GroupCommit {
         loop {
             if queued {
                 if let Some(i) = state.outcomes.iter().position(|(t, _)| *t == ticket) {
-                    let (_, outcome) = state.outcomes.swap_remove(i);
+                    let (_, synced) = state.outcomes.swap_remove(i);
                     wake_all(state);
-                    return Some(Synced {
-                        outcome,
-                        by_flusher: true,
-                    });
+                    return Some(synced);
                 }
                 match state.waiters.iter().position(|w| w.ticket == ticket) {
                     // Taken out by a sync that covered it.
@@ -250,12 +269,9 @@ impl GroupCommit {
                 state.syncing = true;
                 drop(state);
                 let leading = Leading(shared);
-                let outcome = shared.timed_sync(handle);
+                let synced = shared.timed_sync(handle, false);
                 drop(leading);
-                return Some(Synced {
-                    outcome,
-                    by_flusher: false,
-                });
+                return Some(synced);
             }
             if !queued {
                 state.waiters.push(Waiter {
@@ -383,7 +399,7 @@ impl Shared {
             if let Some(thread) = first {
                 thread.unpark();
             }
-            let outcome = self.timed_sync(&handle);
+            let synced = self.timed_sync(&handle, true);
             state = lock(&self.state);
             // The target may have left already, covered by a sync outside
             // the group (at rollover), which then wrote everything this
@@ -391,7 +407,7 @@ impl Shared {
             // operation's failure too, so nothing is lost by dropping it.
             if let Some(i) = state.waiters.iter().position(|w| w.ticket == ticket) {
                 let waiter = state.waiters.remove(i);
-                state.outcomes.push((ticket, outcome));
+                state.outcomes.push((ticket, synced));
                 state.to_wake.push(waiter.thread);
             }
             self.changed();
@@ -399,7 +415,8 @@ impl Shared {
     }
 
     /// Syncs `handle` and folds the time it took into `sync_nanos`.
-    fn timed_sync(&self, handle: &SegmentHandle) -> segwal_segment::Result<u64> {
+    fn timed_sync(&self, handle: &SegmentHandle, by_flusher: bool) -> Synced {
+        let batches = self.take_batches();
         let start = Instant::now();
         let outcome = (self.sync)(handle);
         let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -412,7 +429,19 @@ impl Shared {
             mean - mean / 8 + nanos / 8
         };
         self.sync_nanos.store(mean.max(1), Ordering::Relaxed);
-        outcome
+        Synced {
+            outcome,
+            by_flusher,
+            nanos,
+            batches,
+        }
+    }
+
+    /// The batches appended since the last sync started, which a sync
+    /// starting now makes durable.
+    fn take_batches(&self) -> u64 {
+        let appended = self.appended.load(Ordering::Acquire);
+        appended.saturating_sub(self.covered.fetch_max(appended, Ordering::AcqRel))
     }
 
     /// Tells yielding waiters to look at the state again. Called with the

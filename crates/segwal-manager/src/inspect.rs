@@ -12,7 +12,9 @@ use snafu::{ResultExt, ensure};
 use crate::error::{DirectorySnafu, NotADataDirSnafu, NotADirectorySnafu, Result};
 use crate::manager::{LOCK_FILE, lock_data_dir};
 use crate::meta::{META_FILE, MetaState, TableRecord};
-use crate::recovery::{classify, header_stream, list_segment_ids, refuse_old_layout};
+use crate::recovery::{
+    classify, header_stream, list_segment_ids, prepared_spares, refuse_old_layout,
+};
 
 /// What [`inspect`] found in a data dir.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,16 +177,28 @@ fn walk(dir: &Path, visit: &mut Visit<'_>) -> Result<DirReport> {
         .iter()
         .map(|&id| header_stream(&dir.join(segment_file_name(id))))
         .collect();
+    // As recovery judges them: a prepared spare is not its stream's newest.
+    let prepared = prepared_spares(dir, &ids, &streams);
     let mut newest: BTreeMap<Option<u64>, u64> = BTreeMap::new();
     for (&id, &stream) in ids.iter().zip(&streams) {
-        newest.insert(stream, id);
+        if !prepared.contains(&id) {
+            newest.insert(stream, id);
+        }
     }
     let mut segments = Vec::new();
     for (&segment_id, &stream_id) in ids.iter().zip(&streams) {
         let is_newest = newest.get(&stream_id) == Some(&segment_id);
-        segments.push(walk_segment(
-            dir, segment_id, stream_id, is_newest, &meta, visit,
-        ));
+        let mut report = walk_segment(dir, segment_id, stream_id, is_newest, &meta, visit);
+        if prepared.contains(&segment_id) {
+            report.problems.push(Problem {
+                path: report.path.clone(),
+                offset: None,
+                message: "prepared ahead of need, with no records yet (removed on the next open)"
+                    .into(),
+                is_damage: false,
+            });
+        }
+        segments.push(report);
     }
     let tables = meta
         .tables

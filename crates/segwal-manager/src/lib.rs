@@ -32,6 +32,7 @@ mod context;
 mod delete;
 mod error;
 mod group;
+mod histogram;
 mod index;
 mod inspect;
 mod locks;
@@ -51,6 +52,7 @@ pub use config::{
     MAX_STREAMS, ManagerConfig, Preallocation, RecoveryMode, SyncMode, ZERO_FILL_MAX_BYTES_PER_SEC,
 };
 pub use error::{Error, Result};
+pub use histogram::{COUNT_BOUNDS, Histogram, HistogramSnapshot, LATENCY_BOUNDS_NANOS};
 pub use inspect::{DirReport, Problem, SegmentReport, TableMarks, TableSpan, dump_table, inspect};
 pub use manager::{LOCK_FILE, SegmentManager};
 pub use meta::META_FILE;

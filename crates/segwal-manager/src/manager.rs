@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap as HashMap;
 use segwal_format::{MAX_BODY_LEN, RECORD_HEADER_LEN};
@@ -30,7 +30,7 @@ use crate::rewrite::{pick_victims, rewrite_segment};
 use crate::snapshot::{read_table, scan_region};
 use crate::space::{TablePin, oldest_pins};
 use crate::stats::{Statistics, Stats};
-use crate::stream::Stream;
+use crate::stream::{Stream, elapsed_nanos};
 
 /// How many of the tables pinning the oldest segments `statistics` lists.
 const STATISTICS_PINS: usize = 8;
@@ -102,7 +102,16 @@ impl SegmentManager {
 
         let (meta, meta_state) = MetaLog::open(dir, config.recovery_mode)?;
         let cache = SegmentCache::new(config.cache_size);
+        let started = Instant::now();
         let recovered = recover(&config, &meta_state, &cache, recovery_threads())?;
+        let stats = Stats::default();
+        stats
+            .recovery_nanos
+            .store(elapsed_nanos(started), Ordering::Relaxed);
+        let recovered_bytes = recovered.segments.values().map(|info| info.len).sum();
+        stats
+            .recovery_bytes
+            .store(recovered_bytes, Ordering::Relaxed);
         let ctx = Context {
             memory_backed: disk::is_memory_backed(dir),
             cache,
@@ -110,7 +119,7 @@ impl SegmentManager {
             next_segment_id: AtomicU64::new(recovered.next_segment_id),
             meta,
             purging: Mutex::default(),
-            stats: Stats::default(),
+            stats,
             config,
         };
         let stream_count = ctx.config.streams as u64;
@@ -395,6 +404,22 @@ impl SegmentManager {
 
     /// The counters and per-region figures.
     pub fn statistics(&self) -> Statistics {
+        let mut statistics = self.counters();
+        for stream in &self.inner.streams {
+            let writer = stream.writer.lock();
+            statistics
+                .regions
+                .extend(writer.sequences.iter().map(|(&id, &next)| (id, next)));
+        }
+        statistics.regions.sort_unstable();
+        statistics.oldest_pins = self.oldest_pins(STATISTICS_PINS);
+        statistics
+    }
+
+    /// [`statistics`](SegmentManager::statistics) without the per-region
+    /// figures (`regions` and `oldest_pins` stay empty): its cost does not
+    /// grow with the regions, for frequent scrapes.
+    pub fn counters(&self) -> Statistics {
         let ctx = &self.inner.ctx;
         let mut statistics = Statistics::from_counters(&ctx.stats);
         statistics.segments_open = ctx.cache.len() as u64;
@@ -408,14 +433,6 @@ impl SegmentManager {
             }
         }
         statistics.meta_bytes = ctx.meta.len();
-        for stream in &self.inner.streams {
-            let writer = stream.writer.lock();
-            statistics
-                .regions
-                .extend(writer.sequences.iter().map(|(&id, &next)| (id, next)));
-        }
-        statistics.regions.sort_unstable();
-        statistics.oldest_pins = self.oldest_pins(STATISTICS_PINS);
         statistics
     }
 

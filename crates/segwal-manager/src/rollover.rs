@@ -4,7 +4,12 @@
 //!
 //! A stream prepares at most one spare at a time, so the disk set aside
 //! ahead of need is bounded per stream (the active segment and one spare),
-//! never per region.
+//! never per region. The spare is prepared from the first write to a new
+//! active segment on, on a thread of its own, which creates it under a
+//! temporary name, preallocates and syncs it, and renames it to its final
+//! name (syncing the directory): a rollover only switches to it. Recovery
+//! tells a prepared spare (untouched past its header) from the active
+//! segment it follows (see `recovery::prepared_spares`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,7 +23,7 @@ use crate::context::Context;
 use crate::error::{Result, SegmentSnafu};
 use crate::index::{Live, SegmentInfo};
 use crate::locks::write;
-use crate::stream::{Spare, Stream, Writer, lost_after};
+use crate::stream::{Spare, Stream, Writer, elapsed_nanos, lost_after};
 
 impl Stream {
     /// Makes sure the active segment can take `record_len` more bytes: if
@@ -43,14 +48,20 @@ impl Stream {
             // ending cleanly. This is the one sync under the writer lock,
             // once per segment. If it fails the segment stays active (and
             // poisoned): the stream refuses writes until it is recovered.
+            let batches = self.group.take_batches();
+            let started = Instant::now();
             if let Err(source) = full.sync() {
                 let lost_after =
                     lost_after(&source, full.identity().segment_id, full.durable_len());
                 self.record_failure(writer, ctx, lost_after);
                 return Err(source).context(SegmentSnafu);
             }
-            ctx.stats.syncs.fetch_add(1, Ordering::Relaxed);
+            ctx.stats.record_sync(elapsed_nanos(started), batches);
             let full = writer.active.take().expect("checked above");
+            writer.fill_rate = writer.active_since.map(|since| {
+                let written = full.written_len() - SEGMENT_HEADER_LEN as u64;
+                written as f64 / since.elapsed().as_secs_f64().max(1e-6)
+            });
             self.seal(full, ctx);
         }
         let needed = SEGMENT_HEADER_LEN as u64 + record_len;
@@ -106,35 +117,41 @@ impl Stream {
         }
     }
 
-    /// Starts preparing the next segment in the background once the active
-    /// one is half full, so that a rollover finds it ready (creating a
-    /// segment may write its whole length).
+    /// Starts preparing the next segment in the background as soon as the
+    /// active one has taken its first write, so that the rollover finds it
+    /// ready (creating a segment may write its whole length): it has the
+    /// whole time the active segment takes to fill. Its preallocation
+    /// follows the rate at which the last segment filled.
     pub(crate) fn prepare_spare(&self, writer: &mut Writer, ctx: &Context) {
-        let Some(active) = &writer.active else {
-            return;
-        };
-        if writer.spare.is_some() || active.written_len().saturating_mul(2) < active.capacity() {
+        if writer.spare.is_some() || writer.active.is_none() {
             return;
         }
-        let fill_rate = writer.active_since.map(|since| {
-            let written = active.written_len() - SEGMENT_HEADER_LEN as u64;
-            written as f64 / since.elapsed().as_secs_f64().max(1e-6)
-        });
-        let preallocation = ctx.config.preallocation(fill_rate, ctx.memory_backed);
+        let preallocation = ctx
+            .config
+            .preallocation(writer.fill_rate, ctx.memory_backed);
         self.spawn_spare(writer, preallocation, ctx);
     }
 
     /// Creates the next segment on a thread of its own, under its
-    /// temporary name, as the writer's spare. Without a thread the
-    /// rollover creates the segment itself; the id stays unused.
+    /// temporary name, then renames it to its final name, as the writer's
+    /// spare. Without a thread the rollover creates the segment itself;
+    /// the id stays unused.
     fn spawn_spare(&self, writer: &mut Writer, preallocation: Preallocation, ctx: &Context) {
         let segment_id = ctx.next_segment_id.fetch_add(1, Ordering::AcqRel);
         let path = ctx.spare_path(segment_id);
+        let final_path = ctx.segment_path(segment_id);
         let identity = self.identity(segment_id);
         let capacity = ctx.config.segment_size_bytes;
         let spawned = std::thread::Builder::new()
             .name(format!("segwal-spare-{}", self.id))
-            .spawn(move || Segment::create(&path, identity, capacity, preallocation));
+            .spawn(move || {
+                let mut segment = Segment::create(&path, identity, capacity, preallocation)?;
+                if let Err(err) = segment.rename(&final_path) {
+                    let _ = segment.delete();
+                    return Err(err);
+                }
+                Ok(segment)
+            });
         if let Ok(creating) = spawned {
             writer.spare = Some(Spare {
                 segment_id,
@@ -157,24 +174,24 @@ impl Stream {
         self.spawn_spare(&mut writer, preallocation, ctx);
     }
 
-    /// The prepared segment, renamed into place, if there is one, it was
-    /// created successfully and it can hold `needed` bytes. Otherwise the
-    /// spare is discarded and the caller creates a segment itself.
+    /// The prepared segment, if there is one, it was created successfully
+    /// and it can hold `needed` bytes. Otherwise the spare is discarded and
+    /// the caller creates a segment itself.
     fn take_spare(&self, writer: &mut Writer, needed: u64, ctx: &Context) -> Option<Segment> {
         let spare = writer.spare.take()?;
-        let Ok(Ok(mut segment)) = spare.creating.join() else {
+        let Ok(Ok(segment)) = spare.creating.join() else {
             // Creation failed and removed its file; the id stays unused.
             return None;
         };
-        if segment.capacity() >= needed
-            && segment.rename(&ctx.segment_path(spare.segment_id)).is_ok()
-        {
+        debug_assert_eq!(segment.identity().segment_id, spare.segment_id);
+        if segment.capacity() >= needed {
             ctx.stats.spares_used.fetch_add(1, Ordering::Relaxed);
             return Some(segment);
         }
-        // Too small for this batch, or not renamed (it keeps its temporary
-        // name, which recovery removes): best effort, the synchronous
-        // creation that follows reports any real trouble with the disk.
+        // Too small for this batch. Best effort: were it left behind,
+        // recovery would remove it as an untouched spare, and the
+        // synchronous creation that follows reports any real trouble with
+        // the disk.
         let _ = segment.delete();
         None
     }

@@ -2,6 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::histogram::{COUNT_BOUNDS, Histogram, HistogramSnapshot, LATENCY_BOUNDS_NANOS};
 use crate::space::TablePin;
 
 /// How many regions the text of [`Statistics`] lists by name.
@@ -26,9 +27,40 @@ pub(crate) struct Stats {
     pub(crate) segments_rewritten: AtomicU64,
     pub(crate) rewritten_records: AtomicU64,
     pub(crate) rewritten_bytes: AtomicU64,
+    /// How long recovery took at open, and the bytes of log it read.
+    pub(crate) recovery_nanos: AtomicU64,
+    pub(crate) recovery_bytes: AtomicU64,
+    pub(crate) histograms: Histograms,
+}
+
+/// The distributions behind the counters.
+#[derive(Debug)]
+pub(crate) struct Histograms {
+    /// How long each sync counted in `syncs` took, in nanoseconds (for a
+    /// write that synced itself, the whole write).
+    pub(crate) sync_nanos: Histogram,
+    /// How many batches each sync made durable.
+    pub(crate) batches_per_sync: Histogram,
+}
+
+impl Default for Histograms {
+    fn default() -> Histograms {
+        Histograms {
+            sync_nanos: Histogram::new(LATENCY_BOUNDS_NANOS),
+            batches_per_sync: Histogram::new(COUNT_BOUNDS),
+        }
+    }
 }
 
 impl Stats {
+    /// Counts one sync that took `nanos` and made `batches` batches
+    /// durable.
+    pub(crate) fn record_sync(&self, nanos: u64, batches: u64) {
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.histograms.sync_nanos.observe(nanos);
+        self.histograms.batches_per_sync.observe(batches);
+    }
+
     pub(crate) fn record_write(&self, entries: u64, bytes: u64) {
         self.batches_written.fetch_add(1, Ordering::Relaxed);
         self.entries_written.fetch_add(entries, Ordering::Relaxed);
@@ -97,6 +129,15 @@ pub struct Statistics {
     /// Segment files open now: each stream's active one, plus sealed ones
     /// in the open-segment cache.
     pub segments_open: u64,
+    /// How long each sync took, in nanoseconds (for a write that synced
+    /// itself, the whole write).
+    pub sync_latency_nanos: HistogramSnapshot,
+    /// How many batches each sync made durable: the group commit's groups.
+    pub batches_per_sync: HistogramSnapshot,
+    /// How long recovery took when the WAL was opened, in nanoseconds.
+    pub recovery_nanos: u64,
+    /// Bytes of log recovery read when the WAL was opened.
+    pub recovery_bytes: u64,
     /// The tables whose live records pin the oldest sealed segments, oldest
     /// first (see [`SegmentManager::oldest_pins`](crate::SegmentManager::oldest_pins)).
     pub oldest_pins: Vec<TablePin>,
@@ -124,6 +165,10 @@ impl Statistics {
             segments_rewritten: stats.segments_rewritten.load(Ordering::Relaxed),
             rewritten_records: stats.rewritten_records.load(Ordering::Relaxed),
             rewritten_bytes: stats.rewritten_bytes.load(Ordering::Relaxed),
+            sync_latency_nanos: stats.histograms.sync_nanos.snapshot(),
+            batches_per_sync: stats.histograms.batches_per_sync.snapshot(),
+            recovery_nanos: stats.recovery_nanos.load(Ordering::Relaxed),
+            recovery_bytes: stats.recovery_bytes.load(Ordering::Relaxed),
             ..Statistics::default()
         }
     }
@@ -143,6 +188,18 @@ impl std::fmt::Display for Statistics {
             f,
             "syncs: {} ({per_sync:.1} batches per sync; {} by writes that synced themselves, {} by flusher threads)",
             self.syncs, self.synced_writes, self.flusher_syncs
+        )?;
+        let micros = |q: f64| {
+            self.sync_latency_nanos
+                .quantile_bound(q)
+                .map_or_else(|| "-".to_owned(), |nanos| (nanos / 1_000).to_string())
+        };
+        writeln!(
+            f,
+            "sync latency: p50 <= {} us, p99 <= {} us, p99.9 <= {} us",
+            micros(0.5),
+            micros(0.99),
+            micros(0.999)
         )?;
         writeln!(f, "write-backs started early: {}", self.writebacks)?;
         writeln!(
@@ -166,6 +223,12 @@ impl std::fmt::Display for Statistics {
             self.disk_bytes, self.live_bytes, self.meta_bytes
         )?;
         writeln!(f, "META log appends: {}", self.meta_writes)?;
+        writeln!(
+            f,
+            "recovery at open: {} bytes in {:.1} ms",
+            self.recovery_bytes,
+            self.recovery_nanos as f64 / 1e6
+        )?;
         writeln!(
             f,
             "rewrites: {} segments, {} records, {} bytes copied forward",

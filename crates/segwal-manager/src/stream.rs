@@ -68,6 +68,9 @@ pub(crate) struct Writer {
     pub(crate) active_live: Arc<Live>,
     /// When the active segment became the active one: a write needed it.
     pub(crate) active_since: Option<Instant>,
+    /// How fast the last sealed segment filled, in bytes per second: it
+    /// decides how the next spare is preallocated.
+    pub(crate) fill_rate: Option<f64>,
     /// Where in the active segment write-back was last started up to (see
     /// [`WRITEBACK_CHUNK_BYTES`]).
     pub(crate) writeback_from: u64,
@@ -96,7 +99,7 @@ pub(crate) struct Stream {
     pub(crate) writer: parking_lot::Mutex<Writer>,
     /// Writers that waited too long for `writer` (see `waiting.rs`).
     starving: StarvingQueue<Result<Appended>>,
-    group: GroupCommit,
+    pub(crate) group: GroupCommit,
     /// Threads inside `write` (under `SyncMode::Always` only; else 0).
     writing: AtomicUsize,
     /// Set (under `writer`) by the first failed write or sync: the stream
@@ -137,6 +140,7 @@ impl Stream {
                 active: None,
                 active_live: Arc::default(),
                 active_since: None,
+                fill_rate: None,
                 writeback_from: 0,
                 spare: None,
                 sequences,
@@ -282,11 +286,13 @@ impl Stream {
             entries,
         };
         debug_assert!(first >= 1 && last >= first && last < u64::MAX);
+        let started = Instant::now();
         let appended = if durable {
             segment.append_durable(&batch)
         } else {
             segment.append(&batch)
         };
+        let nanos = elapsed_nanos(started);
         // From here the numbers are used, whatever the outcome: a failed
         // write never gives them back (its bytes may yet be on disk).
         writer.sequences.insert(region_id, last + 1);
@@ -305,8 +311,10 @@ impl Stream {
             }
         };
         if durable {
-            ctx.stats.syncs.fetch_add(1, Ordering::Relaxed);
+            ctx.stats.record_sync(nanos, 1);
             ctx.stats.synced_writes.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.group.appended();
         }
         let loc = RecordLoc {
             first,
@@ -327,7 +335,7 @@ impl Stream {
     }
 
     /// What follows every append: write-back started early (unsynced
-    /// modes) and the next segment prepared once this one is half full.
+    /// modes) and the next segment prepared if it is not yet.
     pub(crate) fn after_append(&self, writer: &mut Writer, end: u64, ctx: &Context) {
         if ctx.config.sync_mode != SyncMode::Always
             && end - writer.writeback_from >= WRITEBACK_CHUNK_BYTES
@@ -429,7 +437,7 @@ impl Stream {
         };
         match synced.outcome {
             Ok(durable) => {
-                ctx.stats.syncs.fetch_add(1, Ordering::Relaxed);
+                ctx.stats.record_sync(synced.nanos, synced.batches);
                 if synced.by_flusher {
                     ctx.stats.flusher_syncs.fetch_add(1, Ordering::Relaxed);
                 }
@@ -459,13 +467,15 @@ impl Stream {
         if let Some(handle) = handle
             && handle.durable_len() < handle.written_len()
         {
+            let batches = self.group.take_batches();
+            let started = Instant::now();
             if let Err(source) = handle.sync() {
                 let lost_after =
                     lost_after(&source, handle.header().segment_id, handle.durable_len());
                 self.record_failure(&self.writer.lock(), ctx, lost_after);
                 return Err(source).context(crate::error::SegmentSnafu);
             }
-            ctx.stats.syncs.fetch_add(1, Ordering::Relaxed);
+            ctx.stats.record_sync(elapsed_nanos(started), batches);
         }
         Ok(())
     }
@@ -513,6 +523,11 @@ fn publish(region: &Region, table_id: u64, loc: RecordLoc) {
 /// The refusal counts too because the writer that saw the failure itself
 /// may not be the first to report it: a writer parked in group commit can
 /// find the segment poisoned first.
+/// Nanoseconds since `started`, saturated.
+pub(crate) fn elapsed_nanos(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
 pub(crate) fn lost_after(
     err: &segwal_segment::Error,
     segment_id: u64,

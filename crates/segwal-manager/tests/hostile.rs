@@ -6,12 +6,8 @@
 //! must return a clear error naming its input, or a defined result; never
 //! panic, never lose or alter an entry (SPEC sections 3 and 4).
 
-// Mounting the file systems some tests need takes `libc::mount`.
-#![allow(unsafe_code)]
-
 use std::ffi::CString;
 use std::fs;
-use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
@@ -25,7 +21,9 @@ use segwal_manager::{
 #[path = "support/layout.rs"]
 mod layout;
 
-use layout::{files_with_lengths, segment_files, spare_files, write_meta_log};
+use layout::{
+    files_with_lengths, log_files_with_lengths, segment_files, spare_files, write_meta_log,
+};
 
 const MAX: u64 = u64::MAX;
 
@@ -228,12 +226,12 @@ fn reads_at_every_boundary_return_exactly_the_range() {
     }
     // Tables and regions never written read as empty, and reading them
     // creates or changes nothing on disk.
-    let files = files_with_lengths(dir.path());
+    let files = log_files_with_lengths(dir.path());
     assert!(sequences(&wal, 1, 7, 0, MAX).is_empty());
     assert!(sequences(&wal, 9, 5, 0, MAX).is_empty());
     assert!(drain(wal.scan(9).unwrap()).is_empty());
     assert_eq!(wal.sequence_num(9, 5).unwrap(), 0);
-    assert_eq!(files_with_lengths(dir.path()), files);
+    assert_eq!(log_files_with_lengths(dir.path()), files);
 }
 
 /// Proves that an iterator asked for zero entries hands out none and loses
@@ -405,11 +403,11 @@ fn deletes_at_and_past_the_limits() {
     assert_eq!(wal.write(2, 1, &[b"seven"]).unwrap(), 7);
     assert_eq!(wal.write(2, 0, &[b"eight"]).unwrap(), 8);
     let unchanged = meta(&wal);
-    let files = files_with_lengths(dir.path());
+    let files = log_files_with_lengths(dir.path());
     wal.mark_delete_entries_up_to(9, 9, MAX).unwrap();
     wal.mark_delete_entries_up_to(2, 9, MAX).unwrap();
     assert_eq!(meta(&wal), unchanged, "deletes of nothing write nothing");
-    assert_eq!(files_with_lengths(dir.path()), files);
+    assert_eq!(log_files_with_lengths(dir.path()), files);
     assert_eq!(wal.sequence_num(2, 9).unwrap(), 0);
     drop(wal);
 
@@ -727,26 +725,24 @@ fn calls_after_close_are_refused() {
 /// Mounted with the `mount` system call rather than the `mount` program:
 /// a child process holds copies of this process's descriptors until it has
 /// exec'ed, among them other tests' data-dir lock files, and with them
-/// their locks. Mounting needs privileges; without them the tests that
-/// need a mount say so and return.
+/// their locks. Mounting needs root (CI runs as root): without it the
+/// tests that need a mount fail, saying so.
 struct Tmpfs {
     dir: tempfile::TempDir,
 }
 
 impl Tmpfs {
-    fn mount(size: &str, test: &str) -> Option<Tmpfs> {
+    fn mount(size: &str, test: &str) -> Tmpfs {
+        use rustix::mount::{MountFlags, mount};
         let dir = tempfile::tempdir().unwrap();
         let data = CString::new(format!("size={size}")).unwrap();
-        match mount(dir.path(), Some("tmpfs"), 0, Some(&data)) {
-            Ok(()) => Some(Tmpfs { dir }),
-            Err(err) => {
-                eprintln!(
-                    "\n*** SKIPPED {test}: cannot mount a tmpfs ({err}); it needs root \
-                     (CI runs as root) ***\n"
-                );
-                None
-            }
+        if let Err(err) = mount("tmpfs", dir.path(), "tmpfs", MountFlags::empty(), &*data) {
+            panic!(
+                "{test} mounts a tmpfs, which needs root: {err}; run the tests as root \
+                 (`sudo -E cargo xtask test`), as CI does"
+            );
         }
+        Tmpfs { dir }
     }
 
     fn path(&self) -> &Path {
@@ -754,47 +750,17 @@ impl Tmpfs {
     }
 
     fn remount_read_only(&self) {
-        mount(self.path(), None, libc::MS_REMOUNT | libc::MS_RDONLY, None).unwrap();
+        use rustix::mount::{MountFlags, mount_remount};
+        mount_remount(self.path(), MountFlags::RDONLY, c"").unwrap();
     }
 }
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let target = c_path(self.path());
-        // SAFETY: `target` is a NUL-terminated string that outlives the call.
-        let rc = unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
-        if rc != 0 {
-            eprintln!(
-                "cannot unmount {}: {}",
-                self.path().display(),
-                io::Error::last_os_error()
-            );
+        use rustix::mount::{UnmountFlags, unmount};
+        if let Err(err) = unmount(self.path(), UnmountFlags::DETACH) {
+            eprintln!("cannot unmount {}: {err}", self.path().display());
         }
-    }
-}
-
-fn c_path(path: &Path) -> CString {
-    CString::new(path.as_os_str().as_bytes()).unwrap()
-}
-
-/// `mount(2)` of a `fstype` file system (none for a remount) on `target`.
-fn mount(
-    target: &Path,
-    fstype: Option<&str>,
-    flags: libc::c_ulong,
-    data: Option<&CString>,
-) -> io::Result<()> {
-    let target = c_path(target);
-    let fstype = fstype.map(|t| CString::new(t).unwrap());
-    let fstype_ptr = fstype.as_ref().map_or(std::ptr::null(), |t| t.as_ptr());
-    let data_ptr = data.map_or(std::ptr::null(), |d| d.as_ptr().cast());
-    // SAFETY: every pointer is null or a NUL-terminated string that outlives
-    // the call; the source of a tmpfs is any name, here its type.
-    let rc = unsafe { libc::mount(fstype_ptr, target.as_ptr(), fstype_ptr, flags, data_ptr) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 
@@ -809,9 +775,7 @@ fn mount(
 /// test says so and returns.
 #[test]
 fn a_read_only_data_dir_is_refused_and_still_inspected() {
-    let Some(fs) = Tmpfs::mount("4m", "a_read_only_data_dir_is_refused_and_still_inspected") else {
-        return;
-    };
+    let fs = Tmpfs::mount("4m", "a_read_only_data_dir_is_refused_and_still_inspected");
     let data = fs.path().join("wal");
     {
         let wal = open(&data);
@@ -863,12 +827,10 @@ fn a_read_only_data_dir_is_refused_and_still_inspected() {
 /// usable for reads and deletes.
 #[test]
 fn a_segment_larger_than_the_disk_is_an_error_not_a_crash() {
-    let Some(fs) = Tmpfs::mount(
+    let fs = Tmpfs::mount(
         "1m",
         "a_segment_larger_than_the_disk_is_an_error_not_a_crash",
-    ) else {
-        return;
-    };
+    );
     let wal = SegmentManager::open(ManagerConfig {
         segment_size_bytes: 1 << 40,
         ..ManagerConfig::new(fs.path())

@@ -115,10 +115,11 @@ fn a_scan_reopens_only_the_segments_the_cache_does_not_hold() {
 }
 
 /// Proves that the next segment is prepared in the background so that
-/// most rollovers only rename it into place, that closing removes an
-/// unused one, and that recovery removes a spare a crash left behind
-/// (here: a copy of the data dir taken while a spare existed, two regions
-/// writing) without mistaking the segment before it for a sealed one.
+/// most rollovers only switch to it, that closing removes an unused one,
+/// and that recovery removes a spare a crash left behind, being prepared
+/// under its temporary name (here: a copy of the data dir taken while one
+/// existed, two regions writing), without mistaking the segment before it
+/// for a sealed one.
 #[test]
 fn rollovers_use_segments_prepared_ahead_and_leave_no_spares_behind() {
     let dir = tempfile::tempdir().unwrap();
@@ -136,8 +137,9 @@ fn rollovers_use_segments_prepared_ahead_and_leave_no_spares_behind() {
     assert!(stats.segments_created >= 10, "{stats}");
     assert!(stats.spares_used >= 1, "{stats}");
 
-    // Write into the second half of a segment so a spare is prepared, then
-    // take a copy of the files as a crash would leave them.
+    // Write until a spare is being prepared (under its temporary name, for
+    // a moment: it is renamed into place once ready), then take a copy of
+    // the files as a crash would leave them.
     let crash = tempfile::tempdir().unwrap();
     for i in 0.. {
         wal.write(3 + i % 2, 1, &[&entry]).unwrap();
@@ -253,4 +255,138 @@ fn unsynced_segments_start_write_back_as_they_fill_and_synced_ones_never() {
         assert!(read.iter().all(|(_, bytes)| bytes == &payload));
         wal.close().unwrap();
     }
+}
+
+/// A segment file's bytes from `len` on are all zeros: where its records
+/// end, found the way a test can (the last non-zero byte).
+fn written_end(path: &Path) -> usize {
+    let bytes = fs::read(path).unwrap();
+    bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
+}
+
+/// Writes region 1 under `SyncMode::Always` until a spare stands renamed
+/// into place after the active segment, and returns a copy of the data
+/// dir taken then (what a crash leaves: every write acknowledged), the
+/// entries written, and the active segment's and the spare's names.
+fn image_with_prepared_spare() -> (tempfile::TempDir, Vec<(u64, Vec<u8>)>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = SegmentManager::open(ManagerConfig {
+        segment_size_bytes: 16 << 10,
+        ..ManagerConfig::new(dir.path())
+    })
+    .unwrap();
+    let mut written = Vec::new();
+    for i in 0.. {
+        let payload = format!("entry {i} {}", "x".repeat(700)).into_bytes();
+        let sequence = wal.write(1, 1, &[&payload]).unwrap();
+        written.push((sequence, payload));
+        let segments = files_with_suffix(dir.path(), ".seg");
+        if i >= 30 && segments.len() >= 2 {
+            let spare = segments.last().unwrap();
+            if written_end(&dir.path().join(spare)) == 48 {
+                // A spare is in place: copy before the next write uses it.
+                let image = tempfile::tempdir().unwrap();
+                for name in files_with_suffix(dir.path(), "") {
+                    fs::copy(dir.path().join(&name), image.path().join(&name)).unwrap();
+                }
+                let active = segments[segments.len() - 2].clone();
+                return (image, written, active, spare.clone());
+            }
+        }
+        assert!(i < 10_000, "no spare was ever put in place");
+    }
+    unreachable!()
+}
+
+/// Proves that a spare renamed into place, which no write reached, does
+/// not make the segment before it look sealed: a crash image whose active
+/// segment ends in a torn write (bytes past its last record that no record
+/// decodes from) and is followed by a prepared spare opens under the
+/// default recovery mode with every acknowledged entry, the torn bytes cut
+/// and the spare removed, and `Strict` reports the torn tail naming the
+/// active segment rather than calling it corruption; `inspect` notes both,
+/// as no damage.
+#[test]
+fn a_prepared_spare_does_not_hide_a_torn_tail_before_it() {
+    let (image, written, active, spare) = image_with_prepared_spare();
+    let active_path = image.path().join(&active);
+    let end = written_end(&active_path);
+    let mut bytes = fs::read(&active_path).unwrap();
+    bytes[end..end + 40].fill(0xA5);
+    fs::write(&active_path, &bytes).unwrap();
+
+    let strict = tempfile::tempdir().unwrap();
+    for name in files_with_suffix(image.path(), "") {
+        fs::copy(image.path().join(&name), strict.path().join(&name)).unwrap();
+    }
+    let err = SegmentManager::open(ManagerConfig {
+        recovery_mode: segwal_manager::RecoveryMode::Strict,
+        ..ManagerConfig::new(strict.path())
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains(&active) && err.contains("torn"),
+        "Strict names the torn tail of {active}: {err}"
+    );
+
+    // `inspect` judges as recovery does: two notes, no damage.
+    let report = segwal_manager::inspect(image.path()).unwrap();
+    let notes: Vec<_> = report
+        .problems()
+        .map(|p| (p.path.clone(), p.is_damage, p.message.clone()))
+        .collect();
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert!(notes.iter().all(|(_, damage, _)| !damage), "{notes:?}");
+    assert!(
+        notes
+            .iter()
+            .any(|(path, _, message)| path.ends_with(&spare) && message.contains("prepared ahead"))
+    );
+    assert!(notes.iter().any(|(path, _, _)| path.ends_with(&active)));
+
+    let wal = SegmentManager::open(ManagerConfig::new(image.path())).unwrap();
+    assert!(!image.path().join(&spare).exists(), "the spare is removed");
+    assert_eq!(drain(wal.read(1, 1, 0, u64::MAX).unwrap()), written);
+    let next = written.len() as u64 + 1;
+    assert_eq!(wal.write(1, 1, &[b"after"]).unwrap(), next);
+    wal.close().unwrap();
+    assert_eq!(written_end(&active_path), end, "the torn bytes were zeroed");
+}
+
+/// Proves that a newest segment whose first record is damaged (zeroed, as
+/// a spare's bytes are) but whose later records are intact is not taken
+/// for a prepared spare and removed: the open refuses it as corruption
+/// naming the file, the file stays as it was, and `SkipCorrupted` reads
+/// the records after the damage.
+#[test]
+fn a_newest_segment_with_its_first_record_zeroed_is_not_taken_for_a_spare() {
+    let (image, written, active, spare) = image_with_prepared_spare();
+    fs::remove_file(image.path().join(&spare)).unwrap();
+    let active_path = image.path().join(&active);
+    let mut bytes = fs::read(&active_path).unwrap();
+    bytes[48..48 + 64].fill(0);
+    fs::write(&active_path, &bytes).unwrap();
+
+    let err = SegmentManager::open(ManagerConfig::new(image.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&active), "{err}");
+    assert_eq!(fs::read(&active_path).unwrap(), bytes, "the file is kept");
+
+    let wal = SegmentManager::open(ManagerConfig {
+        recovery_mode: segwal_manager::RecoveryMode::SkipCorrupted,
+        ..ManagerConfig::new(image.path())
+    })
+    .unwrap();
+    let read = drain(wal.read(1, 1, 0, u64::MAX).unwrap());
+    assert_eq!(read.len() + 1, written.len(), "one record is skipped");
+    let missing = read
+        .iter()
+        .zip(&written)
+        .position(|(r, w)| r != w)
+        .unwrap_or(read.len());
+    assert_eq!(read[..missing], written[..missing]);
+    assert_eq!(read[missing..], written[missing + 1..]);
+    wal.close().unwrap();
 }

@@ -7,20 +7,18 @@
 
 use segwal_manager::{Error, ManagerConfig, SegmentManager};
 
-fn set_file_size_limit(bytes: libc::rlim_t) {
-    let limit = libc::rlimit {
-        rlim_cur: bytes,
-        rlim_max: libc::RLIM_INFINITY,
-    };
+fn set_file_size_limit(bytes: u64) {
+    use rustix::process::{Resource, Rlimit, setrlimit};
     // SAFETY: ignoring SIGXFSZ (whose default action kills the process)
     // touches no memory of ours.
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
-    // SAFETY: changing this process's file size limit touches no memory of
-    // ours; `limit` is a valid rlimit that outlives the call.
-    let rc = unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &limit) };
-    assert_eq!(rc, 0);
+    let limit = Rlimit {
+        current: (bytes != u64::MAX).then_some(bytes),
+        maximum: None,
+    };
+    setrlimit(Resource::Fsize, limit).expect("the file size limit can be set");
 }
 
 /// Every entry of table 1 of `region`, as (sequence, payload).
@@ -69,7 +67,7 @@ fn a_failed_write_stops_the_stream_until_the_wal_is_reopened() {
     let end = segwal_format::SEGMENT_HEADER_LEN as u64 + wal.statistics().bytes_written;
     set_file_size_limit(end + 500);
     let err = wal.write(1, 1, &[payload(8)]).unwrap_err();
-    set_file_size_limit(libc::RLIM_INFINITY);
+    set_file_size_limit(u64::MAX);
     assert!(
         matches!(
             err,

@@ -189,38 +189,30 @@ pub fn write_at_synced(file: &File, path: &Path, data: &[u8], offset: u64) -> io
 }
 
 #[cfg(target_os = "linux")]
-#[allow(unsafe_code)]
 fn pwrite_dsync(file: &File, mut data: &[u8], mut offset: u64) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
+    use rustix::io::{Errno, ReadWriteFlags, pwritev2};
 
     while !data.is_empty() {
-        let at = libc::off_t::try_from(offset)
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        let iov = libc::iovec {
-            iov_base: data.as_ptr().cast_mut().cast(),
-            iov_len: data.len(),
-        };
-        // SAFETY: the kernel only reads the one `iovec`, which points at
-        // `data`, borrowed (and so alive and unchanged) for the call; the
-        // descriptor is open for writing for as long as `file` is borrowed.
-        let rc = unsafe { libc::pwritev2(file.as_raw_fd(), &iov, 1, at, libc::RWF_DSYNC) };
-        if rc < 0 {
-            let err = io::Error::last_os_error();
-            match err.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EOPNOTSUPP | libc::ENOSYS) => {
-                    file.write_all_at(data, offset)?;
-                    return file.sync_data();
-                }
-                _ => return Err(err),
+        let written = match pwritev2(
+            file,
+            &[io::IoSlice::new(data)],
+            offset,
+            ReadWriteFlags::DSYNC,
+        ) {
+            Ok(written) => written,
+            Err(Errno::INTR) => continue,
+            Err(Errno::OPNOTSUPP | Errno::NOSYS) => {
+                file.write_all_at(data, offset)?;
+                return file.sync_data();
             }
-        }
-        if rc == 0 {
+            Err(errno) => return Err(errno.into()),
+        };
+        if written == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
         // A short write synced what it wrote; the rest goes in the next call.
-        data = &data[rc as usize..];
-        offset += rc as u64;
+        data = &data[written..];
+        offset += written as u64;
     }
     Ok(())
 }
@@ -240,24 +232,16 @@ pub fn allocate(file: &File, path: &Path, len: u64) -> io::Result<()> {
 }
 
 #[cfg(target_os = "linux")]
-#[allow(unsafe_code)]
 fn fallocate(file: &File, len: u64) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
+    use rustix::fs::FallocateFlags;
+    use rustix::io::Errno;
 
-    let len =
-        libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     loop {
-        // SAFETY: `fallocate` reads no memory of ours; the descriptor is
-        // open for writing for as long as `file` is borrowed.
-        let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
-        if rc == 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EOPNOTSUPP) => return Err(io::ErrorKind::Unsupported.into()),
-            _ => return Err(err),
+        match rustix::fs::fallocate(file, FallocateFlags::empty(), 0, len) {
+            Ok(()) => return Ok(()),
+            Err(Errno::INTR) => continue,
+            Err(Errno::OPNOTSUPP) => return Err(io::ErrorKind::Unsupported.into()),
+            Err(errno) => return Err(errno.into()),
         }
     }
 }
@@ -319,20 +303,8 @@ const TMPFS_MAGIC: i64 = 0x0102_1994;
 const RAMFS_MAGIC: i64 = 0x8584_58f6;
 
 #[cfg(target_os = "linux")]
-#[allow(unsafe_code)]
 fn file_system_magic(path: &Path) -> Option<i64> {
-    use std::os::unix::ffi::OsStrExt;
-
-    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut stats = std::mem::MaybeUninit::<libc::statfs>::uninit();
-    // SAFETY: `path` is a NUL-terminated string that lives across the call,
-    // and `stats` is a writable `statfs` the kernel fills in.
-    let rc = unsafe { libc::statfs(path.as_ptr(), stats.as_mut_ptr()) };
-    if rc != 0 {
-        return None;
-    }
-    // SAFETY: a successful `statfs` initialised the whole struct.
-    let stats = unsafe { stats.assume_init() };
+    let stats = rustix::fs::statfs(path).ok()?;
     #[allow(clippy::unnecessary_cast)] // `f_type`'s width differs by target
     Some(stats.f_type as i64)
 }

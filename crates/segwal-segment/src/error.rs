@@ -286,3 +286,37 @@ pub enum Error {
         source: io::Error,
     },
 }
+
+impl Error {
+    /// What kind of trouble this is, as a metric label: `invalid_argument`
+    /// (the call was wrong; nothing was written), `io` (the operating
+    /// system refused a file operation), `corruption` (bytes on disk are
+    /// not what segwal wrote), `failed` (an earlier failure poisoned the
+    /// segment) or `data_dir` (another process holds the file).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::InvalidCapacity { .. }
+            | Error::Encode { .. }
+            | Error::AppendPastCapacity { .. }
+            | Error::ReadOnly { .. }
+            | Error::ReadPastEnd { .. } => "invalid_argument",
+            Error::BadHeader { .. }
+            | Error::WrongIdentity { .. }
+            | Error::WrongLength { .. }
+            | Error::Corrupted { .. }
+            | Error::TornTail { .. } => "corruption",
+            Error::Poisoned { .. } => "failed",
+            Error::Locked { .. } => "data_dir",
+            Error::Create { .. }
+            | Error::Preallocate { .. }
+            | Error::SyncDir { .. }
+            | Error::Open { .. }
+            | Error::ClearTail { .. }
+            | Error::Write { .. }
+            | Error::WriteSynced { .. }
+            | Error::Sync { .. }
+            | Error::Delete { .. }
+            | Error::Rename { .. } => "io",
+        }
+    }
+}

@@ -8,6 +8,16 @@
 use segwal_format::{SEGMENT_HEADER_LEN, SegmentIdentity};
 use segwal_segment::{BatchRef, Error, OpenOptions, Preallocation, Segment, segment_file_name};
 
+/// Sets this process's file size limit (`None`: none).
+fn set_file_size_limit(bytes: Option<u64>) {
+    use rustix::process::{Resource, Rlimit, setrlimit};
+    let limit = Rlimit {
+        current: bytes,
+        maximum: None,
+    };
+    setrlimit(Resource::Fsize, limit).expect("the file size limit can be set");
+}
+
 /// Proves that a failed write reaches the caller, poisons the segment (no
 /// later append or sync succeeds, so nothing after the failure is ever
 /// reported durable), leaves what was synced before it readable, and that
@@ -44,13 +54,7 @@ fn a_failed_write_poisons_the_segment_and_loses_nothing_synced() {
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
-    let limit = libc::rlimit {
-        rlim_cur: 9000,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    // SAFETY: `limit` is a valid rlimit that outlives the call.
-    let rc = unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &limit) };
-    assert_eq!(rc, 0);
+    set_file_size_limit(Some(9000));
 
     let batch = BatchRef {
         region_id: 1,
@@ -88,13 +92,7 @@ fn a_failed_write_poisons_the_segment_and_loses_nothing_synced() {
     assert_eq!(readable, synced_records);
     assert!(matches!(segment.close(), Err(Error::Poisoned { .. })));
 
-    let unlimited = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    // SAFETY: as above.
-    let rc = unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &unlimited) };
-    assert_eq!(rc, 0);
+    set_file_size_limit(None);
 
     let mut recovered = 0;
     let (_, report) =

@@ -46,6 +46,81 @@ pub enum Error {
         source: tokio::task::JoinError,
     },
 
+    /// A [`Payload`](crate::horaedb::Payload) failed to encode itself into
+    /// a batch for `location`.
+    #[snafu(display(
+        "encoding a payload for region {} table {}: {source}",
+        location.region_id,
+        location.table_id
+    ))]
+    Encoding {
+        /// The table the batch was for.
+        location: crate::WalLocation,
+        /// The payload's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// A [`PayloadDecoder`](crate::horaedb::PayloadDecoder) failed on an
+    /// entry read back.
+    #[snafu(display("decoding the entry of table {table_id} at sequence {sequence}: {source}"))]
+    Decoding {
+        /// The entry's table.
+        table_id: crate::TableId,
+        /// The entry's sequence number.
+        sequence: crate::SequenceNumber,
+        /// The decoder's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// An entry read through `next_log_entries` does not start with the
+    /// value header `LogBatchEncoder` writes (it was written some other
+    /// way, or by a newer version).
+    #[snafu(display(
+        "the entry of table {table_id} at sequence {sequence} has no value header of version {expected}: {found}"
+    ))]
+    ValueHeader {
+        /// The entry's table.
+        table_id: crate::TableId,
+        /// The entry's sequence number.
+        sequence: crate::SequenceNumber,
+        /// The version this segwal writes and reads.
+        expected: u8,
+        /// What the entry holds instead.
+        found: String,
+    },
+
+    /// A payload buffer is too short for what a decoder reads from it, or
+    /// a buffer too small for what an encoder writes.
+    #[snafu(display("{what} needs {needed} bytes, the buffer has {available}"))]
+    ShortBuffer {
+        /// What was being encoded or decoded.
+        what: &'static str,
+        /// The bytes needed.
+        needed: usize,
+        /// The bytes there were.
+        available: usize,
+    },
+
+    /// A size or duration in a configuration is not in a form segwal reads
+    /// ("64MiB", "10ms").
+    #[snafu(display("invalid {kind} {input:?}: {reason}"))]
+    InvalidHumanValue {
+        /// "size" or "duration".
+        kind: &'static str,
+        /// The text given.
+        input: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A WAL configuration asks for something segwal does not do; the
+    /// message names the key.
+    #[snafu(display("unsupported WAL configuration: {reason}"))]
+    UnsupportedConfig {
+        /// What is unsupported, naming the key.
+        reason: String,
+    },
+
     /// An error from a backend outside this crate (such as the NATS
     /// backend), kept as its source.
     #[snafu(display("{source}"))]
@@ -77,6 +152,31 @@ impl Error {
     pub fn backend_closed(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
         Error::BackendClosed {
             source: source.into(),
+        }
+    }
+
+    /// What kind of trouble this is, one of
+    /// [`metrics::ERROR_KINDS`](crate::metrics::ERROR_KINDS): the local
+    /// WAL's kinds (see `segwal_manager::Error::kind`), `timeout`,
+    /// `internal` (a blocking task failed), `backend` (another backend's
+    /// error), `closed`, or `invalid_argument` (also for the payload
+    /// layer's encoding and decoding errors and configuration errors).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Local { source } => source.kind(),
+            Error::Timeout { .. } => "timeout",
+            Error::IteratorAbandoned => "invalid_argument",
+            Error::Task { .. } => "internal",
+            Error::Backend { .. } => "backend",
+            Error::BackendClosed { .. } => "closed",
+            // The payload layer's and the configuration's errors are the
+            // caller's data or settings, never the log's.
+            Error::Encoding { .. }
+            | Error::Decoding { .. }
+            | Error::ValueHeader { .. }
+            | Error::ShortBuffer { .. }
+            | Error::InvalidHumanValue { .. }
+            | Error::UnsupportedConfig { .. } => "invalid_argument",
         }
     }
 

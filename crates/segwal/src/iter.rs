@@ -31,8 +31,11 @@ pub trait LogEntrySource: Send + std::fmt::Debug {
 #[derive(Debug)]
 pub struct BatchLogIterator {
     source: Option<Box<dyn LogEntrySource>>,
-    batch_size: usize,
+    pub(crate) batch_size: usize,
     timeout: Duration,
+    /// Entries read from the source but not yet handed out (fewer than
+    /// `batch_size`): what a `next_log_entries` call read past its batch.
+    pub(crate) pending: Vec<LogEntry>,
     /// Set when the source came back empty, or failed.
     finished: bool,
     failed: bool,
@@ -45,6 +48,7 @@ impl BatchLogIterator {
             source: Some(Box::new(source)),
             batch_size: ctx.batch_size.max(1),
             timeout: ctx.timeout,
+            pending: Vec::new(),
             finished: false,
             failed: false,
         }
@@ -56,6 +60,7 @@ impl BatchLogIterator {
             source: None,
             batch_size: 1,
             timeout: Duration::ZERO,
+            pending: Vec::new(),
             finished: true,
             failed: false,
         }
@@ -64,6 +69,9 @@ impl BatchLogIterator {
     /// The next entries, at most the context's `batch_size` of them, or
     /// `None` once the iterator is exhausted.
     pub async fn next_batch(&mut self) -> Result<Option<Vec<LogEntry>>> {
+        if !self.pending.is_empty() {
+            return Ok(Some(std::mem::take(&mut self.pending)));
+        }
         if self.failed {
             return Err(Error::IteratorAbandoned);
         }
@@ -90,10 +98,18 @@ impl BatchLogIterator {
                 Ok(Some(entries))
             }
             Err(err) => {
-                self.failed = true;
-                self.source = None;
+                self.abandon();
                 Err(err)
             }
         }
+    }
+
+    /// Gives up the iteration after an error: later calls fail with
+    /// [`Error::IteratorAbandoned`] rather than go on past entries that
+    /// were never handed out.
+    pub(crate) fn abandon(&mut self) {
+        self.failed = true;
+        self.source = None;
+        self.pending.clear();
     }
 }

@@ -8,9 +8,15 @@
 //! table's entries up to a sequence number, and the disk space comes back.
 //!
 //! [`LocalWal`] keeps the log on local disk (crate `segwal-manager` does
-//! the work; this crate runs it off the async threads). See
-//! `docs/ARCHITECTURE.md` for how it works and `docs/OPERATIONS.md` for the
-//! sync and recovery modes.
+//! the work; this crate runs it off the async threads); a
+//! [`LocalWalConfig`] is built in code or read from a configuration file
+//! (serde), with sizes and durations in the human form of [`human`].
+//! [`horaedb`] has the rest of HoraeDB's WAL API (the payload layer,
+//! `next_log_entries`, the opener of an engine's data and manifest WALs)
+//! under HoraeDB's names and paths, so an engine ports by changing its
+//! imports. See `docs/ARCHITECTURE.md` for how it works and
+//! `docs/OPERATIONS.md` for the sync and recovery modes, configuration
+//! files and porting from HoraeDB.
 //!
 //! ```
 //! use segwal::{
@@ -50,22 +56,33 @@
 
 #![forbid(unsafe_code)]
 
+mod config;
 mod error;
+pub mod horaedb;
+pub mod human;
 mod iter;
 mod local;
+pub mod metrics;
 mod types;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use config::LocalWalConfig;
 pub use error::{Error, Result};
 pub use iter::{BatchLogIterator, LogEntrySource};
-pub use local::{LocalWal, LocalWalConfig};
+pub use local::LocalWal;
 pub use segwal_manager::{Preallocation, RecoveryMode, Statistics, SyncMode, TablePin};
 pub use types::{
     LogEntry, LogWriteBatch, LogWriteEntry, MAX_SEQUENCE_NUMBER, MIN_SEQUENCE_NUMBER, ReadBoundary,
     ReadContext, ReadRequest, RegionId, ScanContext, ScanRequest, SequenceNumber, TableId,
     WalLocation, WriteContext,
 };
+
+/// A shared handle to any [`WalManager`], as engines hold it (HoraeDB's
+/// name).
+pub type WalManagerRef = Arc<dyn WalManager>;
 
 /// A write-ahead log of many regions, each with many tables: the API
 /// HoraeDB's WALs implement, so engines can port their code.

@@ -1,163 +1,22 @@
 //! [`LocalWal`]: the `WalManager` over the local segment manager.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use segwal_manager::{
-    EntryIter, ManagerConfig, Preallocation, RecoveryMode, SegmentManager, Statistics, SyncMode,
-    TablePin,
-};
+use segwal_manager::{EntryIter, ManagerConfig, SegmentManager, Statistics, TablePin};
 use snafu::{OptionExt, ResultExt};
 use tokio::runtime::RuntimeFlavor;
 
 use crate::WalManager;
+use crate::config::LocalWalConfig;
 use crate::error::{IteratorAbandonedSnafu, Result, TaskSnafu, TimeoutSnafu};
 use crate::iter::{BatchLogIterator, LogEntrySource};
 use crate::types::{
     LogEntry, LogWriteBatch, ReadContext, ReadRequest, RegionId, ScanContext, ScanRequest,
     SequenceNumber, WalLocation, WriteContext,
 };
-
-/// Configuration of a [`LocalWal`]: `LocalWalConfig::new(dir)` and builder
-/// methods. Values are checked by [`LocalWal::open`], before anything is
-/// written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalWalConfig {
-    manager: ManagerConfig,
-    writes_in_place: bool,
-    reads_in_place: bool,
-}
-
-impl LocalWalConfig {
-    /// The defaults for data dir `dir`: 64 MiB segments, 64 cached sealed
-    /// segments, [`SyncMode::Always`], [`RecoveryMode::TolerateTornTail`],
-    /// entries up to 16 MiB.
-    pub fn new(dir: impl Into<PathBuf>) -> LocalWalConfig {
-        LocalWalConfig {
-            manager: ManagerConfig::new(dir),
-            writes_in_place: true,
-            reads_in_place: true,
-        }
-    }
-
-    /// Size of each new segment file in bytes (at least 4096).
-    pub fn segment_size(mut self, bytes: u64) -> LocalWalConfig {
-        self.manager.segment_size_bytes = bytes;
-        self
-    }
-
-    /// How many sealed segments stay open between reads (at least 1).
-    pub fn cache_size(mut self, segments: usize) -> LocalWalConfig {
-        self.manager.cache_size = segments;
-        self
-    }
-
-    /// When a write counts as durable.
-    pub fn sync_mode(mut self, mode: SyncMode) -> LocalWalConfig {
-        self.manager.sync_mode = mode;
-        self
-    }
-
-    /// What recovery does with damaged data.
-    pub fn recovery_mode(mut self, mode: RecoveryMode) -> LocalWalConfig {
-        self.manager.recovery_mode = mode;
-        self
-    }
-
-    /// How new segments' blocks are set aside. By default, zero-filled
-    /// under [`SyncMode::Always`] (so a sync has no file-system metadata to
-    /// write) while segments fill at up to 256 MiB/s, and otherwise
-    /// reserved with `fallocate` (so a segment is not written twice); see
-    /// [`ManagerConfig::preallocation`].
-    pub fn preallocation(mut self, preallocation: Preallocation) -> LocalWalConfig {
-        self.manager.preallocation = Some(preallocation);
-        self
-    }
-
-    /// The largest entry accepted, in bytes.
-    pub fn max_entry_size(mut self, bytes: u64) -> LocalWalConfig {
-        self.manager.max_entry_size_bytes = bytes;
-        self
-    }
-
-    /// How many independent streams the shared log has (default 1): region
-    /// R writes to stream `R mod streams`. See [`ManagerConfig::streams`].
-    pub fn streams(mut self, streams: usize) -> LocalWalConfig {
-        self.manager.streams = streams;
-        self
-    }
-
-    /// How many bytes sealed segments may hold beyond their live records
-    /// before the oldest are rewritten (default 1 GiB; `u64::MAX` turns
-    /// rewriting off). See [`ManagerConfig::max_dead_bytes`].
-    pub fn max_dead_bytes(mut self, bytes: u64) -> LocalWalConfig {
-        self.manager.max_dead_bytes = bytes;
-        self
-    }
-
-    /// Whether a writer waiting for a group sync under [`SyncMode::Always`]
-    /// yields its core in a loop before it parks, while the log's syncs
-    /// are short (default `true`). See
-    /// [`ManagerConfig::yield_while_syncing`].
-    pub fn yield_while_syncing(mut self, yield_while_syncing: bool) -> LocalWalConfig {
-        self.manager.yield_while_syncing = yield_while_syncing;
-        self
-    }
-
-    /// Whether a write called on a multi-threaded tokio runtime runs on the
-    /// calling worker thread (`true`, the default) rather than on the
-    /// blocking pool.
-    ///
-    /// In place, a write costs what the segment manager's write costs
-    /// instead of two thread hand-offs on top (each costing more than a
-    /// synced 1 KiB write on tmpfs; docs/DESIGN.md); tokio's `block_in_place`
-    /// first hands the worker's other tasks to another thread, so they are
-    /// not held up by the write's `fdatasync`. The price: a write in place
-    /// cannot be abandoned, so [`WriteContext::timeout`] does not apply to
-    /// it; the call returns when the write is durable or has failed. Set
-    /// `false` to have every write honour its timeout. Outside any task (a
-    /// future driven by `Runtime::block_on`), the write runs directly: that
-    /// thread runs nothing else meanwhile. On a current-thread runtime,
-    /// writes always go to the blocking pool.
-    pub fn writes_in_place(mut self, in_place: bool) -> LocalWalConfig {
-        self.writes_in_place = in_place;
-        self
-    }
-
-    /// Whether reads called on a multi-threaded tokio runtime run on the
-    /// calling worker thread (`true`, the default) rather than on the
-    /// blocking pool: starting a read or scan, and each
-    /// [`next_batch`](BatchLogIterator::next_batch).
-    ///
-    /// In place, a batch costs what reading it from the mapped segments
-    /// costs; on the blocking pool each batch is also two thread
-    /// hand-offs, partly hidden by reading the next batch ahead while the
-    /// caller works on the last one. A caller that does little per entry
-    /// reads markedly more entries per second in place; one that does much more per entry
-    /// than reading it costs (decoding rows into a memtable) sees little
-    /// difference either way. As with writes, `block_in_place` first hands
-    /// the worker's other tasks to another thread, in case the read waits
-    /// for the disk (a segment not in the page cache), and a read in place
-    /// cannot be abandoned: [`ReadContext::timeout`] does not apply to it.
-    /// On a current-thread runtime, reads always go to the blocking pool.
-    pub fn reads_in_place(mut self, in_place: bool) -> LocalWalConfig {
-        self.reads_in_place = in_place;
-        self
-    }
-
-    /// The data dir.
-    pub fn dir(&self) -> &Path {
-        &self.manager.dir
-    }
-
-    /// The segment manager's configuration this amounts to.
-    pub fn manager_config(&self) -> &ManagerConfig {
-        &self.manager
-    }
-}
 
 /// The write-ahead log on local disk. Clones share one WAL (closing one
 /// closes it for all).
@@ -170,7 +29,7 @@ impl LocalWalConfig {
 /// makes safe for the worker's other tasks.
 ///
 /// Dropping a `LocalWal` without [`close_gracefully`](WalManager::close_gracefully)
-/// loses nothing acknowledged: under [`SyncMode::Always`] every
+/// loses nothing acknowledged: under [`SyncMode::Always`](crate::SyncMode::Always) every
 /// acknowledged write is already on disk, and otherwise the drop syncs what
 /// was written (on the dropping thread; errors cannot be reported there).
 #[derive(Debug, Clone)]
@@ -212,6 +71,12 @@ impl LocalWal {
     /// The counters behind [`get_statistics`](WalManager::get_statistics).
     pub fn statistics(&self) -> Statistics {
         self.manager.statistics()
+    }
+
+    /// The counters without per-region figures (see
+    /// [`SegmentManager::counters`]), for metrics.
+    pub(crate) fn counters(&self) -> Statistics {
+        self.manager.counters()
     }
 
     /// The tables whose live entries pin the oldest sealed segments, the

@@ -54,6 +54,45 @@ impl AsRef<[u8]> for LogWriteEntry {
     }
 }
 
+impl From<Bytes> for LogWriteEntry {
+    fn from(payload: Bytes) -> LogWriteEntry {
+        LogWriteEntry { payload }
+    }
+}
+
+impl From<Vec<u8>> for LogWriteEntry {
+    /// Takes the vector over without copying it.
+    fn from(payload: Vec<u8>) -> LogWriteEntry {
+        LogWriteEntry {
+            payload: payload.into(),
+        }
+    }
+}
+
+impl From<&'static [u8]> for LogWriteEntry {
+    fn from(payload: &'static [u8]) -> LogWriteEntry {
+        LogWriteEntry {
+            payload: Bytes::from_static(payload),
+        }
+    }
+}
+
+impl From<String> for LogWriteEntry {
+    fn from(payload: String) -> LogWriteEntry {
+        LogWriteEntry {
+            payload: payload.into(),
+        }
+    }
+}
+
+impl From<&'static str> for LogWriteEntry {
+    fn from(payload: &'static str) -> LogWriteEntry {
+        LogWriteEntry {
+            payload: Bytes::from_static(payload.as_bytes()),
+        }
+    }
+}
+
 /// Entries for one table, written atomically with consecutive sequence
 /// numbers.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -67,18 +106,22 @@ pub struct LogWriteBatch {
 impl LogWriteBatch {
     /// An empty batch for `location`.
     pub fn new(location: WalLocation) -> LogWriteBatch {
+        LogWriteBatch::with_capacity(location, 0)
+    }
+
+    /// An empty batch for `location` with room for `capacity` entries.
+    pub fn with_capacity(location: WalLocation, capacity: usize) -> LogWriteBatch {
         LogWriteBatch {
             location,
-            entries: Vec::new(),
+            entries: Vec::with_capacity(capacity),
         }
     }
 
-    /// Appends an entry (`Vec<u8>`, `&'static [u8]`, `String` or `Bytes`;
-    /// a `Vec` is taken over without copying).
-    pub fn push(&mut self, payload: impl Into<Bytes>) {
-        self.entries.push(LogWriteEntry {
-            payload: payload.into(),
-        });
+    /// Appends an entry: a [`LogWriteEntry`] (as in HoraeDB), or its
+    /// payload as `Vec<u8>`, `Bytes`, `String`, `&'static [u8]` or
+    /// `&'static str` (a `Vec` or `String` is taken over without copying).
+    pub fn push(&mut self, entry: impl Into<LogWriteEntry>) {
+        self.entries.push(entry.into());
     }
 
     /// How many entries the batch holds.
@@ -89,6 +132,12 @@ impl LogWriteBatch {
     /// True if the batch holds no entries (writing it is refused).
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Removes every entry, keeping the location and the allocation, so
+    /// the batch can be filled again.
+    pub fn clear(&mut self) {
+        self.entries.clear();
     }
 }
 
@@ -108,7 +157,7 @@ pub enum ReadBoundary {
 impl ReadBoundary {
     /// The lowest sequence number this boundary admits as a range start, or
     /// `None` if it admits none (`Excluded(u64::MAX)`).
-    pub fn as_start_sequence(&self) -> Option<SequenceNumber> {
+    pub fn as_start_sequence_number(&self) -> Option<SequenceNumber> {
         match *self {
             ReadBoundary::Min => Some(MIN_SEQUENCE_NUMBER),
             ReadBoundary::Max => Some(MAX_SEQUENCE_NUMBER),
@@ -119,7 +168,7 @@ impl ReadBoundary {
 
     /// The highest sequence number this boundary admits as a range end, or
     /// `None` if it admits none (`Excluded(0)`).
-    pub fn as_end_sequence(&self) -> Option<SequenceNumber> {
+    pub fn as_end_sequence_number(&self) -> Option<SequenceNumber> {
         match *self {
             ReadBoundary::Min => Some(MIN_SEQUENCE_NUMBER),
             ReadBoundary::Max => Some(MAX_SEQUENCE_NUMBER),
@@ -130,6 +179,10 @@ impl ReadBoundary {
 }
 
 /// Read one table's entries with sequence numbers in `[start, end]`.
+///
+/// The default, as in HoraeDB, reads table 0 of region 0 over
+/// `[Min, Min]`: nothing (sequence numbers start at 1). Set the fields
+/// that matter with struct update syntax.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadRequest {
     /// The table.
@@ -140,18 +193,28 @@ pub struct ReadRequest {
     pub end: ReadBoundary,
 }
 
+impl Default for ReadRequest {
+    fn default() -> Self {
+        ReadRequest {
+            location: WalLocation::default(),
+            start: ReadBoundary::Min,
+            end: ReadBoundary::Min,
+        }
+    }
+}
+
 impl ReadRequest {
     /// The inclusive sequence range the request covers, or `None` if it is
     /// empty or inverted.
     pub fn sequence_range(&self) -> Option<(SequenceNumber, SequenceNumber)> {
-        let start = self.start.as_start_sequence()?;
-        let end = self.end.as_end_sequence()?;
+        let start = self.start.as_start_sequence_number()?;
+        let end = self.end.as_end_sequence_number()?;
         (start <= end).then_some((start, end))
     }
 }
 
-/// Read every live entry of a region.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Read every live entry of a region (by default region 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ScanRequest {
     /// The region.
     pub region_id: RegionId,
@@ -161,7 +224,7 @@ pub struct ScanRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriteContext {
     /// How long the caller waits for the write to become durable (default
-    /// 10 s). See [`Error::Timeout`](crate::Error::Timeout) for what a
+    /// 1 s, as in HoraeDB). See [`Error::Timeout`](crate::Error::Timeout) for what a
     /// timeout means. `LocalWal` writes that run in place do not apply it
     /// (see `LocalWalConfig::writes_in_place`).
     pub timeout: Duration,
@@ -170,7 +233,7 @@ pub struct WriteContext {
 impl Default for WriteContext {
     fn default() -> Self {
         WriteContext {
-            timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(1),
         }
     }
 }
@@ -179,7 +242,7 @@ impl Default for WriteContext {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadContext {
     /// How long the caller waits for each call (creating the iterator, and
-    /// each `next_batch`; default 10 s). `LocalWal` reads that run in
+    /// each `next_batch`; default 5 s, as in HoraeDB). `LocalWal` reads that run in
     /// place do not apply it (see `LocalWalConfig::reads_in_place`).
     pub timeout: Duration,
     /// The most entries one `next_batch` returns (default 500; 0 is taken
@@ -190,7 +253,7 @@ pub struct ReadContext {
 impl Default for ReadContext {
     fn default() -> Self {
         ReadContext {
-            timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(5),
             batch_size: 500,
         }
     }
@@ -199,17 +262,21 @@ impl Default for ReadContext {
 /// Options for a scan: the same as for a read.
 pub type ScanContext = ReadContext;
 
-/// One entry read back.
+/// One entry read back: its payload as written (`P` = `Bytes`) from
+/// [`BatchLogIterator::next_batch`](crate::BatchLogIterator::next_batch),
+/// or decoded (`P` = the decoder's target) from
+/// [`next_log_entries`](crate::BatchLogIterator::next_log_entries), as in
+/// HoraeDB.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogEntry {
+pub struct LogEntry<P = Bytes> {
     /// The table it belongs to.
     pub table_id: TableId,
     /// Its sequence number within the region.
     pub sequence: SequenceNumber,
-    /// Its bytes. From a [`LocalWal`](crate::LocalWal) they are not a copy
-    /// but a view of the segment file's memory map: holding them keeps that
-    /// file open and mapped (and, once it is deleted, its disk space in use)
-    /// until the last payload from it is dropped. Copy a payload
-    /// (`payload.to_vec()`) to keep it long after the read.
-    pub payload: Bytes,
+    /// Its payload. As bytes from a [`LocalWal`](crate::LocalWal), they are
+    /// not a copy but a view of the segment file's memory map: holding them
+    /// keeps that file open and mapped (and, once it is deleted, its disk
+    /// space in use) until the last payload from it is dropped. Copy a
+    /// payload (`payload.to_vec()`) to keep it long after the read.
+    pub payload: P,
 }

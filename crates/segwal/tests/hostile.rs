@@ -188,16 +188,16 @@ async fn every_read_boundary_pair_at_the_limits() {
 #[test]
 fn boundary_conversions_at_the_limits() {
     use ReadBoundary::{Excluded, Included, Max, Min};
-    assert_eq!(Min.as_start_sequence(), Some(MIN_SEQUENCE_NUMBER));
-    assert_eq!(Max.as_start_sequence(), Some(MAX_SEQUENCE_NUMBER));
-    assert_eq!(Min.as_end_sequence(), Some(0));
-    assert_eq!(Max.as_end_sequence(), Some(MAX));
-    assert_eq!(Excluded(MAX).as_start_sequence(), None);
-    assert_eq!(Excluded(MAX - 1).as_start_sequence(), Some(MAX));
-    assert_eq!(Excluded(0).as_end_sequence(), None);
-    assert_eq!(Excluded(1).as_end_sequence(), Some(0));
-    assert_eq!(Included(MAX).as_start_sequence(), Some(MAX));
-    assert_eq!(Included(0).as_end_sequence(), Some(0));
+    assert_eq!(Min.as_start_sequence_number(), Some(MIN_SEQUENCE_NUMBER));
+    assert_eq!(Max.as_start_sequence_number(), Some(MAX_SEQUENCE_NUMBER));
+    assert_eq!(Min.as_end_sequence_number(), Some(0));
+    assert_eq!(Max.as_end_sequence_number(), Some(MAX));
+    assert_eq!(Excluded(MAX).as_start_sequence_number(), None);
+    assert_eq!(Excluded(MAX - 1).as_start_sequence_number(), Some(MAX));
+    assert_eq!(Excluded(0).as_end_sequence_number(), None);
+    assert_eq!(Excluded(1).as_end_sequence_number(), Some(0));
+    assert_eq!(Included(MAX).as_start_sequence_number(), Some(MAX));
+    assert_eq!(Included(0).as_end_sequence_number(), Some(0));
     let range = |start, end| {
         ReadRequest {
             location: WalLocation::new(MAX, MAX),

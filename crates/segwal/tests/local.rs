@@ -20,15 +20,24 @@ fn config(dir: &std::path::Path) -> LocalWalConfig {
 }
 
 /// The ids of the segment files of the shared log in data dir `dir` (not
-/// counting a segment being prepared ahead of need); fails on any
-/// directory in it (a per-region directory of the old layout).
+/// counting a segment prepared ahead of need, which has nothing past its
+/// 64-byte header); fails on any directory in it (a per-region directory
+/// of the old layout).
 fn segment_files(dir: &std::path::Path) -> Vec<u64> {
     let mut ids = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let entry = entry.unwrap();
         let name = entry.file_name().into_string().unwrap();
         assert!(!entry.file_type().unwrap().is_dir(), "a directory {name}");
-        if let Some(id) = name.strip_suffix(".seg") {
+        let prepared = || {
+            let bytes = std::fs::read(entry.path()).unwrap_or_default();
+            bytes
+                .get(64..128)
+                .is_some_and(|b| b.iter().all(|&x| x == 0))
+        };
+        if let Some(id) = name.strip_suffix(".seg")
+            && !prepared()
+        {
             ids.push(id.parse().unwrap());
         }
     }
@@ -245,7 +254,12 @@ fn a_slow_disk_operation_does_not_stall_other_tasks() {
             }
         };
         let writer = async {
-            let seq = wal.write(&WriteContext::default(), &batch).await.unwrap();
+            // Not a test of timeouts: a slow disk may take longer than
+            // the default 1 s for 48 MiB.
+            let ctx = WriteContext {
+                timeout: Duration::from_secs(120),
+            };
+            let seq = wal.write(&ctx, &batch).await.unwrap();
             let during = ticks.load(Ordering::Relaxed);
             done.store(true, Ordering::Release);
             (seq, during)

@@ -257,7 +257,7 @@ fn waiters_yield_only_while_syncs_are_short() {
     // A timed sync folds into the mean: the first sets it.
     shared.sync_nanos.store(0, Ordering::Relaxed);
     let (handle, _) = fixture.append();
-    shared.timed_sync(&handle).unwrap();
+    shared.timed_sync(&handle, false).outcome.unwrap();
     assert!(shared.sync_nanos.load(Ordering::Relaxed) > 0);
 }
 

@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
-use segwal_format::{MetaEntry, encode_meta_log_header, encode_meta_record};
+use segwal_format::{
+    MetaEntry, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, encode_meta_log_header, encode_meta_record,
+};
 use segwal_manager::{LOCK_FILE, META_FILE};
 
 /// Suffix of a segment being prepared ahead of need.
@@ -29,31 +31,54 @@ pub fn names(dir: &Path) -> Vec<String> {
     names
 }
 
-/// The segment files of the shared log (`<dir>/*.seg`), sorted (by id:
-/// the names are zero-padded).
+/// The segment files of the shared log (`<dir>/*.seg` holding records),
+/// sorted (by id: the names are zero-padded).
 pub fn segment_files(dir: &Path) -> Vec<String> {
     names(dir)
         .into_iter()
-        .filter(|n| n.ends_with(".seg"))
+        .filter(|n| n.ends_with(".seg") && !untouched(&dir.join(n)))
         .collect()
 }
 
-/// The segments being prepared (`<dir>/*.seg.spare`), sorted.
+/// The segments being prepared (`<dir>/*.seg.spare`) or prepared (a
+/// `*.seg` with nothing past its header), sorted.
 pub fn spare_files(dir: &Path) -> Vec<String> {
     names(dir)
         .into_iter()
-        .filter(|n| n.ends_with(SPARE_SUFFIX))
+        .filter(|n| n.ends_with(SPARE_SUFFIX) || (n.ends_with(".seg") && untouched(&dir.join(n))))
         .collect()
 }
 
-/// Every file of `dir` with its length, by name.
+/// Whether the segment file at `path` has no record: its first record
+/// header is all zeros (recovery, to take it for a prepared spare, also
+/// requires it to be its stream's newest and checks further zeros).
+pub fn untouched(path: &Path) -> bool {
+    let Ok(bytes) = fs::read(path) else {
+        return false;
+    };
+    let first = SEGMENT_HEADER_LEN..SEGMENT_HEADER_LEN + RECORD_HEADER_LEN;
+    bytes.get(first).is_some_and(|b| b.iter().all(|&x| x == 0))
+}
+
+/// Every file of `dir` with its length, by name (a file renamed since
+/// the listing, as a spare put in place is, is left out).
 pub fn files_with_lengths(dir: &Path) -> BTreeMap<String, u64> {
     names(dir)
         .into_iter()
-        .map(|n| {
-            let len = fs::metadata(dir.join(&n)).unwrap().len();
-            (n, len)
+        .filter_map(|n| {
+            let len = fs::metadata(dir.join(&n)).ok()?.len();
+            Some((n, len))
         })
+        .collect()
+}
+
+/// The log's files (every file but spares) with their lengths, by name:
+/// a spare is prepared in the background, so it may appear at any moment.
+pub fn log_files_with_lengths(dir: &Path) -> BTreeMap<String, u64> {
+    files_with_lengths(dir)
+        .into_iter()
+        .filter(|(n, _)| !n.ends_with(SPARE_SUFFIX))
+        .filter(|(n, _)| !(n.ends_with(".seg") && untouched(&dir.join(n))))
         .collect()
 }
 
@@ -69,8 +94,9 @@ pub fn segment_bytes(dir: &Path) -> u64 {
 
 /// Checks that data dir `dir` holds what the shared log's layout allows
 /// and nothing else: no directory, only `LOCK`, `META`, `*.seg`, and
-/// `*.seg.spare`, at most `max_spares` of them (one per stream while a
-/// WAL is open, none once it is closed). `label` names the moment in
+/// `*.seg.spare`, with at most `max_spares` spares (being prepared, or
+/// prepared: renamed into place with no record yet; one per stream while
+/// a WAL is open, none once it is closed). `label` names the moment in
 /// failure messages.
 pub fn check_layout(dir: &Path, max_spares: usize, label: &str) {
     let mut spares = 0;
@@ -80,7 +106,8 @@ pub fn check_layout(dir: &Path, max_spares: usize, label: &str) {
             !path.is_dir(),
             "{label}: the data dir holds a directory, {name}"
         );
-        let is_spare = name.strip_suffix(".spare").is_some_and(is_segment_name);
+        let is_spare = name.strip_suffix(".spare").is_some_and(is_segment_name)
+            || (is_segment_name(&name) && untouched(&path));
         spares += usize::from(is_spare);
         let allowed = name == LOCK_FILE || name == META_FILE || is_segment_name(&name) || is_spare;
         assert!(allowed, "{label}: the data dir holds a stray file, {name}");
