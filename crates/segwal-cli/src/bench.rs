@@ -122,6 +122,10 @@ trait BenchBackend {
     fn syncs(&self, wal: &Self::Wal) -> Option<(u64, u64)>;
     /// Bytes of storage the log occupies (measured with the WAL closed).
     async fn stored_bytes(&self, regions: u64) -> u64;
+    /// When a write is durable, for the report.
+    fn durability_label(&self, options: &BenchOptions) -> String {
+        sync_label(options.sync)
+    }
     /// Removes what the run left on shared servers (not `--keep`).
     async fn clean_up(&self) -> Result<(), String> {
         Ok(())
@@ -159,8 +163,15 @@ impl BenchBackend for NatsBench {
             .await
             .map_err(|e| e.to_string())
     }
-    fn syncs(&self, _wal: &NatsWal) -> Option<(u64, u64)> {
-        None
+    /// Commits stand for syncs: each is one round trip to the stream
+    /// leader carrying every write of a region queued when it started.
+    fn syncs(&self, wal: &NatsWal) -> Option<(u64, u64)> {
+        let counters = wal.counters();
+        Some((counters.commits, counters.batches_written))
+    }
+    /// `--sync` does not apply: the servers' `sync_interval` decides.
+    fn durability_label(&self, _options: &BenchOptions) -> String {
+        "by the servers (JetStream ack)".into()
     }
     async fn stored_bytes(&self, _regions: u64) -> u64 {
         let Ok(wal) = NatsWal::open(self.config.clone()).await else {
@@ -315,7 +326,7 @@ async fn run_on<B: BenchBackend>(
     Ok(BenchReport {
         backend: label,
         dir: dir.to_owned(),
-        sync: sync_label(options.sync),
+        sync: backend.durability_label(options),
         writers: options.writers,
         regions: options.regions,
         regions_written: regions_written.collect::<BTreeSet<_>>().len() as u64,

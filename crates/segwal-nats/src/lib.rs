@@ -2,6 +2,29 @@
 //! as [`segwal::LocalWal`], replicated by a JetStream cluster
 //! (nats-server 2.12 or later; tested on 2.15.1).
 //!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use segwal::{LogWriteBatch, WalLocation, WalManager, WriteContext};
+//! use segwal_nats::{NatsWal, NatsWalConfig, ServerSync};
+//!
+//! let config = NatsWalConfig::new(["nats://10.0.0.1:4222", "nats://10.0.0.2:4222", "nats://10.0.0.3:4222"])
+//!     .replicas(3)
+//!     .owner("engine-node-7") // stable and unique per engine node
+//!     .server_sync(ServerSync::Always); // what the servers are configured with
+//! let wal = NatsWal::open(config).await?;
+//! println!("{}", wal.durability()); // what an acknowledged write survives
+//! let mut batch = LogWriteBatch::new(WalLocation::new(1, 1));
+//! batch.push(b"entry".to_vec());
+//! let last = wal.write(&WriteContext::default(), &batch).await?;
+//! # let _ = last;
+//! wal.close_gracefully().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Wrap it in [`segwal::metrics::MeteredWal`] for Prometheus metrics, as a
+//! `LocalWal` (label `backend="nats"`).
+//!
 //! # The mapping
 //!
 //! - **Streams**: a prefix has a bounded number of streams
@@ -61,9 +84,10 @@
 //! fence, stored whole or not at all. So batches are stored in the order
 //! their numbers were assigned, a failed commit leaves no hole behind a
 //! later one, and concurrent writers of a region share a round trip.
-//! (nats-server refuses a second message fenced on the same subjects while
-//! one is in flight; docs/DESIGN.md explains why commits are not
-//! pipelined further.)
+//! (A clustered stream's leader refuses a second message fenced on the
+//! same subjects while one is in process, so commits of one region cannot
+//! be pipelined further; a commit refused only for that reason stored
+//! nothing and is sent again. docs/DESIGN.md has the reasoning.)
 //!
 //! # Durability
 //!
@@ -85,6 +109,7 @@ mod delete;
 mod direct;
 mod durability;
 mod error;
+mod metrics;
 mod publish;
 mod read;
 mod region;
@@ -95,4 +120,4 @@ mod write;
 pub use config::{DEFAULT_STREAMS, MAX_STREAMS, NatsWalConfig};
 pub use durability::{Durability, ServerSync};
 pub use error::Error;
-pub use wal::NatsWal;
+pub use wal::{Counters, MIN_SERVER_VERSION, NatsWal};

@@ -10,6 +10,7 @@ use async_nats::HeaderMap;
 use async_nats::header::{
     NATS_BATCH_COMMIT, NATS_BATCH_ID, NATS_BATCH_SEQUENCE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
 };
+use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::publish::PublishAck;
 use bytes::Bytes;
@@ -53,6 +54,21 @@ impl PublishFailure {
     pub(crate) fn is_wrong_last_sequence(&self) -> bool {
         matches!(self, PublishFailure::Failed(e) if e.kind() == PublishErrorKind::WrongLastSequence)
     }
+
+    /// Whether a clustered stream's leader refused the message without
+    /// comparing positions, because a fenced message on the same subjects
+    /// was still in process (JetStream error 10164). Nothing was stored.
+    /// The message in process may be this owner's previous commit: the
+    /// leader clears its mark only after sending that commit's
+    /// acknowledgement, so the next commit can arrive first.
+    fn is_in_process(&self) -> bool {
+        let PublishFailure::Failed(e) = self else {
+            return false;
+        };
+        std::error::Error::source(e)
+            .and_then(|source| source.downcast_ref::<async_nats::jetstream::Error>())
+            .is_some_and(|js| js.error_code() == ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT)
+    }
 }
 
 impl std::fmt::Display for PublishFailure {
@@ -63,6 +79,14 @@ impl std::fmt::Display for PublishFailure {
         }
     }
 }
+
+/// The first pause before a commit refused as in process is sent again;
+/// each further pause doubles, up to [`MAX_RESEND_PAUSE`].
+const FIRST_RESEND_PAUSE: Duration = Duration::from_millis(1);
+const MAX_RESEND_PAUSE: Duration = Duration::from_millis(50);
+/// The longest a commit and its resends may take, whatever the timeout
+/// (which may be `Duration::MAX`).
+const MAX_PUBLISH_WAIT: Duration = Duration::from_secs(3600);
 
 /// Batch ids unique within this process.
 static BATCH_IDS: AtomicU64 = AtomicU64::new(0);
@@ -87,7 +111,34 @@ impl Inner {
     /// or an atomic batch whose first message carries the fence, so that
     /// all are stored, at consecutive stream sequences, or none. Returns
     /// the acknowledgement (the stream sequence of the last message).
+    ///
+    /// A commit the leader refused only because the region's previous
+    /// fenced message was still in process (nothing stored, see
+    /// [`PublishFailure::is_in_process`]) is sent again after a short
+    /// pause, within `timeout`: the fence makes a resend safe, since at
+    /// most one message fenced at one position is ever stored.
     pub(crate) async fn publish_commit(
+        &self,
+        messages: &[Outgoing],
+        fence: Option<Fence<'_>>,
+        timeout: Duration,
+    ) -> Result<PublishAck, PublishFailure> {
+        let deadline = tokio::time::Instant::now() + timeout.min(MAX_PUBLISH_WAIT);
+        let mut pause = FIRST_RESEND_PAUSE;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.publish_once(messages, fence, left).await {
+                Err(failure) if failure.is_in_process() && left > pause => {
+                    log::debug!("a commit met the region's previous one in process; resending");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_RESEND_PAUSE);
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn publish_once(
         &self,
         messages: &[Outgoing],
         fence: Option<Fence<'_>>,

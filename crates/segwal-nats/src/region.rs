@@ -71,6 +71,35 @@ pub(crate) struct TableState {
 }
 
 impl Region {
+    /// A region this owner has just taken with its take record at stream
+    /// sequence `take_seq`, the region's next number being `next_seq`.
+    fn taken(
+        id: RegionId,
+        stream_name: String,
+        stream: Stream,
+        subjects: String,
+        take_seq: u64,
+        next_seq: SequenceNumber,
+    ) -> Arc<Region> {
+        Arc::new(Region {
+            id,
+            stream_name,
+            stream,
+            subjects,
+            writer: Arc::new(Mutex::new(Writer {
+                last_stream_seq: take_seq,
+                next_seq,
+                take_seq,
+                needs_resync: false,
+                released: false,
+            })),
+            queue: StdMutex::new(Queue::default()),
+            acked_last: AtomicU64::new(take_seq),
+            fenced_by: StdMutex::new(None),
+            tables: StdMutex::new(HashMap::new()),
+        })
+    }
+
     pub(crate) fn fence(&self, last: u64) -> Fence<'_> {
         Fence {
             subjects: &self.subjects,
@@ -162,32 +191,7 @@ impl Inner {
         let owner_subject = self.config.owner_subject(id);
         let record = codec::encode_owner(&OwnerRecord::Take(self.config.owner.clone()));
         if force {
-            // Fence first: a take record stored whatever the region's
-            // position, so that every position the old owner knows is
-            // stale and its writes fail from here on. It carries no
-            // `Segwal-Next` (the old owner may have written since we
-            // looked); the take below, fenced at it, does.
-            let fence = Outgoing {
-                subject: owner_subject.clone(),
-                body: record.clone(),
-                next: None,
-            };
-            match self
-                .publish_commit(&[fence], None, self.config.request_timeout)
-                .await
-            {
-                Ok(ack) => log::warn!(
-                    "region {id}: fenced any other owner at stream sequence {}",
-                    ack.sequence
-                ),
-                Err(e) => {
-                    return Err(self.request_error(
-                        id,
-                        "publishing the fence record",
-                        e.to_string().into(),
-                    ));
-                }
-            }
+            self.fence_other_owners(id, &owner_subject, &record).await?;
         }
         for attempt in 0.. {
             let (last, next_seq) = self.region_position(id, &stream).await?;
@@ -230,23 +234,15 @@ impl Inner {
                         self.config.stream_name(index),
                         self.config.owner
                     );
-                    return Ok(Arc::new(Region {
+                    let stream_name = self.config.stream_name(index);
+                    return Ok(Region::taken(
                         id,
-                        stream_name: self.config.stream_name(index),
+                        stream_name,
                         stream,
                         subjects,
-                        writer: Arc::new(Mutex::new(Writer {
-                            last_stream_seq: ack.sequence,
-                            next_seq,
-                            take_seq: ack.sequence,
-                            needs_resync: false,
-                            released: false,
-                        })),
-                        queue: StdMutex::new(Queue::default()),
-                        acked_last: AtomicU64::new(ack.sequence),
-                        fenced_by: StdMutex::new(None),
-                        tables: StdMutex::new(HashMap::new()),
-                    }));
+                        ack.sequence,
+                        next_seq,
+                    ));
                 }
                 // Something was stored since we looked; look again.
                 Err(failure) if failure.is_wrong_last_sequence() && attempt < 8 => continue,
@@ -260,6 +256,39 @@ impl Inner {
             }
         }
         unreachable!("the loop returns")
+    }
+
+    /// Before a forced takeover: a take record stored whatever the
+    /// region's position, so that every position the old owner knows is
+    /// stale and its writes fail from here on. It carries no `Segwal-Next`
+    /// (the old owner may have written since we looked); the take that
+    /// follows, fenced at it, does.
+    async fn fence_other_owners(
+        &self,
+        id: RegionId,
+        owner_subject: &str,
+        record: &bytes::Bytes,
+    ) -> Result<(), Error> {
+        let fence = Outgoing {
+            subject: owner_subject.to_owned(),
+            body: record.clone(),
+            next: None,
+        };
+        match self
+            .publish_commit(&[fence], None, self.config.request_timeout)
+            .await
+        {
+            Ok(ack) => {
+                log::warn!(
+                    "region {id}: fenced any other owner at stream sequence {}",
+                    ack.sequence
+                );
+                Ok(())
+            }
+            Err(e) => {
+                Err(self.request_error(id, "publishing the fence record", e.to_string().into()))
+            }
+        }
     }
 
     /// The stream sequence of the region's last message (0: none) and the

@@ -19,7 +19,7 @@ use tokio::sync::OnceCell;
 
 use crate::config::NatsWalConfig;
 use crate::durability::Durability;
-use crate::error::{ClientError, ConnectSnafu, Error};
+use crate::error::{ClientError, ConnectSnafu, Error, ServerTooOldSnafu};
 use crate::read::{NatsSource, ReadFilter};
 use crate::region::Region;
 
@@ -60,6 +60,49 @@ pub(crate) struct Stats {
     pub(crate) regions_opened: AtomicU64,
 }
 
+/// What a [`NatsWal`] did since it was opened: cheap relaxed reads of its
+/// counters (what its metrics export).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Counters {
+    /// Batches acknowledged.
+    pub batches_written: u64,
+    /// Entries acknowledged.
+    pub entries_written: u64,
+    /// Payload bytes of the batches acknowledged.
+    pub payload_bytes_written: u64,
+    /// Commits acknowledged (each one message or one atomic batch holding
+    /// every write of a region queued when it started).
+    pub commits: u64,
+    /// Writes JetStream did not acknowledge.
+    pub failed_writes: u64,
+}
+
+/// The oldest nats-server segwal-nats works with, as (major, minor).
+pub const MIN_SERVER_VERSION: (u32, u32) = (2, 12);
+
+/// Refuses a server older than [`MIN_SERVER_VERSION`]; a version that
+/// does not parse (a development build) is let through.
+fn check_server_version(version: &str, servers: &str) -> Result<(), Error> {
+    let mut parts = version.trim_start_matches('v').split('.');
+    let (Some(Ok(major)), Some(Ok(minor))) = (
+        parts.next().map(str::parse::<u32>),
+        parts.next().map(str::parse::<u32>),
+    ) else {
+        return Ok(());
+    };
+    if (major, minor) >= MIN_SERVER_VERSION {
+        return Ok(());
+    }
+    let (min_major, min_minor) = MIN_SERVER_VERSION;
+    ServerTooOldSnafu {
+        version,
+        minimum: format!("{min_major}.{min_minor}"),
+        servers,
+    }
+    .fail()
+}
+
 pub(crate) fn lock<T>(mutex: &StdMutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -85,6 +128,7 @@ impl NatsWal {
             .context(ConnectSnafu {
                 servers: servers.clone(),
             })?;
+        check_server_version(&client.server_info().version, &servers)?;
         let js = jetstream::ContextBuilder::new()
             .timeout(config.request_timeout)
             .build(client.clone());
@@ -120,6 +164,19 @@ impl NatsWal {
             self.inner.config.server_sync,
             self.inner.client.server_info().version,
         )
+    }
+
+    /// What this instance wrote since it was opened.
+    pub fn counters(&self) -> Counters {
+        let s = &self.inner.stats;
+        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Counters {
+            batches_written: read(&s.batches_written),
+            entries_written: read(&s.entries_written),
+            payload_bytes_written: read(&s.bytes_written),
+            commits: read(&s.commits),
+            failed_writes: read(&s.write_failures),
+        }
     }
 
     /// Bytes the servers hold for this prefix: the stored messages of every
@@ -353,5 +410,28 @@ impl WalManager for NatsWal {
 
     async fn get_statistics(&self) -> Option<String> {
         Some(self.inner.statistics(&self.durability()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves that servers before 2.12 are refused with an error naming
+    /// the version and the servers, and that 2.12, later versions and
+    /// versions that do not parse are let through.
+    #[test]
+    fn servers_before_2_12_are_refused() {
+        for old in ["2.9.10", "2.11.9", "v2.10.0", "1.4.1"] {
+            let err = check_server_version(old, "nats://a:4222").unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains(old) && text.contains("nats://a:4222") && text.contains("2.12"),
+                "{text}"
+            );
+        }
+        for ok in ["2.12.0", "2.15.1", "2.16.0-dev", "3.0.0", "dev"] {
+            check_server_version(ok, "x").unwrap();
+        }
     }
 }

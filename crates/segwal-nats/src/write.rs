@@ -43,6 +43,14 @@ pub(crate) struct Pending {
     reply: oneshot::Sender<Result<SequenceNumber, Error>>,
 }
 
+/// A write of a commit, with the sequence numbers it was given.
+#[derive(Debug)]
+struct Numbered {
+    pending: Pending,
+    first: SequenceNumber,
+    last: SequenceNumber,
+}
+
 /// A region's queue of writes, and whether a commit task is running.
 #[derive(Debug, Default)]
 pub(crate) struct Queue {
@@ -140,6 +148,32 @@ impl Inner {
             }
             return;
         }
+        let (messages, numbered) = self.number(region, w, batch);
+        if messages.is_empty() {
+            return;
+        }
+        // Until the acknowledgement the position is unknown; if this task
+        // is dropped, the next commit resynchronises.
+        w.needs_resync = true;
+        let fence = region.fence(w.last_stream_seq);
+        match self
+            .publish_commit(&messages, Some(fence), self.config.request_timeout)
+            .await
+        {
+            Ok(ack) => self.acknowledge(region, w, ack.sequence, numbered),
+            Err(failure) => self.fail_commit(region, w, &failure, numbered).await,
+        }
+    }
+
+    /// Gives every write of `batch` its sequence numbers, in queue order,
+    /// and makes its message; a write that would exhaust the region's
+    /// numbers is answered with an error and takes none.
+    fn number(
+        &self,
+        region: &Region,
+        w: &mut Writer,
+        batch: Vec<Pending>,
+    ) -> (Vec<Outgoing>, Vec<Numbered>) {
         let mut messages = Vec::with_capacity(batch.len());
         let mut numbered = Vec::with_capacity(batch.len());
         for mut p in batch {
@@ -164,78 +198,78 @@ impl Inner {
                 body: std::mem::take(&mut p.body).freeze(),
                 next: Some(last + 1),
             });
-            numbered.push((p, first, last));
+            numbered.push(Numbered {
+                pending: p,
+                first,
+                last,
+            });
         }
-        if messages.is_empty() {
-            return;
-        }
-        // Until the acknowledgement the position is unknown; if this task
-        // is dropped, the next commit resynchronises.
-        w.needs_resync = true;
-        let fence = region.fence(w.last_stream_seq);
-        match self
-            .publish_commit(&messages, Some(fence), self.config.request_timeout)
-            .await
-        {
-            Ok(ack) => {
-                let count = messages.len() as u64;
-                assert!(
-                    ack.sequence >= w.last_stream_seq + count,
-                    "region {}: JetStream stored a commit at {} at or below the region's last position {}",
-                    region.id,
-                    ack.sequence,
-                    w.last_stream_seq
-                );
-                w.last_stream_seq = ack.sequence;
-                w.needs_resync = false;
-                region.acked_last.fetch_max(ack.sequence, Ordering::AcqRel);
-                self.stats.commits.fetch_add(1, Ordering::Relaxed);
-                // An atomic batch is stored at consecutive stream sequences.
-                let first_stream_seq = ack.sequence + 1 - count;
-                for (i, (p, _, last)) in numbered.into_iter().enumerate() {
-                    if let Some(state) = lock(&region.tables).get_mut(&p.table) {
-                        state.max_seq = state.max_seq.max(last);
-                        state.last_stream_seq = first_stream_seq + i as u64;
-                    }
-                    self.stats.batches_written.fetch_add(1, Ordering::Relaxed);
-                    self.stats
-                        .entries_written
-                        .fetch_add(p.entries, Ordering::Relaxed);
-                    self.stats
-                        .bytes_written
-                        .fetch_add(p.payload_bytes, Ordering::Relaxed);
-                    let _ = p.reply.send(Ok(last));
-                }
+        (messages, numbered)
+    }
+
+    /// Records a commit JetStream stored, its last message at stream
+    /// sequence `acked`, and answers its writes.
+    fn acknowledge(&self, region: &Region, w: &mut Writer, acked: u64, numbered: Vec<Numbered>) {
+        let count = numbered.len() as u64;
+        assert!(
+            acked >= w.last_stream_seq + count,
+            "region {}: JetStream stored a commit at {acked} at or below the region's last position {}",
+            region.id,
+            w.last_stream_seq
+        );
+        w.last_stream_seq = acked;
+        w.needs_resync = false;
+        region.acked_last.fetch_max(acked, Ordering::AcqRel);
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        // An atomic batch is stored at consecutive stream sequences.
+        let first_stream_seq = acked + 1 - count;
+        for (i, n) in numbered.into_iter().enumerate() {
+            let p = n.pending;
+            if let Some(state) = lock(&region.tables).get_mut(&p.table) {
+                state.max_seq = state.max_seq.max(n.last);
+                state.last_stream_seq = first_stream_seq + i as u64;
             }
-            Err(failure) => {
-                self.stats
-                    .write_failures
-                    .fetch_add(numbered.len() as u64, Ordering::Relaxed);
-                // Someone else wrote the region (fenced), or our own
-                // earlier write landed after all: find out which.
-                let fenced = match failure.is_wrong_last_sequence() {
-                    true => self.check_owner(region, w).await.err(),
-                    false => None,
-                };
-                for (p, first, last) in numbered {
-                    let e = match &fenced {
-                        Some(e) => self.copy_error(region, e),
-                        None => self.publish_error(region, &p, first, last, &failure),
-                    };
-                    let _ = p.reply.send(Err(e));
-                }
-            }
+            self.stats.batches_written.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .entries_written
+                .fetch_add(p.entries, Ordering::Relaxed);
+            self.stats
+                .bytes_written
+                .fetch_add(p.payload_bytes, Ordering::Relaxed);
+            let _ = p.reply.send(Ok(n.last));
         }
     }
 
-    fn publish_error(
+    /// Answers the writes of a commit JetStream did not acknowledge: fenced
+    /// if another owner wrote the region, else a publish error (the
+    /// outcome is unknown; the next commit resynchronises).
+    async fn fail_commit(
         &self,
         region: &Region,
-        p: &Pending,
-        first: u64,
-        last: u64,
+        w: &mut Writer,
         failure: &PublishFailure,
-    ) -> Error {
+        numbered: Vec<Numbered>,
+    ) {
+        self.stats
+            .write_failures
+            .fetch_add(numbered.len() as u64, Ordering::Relaxed);
+        // Someone else wrote the region (fenced), or our own earlier write
+        // landed after all: find out which.
+        let fenced = match failure.is_wrong_last_sequence() {
+            true => self.check_owner(region, w).await.err(),
+            false => None,
+        };
+        for n in numbered {
+            let e = match &fenced {
+                Some(e) => self.copy_error(region, e),
+                None => self.publish_error(region, &n, failure),
+            };
+            let _ = n.pending.reply.send(Err(e));
+        }
+    }
+
+    fn publish_error(&self, region: &Region, n: &Numbered, failure: &PublishFailure) -> Error {
+        let (p, first, last) = (&n.pending, n.first, n.last);
         match failure {
             PublishFailure::TimedOut => TimeoutSnafu {
                 operation: format!("write of {} entries to table {}", p.entries, p.table),

@@ -73,16 +73,24 @@ pub(crate) struct NatsServers {
 impl NatsServers {
     /// One server with JetStream (its default `sync_interval`).
     pub(crate) async fn single() -> NatsServers {
-        NatsServers::start(1, false).await
+        NatsServers::start(1, "").await
+    }
+
+    /// One server with JetStream's `sync_interval` set to `interval` (such
+    /// as `1s`): its periodic pass, which also compacts blocks more than
+    /// half deleted, runs that often.
+    pub(crate) async fn single_with_sync_interval(interval: &str) -> NatsServers {
+        NatsServers::start(1, &format!("sync_interval: {interval}")).await
     }
 
     /// A cluster of `n` servers (routes between all of them), every one
     /// with `sync_interval: always`.
     pub(crate) async fn cluster(n: usize) -> NatsServers {
-        NatsServers::start(n, true).await
+        NatsServers::start(n, "sync_interval: always").await
     }
 
-    async fn start(n: usize, sync_always: bool) -> NatsServers {
+    /// `n` servers, each with `sync` in its `jetstream` block.
+    async fn start(n: usize, sync: &str) -> NatsServers {
         let binary = nats_server_binary();
         let dir = tempfile::tempdir().expect("a temporary dir");
         let ports: Vec<(u16, u16, u16)> = (0..n)
@@ -92,7 +100,6 @@ impl NatsServers {
             .map(|i| {
                 let (port, cluster_port, http_port) = ports[i];
                 let store = dir.path().join(format!("n{i}"));
-                let sync = if sync_always { "sync_interval: always" } else { "" };
                 let mut text = format!(
                     "server_name: n{i}\nlisten: \"127.0.0.1:{port}\"\nhttp: \"127.0.0.1:{http_port}\"\n\
                      jetstream {{\n  store_dir: \"{}\"\n  {sync}\n}}\n",
