@@ -111,6 +111,8 @@ pub(crate) enum Backend {
     Nats {
         servers: Vec<String>,
         replicas: usize,
+        /// Streams the regions share.
+        streams: u32,
     },
 }
 
@@ -261,9 +263,14 @@ pub(crate) async fn run(
             let label = "local".to_owned();
             run_on(&LocalBench { config }, label, options, dir, progress).await
         }
-        Backend::Nats { servers, replicas } => {
+        Backend::Nats {
+            servers,
+            replicas,
+            streams,
+        } => {
             let config = NatsWalConfig::new(servers.iter().cloned())
                 .replicas(*replicas)
+                .streams(*streams)
                 .prefix(format!("segwal_bench_{}", std::process::id()))
                 .owner(format!("segwal-bench-{}", std::process::id()));
             let label = format!("nats R{replicas} at {}", servers.join(","));
