@@ -111,6 +111,8 @@ pub(crate) enum Backend {
     Nats {
         servers: Vec<String>,
         replicas: usize,
+        /// Streams the regions share.
+        streams: u32,
     },
 }
 
@@ -122,6 +124,14 @@ trait BenchBackend {
     fn syncs(&self, wal: &Self::Wal) -> Option<(u64, u64)>;
     /// Bytes of storage the log occupies (measured with the WAL closed).
     async fn stored_bytes(&self, regions: u64) -> u64;
+    /// When a write is durable, for the report.
+    fn durability_label(&self, options: &BenchOptions) -> String {
+        sync_label(options.sync)
+    }
+    /// Removes what the run left on shared servers (not `--keep`).
+    async fn clean_up(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 struct LocalBench {
@@ -155,18 +165,29 @@ impl BenchBackend for NatsBench {
             .await
             .map_err(|e| e.to_string())
     }
-    fn syncs(&self, _wal: &NatsWal) -> Option<(u64, u64)> {
-        None
+    /// Commits stand for syncs: each is one round trip to the stream
+    /// leader carrying every write of a region queued when it started.
+    fn syncs(&self, wal: &NatsWal) -> Option<(u64, u64)> {
+        let counters = wal.counters();
+        Some((counters.commits, counters.batches_written))
     }
-    async fn stored_bytes(&self, regions: u64) -> u64 {
+    /// `--sync` does not apply: the servers' `sync_interval` decides.
+    fn durability_label(&self, _options: &BenchOptions) -> String {
+        "by the servers (JetStream ack)".into()
+    }
+    async fn stored_bytes(&self, _regions: u64) -> u64 {
         let Ok(wal) = NatsWal::open(self.config.clone()).await else {
             return 0;
         };
-        let mut total = 0;
-        for region in 0..regions {
-            total += wal.stored_bytes(region).await.unwrap_or(0);
-        }
-        total
+        wal.stored_bytes().await.unwrap_or(0)
+    }
+
+    async fn clean_up(&self) -> Result<(), String> {
+        let wal = NatsWal::open(self.config.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        wal.delete_all_streams().await.map_err(|e| e.to_string())?;
+        Ok(())
     }
 }
 
@@ -242,9 +263,14 @@ pub(crate) async fn run(
             let label = "local".to_owned();
             run_on(&LocalBench { config }, label, options, dir, progress).await
         }
-        Backend::Nats { servers, replicas } => {
+        Backend::Nats {
+            servers,
+            replicas,
+            streams,
+        } => {
             let config = NatsWalConfig::new(servers.iter().cloned())
                 .replicas(*replicas)
+                .streams(*streams)
                 .prefix(format!("segwal_bench_{}", std::process::id()))
                 .owner(format!("segwal-bench-{}", std::process::id()));
             let label = format!("nats R{replicas} at {}", servers.join(","));
@@ -296,7 +322,9 @@ async fn run_on<B: BenchBackend>(
     let disk_after = if options.keep {
         None
     } else {
-        Some(backend.stored_bytes(options.regions).await)
+        let after = backend.stored_bytes(options.regions).await;
+        backend.clean_up().await?;
+        Some(after)
     };
 
     let latencies = &written.latencies;
@@ -305,7 +333,7 @@ async fn run_on<B: BenchBackend>(
     Ok(BenchReport {
         backend: label,
         dir: dir.to_owned(),
-        sync: sync_label(options.sync),
+        sync: backend.durability_label(options),
         writers: options.writers,
         regions: options.regions,
         regions_written: regions_written.collect::<BTreeSet<_>>().len() as u64,

@@ -91,6 +91,10 @@ enum Command {
         /// 3 with three or more servers, else 1.
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=5))]
         replicas: Option<u64>,
+        /// With --backend nats: how many streams the regions share
+        /// (`NatsWalConfig::streams`).
+        #[arg(long, default_value_t = segwal_nats::DEFAULT_STREAMS, value_parser = clap::value_parser!(u32).range(1..=i64::from(segwal_nats::MAX_STREAMS)))]
+        nats_streams: u32,
     },
     /// Per region, the segments with size, sequence range, tables and live
     /// bytes. Modifies nothing.
@@ -191,6 +195,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
             backend,
             servers,
             replicas,
+            nats_streams,
         } => {
             let backend = match backend {
                 BackendKind::Local => {
@@ -205,7 +210,11 @@ fn run(command: Command) -> Result<ExitCode, String> {
                     }
                     let replicas =
                         replicas.map_or(if servers.len() >= 3 { 3 } else { 1 }, |r| r as usize);
-                    bench::Backend::Nats { servers, replicas }
+                    bench::Backend::Nats {
+                        servers,
+                        replicas,
+                        streams: nats_streams,
+                    }
                 }
             };
             let options = bench::BenchOptions {
@@ -263,8 +272,12 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 bench::Backend::Local => {
                     eprintln!("segwal bench: data dir {}{kept}", dir.display());
                 }
-                bench::Backend::Nats { servers, replicas } => eprintln!(
-                    "segwal bench: NATS JetStream at {} with {replicas} replicas",
+                bench::Backend::Nats {
+                    servers,
+                    replicas,
+                    streams,
+                } => eprintln!(
+                    "segwal bench: NATS JetStream at {} with {replicas} replicas, {streams} streams",
                     servers.join(",")
                 ),
             }

@@ -1,17 +1,18 @@
 //! The bodies of segwal's messages in a region's stream.
 //!
-//! - A batch (subject `{prefix}.R.t.T`): version byte 1, the first
+//! - A batch (subject `{prefix}.S.R.t.T`): version byte 1, the first
 //!   sequence number (u64), the entry count (u32), then each entry as its
 //!   length (u32) and bytes. Little-endian, like the local format.
-//! - A delete mark (subject `{prefix}.R.m.T`): version byte 1, the
+//! - A delete mark (subject `{prefix}.S.R.m.T`): version byte 1, the
 //!   sequence number deleted up to (u64), the table's largest sequence
 //!   number at the time (u64).
-//! - An ownership record (subject `{prefix}.R.o`): `take OWNER` or
+//! - An ownership record (subject `{prefix}.S.R.o`): `take OWNER` or
 //!   `release OWNER` in UTF-8.
 //!
 //! Every message also carries the header [`NEXT_HEADER`]: the region's
 //! next sequence number once the message is stored, so that opening a
-//! region needs only the stream's last message.
+//! region needs only the region's last message. (`S` is the region's
+//! stream, `R mod streams`.)
 
 use bytes::{BufMut, Bytes, BytesMut};
 use segwal::{LogWriteEntry, SequenceNumber};
@@ -34,7 +35,23 @@ pub(crate) fn batch_len(entries: &[LogWriteEntry]) -> usize {
 }
 
 /// A batch's message body; `first` is its first sequence number.
+#[cfg(test)]
 pub(crate) fn encode_batch(first: SequenceNumber, entries: &[LogWriteEntry]) -> Bytes {
+    let mut body = encode_unnumbered(entries);
+    number_batch(&mut body, first);
+    body.freeze()
+}
+
+/// Sets the first sequence number of a body made by [`encode_unnumbered`].
+pub(crate) fn number_batch(body: &mut BytesMut, first: SequenceNumber) {
+    assert!(first >= 1 && body.len() >= BATCH_HEADER_LEN);
+    body[1..9].copy_from_slice(&first.to_le_bytes());
+}
+
+/// A batch's message body with its first sequence number still unset
+/// (zero, which no decoder accepts): numbers are assigned at commit.
+pub(crate) fn encode_unnumbered(entries: &[LogWriteEntry]) -> BytesMut {
+    let first: SequenceNumber = 0;
     assert!(!entries.is_empty());
     let mut out = BytesMut::with_capacity(batch_len(entries));
     out.put_u8(VERSION);
@@ -45,7 +62,7 @@ pub(crate) fn encode_batch(first: SequenceNumber, entries: &[LogWriteEntry]) -> 
         out.put_slice(&entry.payload);
     }
     debug_assert_eq!(out.len(), batch_len(entries));
-    out.freeze()
+    out
 }
 
 /// A decoded batch: its first sequence number and its payloads, which

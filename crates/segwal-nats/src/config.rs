@@ -2,7 +2,14 @@
 
 use std::time::Duration;
 
+use crate::durability::ServerSync;
 use crate::error::{Error, InvalidConfigSnafu};
+
+/// Streams a prefix's regions share, by default.
+pub const DEFAULT_STREAMS: u32 = 16;
+/// The most streams a prefix may use: each is a Raft group on every
+/// server holding a replica.
+pub const MAX_STREAMS: u32 = 1024;
 
 /// Configuration of a [`NatsWal`](crate::NatsWal):
 /// `NatsWalConfig::new(servers)` and builder methods. Checked by
@@ -14,12 +21,16 @@ pub struct NatsWalConfig {
     pub(crate) replicas: usize,
     pub(crate) owner: String,
     pub(crate) request_timeout: Duration,
+    pub(crate) streams: u32,
+    pub(crate) server_sync: ServerSync,
 }
 
 impl NatsWalConfig {
     /// The defaults for `servers` (URLs such as `nats://10.0.0.1:4222`; list
     /// every node of a cluster so the client can fail over): prefix
-    /// `segwal`, 1 replica, a random owner name, 5 s request timeout.
+    /// `segwal`, 1 replica, a random owner name, 5 s request timeout,
+    /// [`DEFAULT_STREAMS`] streams, servers on JetStream's default
+    /// `sync_interval`.
     pub fn new<S: Into<String>>(servers: impl IntoIterator<Item = S>) -> NatsWalConfig {
         NatsWalConfig {
             servers: servers.into_iter().map(Into::into).collect(),
@@ -27,18 +38,21 @@ impl NatsWalConfig {
             replicas: 1,
             owner: random_owner(),
             request_timeout: Duration::from_secs(5),
+            streams: DEFAULT_STREAMS,
+            server_sync: ServerSync::JetStreamDefault,
         }
     }
 
-    /// The names used on the server: region R is stream `{prefix}_R` with
-    /// subjects `{prefix}.R.>`. Letters, digits, `-` and `_` only. Two WALs
-    /// with different prefixes share a cluster without seeing each other.
+    /// The names used on the server: streams `{prefix}_s0` ... with
+    /// subjects `{prefix}.{stream}.>` (see the crate docs). Letters, digits,
+    /// `-` and `_` only. Two WALs with different prefixes share a cluster
+    /// without seeing each other.
     pub fn prefix(mut self, prefix: impl Into<String>) -> NatsWalConfig {
         self.prefix = prefix.into();
         self
     }
 
-    /// Replicas of each region's stream: 1 on a single server, 3 (or 5) in
+    /// Replicas of each stream: 1 on a single server, 3 (or 5) in
     /// a cluster. A write is acknowledged once a majority stores it. Applies
     /// to streams this WAL creates; existing streams keep theirs.
     pub fn replicas(mut self, replicas: usize) -> NatsWalConfig {
@@ -59,6 +73,28 @@ impl NatsWalConfig {
     /// before it fails (default 5 s).
     pub fn request_timeout(mut self, timeout: Duration) -> NatsWalConfig {
         self.request_timeout = timeout;
+        self
+    }
+
+    /// How many streams the regions share (default [`DEFAULT_STREAMS`], 1
+    /// to [`MAX_STREAMS`]): region R lives in stream `R mod streams`. Each
+    /// stream is one Raft group per replica, so this bounds what the
+    /// servers spend on segwal however many regions there are; more
+    /// streams spread writes over more stream leaders. Fixed when a
+    /// prefix's first stream is created: opening it later with another
+    /// count is refused, since regions would move.
+    pub fn streams(mut self, streams: u32) -> NatsWalConfig {
+        self.streams = streams;
+        self
+    }
+
+    /// What the servers' `jetstream { sync_interval }` is, so that
+    /// [`NatsWal::durability`](crate::NatsWal::durability) and the
+    /// statistics say what an acknowledgement means. segwal cannot read a
+    /// server's setting (it is not in the client protocol), so this is the
+    /// operator's statement; default [`ServerSync::JetStreamDefault`].
+    pub fn server_sync(mut self, sync: ServerSync) -> NatsWalConfig {
+        self.server_sync = sync;
         self
     }
 
@@ -110,6 +146,12 @@ impl NatsWalConfig {
         if self.request_timeout.is_zero() {
             return fail("the request timeout must be above zero".into());
         }
+        if !(1..=MAX_STREAMS).contains(&self.streams) {
+            return fail(format!(
+                "streams must be 1 to {MAX_STREAMS}, not {}",
+                self.streams
+            ));
+        }
         Ok(())
     }
 
@@ -117,28 +159,43 @@ impl NatsWalConfig {
         self.servers.join(",")
     }
 
-    pub(crate) fn stream_name(&self, region: u64) -> String {
-        format!("{}_{region}", self.prefix)
+    /// The index of the stream region `region` lives in.
+    pub(crate) fn stream_of(&self, region: u64) -> u32 {
+        (region % u64::from(self.streams)) as u32
     }
 
+    pub(crate) fn stream_name(&self, stream: u32) -> String {
+        format!("{}_s{stream}", self.prefix)
+    }
+
+    pub(crate) fn stream_subjects(&self, stream: u32) -> String {
+        format!("{}.{stream}.>", self.prefix)
+    }
+
+    /// Every subject of region `region`: the filter of its fencing checks
+    /// and its scans.
     pub(crate) fn region_subjects(&self, region: u64) -> String {
-        format!("{}.{region}.>", self.prefix)
+        format!("{}.{}.{region}.>", self.prefix, self.stream_of(region))
     }
 
     pub(crate) fn data_subject(&self, region: u64, table: u64) -> String {
-        format!("{}.{region}.t.{table}", self.prefix)
-    }
-
-    pub(crate) fn all_data_subjects(&self, region: u64) -> String {
-        format!("{}.{region}.t.*", self.prefix)
+        format!(
+            "{}.{}.{region}.t.{table}",
+            self.prefix,
+            self.stream_of(region)
+        )
     }
 
     pub(crate) fn mark_subject(&self, region: u64, table: u64) -> String {
-        format!("{}.{region}.m.{table}", self.prefix)
+        format!(
+            "{}.{}.{region}.m.{table}",
+            self.prefix,
+            self.stream_of(region)
+        )
     }
 
     pub(crate) fn owner_subject(&self, region: u64) -> String {
-        format!("{}.{region}.o", self.prefix)
+        format!("{}.{}.{region}.o", self.prefix, self.stream_of(region))
     }
 }
 

@@ -31,6 +31,57 @@ pub enum Error {
         source: ClientError,
     },
 
+    /// A request about one of the WAL's streams (finding, creating or
+    /// measuring it) failed.
+    #[snafu(display(
+        "{operation} of stream {stream} failed at {servers}: {source} \
+         (is the cluster reachable, and does it have a quorum of the stream's replicas?)"
+    ))]
+    Stream {
+        /// What was being done.
+        operation: String,
+        /// The stream.
+        stream: String,
+        /// The configured servers.
+        servers: String,
+        /// The client's error.
+        source: ClientError,
+    },
+
+    /// The server is older than what segwal-nats is built on
+    /// ([`MIN_SERVER_VERSION`](crate::MIN_SERVER_VERSION)).
+    #[snafu(display(
+        "nats-server {version} at {servers} is too old: segwal-nats needs {minimum} or later \
+         (atomic batches, fencing over a subject filter, batch direct gets)"
+    ))]
+    ServerTooOld {
+        /// The version the server reports.
+        version: String,
+        /// The oldest version that works.
+        minimum: String,
+        /// The configured servers.
+        servers: String,
+    },
+
+    /// A stream under this WAL's prefix was not laid out by this
+    /// configuration: created with another stream count (regions would
+    /// move between streams), or by an older segwal with a stream per
+    /// region. Nothing was written.
+    #[snafu(display(
+        "stream {stream} does not match this configuration ({configured} streams under prefix \
+         {prefix:?}): {found}; open it with the stream count it was created with, or use another prefix"
+    ))]
+    Layout {
+        /// The prefix.
+        prefix: String,
+        /// The stream found.
+        stream: String,
+        /// The stream count configured.
+        configured: u32,
+        /// What the stream says.
+        found: String,
+    },
+
     /// A JetStream request about a region (its stream, ownership record,
     /// a message, a purge) failed: the cluster is unreachable, has no
     /// quorum for the region's stream, or refused the request.
@@ -195,6 +246,33 @@ impl Error {
     pub fn of(err: &segwal::Error) -> Option<&Error> {
         std::error::Error::source(err)?.downcast_ref::<Error>()
     }
+
+    /// What kind of trouble this is, as segwal's metrics count it
+    /// (`segwal::Error::kind`): `invalid_argument` (the call or the
+    /// configuration was wrong; nothing was written), `data_dir` (the
+    /// prefix's streams have another layout), `corruption` (a message is
+    /// not what segwal writes), `timeout`, `closed`, or `backend` (the
+    /// cluster failed or refused a request, or another owner holds the
+    /// region).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::InvalidConfig { .. }
+            | Error::EmptyBatch { .. }
+            | Error::BatchTooLarge { .. }
+            | Error::SequencesExhausted { .. } => "invalid_argument",
+            Error::Layout { .. } => "data_dir",
+            Error::Malformed { .. } => "corruption",
+            Error::Timeout { .. } => "timeout",
+            Error::Closed => "closed",
+            Error::Connect { .. }
+            | Error::ServerTooOld { .. }
+            | Error::Stream { .. }
+            | Error::Request { .. }
+            | Error::Publish { .. }
+            | Error::Fenced { .. }
+            | Error::RegionOwned { .. } => "backend",
+        }
+    }
 }
 
 impl From<Error> for segwal::Error {
@@ -202,7 +280,7 @@ impl From<Error> for segwal::Error {
         if matches!(err, Error::Closed) {
             segwal::Error::backend_closed(err)
         } else {
-            segwal::Error::backend(err)
+            segwal::Error::backend_of_kind(err.kind(), err)
         }
     }
 }

@@ -1,131 +1,120 @@
-//! [`NatsWal`]: the `WalManager` over JetStream. The module docs of the
-//! crate describe the mapping; this file holds the protocol.
+//! [`NatsWal`]: the `WalManager` over JetStream, and what every part of
+//! the protocol shares ([`Inner`]). The crate docs describe the mapping;
+//! `region.rs` opening and fencing, `write.rs` the write path,
+//! `delete.rs` deletes, `read.rs` reads.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, MutexGuard};
-use std::time::Duration;
 
-use async_nats::HeaderMap;
-use async_nats::jetstream::context::{PublishError, PublishErrorKind};
-use async_nats::jetstream::publish::PublishAck;
-use async_nats::jetstream::stream::{self, LastRawMessageError, LastRawMessageErrorKind, Stream};
-use async_nats::jetstream::{self, message::StreamMessage};
+use async_nats::jetstream::{self, stream::Stream};
 use async_trait::async_trait;
-use bytes::Bytes;
 use segwal::{
     BatchLogIterator, LogWriteBatch, MAX_SEQUENCE_NUMBER, ReadContext, ReadRequest, RegionId,
-    ScanContext, ScanRequest, SequenceNumber, TableId, WalLocation, WalManager, WriteContext,
+    ScanContext, ScanRequest, SequenceNumber, WalLocation, WalManager, WriteContext,
 };
-use snafu::{IntoError, ResultExt};
-use tokio::sync::{Mutex, MutexGuard as AsyncGuard, OnceCell};
+use snafu::ResultExt;
+use tokio::sync::OnceCell;
 
-use crate::codec::{self, Mark, NEXT_HEADER, OwnerRecord};
 use crate::config::NatsWalConfig;
-use crate::error::{
-    BatchTooLargeSnafu, ClientError, ConnectSnafu, EmptyBatchSnafu, Error, FencedSnafu,
-    MalformedSnafu, PublishSnafu, RegionOwnedSnafu, SequencesExhaustedSnafu, TimeoutSnafu,
-};
+use crate::durability::Durability;
+use crate::error::{ClientError, ConnectSnafu, Error, ServerTooOldSnafu};
 use crate::read::{NatsSource, ReadFilter};
-
-/// Room left in a message for the headers next to the body.
-const HEADER_ROOM_BYTES: usize = 256;
+use crate::region::Region;
 
 /// The write-ahead log on a NATS JetStream server or cluster. Clones share
 /// one connection and one set of open regions (closing one closes all).
 ///
-/// Each region is one stream, written only by the instance that owns it;
-/// see the crate docs for the mapping, the ownership protocol and what is
-/// guaranteed.
+/// Regions share a bounded number of streams and are written only by the
+/// instance that owns them; see the crate docs for the mapping, the
+/// ownership protocol and what is guaranteed.
 #[derive(Debug, Clone)]
 pub struct NatsWal {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) config: NatsWalConfig,
-    servers: String,
-    client: async_nats::Client,
-    js: jetstream::Context,
-    regions: StdMutex<HashMap<RegionId, Arc<OnceCell<Arc<Region>>>>>,
+    pub(crate) servers: String,
+    pub(crate) client: async_nats::Client,
+    pub(crate) js: jetstream::Context,
+    /// Streams known to exist, their layout checked.
+    pub(crate) streams: StdMutex<HashMap<u32, Arc<OnceCell<Stream>>>>,
+    pub(crate) regions: StdMutex<HashMap<RegionId, Arc<OnceCell<Arc<Region>>>>>,
     closed: AtomicBool,
-    stats: Stats,
+    pub(crate) stats: Stats,
 }
 
 #[derive(Debug, Default)]
-struct Stats {
-    batches_written: AtomicU64,
-    entries_written: AtomicU64,
-    bytes_written: AtomicU64,
-    write_failures: AtomicU64,
-    resyncs: AtomicU64,
-    deletes: AtomicU64,
-    messages_purged: AtomicU64,
-    regions_opened: AtomicU64,
+pub(crate) struct Stats {
+    pub(crate) batches_written: AtomicU64,
+    pub(crate) entries_written: AtomicU64,
+    pub(crate) bytes_written: AtomicU64,
+    pub(crate) commits: AtomicU64,
+    pub(crate) write_failures: AtomicU64,
+    pub(crate) resyncs: AtomicU64,
+    pub(crate) deletes: AtomicU64,
+    pub(crate) messages_purged: AtomicU64,
+    pub(crate) regions_opened: AtomicU64,
 }
 
-/// One open region: its stream and what this owner knows of it.
-#[derive(Debug)]
-pub(crate) struct Region {
-    pub(crate) id: RegionId,
-    pub(crate) stream_name: String,
-    pub(crate) stream: Stream,
-    /// Held across each publish and its acknowledgement: one message in
-    /// flight per region, so stored messages are in the order their
-    /// sequence numbers were assigned (see the crate docs).
-    writer: Mutex<Writer>,
-    /// The stream sequence of the last message this owner had
-    /// acknowledged (or found at open): reads and scans stop there.
-    pub(crate) acked_last: AtomicU64,
-    /// Set once another owner took the region over: the owner it names.
-    fenced_by: StdMutex<Option<String>>,
-    /// Per table, loaded on first use (under the writer lock, so that no
-    /// acknowledged write is missed) and kept current by this owner.
-    tables: StdMutex<HashMap<TableId, TableState>>,
+/// What a [`NatsWal`] did since it was opened: cheap relaxed reads of its
+/// counters (what its metrics export).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Counters {
+    /// Batches acknowledged.
+    pub batches_written: u64,
+    /// Entries acknowledged.
+    pub entries_written: u64,
+    /// Payload bytes of the batches acknowledged.
+    pub payload_bytes_written: u64,
+    /// Commits acknowledged (each one message or one atomic batch holding
+    /// every write of a region queued when it started).
+    pub commits: u64,
+    /// Writes JetStream did not acknowledge.
+    pub failed_writes: u64,
 }
 
-/// The write position of an owned region.
-///
-/// # Invariants
-/// While `needs_resync` is false, `last_stream_seq` is the stream's last
-/// sequence and every sequence number below `next_seq` has been handed out
-/// (to a stored batch or a failed one); `take_seq` is the stream sequence
-/// of this owner's take record.
-#[derive(Debug)]
-pub(crate) struct Writer {
-    last_stream_seq: u64,
-    next_seq: SequenceNumber,
-    take_seq: u64,
-    needs_resync: bool,
+/// The oldest nats-server segwal-nats works with, as (major, minor).
+pub const MIN_SERVER_VERSION: (u32, u32) = (2, 12);
+
+/// Refuses a server older than [`MIN_SERVER_VERSION`]; a version that
+/// does not parse (a development build) is let through.
+fn check_server_version(version: &str, servers: &str) -> Result<(), Error> {
+    let mut parts = version.trim_start_matches('v').split('.');
+    let (Some(Ok(major)), Some(Ok(minor))) = (
+        parts.next().map(str::parse::<u32>),
+        parts.next().map(str::parse::<u32>),
+    ) else {
+        return Ok(());
+    };
+    if (major, minor) >= MIN_SERVER_VERSION {
+        return Ok(());
+    }
+    let (min_major, min_minor) = MIN_SERVER_VERSION;
+    ServerTooOldSnafu {
+        version,
+        minimum: format!("{min_major}.{min_minor}"),
+        servers,
+    }
+    .fail()
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct TableState {
-    max_seq: SequenceNumber,
-    pub(crate) deleted_up_to: SequenceNumber,
-    /// A purge after the last delete mark failed; the next delete retries.
-    purge_pending: bool,
-}
-
-/// How a publish failed.
-enum PublishFailure {
-    TimedOut,
-    Failed(PublishError),
-}
-
-fn lock<T>(mutex: &StdMutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &StdMutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn boxed(err: impl std::error::Error + Send + Sync + 'static) -> ClientError {
+pub(crate) fn boxed(err: impl std::error::Error + Send + Sync + 'static) -> ClientError {
     Box::new(err)
 }
 
 impl NatsWal {
-    /// Checks `config` and connects to its servers. Regions are opened (and
-    /// their streams created, with the configured replicas) on first use.
+    /// Checks `config`, connects to its servers and checks that the
+    /// prefix's streams (if any) have the configured layout. Streams are
+    /// created on the first write to one of their regions.
     pub async fn open(config: NatsWalConfig) -> Result<NatsWal, Error> {
         config.check()?;
         let servers = config.servers_label();
@@ -139,20 +128,26 @@ impl NatsWal {
             .context(ConnectSnafu {
                 servers: servers.clone(),
             })?;
+        check_server_version(&client.server_info().version, &servers)?;
         let js = jetstream::ContextBuilder::new()
             .timeout(config.request_timeout)
             .build(client.clone());
-        Ok(NatsWal {
+        let wal = NatsWal {
             inner: Arc::new(Inner {
                 config,
                 servers,
                 client,
                 js,
+                streams: StdMutex::new(HashMap::new()),
                 regions: StdMutex::new(HashMap::new()),
                 closed: AtomicBool::new(false),
                 stats: Stats::default(),
             }),
-        })
+        };
+        // Stream 0 is created before any other: if it is absent, the
+        // prefix holds nothing; if present, its layout must match.
+        wal.inner.stream(0, false).await?;
+        Ok(wal)
     }
 
     /// The configuration in force.
@@ -160,29 +155,56 @@ impl NatsWal {
         &self.inner.config
     }
 
-    /// Bytes the servers hold for region `region_id` (its stream's stored
-    /// messages, as JetStream counts them; 0 if it has no stream). Needs no
-    /// ownership of the region.
-    pub async fn stored_bytes(&self, region_id: RegionId) -> Result<u64, Error> {
-        self.inner.check_open()?;
-        let name = self.inner.config.stream_name(region_id);
-        match self.inner.js.get_stream(&name).await {
-            Ok(stream) => Ok(stream.cached_info().state.bytes),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    async_nats::jetstream::context::GetStreamErrorKind::JetStream(ref js)
-                        if js.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND
-                ) =>
-            {
-                Ok(0)
-            }
-            Err(e) => {
-                Err(self
-                    .inner
-                    .request_error(region_id, "reading the stream's size", boxed(e)))
-            }
+    /// What an acknowledged write survives: the streams' replicas, the
+    /// servers' sync setting as configured
+    /// ([`NatsWalConfig::server_sync`]), the server's version.
+    pub fn durability(&self) -> Durability {
+        Durability::new(
+            self.inner.config.replicas,
+            self.inner.config.server_sync,
+            self.inner.client.server_info().version,
+        )
+    }
+
+    /// What this instance wrote since it was opened.
+    pub fn counters(&self) -> Counters {
+        let s = &self.inner.stats;
+        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Counters {
+            batches_written: read(&s.batches_written),
+            entries_written: read(&s.entries_written),
+            payload_bytes_written: read(&s.bytes_written),
+            commits: read(&s.commits),
+            failed_writes: read(&s.write_failures),
         }
+    }
+
+    /// Bytes the servers hold for this prefix: the stored messages of every
+    /// stream, as JetStream counts them (one replica's worth). Needs no
+    /// region.
+    pub async fn stored_bytes(&self) -> Result<u64, Error> {
+        self.inner.check_open()?;
+        let mut total = 0;
+        for mut stream in self.inner.existing_streams().await? {
+            let name = stream.cached_info().config.name.clone();
+            let info = stream.info().await.map_err(|e| Error::Stream {
+                operation: "reading the size".into(),
+                stream: name,
+                servers: self.inner.servers.clone(),
+                source: boxed(e),
+            })?;
+            total += info.state.bytes;
+        }
+        Ok(total)
+    }
+
+    /// Deletes every stream under this WAL's prefix, with every region's
+    /// entries: for tools and benchmarks that own the prefix, never for a
+    /// log in use (other instances' regions live in the same streams).
+    /// Returns how many streams there were.
+    pub async fn delete_all_streams(&self) -> Result<usize, Error> {
+        self.inner.check_open()?;
+        self.inner.delete_streams().await
     }
 
     /// Takes region `region_id` over even if another owner holds it (that
@@ -200,14 +222,14 @@ impl NatsWal {
 }
 
 impl Inner {
-    fn check_open(&self) -> Result<(), Error> {
+    pub(crate) fn check_open(&self) -> Result<(), Error> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
         Ok(())
     }
 
-    fn request_error(
+    pub(crate) fn request_error(
         &self,
         region: RegionId,
         operation: impl Into<String>,
@@ -216,844 +238,10 @@ impl Inner {
         Error::Request {
             operation: operation.into(),
             region,
-            stream: self.config.stream_name(region),
+            stream: self.config.stream_name(self.config.stream_of(region)),
             servers: self.servers.clone(),
             source,
         }
-    }
-
-    /// The error for a publish of `what` (an ownership record) that failed.
-    fn publish_error(&self, region: RegionId, what: &str, failure: PublishFailure) -> Error {
-        let source = match failure {
-            PublishFailure::Failed(e) => boxed(e),
-            PublishFailure::TimedOut => "no acknowledgement in time".into(),
-        };
-        self.request_error(region, format!("publishing the {what}"), source)
-    }
-
-    fn malformed(&self, region: RegionId, message: &StreamMessage, reason: String) -> Error {
-        MalformedSnafu {
-            region,
-            stream: self.config.stream_name(region),
-            subject: message.subject.to_string(),
-            stream_sequence: message.sequence,
-            reason,
-        }
-        .build()
-    }
-
-    /// The region, opened (taken) on first use.
-    pub(crate) async fn region(&self, id: RegionId) -> Result<Arc<Region>, Error> {
-        self.check_open()?;
-        let cell = Arc::clone(lock(&self.regions).entry(id).or_default());
-        let region = cell.get_or_try_init(|| self.open_region(id, false)).await?;
-        if let Some(by) = lock(&region.fenced_by).clone() {
-            return FencedSnafu {
-                region: id,
-                owner: self.config.owner.clone(),
-                by,
-            }
-            .fail();
-        }
-        Ok(Arc::clone(region))
-    }
-
-    /// Opens region `id`: creates its stream if needed, reads the next
-    /// sequence number from the stream's last message, and takes ownership
-    /// with a take record published with `Nats-Expected-Last-Sequence`, so
-    /// that a concurrent taker, or a writer that went on meanwhile, makes
-    /// it start again. Refuses a region another owner holds unless `force`.
-    async fn open_region(&self, id: RegionId, force: bool) -> Result<Arc<Region>, Error> {
-        let stream_name = self.config.stream_name(id);
-        let stream = self
-            .js
-            .get_or_create_stream(stream::Config {
-                name: stream_name.clone(),
-                subjects: vec![self.config.region_subjects(id)],
-                storage: stream::StorageType::File,
-                num_replicas: self.config.replicas,
-                retention: stream::RetentionPolicy::Limits,
-                discard: stream::DiscardPolicy::Old,
-                description: Some(format!("segwal region {id}")),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| self.request_error(id, "creating or finding the stream", boxed(e)))?;
-        let record = codec::encode_owner(&OwnerRecord::Take(self.config.owner.clone()));
-        let subject = self.config.owner_subject(id);
-        if force {
-            // Fence first: a take record stored whatever the stream's
-            // position, so that every position the old owner knows is
-            // stale and its writes fail from here on. It carries no
-            // `Segwal-Next` (the old owner may have written since we
-            // looked); the take below, made with the position checked,
-            // does.
-            match self
-                .publish(subject.clone(), record.clone(), None, None, None)
-                .await
-            {
-                Ok(ack) => log::warn!(
-                    "region {id}: fenced any other owner at stream sequence {}",
-                    ack.sequence
-                ),
-                Err(failure) => return Err(self.publish_error(id, "fence record", failure)),
-            }
-        }
-        for attempt in 0.. {
-            let last = self.stream_last(id, &stream).await?;
-            let next_seq = self.floor_at(id, &stream, last).await?;
-            let holder = self.owner_record(id, &stream).await?;
-            if let Some((_, OwnerRecord::Take(holder))) = &holder
-                && *holder != self.config.owner
-            {
-                if !force {
-                    return RegionOwnedSnafu {
-                        region: id,
-                        owner: self.config.owner.clone(),
-                        holder: holder.clone(),
-                    }
-                    .fail();
-                }
-                log::warn!(
-                    "taking region {id} over from owner {holder:?}, which never released it; \
-                     its later writes will be fenced"
-                );
-            }
-            match self
-                .publish(
-                    subject.clone(),
-                    record.clone(),
-                    Some(last),
-                    Some(next_seq),
-                    None,
-                )
-                .await
-            {
-                Ok(ack) => {
-                    self.purge_below(id, &stream, &subject, ack.sequence).await;
-                    self.stats.regions_opened.fetch_add(1, Ordering::Relaxed);
-                    log::info!(
-                        "opened region {id} (stream {stream_name}) as owner {:?}: next sequence {next_seq}",
-                        self.config.owner
-                    );
-                    return Ok(Arc::new(Region {
-                        id,
-                        stream_name,
-                        stream,
-                        writer: Mutex::new(Writer {
-                            last_stream_seq: ack.sequence,
-                            next_seq,
-                            take_seq: ack.sequence,
-                            needs_resync: false,
-                        }),
-                        acked_last: AtomicU64::new(ack.sequence),
-                        fenced_by: StdMutex::new(None),
-                        tables: StdMutex::new(HashMap::new()),
-                    }));
-                }
-                // Something was stored since we looked; look again.
-                Err(PublishFailure::Failed(e))
-                    if e.kind() == PublishErrorKind::WrongLastSequence && attempt < 8 =>
-                {
-                    continue;
-                }
-                Err(failure) => return Err(self.publish_error(id, "take record", failure)),
-            }
-        }
-        unreachable!("the loop returns")
-    }
-
-    async fn stream_last(&self, id: RegionId, stream: &Stream) -> Result<u64, Error> {
-        let info = stream
-            .get_info()
-            .await
-            .map_err(|e| self.request_error(id, "reading the stream state", boxed(e)))?;
-        Ok(info.state.last_sequence)
-    }
-
-    /// The region's next sequence number, from the `Segwal-Next` header of
-    /// the stream's last message (`last`). That message is never purged:
-    /// every purge follows a newer message and removes only older ones.
-    /// Only a fence record (a forced takeover) has no header; then the
-    /// message before it counts (the headers never decrease along the
-    /// stream).
-    async fn floor_at(&self, id: RegionId, stream: &Stream, last: u64) -> Result<u64, Error> {
-        const MAX_STEPS: u64 = 1000;
-        for seq in (last.saturating_sub(MAX_STEPS)..=last).rev() {
-            if seq == 0 {
-                return Ok(1);
-            }
-            let message = match stream.get_raw_message(seq).await {
-                Ok(message) => message,
-                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => continue,
-                Err(e) => {
-                    return Err(self.request_error(
-                        id,
-                        format!("reading stream message {seq} for the next sequence number"),
-                        boxed(e),
-                    ));
-                }
-            };
-            let Some(header) = message.headers.get(NEXT_HEADER) else {
-                continue;
-            };
-            return match header.as_str().parse::<u64>() {
-                Ok(next) if next >= 1 => Ok(next),
-                _ => Err(self.malformed(id, &message, format!("invalid {NEXT_HEADER} header"))),
-            };
-        }
-        Err(self.request_error(
-            id,
-            "finding the next sequence number",
-            format!("none of the last {MAX_STEPS} messages before {last} carries {NEXT_HEADER}")
-                .into(),
-        ))
-    }
-
-    /// The region's latest ownership record and its stream sequence.
-    async fn owner_record(
-        &self,
-        id: RegionId,
-        stream: &Stream,
-    ) -> Result<Option<(u64, OwnerRecord)>, Error> {
-        let Some(message) = self
-            .last_for(id, stream, &self.config.owner_subject(id))
-            .await?
-        else {
-            return Ok(None);
-        };
-        let record =
-            codec::decode_owner(&message.payload).map_err(|r| self.malformed(id, &message, r))?;
-        Ok(Some((message.sequence, record)))
-    }
-
-    async fn last_for(
-        &self,
-        id: RegionId,
-        stream: &Stream,
-        subject: &str,
-    ) -> Result<Option<StreamMessage>, Error> {
-        let found = stream.get_last_raw_message_by_subject(subject).await;
-        self.found_or_none(id, found, || {
-            format!("reading the last message of {subject}")
-        })
-    }
-
-    /// The first message of `subject` at or after stream sequence `from`.
-    async fn first_from(
-        &self,
-        id: RegionId,
-        stream: &Stream,
-        subject: &str,
-        from: u64,
-    ) -> Result<Option<StreamMessage>, Error> {
-        let found = stream.get_first_raw_message_by_subject(subject, from).await;
-        self.found_or_none(id, found, || {
-            format!("finding the first message of {subject} from {from}")
-        })
-    }
-
-    /// A message lookup's result: `None` when no message matched, an error
-    /// naming `what` was being looked up when the request failed.
-    fn found_or_none(
-        &self,
-        id: RegionId,
-        found: Result<StreamMessage, LastRawMessageError>,
-        what: impl FnOnce() -> String,
-    ) -> Result<Option<StreamMessage>, Error> {
-        match found {
-            Ok(message) => Ok(Some(message)),
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(e) => Err(self.request_error(id, what(), boxed(e))),
-        }
-    }
-
-    fn batch_of(
-        &self,
-        id: RegionId,
-        message: &StreamMessage,
-    ) -> Result<codec::DecodedBatch, Error> {
-        codec::decode_batch(&message.payload).map_err(|r| self.malformed(id, message, r))
-    }
-
-    /// The stream sequence of the first batch of table `subject` (up to
-    /// stream sequence `hi`) holding an entry above `floor`, by binary
-    /// search: a table's batches are in ascending sequence order in the
-    /// stream. O(log n) requests, so a read costs what it reads.
-    pub(crate) async fn first_live(
-        &self,
-        region: &Region,
-        subject: &str,
-        floor: SequenceNumber,
-        hi: u64,
-    ) -> Result<Option<u64>, Error> {
-        let id = region.id;
-        let Some(first) = self.first_from(id, &region.stream, subject, 1).await? else {
-            return Ok(None);
-        };
-        if first.sequence > hi {
-            return Ok(None);
-        }
-        if self.batch_of(id, &first)?.last() > floor {
-            return Ok(Some(first.sequence));
-        }
-        let (mut lo, mut hi, mut best) = (first.sequence + 1, hi, None);
-        while lo <= hi {
-            let mid = lo + (hi - lo) / 2;
-            match self.first_from(id, &region.stream, subject, mid).await? {
-                Some(m) if m.sequence <= hi => {
-                    if self.batch_of(id, &m)?.last() > floor {
-                        best = Some(m.sequence);
-                        hi = mid - 1;
-                    } else {
-                        lo = m.sequence + 1;
-                    }
-                }
-                // No message of the subject in [mid, hi].
-                _ => hi = mid - 1,
-            }
-        }
-        Ok(best)
-    }
-
-    async fn publish(
-        &self,
-        subject: String,
-        body: Bytes,
-        expected_last: Option<u64>,
-        next_seq: Option<SequenceNumber>,
-        timeout: Option<Duration>,
-    ) -> Result<PublishAck, PublishFailure> {
-        let mut headers = HeaderMap::new();
-        if let Some(expected_last) = expected_last {
-            headers.insert(
-                async_nats::header::NATS_EXPECTED_LAST_SEQUENCE,
-                expected_last.to_string().as_str(),
-            );
-        }
-        if let Some(next_seq) = next_seq {
-            headers.insert(NEXT_HEADER, next_seq.to_string().as_str());
-        }
-        let ack = self
-            .js
-            .publish_with_headers(subject, headers, body)
-            .await
-            .map_err(PublishFailure::Failed)?;
-        let result = match timeout {
-            Some(timeout) => tokio::time::timeout(timeout, ack)
-                .await
-                .map_err(|_| PublishFailure::TimedOut)?,
-            None => ack.await,
-        };
-        result.map_err(|e| match e.kind() {
-            PublishErrorKind::TimedOut => PublishFailure::TimedOut,
-            _ => PublishFailure::Failed(e),
-        })
-    }
-
-    /// Best effort: removes `subject`'s messages below stream sequence
-    /// `below` (older ownership records or delete marks).
-    async fn purge_below(&self, id: RegionId, stream: &Stream, subject: &str, below: u64) {
-        // nats-server takes a purge up to sequence 1 as a purge of the whole
-        // subject; there is nothing below 1 anyway.
-        if below <= 1 {
-            return;
-        }
-        match stream.purge().filter(subject).sequence(below).await {
-            Ok(response) => {
-                self.stats
-                    .messages_purged
-                    .fetch_add(response.purged, Ordering::Relaxed);
-            }
-            Err(e) => log::warn!(
-                "region {id}: purging {subject} below {below} failed (retried later): {e}"
-            ),
-        }
-    }
-
-    /// Makes the writer usable: fails if fenced, and resynchronises with
-    /// the stream after a failed or unknown write.
-    async fn ready(&self, region: &Region, w: &mut Writer) -> Result<(), Error> {
-        if let Some(by) = lock(&region.fenced_by).clone() {
-            return FencedSnafu {
-                region: region.id,
-                owner: self.config.owner.clone(),
-                by,
-            }
-            .fail();
-        }
-        if w.needs_resync {
-            self.resync(region, w).await?;
-        }
-        Ok(())
-    }
-
-    /// After a failed write: if this owner still holds the region, take
-    /// the stream's last sequence and next sequence number from the server
-    /// (never going below numbers already handed out); otherwise fence.
-    async fn resync(&self, region: &Region, w: &mut Writer) -> Result<(), Error> {
-        self.check_owner(region, w).await?;
-        let last = self.stream_last(region.id, &region.stream).await?;
-        let floor = self.floor_at(region.id, &region.stream, last).await?;
-        w.last_stream_seq = last;
-        w.next_seq = w.next_seq.max(floor);
-        w.needs_resync = false;
-        region.acked_last.fetch_max(last, Ordering::AcqRel);
-        self.stats.resyncs.fetch_add(1, Ordering::Relaxed);
-        log::info!(
-            "region {}: resynchronised with stream {} at {last}, next sequence {}",
-            region.id,
-            region.stream_name,
-            w.next_seq
-        );
-        Ok(())
-    }
-
-    /// Fails with [`Error::Fenced`] (and fences the region for good) unless
-    /// this owner's take record is still the region's latest.
-    async fn check_owner(&self, region: &Region, w: &Writer) -> Result<(), Error> {
-        let record = self.owner_record(region.id, &region.stream).await?;
-        let by = match record {
-            Some((seq, OwnerRecord::Take(owner)))
-                if seq == w.take_seq && owner == self.config.owner =>
-            {
-                return Ok(());
-            }
-            Some((_, OwnerRecord::Take(owner))) => owner,
-            Some((_, OwnerRecord::Release(owner))) => format!("none (released by {owner})"),
-            // The latest record is never purged; a server that has not
-            // caught up yet (just after an election) may not show it. Not
-            // a reason to give the region up: fail this call, retry later.
-            None => {
-                return Err(self.request_error(
-                    region.id,
-                    "checking ownership",
-                    "the region's ownership record is not visible (yet)".into(),
-                ));
-            }
-        };
-        log::warn!(
-            "region {}: owner {:?} is fenced; the region is held by {by:?}",
-            region.id,
-            self.config.owner
-        );
-        *lock(&region.fenced_by) = Some(by.clone());
-        FencedSnafu {
-            region: region.id,
-            owner: self.config.owner.clone(),
-            by,
-        }
-        .fail()
-    }
-
-    /// Publishes one message of an owned region at the writer's position.
-    /// `make_error` builds the error for a failure that is not a fence.
-    #[allow(clippy::too_many_arguments)] // Each caller's error context; a struct would only rename them.
-    async fn publish_owned(
-        &self,
-        region: &Region,
-        w: &mut Writer,
-        subject: String,
-        body: Bytes,
-        timeout: Duration,
-        operation: impl Fn() -> String,
-        make_error: impl FnOnce(ClientError) -> Error,
-    ) -> Result<PublishAck, Error> {
-        // Until the acknowledgement, the position is unknown; if this future
-        // is dropped, the next call resynchronises.
-        w.needs_resync = true;
-        match self
-            .publish(
-                subject,
-                body,
-                Some(w.last_stream_seq),
-                Some(w.next_seq),
-                Some(timeout),
-            )
-            .await
-        {
-            Ok(ack) => {
-                assert_eq!(
-                    ack.sequence,
-                    w.last_stream_seq + 1,
-                    "JetStream stored a message of region {} past the expected last sequence",
-                    region.id
-                );
-                w.last_stream_seq = ack.sequence;
-                w.needs_resync = false;
-                region.acked_last.fetch_max(ack.sequence, Ordering::AcqRel);
-                Ok(ack)
-            }
-            Err(failure) => {
-                self.stats.write_failures.fetch_add(1, Ordering::Relaxed);
-                match failure {
-                    PublishFailure::Failed(e)
-                        if e.kind() == PublishErrorKind::WrongLastSequence =>
-                    {
-                        // Someone else wrote: fenced, or our own earlier
-                        // write landed after all.
-                        self.check_owner(region, w).await?;
-                        Err(make_error(boxed(e)))
-                    }
-                    PublishFailure::Failed(e) => Err(make_error(boxed(e))),
-                    PublishFailure::TimedOut => TimeoutSnafu {
-                        operation: operation(),
-                        region: region.id,
-                        timeout,
-                        servers: self.servers.clone(),
-                    }
-                    .fail(),
-                }
-            }
-        }
-    }
-
-    /// The table's state, loaded from the stream on first use. The writer
-    /// guard proves no write of the region is in flight.
-    pub(crate) async fn table_state(
-        &self,
-        region: &Region,
-        _writer: &mut AsyncGuard<'_, Writer>,
-        table: TableId,
-    ) -> Result<TableState, Error> {
-        if let Some(state) = lock(&region.tables).get(&table) {
-            return Ok(*state);
-        }
-        let id = region.id;
-        let data = self
-            .last_for(id, &region.stream, &self.config.data_subject(id, table))
-            .await?;
-        let data_last = match &data {
-            Some(message) => self.batch_of(id, message)?.last(),
-            None => 0,
-        };
-        let mark = match self
-            .last_for(id, &region.stream, &self.config.mark_subject(id, table))
-            .await?
-        {
-            Some(message) => {
-                codec::decode_mark(&message.payload).map_err(|r| self.malformed(id, &message, r))?
-            }
-            None => Mark {
-                deleted_up_to: 0,
-                table_max: 0,
-            },
-        };
-        let state = TableState {
-            max_seq: data_last.max(mark.table_max),
-            deleted_up_to: mark.deleted_up_to,
-            purge_pending: false,
-        };
-        lock(&region.tables).insert(table, state);
-        Ok(state)
-    }
-
-    /// The table's state, for readers.
-    pub(crate) async fn table_state_for_read(
-        &self,
-        region: &Region,
-        table: TableId,
-    ) -> Result<TableState, Error> {
-        if let Some(state) = lock(&region.tables).get(&table) {
-            return Ok(*state);
-        }
-        let mut w = region.writer.lock().await;
-        self.table_state(region, &mut w, table).await
-    }
-
-    async fn write(
-        &self,
-        ctx: &WriteContext,
-        batch: &LogWriteBatch,
-    ) -> Result<SequenceNumber, Error> {
-        let WalLocation {
-            region_id,
-            table_id,
-        } = batch.location;
-        self.check_open()?;
-        if batch.is_empty() {
-            return EmptyBatchSnafu {
-                region: region_id,
-                table: table_id,
-            }
-            .fail();
-        }
-        let bytes = codec::batch_len(&batch.entries);
-        let max_payload = self.client.server_info().max_payload;
-        if bytes + HEADER_ROOM_BYTES > max_payload || u32::try_from(bytes).is_err() {
-            return BatchTooLargeSnafu {
-                region: region_id,
-                table: table_id,
-                entries: batch.len(),
-                bytes,
-                max_payload,
-            }
-            .fail();
-        }
-        let region = self.region(region_id).await?;
-        let mut w = region.writer.lock().await;
-        self.ready(&region, &mut w).await?;
-        let count = batch.len() as u64;
-        let first = w.next_seq;
-        let Some(last) = first
-            .checked_add(count - 1)
-            .filter(|&last| last < MAX_SEQUENCE_NUMBER)
-        else {
-            return SequencesExhaustedSnafu {
-                region: region_id,
-                entries: batch.len(),
-            }
-            .fail();
-        };
-        let body = codec::encode_batch(first, &batch.entries);
-        let servers = self.servers.clone();
-        // The numbers are handed out whatever the outcome: never reused.
-        w.next_seq = last + 1;
-        self.publish_owned(
-            &region,
-            &mut w,
-            self.config.data_subject(region_id, table_id),
-            body,
-            ctx.timeout,
-            || format!("write of {count} entries to table {table_id}"),
-            |source| {
-                PublishSnafu {
-                    region: region_id,
-                    table: table_id,
-                    entries: batch.len(),
-                    first,
-                    last,
-                    servers,
-                }
-                .into_error(source)
-            },
-        )
-        .await?;
-        if let Some(state) = lock(&region.tables).get_mut(&table_id) {
-            state.max_seq = state.max_seq.max(last);
-        }
-        drop(w);
-        self.stats.batches_written.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .entries_written
-            .fetch_add(count, Ordering::Relaxed);
-        self.stats
-            .bytes_written
-            .fetch_add(bytes as u64, Ordering::Relaxed);
-        Ok(last)
-    }
-
-    async fn mark_delete(&self, location: WalLocation, up_to: SequenceNumber) -> Result<(), Error> {
-        let WalLocation {
-            region_id,
-            table_id,
-        } = location;
-        let region = self.region(region_id).await?;
-        let mut w = region.writer.lock().await;
-        self.ready(&region, &mut w).await?;
-        let state = self.table_state(&region, &mut w, table_id).await?;
-        // Deleting past the table's last entry deletes all of it, and not
-        // later writes (they get numbers above the table's maximum).
-        let up_to = up_to.min(state.max_seq);
-        if up_to <= state.deleted_up_to && !state.purge_pending {
-            return Ok(());
-        }
-        let up_to = up_to.max(state.deleted_up_to);
-        let mark_seq = if up_to > state.deleted_up_to {
-            let mark = Mark {
-                deleted_up_to: up_to,
-                table_max: state.max_seq,
-            };
-            let servers = self.servers.clone();
-            let ack = self
-                .publish_owned(
-                    &region,
-                    &mut w,
-                    self.config.mark_subject(region_id, table_id),
-                    codec::encode_mark(mark),
-                    self.config.request_timeout,
-                    || format!("delete of table {table_id} up to {up_to}"),
-                    |source| Error::Request {
-                        operation: format!(
-                            "writing the delete mark of table {table_id} up to {up_to}"
-                        ),
-                        region: region_id,
-                        stream: region.stream_name.clone(),
-                        servers,
-                        source,
-                    },
-                )
-                .await?;
-            if let Some(state) = lock(&region.tables).get_mut(&table_id) {
-                state.deleted_up_to = state.deleted_up_to.max(up_to);
-            }
-            self.stats.deletes.fetch_add(1, Ordering::Relaxed);
-            Some(ack.sequence)
-        } else {
-            None
-        };
-        let snapshot = w.last_stream_seq;
-        drop(w);
-
-        // The mark is durable: the delete has happened. Now free the
-        // storage of every batch wholly at or below it.
-        let subject = self.config.data_subject(region_id, table_id);
-        let purged = match self.first_live(&region, &subject, up_to, snapshot).await {
-            // Nothing below the first message; see `purge_below`.
-            Ok(Some(keep_from)) if keep_from <= 1 => Ok(0),
-            Ok(Some(keep_from)) => region
-                .stream
-                .purge()
-                .filter(subject.as_str())
-                .sequence(keep_from)
-                .await
-                .map(|r| r.purged),
-            Ok(None) => region
-                .stream
-                .purge()
-                .filter(subject.as_str())
-                .await
-                .map(|r| r.purged),
-            Err(e) => {
-                log::warn!(
-                    "region {region_id}: cannot find what to purge of table {table_id}: {e}"
-                );
-                self.set_purge_pending(&region, table_id, true);
-                return Ok(());
-            }
-        };
-        match purged {
-            Ok(n) => {
-                self.stats.messages_purged.fetch_add(n, Ordering::Relaxed);
-                self.set_purge_pending(&region, table_id, false);
-            }
-            Err(e) => {
-                log::warn!(
-                    "region {region_id}: purging table {table_id} up to {up_to} failed \
-                     (the entries are deleted; the next delete frees their storage): {e}"
-                );
-                self.set_purge_pending(&region, table_id, true);
-            }
-        }
-        if let Some(mark_seq) = mark_seq {
-            let mark_subject = self.config.mark_subject(region_id, table_id);
-            self.purge_below(region_id, &region.stream, &mark_subject, mark_seq)
-                .await;
-        }
-        if let Err(e) = self.compact_head(&region).await {
-            log::warn!("region {region_id}: moving old records off the stream's head failed: {e}");
-        }
-        Ok(())
-    }
-
-    /// JetStream frees storage a block (8 MiB) at a time, once every
-    /// message in it is gone. An ownership record or delete mark at the
-    /// head of the stream would keep its block for as long as it lives. So
-    /// while the stream's first message is such a record, it is
-    /// written again at the end (same content) and the old copy purged.
-    async fn compact_head(&self, region: &Region) -> Result<(), Error> {
-        let id = region.id;
-        let owner_subject = self.config.owner_subject(id);
-        let mark_prefix = format!("{}.{id}.m.", self.config.prefix);
-        for _ in 0..16 {
-            let info = region
-                .stream
-                .get_info()
-                .await
-                .map_err(|e| self.request_error(id, "reading the stream state", boxed(e)))?;
-            let (first, last) = (info.state.first_sequence, info.state.last_sequence);
-            if info.state.messages == 0 || first >= last {
-                return Ok(());
-            }
-            let message = match region.stream.get_raw_message(first).await {
-                Ok(message) => message,
-                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(()),
-                Err(e) => {
-                    return Err(self.request_error(id, "reading the stream's head", boxed(e)));
-                }
-            };
-            let subject = message.subject.to_string();
-            if subject != owner_subject && !subject.starts_with(&mark_prefix) {
-                return Ok(()); // A batch: live data holds the head.
-            }
-            let mut w = region.writer.lock().await;
-            self.ready(region, &mut w).await?;
-            let body = if subject == owner_subject {
-                codec::encode_owner(&OwnerRecord::Take(self.config.owner.clone()))
-            } else {
-                message.payload.clone()
-            };
-            let servers = self.servers.clone();
-            let ack = self
-                .publish_owned(
-                    region,
-                    &mut w,
-                    subject.clone(),
-                    body,
-                    self.config.request_timeout,
-                    || format!("rewriting {subject}"),
-                    |source| Error::Request {
-                        operation: format!("rewriting {subject}"),
-                        region: id,
-                        stream: region.stream_name.clone(),
-                        servers,
-                        source,
-                    },
-                )
-                .await?;
-            if subject == owner_subject {
-                w.take_seq = ack.sequence;
-            }
-            drop(w);
-            self.purge_below(id, &region.stream, &subject, ack.sequence)
-                .await;
-        }
-        Ok(())
-    }
-
-    fn set_purge_pending(&self, region: &Region, table: TableId, pending: bool) {
-        if let Some(state) = lock(&region.tables).get_mut(&table) {
-            state.purge_pending = pending;
-        }
-    }
-
-    /// Releases a region this instance holds: a release record, so that
-    /// another owner may open it without a takeover.
-    async fn release(&self, region: &Region) -> Result<(), Error> {
-        let mut w = region.writer.lock().await;
-        if lock(&region.fenced_by).is_some() {
-            log::info!("region {}: closed after being fenced", region.id);
-            return Ok(());
-        }
-        if w.needs_resync {
-            match self.resync(region, &mut w).await {
-                Err(Error::Fenced { .. }) => return Ok(()),
-                other => other?,
-            }
-        }
-        let record = codec::encode_owner(&OwnerRecord::Release(self.config.owner.clone()));
-        let subject = self.config.owner_subject(region.id);
-        let servers = self.servers.clone();
-        let ack = self
-            .publish_owned(
-                region,
-                &mut w,
-                subject.clone(),
-                record,
-                self.config.request_timeout,
-                || "publishing the release record".into(),
-                |source| Error::Request {
-                    operation: "publishing the release record".into(),
-                    region: region.id,
-                    stream: region.stream_name.clone(),
-                    servers,
-                    source,
-                },
-            )
-            .await?;
-        self.purge_below(region.id, &region.stream, &subject, ack.sequence)
-            .await;
-        Ok(())
     }
 
     async fn close_region(&self, id: RegionId) -> Result<(), Error> {
@@ -1085,19 +273,25 @@ impl Inner {
         result
     }
 
-    fn statistics(&self) -> String {
+    fn statistics(&self, durability: &Durability) -> String {
         let s = &self.stats;
         let mut out = String::new();
-        let _ = writeln!(out, "backend: NATS JetStream at {}", self.servers);
         let _ = writeln!(
             out,
-            "owner: {}, prefix: {}, replicas: {}",
-            self.config.owner, self.config.prefix, self.config.replicas
+            "backend: NATS JetStream {} at {}",
+            durability.server_version, self.servers
         );
+        let _ = writeln!(
+            out,
+            "owner: {}, prefix: {}, replicas: {}, streams: {}",
+            self.config.owner, self.config.prefix, self.config.replicas, self.config.streams
+        );
+        let _ = writeln!(out, "durability: {durability}");
         for (name, value) in [
             ("batches written", &s.batches_written),
             ("entries written", &s.entries_written),
             ("payload bytes written", &s.bytes_written),
+            ("commits", &s.commits),
             ("failed writes", &s.write_failures),
             ("resynchronisations", &s.resyncs),
             ("delete marks", &s.deletes),
@@ -1114,8 +308,12 @@ impl Inner {
             })
             .collect();
         regions.sort_unstable();
-        for (id, last) in regions {
+        let shown = regions.len().min(32);
+        for (id, last) in &regions[..shown] {
             let _ = writeln!(out, "region {id}: stream sequence {last}");
+        }
+        if regions.len() > shown {
+            let _ = writeln!(out, "... and {} more regions", regions.len() - shown);
         }
         out
     }
@@ -1124,7 +322,9 @@ impl Inner {
 #[async_trait]
 impl WalManager for NatsWal {
     async fn sequence_num(&self, location: WalLocation) -> segwal::Result<SequenceNumber> {
-        let region = self.inner.region(location.region_id).await?;
+        let Some(region) = self.inner.region_for_read(location.region_id).await? else {
+            return Ok(0);
+        };
         let state = self
             .inner
             .table_state_for_read(&region, location.table_id)
@@ -1158,13 +358,15 @@ impl WalManager for NatsWal {
             return Ok(BatchLogIterator::empty());
         };
         let location = req.location;
-        let region = self.inner.region(location.region_id).await?;
+        let Some(region) = self.inner.region_for_read(location.region_id).await? else {
+            return Ok(BatchLogIterator::empty());
+        };
         let state = self
             .inner
             .table_state_for_read(&region, location.table_id)
             .await?;
         let lo = start.max(state.deleted_up_to.saturating_add(1));
-        if lo > end {
+        if lo > end || state.last_stream_seq == 0 {
             return Ok(BatchLogIterator::empty());
         }
         let filter = ReadFilter {
@@ -1172,11 +374,15 @@ impl WalManager for NatsWal {
             lo,
             hi: end,
         };
-        let source = NatsSource::start(&self.inner, region, filter, ctx.timeout).await?;
-        Ok(match source {
-            Some(source) => BatchLogIterator::new(source, ctx),
-            None => BatchLogIterator::empty(),
-        })
+        let source = NatsSource::start(
+            &self.inner,
+            region,
+            filter,
+            state.last_stream_seq,
+            ctx.timeout,
+        )
+        .await?;
+        Ok(BatchLogIterator::new(source, ctx))
     }
 
     async fn write(
@@ -1188,48 +394,44 @@ impl WalManager for NatsWal {
     }
 
     async fn scan(&self, ctx: &ScanContext, req: &ScanRequest) -> segwal::Result<BatchLogIterator> {
-        let region = self.inner.region(req.region_id).await?;
+        self.inner.check_open()?;
+        let Some(region) = self.inner.region_for_read(req.region_id).await? else {
+            return Ok(BatchLogIterator::empty());
+        };
         let filter = ReadFilter {
             table: None,
             lo: 1,
             hi: MAX_SEQUENCE_NUMBER,
         };
-        let source = NatsSource::start(&self.inner, region, filter, ctx.timeout).await?;
-        Ok(match source {
-            Some(source) => BatchLogIterator::new(source, ctx),
-            None => BatchLogIterator::empty(),
-        })
+        let snapshot = region.acked_last.load(Ordering::Acquire);
+        let source = NatsSource::start(&self.inner, region, filter, snapshot, ctx.timeout).await?;
+        Ok(BatchLogIterator::new(source, ctx))
     }
 
     async fn get_statistics(&self) -> Option<String> {
-        Some(self.inner.statistics())
+        Some(self.inner.statistics(&self.durability()))
     }
 }
 
-impl Inner {
-    pub(crate) fn read_error(
-        &self,
-        region: RegionId,
-        operation: String,
-        source: ClientError,
-    ) -> Error {
-        self.request_error(region, operation, source)
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    pub(crate) fn malformed_message(
-        &self,
-        region: RegionId,
-        subject: &str,
-        stream_sequence: u64,
-        reason: String,
-    ) -> Error {
-        MalformedSnafu {
-            region,
-            stream: self.config.stream_name(region),
-            subject: subject.to_owned(),
-            stream_sequence,
-            reason,
+    /// Proves that servers before 2.12 are refused with an error naming
+    /// the version and the servers, and that 2.12, later versions and
+    /// versions that do not parse are let through.
+    #[test]
+    fn servers_before_2_12_are_refused() {
+        for old in ["2.9.10", "2.11.9", "v2.10.0", "1.4.1"] {
+            let err = check_server_version(old, "nats://a:4222").unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains(old) && text.contains("nats://a:4222") && text.contains("2.12"),
+                "{text}"
+            );
         }
-        .build()
+        for ok in ["2.12.0", "2.15.1", "2.16.0-dev", "3.0.0", "dev"] {
+            check_server_version(ok, "x").unwrap();
+        }
     }
 }

@@ -125,6 +125,10 @@ pub enum Error {
     /// backend), kept as its source.
     #[snafu(display("{source}"))]
     Backend {
+        /// What kind of trouble the backend says it is, one of
+        /// [`metrics::ERROR_KINDS`](crate::metrics::ERROR_KINDS)
+        /// (`backend` when it does not say).
+        kind: &'static str,
         /// The backend's error.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
@@ -142,7 +146,25 @@ impl Error {
     /// Wraps a backend's own error (for implementations of
     /// [`WalManager`](crate::WalManager) outside this crate).
     pub fn backend(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
+        Error::backend_of_kind("backend", source)
+    }
+
+    /// Wraps a backend's own error that the backend classifies as `kind`
+    /// (one of [`metrics::ERROR_KINDS`](crate::metrics::ERROR_KINDS), such
+    /// as `invalid_argument` or `timeout`), so that metrics count it there.
+    ///
+    /// # Panics
+    /// If `kind` is not one of `ERROR_KINDS`: a bug in the backend.
+    pub fn backend_of_kind(
+        kind: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Error {
+        assert!(
+            crate::metrics::ERROR_KINDS.contains(&kind),
+            "unknown error kind {kind:?}"
+        );
         Error::Backend {
+            kind,
             source: source.into(),
         }
     }
@@ -158,8 +180,8 @@ impl Error {
     /// What kind of trouble this is, one of
     /// [`metrics::ERROR_KINDS`](crate::metrics::ERROR_KINDS): the local
     /// WAL's kinds (see `segwal_manager::Error::kind`), `timeout`,
-    /// `internal` (a blocking task failed), `backend` (another backend's
-    /// error), `closed`, or `invalid_argument` (also for the payload
+    /// `internal` (a blocking task failed), another backend's kind
+    /// ([`Error::backend_of_kind`]; `backend` if it gives none), `closed`, or `invalid_argument` (also for the payload
     /// layer's encoding and decoding errors and configuration errors).
     pub fn kind(&self) -> &'static str {
         match self {
@@ -167,7 +189,7 @@ impl Error {
             Error::Timeout { .. } => "timeout",
             Error::IteratorAbandoned => "invalid_argument",
             Error::Task { .. } => "internal",
-            Error::Backend { .. } => "backend",
+            Error::Backend { kind, .. } => kind,
             Error::BackendClosed { .. } => "closed",
             // The payload layer's and the configuration's errors are the
             // caller's data or settings, never the log's.

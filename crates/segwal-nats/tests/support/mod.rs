@@ -1,6 +1,8 @@
 //! Real `nats-server` processes for the tests: a single server or a
-//! cluster with routes, each with JetStream and its own store dir, on free
-//! loopback ports. Processes are killed when the value is dropped.
+//! cluster with routes, each with JetStream, its own store dir and a
+//! config file, on free loopback ports. Cluster nodes run with
+//! `sync_interval: always`, so that an acknowledgement follows an fsync on
+//! a majority. Processes are killed when the value is dropped.
 
 #![allow(dead_code)] // Each test file uses a part.
 
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use segwal_conformance::Backend;
-use segwal_nats::{NatsWal, NatsWalConfig};
+use segwal_nats::{NatsWal, NatsWalConfig, ServerSync};
 
 /// Held by tests that run a 3-node cluster, one at a time: three of them
 /// at once on a 2-core machine slow elections past the tests' patience.
@@ -54,8 +56,9 @@ fn free_port() -> u16 {
 
 /// One server of a [`NatsServers`].
 struct Node {
-    args: Vec<String>,
+    config: PathBuf,
     port: u16,
+    http_port: u16,
     log: PathBuf,
     child: Option<Child>,
 }
@@ -68,54 +71,59 @@ pub(crate) struct NatsServers {
 }
 
 impl NatsServers {
-    /// One server with JetStream.
+    /// One server with JetStream (its default `sync_interval`).
     pub(crate) async fn single() -> NatsServers {
-        NatsServers::start(1).await
+        NatsServers::start(1, "").await
     }
 
-    /// A cluster of `n` servers (routes between all of them).
+    /// One server with JetStream's `sync_interval` set to `interval` (such
+    /// as `1s`): its periodic pass, which also compacts blocks more than
+    /// half deleted, runs that often.
+    pub(crate) async fn single_with_sync_interval(interval: &str) -> NatsServers {
+        NatsServers::start(1, &format!("sync_interval: {interval}")).await
+    }
+
+    /// A cluster of `n` servers (routes between all of them), every one
+    /// with `sync_interval: always`.
     pub(crate) async fn cluster(n: usize) -> NatsServers {
-        NatsServers::start(n).await
+        NatsServers::start(n, "sync_interval: always").await
     }
 
-    async fn start(n: usize) -> NatsServers {
+    /// `n` servers, each with `sync` in its `jetstream` block.
+    async fn start(n: usize, sync: &str) -> NatsServers {
         let binary = nats_server_binary();
         let dir = tempfile::tempdir().expect("a temporary dir");
-        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let ports: Vec<(u16, u16, u16)> = (0..n)
+            .map(|_| (free_port(), free_port(), free_port()))
+            .collect();
         let nodes = (0..n)
             .map(|i| {
-                let (port, cluster_port) = ports[i];
+                let (port, cluster_port, http_port) = ports[i];
                 let store = dir.path().join(format!("n{i}"));
-                let mut args = vec![
-                    "-a".into(),
-                    "127.0.0.1".into(),
-                    "-p".into(),
-                    port.to_string(),
-                    "-js".into(),
-                    "-sd".into(),
-                    store.display().to_string(),
-                    "-n".into(),
-                    format!("n{i}"),
-                ];
+                let mut text = format!(
+                    "server_name: n{i}\nlisten: \"127.0.0.1:{port}\"\nhttp: \"127.0.0.1:{http_port}\"\n\
+                     jetstream {{\n  store_dir: \"{}\"\n  {sync}\n}}\n",
+                    store.display()
+                );
                 if n > 1 {
                     let routes: Vec<String> = ports
                         .iter()
                         .enumerate()
                         .filter(|&(j, _)| j != i)
-                        .map(|(_, (_, c))| format!("nats://127.0.0.1:{c}"))
+                        .map(|(_, (_, c, _))| format!("\"nats://127.0.0.1:{c}\""))
                         .collect();
-                    args.extend([
-                        "--cluster_name".into(),
-                        "segwal-test".into(),
-                        "--cluster".into(),
-                        format!("nats://127.0.0.1:{cluster_port}"),
-                        "--routes".into(),
-                        routes.join(","),
-                    ]);
+                    text.push_str(&format!(
+                        "cluster {{\n  name: segwal-test\n  listen: \"127.0.0.1:{cluster_port}\"\n  \
+                         routes: [{}]\n}}\n",
+                        routes.join(", ")
+                    ));
                 }
+                let config = dir.path().join(format!("n{i}.conf"));
+                std::fs::write(&config, text).expect("a config file");
                 Node {
-                    args,
+                    config,
                     port,
+                    http_port,
                     log: dir.path().join(format!("n{i}.log")),
                     child: None,
                 }
@@ -129,6 +137,30 @@ impl NatsServers {
         servers
     }
 
+    /// Server `i`'s monitoring endpoint `path` (`/varz`, `/jsz`), as JSON.
+    pub(crate) fn monitor(&self, i: usize, path: &str) -> serde_json::Value {
+        use std::io::{Read, Write};
+        let mut socket = std::net::TcpStream::connect(("127.0.0.1", self.nodes[i].http_port))
+            .expect("the monitoring port");
+        write!(socket, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+        let mut response = String::new();
+        socket.read_to_string(&mut response).unwrap();
+        let body = response.split_once("\r\n\r\n").expect("an HTTP response").1;
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+    }
+
+    /// Resident memory of server `i`'s process, in bytes (from /proc).
+    pub(crate) fn resident_bytes(&self, i: usize) -> u64 {
+        let pid = self.nodes[i].child.as_ref().expect("running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS");
+        kib * 1024
+    }
+
     fn spawn(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         assert!(node.child.is_none(), "node {i} is running");
@@ -138,7 +170,8 @@ impl NatsServers {
             .open(&node.log)
             .expect("a log file");
         let child = Command::new(&self.binary)
-            .args(&node.args)
+            .arg("-c")
+            .arg(&node.config)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("a log file"))
             .stderr(log)
@@ -237,16 +270,41 @@ impl Drop for NatsServers {
 pub(crate) struct NatsBackend {
     pub(crate) servers: NatsServers,
     pub(crate) config: NatsWalConfig,
+    _one_cluster_at_a_time: Option<tokio::sync::MutexGuard<'static, ()>>,
 }
 
 impl NatsBackend {
-    /// On a single server, R1.
+    /// On a single server, R1, with two streams (so that regions share
+    /// them).
     pub(crate) async fn single() -> NatsBackend {
         let servers = NatsServers::single().await;
         let config = NatsWalConfig::new(servers.urls())
             .prefix("conformance")
-            .owner("node-a");
-        NatsBackend { servers, config }
+            .owner("node-a")
+            .streams(2);
+        NatsBackend {
+            servers,
+            config,
+            _one_cluster_at_a_time: None,
+        }
+    }
+
+    /// On a 3-node cluster with `sync_interval: always`, R3, with the
+    /// default stream count. Holds [`CLUSTER_TESTS`] while it lives.
+    pub(crate) async fn cluster() -> NatsBackend {
+        let guard = CLUSTER_TESTS.lock().await;
+        let servers = NatsServers::cluster(3).await;
+        let config = NatsWalConfig::new(servers.urls())
+            .prefix("conformance")
+            .owner("node-a")
+            .replicas(3)
+            .server_sync(ServerSync::Always)
+            .request_timeout(Duration::from_secs(10));
+        NatsBackend {
+            servers,
+            config,
+            _one_cluster_at_a_time: Some(guard),
+        }
     }
 }
 
@@ -259,4 +317,21 @@ impl Backend for NatsBackend {
             .await
             .expect("NatsWal opens")
     }
+}
+
+/// Bytes the files under `dir` occupy on disk (allocated blocks).
+pub(crate) fn disk_usage(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => disk_usage(&e.path()),
+                    Ok(m) => m.blocks() * 512,
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }
