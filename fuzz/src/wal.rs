@@ -472,7 +472,8 @@ impl Harness {
     }
 
     /// Checks the data dir: it holds `LOCK`, `META`, segments and at most
-    /// one spare per stream (being prepared), and nothing else, no
+    /// one spare per stream (being prepared, or prepared and renamed into
+    /// place), and nothing else, no
     /// directory above all (a region costs no file of its own); every
     /// segment holds a live entry of some region, but, if
     /// `active_may_be_dead`, the newest of each stream, which may be the
@@ -495,21 +496,35 @@ impl Harness {
                 );
             }
         }
-        assert!(
-            spares <= self.settings.streams,
-            "{spares} spares for {} streams",
-            self.settings.streams
-        );
         segments.sort_unstable();
-        let mut newest: BTreeMap<u64, u64> = BTreeMap::new();
         let mut files = Vec::new();
         for id in segments {
             let path = dir.join(segwal_segment::segment_file_name(id));
             let bytes = fs::read(&path).unwrap();
             let header = SegmentHeader::decode(&bytes).unwrap();
             assert_eq!(header.segment_id, id, "{}", path.display());
-            newest.insert(header.stream_id, id);
             files.push((id, path, bytes, header));
+        }
+        // A spare renamed into place once prepared: its stream's newest
+        // segment, with no record yet (zeros past its header).
+        let mut newest: BTreeMap<u64, u64> = BTreeMap::new();
+        for (id, _, _, header) in &files {
+            newest.insert(header.stream_id, *id);
+        }
+        files.retain(|(id, _, bytes, header)| {
+            let untouched = bytes[SEGMENT_HEADER_LEN..].iter().all(|&b| b == 0);
+            let prepared = untouched && newest.get(&header.stream_id) == Some(id);
+            spares += usize::from(prepared);
+            !prepared
+        });
+        assert!(
+            spares <= self.settings.streams,
+            "{spares} spares for {} streams",
+            self.settings.streams
+        );
+        newest.clear();
+        for (id, _, _, header) in &files {
+            newest.insert(header.stream_id, *id);
         }
         for (id, path, bytes, header) in files {
             if active_may_be_dead && newest.get(&header.stream_id) == Some(&id) {
