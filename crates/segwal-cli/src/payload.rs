@@ -76,7 +76,14 @@ fn tsdb_rows(rng: &mut XorShift, len: usize, series: u64) -> Bytes {
         ("hostname", host.as_str()),
         ("region", REGIONS[(series % 4) as usize]),
         ("service", SERVICES[(series % 5) as usize]),
-        ("arch", if series.is_multiple_of(3) { "arm64" } else { "x86_64" }),
+        (
+            "arch",
+            if series.is_multiple_of(3) {
+                "arm64"
+            } else {
+                "x86_64"
+            },
+        ),
     ];
     let mut values = [0f64; 6];
     for value in &mut values {

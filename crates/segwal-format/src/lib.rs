@@ -46,6 +46,7 @@
 #![forbid(unsafe_code)]
 
 mod codec;
+mod entries;
 mod error;
 mod header;
 mod metalog;
@@ -53,6 +54,7 @@ mod record;
 mod scan;
 
 pub use codec::{MIN_COMPRESSED_BODY_LEN, ZSTD_LEVEL};
+pub use entries::{Body, Entries, Entry};
 pub use error::{Error, Result};
 pub use header::{
     FORMAT_VERSION, MAGIC, MIN_SEGMENT_CAPACITY, SEGMENT_HEADER_LEN, SegmentHeader, SegmentIdentity,
@@ -62,8 +64,8 @@ pub use metalog::{
     MetaLog, MetaLogEnd, decode_meta_log, encode_meta_log_header, encode_meta_record,
 };
 pub use record::{
-    BatchMeta, Body, ENTRY_LEN_PREFIX, Entries, Entry, MAX_BODY_LEN, RECORD_HEADER_LEN, Record,
-    RecordCodec, RecordDecoder, RecordEncoder, RecordHeader, RecordKind, record_len,
+    BatchMeta, ENTRY_LEN_PREFIX, MAX_BODY_LEN, RECORD_HEADER_LEN, Record, RecordCodec,
+    RecordDecoder, RecordEncoder, RecordHeader, RecordKind, record_len,
 };
 pub use scan::{ScanEnd, Scanner, written_len};
 

@@ -1,7 +1,7 @@
 //! Unit tests of the record codec: golden bytes, round trips, every error.
 
 use super::*;
-use crate::Error;
+use crate::{Entry, Error};
 
 const SEGMENT: SegmentHeader = SegmentHeader {
     stream_id: 1,
