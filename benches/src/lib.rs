@@ -1,7 +1,8 @@
 //! Workload helpers shared by segwal's criterion benches.
 //!
 //! Payloads are incompressible (a xorshift stream), so no layer can look
-//! faster by compressing them. The I/O benches run in SEGWAL_BENCH_DIR (the
+//! faster by compressing them; only the compression benches also use
+//! [`line_protocol`] rows, which compress. The I/O benches run in SEGWAL_BENCH_DIR (the
 //! file system under test; default the system temporary dir) and name it
 //! SEGWAL_BENCH_FS in their results; `cargo xtask bench` sets both.
 
@@ -45,6 +46,41 @@ pub fn payloads(count: usize, len: usize) -> Vec<Vec<u8>> {
                     state as u8
                 })
                 .collect()
+        })
+        .collect()
+}
+
+/// `count` payloads of about `len` bytes each (cut at `len`) of metrics in
+/// InfluxDB's line protocol, the text a time-series engine receives and
+/// often logs as it is: one series per payload, a row every 10 s, with
+/// tags and float fields doing a random walk. The same on every run.
+pub fn line_protocol(count: usize, len: usize) -> Vec<Vec<u8>> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    (0..count)
+        .map(|series| {
+            let mut usage = [(next() % 10_000) as f64 / 100.0; 3];
+            let mut text = String::with_capacity(len + 200);
+            let mut ts = 1_764_000_000_000_000_000u64;
+            while text.len() < len {
+                for value in &mut usage {
+                    *value = (*value + (next() % 201) as f64 / 100.0 - 1.0).clamp(0.0, 100.0);
+                }
+                text.push_str(&format!(
+                    "cpu,host=host_{series:04},region=us-west-2,service=api \
+                     usage_user={:.2},usage_system={:.2},usage_idle={:.2} {ts}\n",
+                    usage[0], usage[1], usage[2]
+                ));
+                ts += 10_000_000_000 + next() % 1_000_000;
+            }
+            let mut bytes = text.into_bytes();
+            bytes.truncate(len);
+            bytes
         })
         .collect()
 }

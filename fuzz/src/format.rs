@@ -9,7 +9,8 @@
 use std::ops::Range;
 
 use segwal_format::{
-    Error, MetaEntry, MetaLogEnd, RECORD_HEADER_LEN, Record, RecordCodec, RecordDecoder,
+    Entry, Error, MAX_BODY_LEN, MetaEntry, MetaLogEnd, RECORD_HEADER_LEN, Record, RecordCodec,
+    RecordDecoder,
     RecordEncoder, RecordKind, SEGMENT_HEADER_LEN, ScanEnd, Scanner, SegmentHeader,
     decode_meta_log, encode_meta_record,
 };
@@ -22,6 +23,10 @@ const RECORD_HEADER_CRC: Range<usize> = 0..4;
 const RECORD_BODY_LEN: Range<usize> = 12..16;
 /// `body_crc` of a record: bytes 16..20.
 const RECORD_BODY_CRC: Range<usize> = 16..20;
+/// `codec` of a record: byte 5.
+const RECORD_CODEC: usize = 5;
+/// `raw_len` of a record: bytes 20..24.
+const RECORD_RAW_LEN: Range<usize> = 20..24;
 /// The segment header's checksum: bytes 44..48, over bytes 0..44.
 const SEGMENT_HEADER_CRC: Range<usize> = 44..48;
 /// The meta log's file header: 16 bytes, its checksum at 12..16 over 0..12.
@@ -134,9 +139,10 @@ pub fn check_record(
 }
 
 /// Checks a record the decoder accepted from the start of `bytes`: its
-/// fields obey the format's rules, its entries borrow from `bytes` and tile
-/// its body, and encoding its entries again gives back exactly its bytes.
-/// Returns its length.
+/// fields obey the format's rules; uncompressed, its entries borrow from
+/// `bytes` and tile its body, and encoding them again gives back exactly
+/// its bytes; compressed, see [`check_compressed_record`]. Returns its
+/// length.
 fn check_accepted_record(
     decoder: &RecordDecoder,
     segment: &SegmentHeader,
@@ -153,7 +159,7 @@ fn check_accepted_record(
     );
     assert_eq!(record.end_offset(), offset + len as u64);
     assert_eq!(header.kind, RecordKind::Batch);
-    assert_eq!(header.codec, RecordCodec::None);
+    assert_eq!(header.codec as u8, bytes[RECORD_CODEC]);
     assert_eq!(header.segment_id, segment.segment_id);
     assert!(header.meta.durable_offset <= offset);
     assert!(header.entry_count >= 1);
@@ -163,11 +169,17 @@ fn check_accepted_record(
         record.last_sequence() - record.first_sequence() + 1,
         u64::from(record.entry_count())
     );
+    check_same_record_only(decoder, segment, bytes, record);
+    if header.codec != RecordCodec::None {
+        check_compressed_record(segment, bytes, record);
+        return len;
+    }
+    assert_eq!(bytes[RECORD_RAW_LEN], [0; 4]);
 
     let (entries, allocations) = measure(|| {
         let mut count = 0u64;
         let mut body_len = 0usize;
-        for entry in record.entries() {
+        for entry in record.borrowed_entries().expect("stored uncompressed") {
             assert_eq!(entry.table_id, record.table_id());
             assert_eq!(entry.sequence, record.first_sequence() + count);
             let within = bytes.as_ptr_range();
@@ -185,7 +197,7 @@ fn check_accepted_record(
     assert_eq!(entries.0, u64::from(header.entry_count));
     assert_eq!(entries.1, header.body_len as usize);
 
-    let payloads: Vec<&[u8]> = record.entries().map(|e| e.payload).collect();
+    let payloads: Vec<&[u8]> = record.borrowed_entries().unwrap().map(|e| e.payload).collect();
     let mut encoded = Vec::new();
     let range = RecordEncoder::new(segment)
         .encode(&header.meta, &payloads, &mut encoded)
@@ -196,7 +208,59 @@ fn check_accepted_record(
         &bytes[..len],
         "re-encoding changed the record's bytes"
     );
+    len
+}
 
+/// Checks a compressed record the decoder accepted: its declared raw
+/// length lies within the format's limit and above its stored length; its
+/// body either decompresses into exactly that many bytes of entries that
+/// tile them, which encode again (with the same codec) into a record
+/// holding the same entries, or fails with an error naming its offset.
+fn check_compressed_record(segment: &SegmentHeader, bytes: &[u8], record: &Record<'_>) {
+    let header = *record.header();
+    let raw_len = u32::from_le_bytes(bytes[RECORD_RAW_LEN].try_into().unwrap());
+    assert_eq!(header.raw_len, raw_len);
+    assert!(header.body_len < raw_len && raw_len <= MAX_BODY_LEN);
+    assert!(record.borrowed_entries().is_none());
+    let body = match record.body() {
+        Ok(body) => body,
+        Err(err) => {
+            assert!(
+                matches!(err, Error::Decompress { .. } | Error::MalformedRecord { .. }),
+                "{err:?}"
+            );
+            assert_eq!(err.offset(), Some(record.offset()));
+            return;
+        }
+    };
+    assert!(body.is_decompressed());
+    let entries: Vec<Entry<'_>> = body.entries().collect();
+    assert_eq!(entries.len() as u64, u64::from(header.entry_count));
+    let raw: usize = entries.iter().map(|e| 4 + e.payload.len()).sum();
+    assert_eq!(raw, raw_len as usize);
+    let payloads: Vec<&[u8]> = entries.iter().map(|e| e.payload).collect();
+    let mut encoded = Vec::new();
+    RecordEncoder::new(segment)
+        .with_codec(header.codec)
+        .encode(&header.meta, &payloads, &mut encoded)
+        .expect("an accepted record encodes again");
+    let again = RecordDecoder::new(segment)
+        .decode(&encoded, record.offset())
+        .expect("a record the encoder wrote decodes");
+    let again_body = again.body().expect("a record the encoder wrote decompresses");
+    assert!(again_body.entries().eq(entries.iter().copied()));
+}
+
+/// Checks that a record the decoder accepted depends on its own bytes
+/// only, and on its segment.
+fn check_same_record_only(
+    decoder: &RecordDecoder,
+    segment: &SegmentHeader,
+    bytes: &[u8],
+    record: &Record<'_>,
+) {
+    let offset = record.offset();
+    let len = record.header().record_len();
     // The record depends on its own bytes only.
     assert_eq!(decoder.decode(&bytes[..len], offset), Ok(*record));
     assert!(matches!(
@@ -209,7 +273,6 @@ fn check_accepted_record(
         ..*segment
     };
     assert!(RecordDecoder::new(&other).decode(bytes, offset).is_err());
-    len
 }
 
 /// Decodes `bytes` as a segment file: the header, then the records after

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use segwal_format::{SEGMENT_HEADER_LEN, Scanner, SegmentHeader};
 use segwal_manager::{
-    EntryIter, Error, LOCK_FILE, META_FILE, ManagerConfig, SegmentManager, SyncMode,
+    Compression, EntryIter, Error, LOCK_FILE, META_FILE, ManagerConfig, SegmentManager, SyncMode,
 };
 use segwal_segment::parse_segment_file_name;
 use tempfile::TempDir;
@@ -117,12 +117,15 @@ pub struct Settings {
     /// How many streams the shared log has (region R writes stream
     /// R mod streams).
     pub streams: usize,
+    /// How record bodies are compressed.
+    pub compression: Compression,
 }
 
 impl Settings {
     /// Settings picked by four small numbers, each reduced modulo the
     /// number of choices; `cache` picks the cache size and the stream
-    /// count (so that inputs keep their shape).
+    /// count, `max_entry` the entry limit and the compression (so that
+    /// inputs keep their shape).
     pub fn pick(segment_size: u8, sync_mode: u8, max_entry: u8, cache: u8) -> Settings {
         Settings {
             segment_size_bytes: [4 << 10, 8 << 10, 16 << 10][usize::from(segment_size % 3)],
@@ -134,6 +137,7 @@ impl Settings {
             max_entry_size_bytes: [512, 2 << 10, 8 << 10][usize::from(max_entry % 3)],
             cache_size: usize::from(cache % 3) + 1,
             streams: usize::from(cache / 3 % 3) + 1,
+            compression: Compression::ALL[usize::from(max_entry / 3 % 3)],
         }
     }
 
@@ -144,6 +148,7 @@ impl Settings {
             max_entry_size_bytes: self.max_entry_size_bytes,
             cache_size: self.cache_size,
             streams: self.streams,
+            compression: self.compression,
             ..ManagerConfig::new(dir)
         }
     }
@@ -537,8 +542,8 @@ impl Harness {
             );
             let live = records.into_iter().any(|record| {
                 let region = record.region_id();
-                record
-                    .entries()
+                let body = record.body().expect("a record the WAL wrote decompresses");
+                body.entries()
                     .any(|e| self.model.is_live(region, e.table_id, e.sequence))
             });
             assert!(live, "{} holds no live entry but was kept", path.display());

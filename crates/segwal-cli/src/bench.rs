@@ -29,14 +29,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
 use segwal::{
-    LocalWal, LocalWalConfig, LogWriteBatch, ReadContext, ScanRequest, SyncMode, WalLocation,
-    WalManager, WriteContext,
+    Compression, LocalWal, LocalWalConfig, LogWriteBatch, ReadContext, ScanRequest, SyncMode,
+    WalLocation, WalManager, WriteContext,
 };
 use segwal_nats::{NatsWal, NatsWalConfig};
 
+use crate::payload::PayloadKind;
 use crate::report::BenchReport;
 
 /// The workload, from the command line.
@@ -54,6 +54,10 @@ pub(crate) struct BenchOptions {
     /// `None`: segwal's own policy.
     pub(crate) preallocation: Option<segwal::Preallocation>,
     pub(crate) streams: usize,
+    /// How record bodies are compressed (local backend only).
+    pub(crate) compression: Compression,
+    /// What the entries hold.
+    pub(crate) payload: PayloadKind,
     pub(crate) backend: Backend,
     /// Skip the deletes and leave the data for `inspect`, `verify`, `dump`.
     pub(crate) keep: bool,
@@ -122,6 +126,9 @@ trait BenchBackend {
     async fn open(&self) -> Result<Self::Wal, String>;
     /// (syncs, batches written) if the backend counts syncs.
     fn syncs(&self, wal: &Self::Wal) -> Option<(u64, u64)>;
+    /// Bytes of records written (headers and stored bodies, compressed
+    /// where they are), if the backend counts them.
+    fn record_bytes(&self, wal: &Self::Wal) -> Option<u64>;
     /// Bytes of storage the log occupies (measured with the WAL closed).
     async fn stored_bytes(&self, regions: u64) -> u64;
     /// When a write is durable, for the report.
@@ -149,6 +156,9 @@ impl BenchBackend for LocalBench {
         let stats = wal.statistics();
         Some((stats.syncs, stats.batches_written))
     }
+    fn record_bytes(&self, wal: &LocalWal) -> Option<u64> {
+        Some(wal.statistics().bytes_written)
+    }
     async fn stored_bytes(&self, _regions: u64) -> u64 {
         disk_usage(self.config.dir())
     }
@@ -175,6 +185,9 @@ impl BenchBackend for NatsBench {
     fn durability_label(&self, _options: &BenchOptions) -> String {
         "by the servers (JetStream ack)".into()
     }
+    fn record_bytes(&self, _wal: &NatsWal) -> Option<u64> {
+        None
+    }
     async fn stored_bytes(&self, _regions: u64) -> u64 {
         let Ok(wal) = NatsWal::open(self.config.clone()).await else {
             return 0;
@@ -189,25 +202,6 @@ impl BenchBackend for NatsBench {
         wal.delete_all_streams().await.map_err(|e| e.to_string())?;
         Ok(())
     }
-}
-
-/// Deterministic incompressible bytes (xorshift64*), so runs compare.
-fn random_payloads(count: usize, len: usize, seed: u64) -> Vec<Bytes> {
-    let mut state = seed | 1;
-    (0..count)
-        .map(|_| {
-            let mut bytes = Vec::with_capacity(len);
-            while bytes.len() < len {
-                state ^= state >> 12;
-                state ^= state << 25;
-                state ^= state >> 27;
-                let word = state.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
-                let n = word.len().min(len - bytes.len());
-                bytes.extend_from_slice(&word[..n]);
-            }
-            Bytes::from(bytes)
-        })
-        .collect()
 }
 
 /// Bytes the data dir occupies on disk (allocated blocks).
@@ -256,6 +250,7 @@ pub(crate) async fn run(
                 .sync_mode(options.sync)
                 .segment_size(options.segment_size)
                 .streams(options.streams)
+                .compression(options.compression)
                 .max_entry_size(options.entry_size.max(1) as u64);
             if let Some(preallocation) = options.preallocation {
                 config = config.preallocation(preallocation);
@@ -293,6 +288,7 @@ async fn run_on<B: BenchBackend>(
         .unwrap_or((0, written.latencies.len() as u64));
     let entries_written: u64 = written.entries.values().sum();
     let payload_bytes = entries_written * options.entry_size as u64;
+    let record_bytes = backend.record_bytes(&wal);
     wal.close_gracefully().await.map_err(|e| e.to_string())?;
     drop(wal);
     let disk_before = backend.stored_bytes(options.regions).await;
@@ -340,6 +336,10 @@ async fn run_on<B: BenchBackend>(
         tables_per_region: options.tables,
         tables_written: written.entries.len() as u64,
         entry_size: options.entry_size,
+        payload: options.payload.name().to_owned(),
+        compression: options.compression.name().to_owned(),
+        record_bytes_written: record_bytes,
+        compression_ratio: record_bytes.map(|stored| payload_bytes as f64 / stored.max(1) as f64),
         batch_entries: options.batch_entries,
         entries_written,
         payload_bytes_written: payload_bytes,
@@ -402,10 +402,11 @@ async fn write_all<W: WalManager>(
         let wal = Arc::clone(wal);
         let bar = bar.clone();
         let (entry_size, batch_entries) = (options.entry_size, options.batch_entries);
+        let kind = options.payload;
         // The writers' batches together are batches 0..batches_total.
         let batches = spread.batches_of(writer, batches_total);
         tasks.push(tokio::spawn(async move {
-            let payloads = random_payloads(64, entry_size, writer + 1);
+            let payloads = kind.payloads(64, entry_size, writer + 1);
             let ctx = WriteContext::default();
             let mut latencies = Vec::with_capacity(batches as usize);
             let mut entries = Tally::new();

@@ -3,6 +3,7 @@
 //! `inspect`, `verify` and `dump` look into a data dir without modifying it.
 
 mod bench;
+mod payload;
 mod report;
 mod size;
 mod tools;
@@ -13,6 +14,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use payload::PayloadKind;
 use segwal::SyncMode;
 
 /// segwal: a segmented write-ahead log for time-series engines.
@@ -72,6 +74,14 @@ enum Command {
         /// Independent streams of the shared log (region R on stream R mod N).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
         streams: u64,
+        /// How record bodies are compressed (local backend): none, lz4 or
+        /// zstd.
+        #[arg(long, value_enum, default_value_t = CompressionArg::None)]
+        compression: CompressionArg,
+        /// What each entry holds: `random` (incompressible bytes) or `tsdb`
+        /// (rows of a time-series table: timestamps, tags, float values).
+        #[arg(long, value_enum, default_value_t = PayloadKind::Random)]
+        payload: PayloadKind,
         /// Print the results as JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -156,6 +166,14 @@ fn parse_sync(text: &str) -> Result<SyncMode, String> {
     }
 }
 
+/// `--compression`'s values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum CompressionArg {
+    None,
+    Lz4,
+    Zstd,
+}
+
 /// `--preallocation`'s values.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum PreallocationArg {
@@ -190,6 +208,8 @@ fn run(command: Command) -> Result<ExitCode, String> {
             segment_size,
             preallocation,
             streams,
+            compression,
+            payload,
             json,
             keep,
             backend,
@@ -207,6 +227,9 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 BackendKind::Nats => {
                     if servers.is_empty() {
                         return Err("--backend nats needs --servers URL[,URL...]".into());
+                    }
+                    if !matches!(compression, CompressionArg::None) {
+                        return Err("--compression needs --backend local".into());
                     }
                     let replicas =
                         replicas.map_or(if servers.len() >= 3 { 3 } else { 1 }, |r| r as usize);
@@ -233,6 +256,12 @@ fn run(command: Command) -> Result<ExitCode, String> {
                     PreallocationArg::Reserved => Some(segwal::Preallocation::Reserved),
                 },
                 streams: streams as usize,
+                compression: match compression {
+                    CompressionArg::None => segwal::Compression::None,
+                    CompressionArg::Lz4 => segwal::Compression::Lz4,
+                    CompressionArg::Zstd => segwal::Compression::Zstd,
+                },
+                payload,
                 backend,
                 keep,
             };

@@ -24,6 +24,15 @@ pub(crate) struct BenchReport {
     /// `regions * tables_per_region`.
     pub(crate) tables_written: u64,
     pub(crate) entry_size: usize,
+    /// What the entries hold (`--payload`).
+    pub(crate) payload: String,
+    /// How record bodies were compressed (`--compression`).
+    pub(crate) compression: String,
+    /// Bytes of records written: headers and bodies as stored (local
+    /// backend).
+    pub(crate) record_bytes_written: Option<u64>,
+    /// Payload bytes per record byte written (local backend).
+    pub(crate) compression_ratio: Option<f64>,
     pub(crate) batch_entries: usize,
     pub(crate) entries_written: u64,
     pub(crate) payload_bytes_written: u64,
@@ -99,6 +108,18 @@ pub(crate) fn render(report: &BenchReport) -> String {
                 format_bytes(report.payload_bytes_written),
                 report.write_seconds
             ),
+        ),
+        (
+            "records",
+            match (report.record_bytes_written, report.compression_ratio) {
+                (Some(bytes), Some(ratio)) => format!(
+                    "{} payload as {}: {} of records ({ratio:.2}x)",
+                    report.payload,
+                    report.compression,
+                    format_bytes(bytes)
+                ),
+                _ => format!("{} payload", report.payload),
+            },
         ),
         (
             "throughput",

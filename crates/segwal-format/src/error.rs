@@ -161,6 +161,20 @@ pub enum Error {
         codec: u8,
     },
 
+    /// A compressed record body matched its checksum but does not
+    /// decompress to the length its header declares.
+    #[snafu(display(
+        "{codec} body of the record at offset {offset} does not decompress: {reason}"
+    ))]
+    Decompress {
+        /// Segment offset of the record.
+        offset: u64,
+        /// The codec's name (`lz4`, `zstd`).
+        codec: &'static str,
+        /// What the decompressor reported.
+        reason: String,
+    },
+
     /// Reserved record header bytes are not zero.
     #[snafu(display("record at offset {offset} has non-zero reserved bytes"))]
     RecordReserved {
@@ -303,6 +317,7 @@ impl Error {
             | Error::RecordBodyChecksum { offset, .. }
             | Error::UnknownRecordKind { offset, .. }
             | Error::UnknownCodec { offset, .. }
+            | Error::Decompress { offset, .. }
             | Error::RecordReserved { offset }
             | Error::WrongSegment { offset, .. }
             | Error::RecordTooLarge { offset, .. }

@@ -13,7 +13,8 @@
 //! - [`RecordEncoder`] / [`RecordDecoder`]: one *record* holds one batch of
 //!   entries for one table of one region under two checksums, so a batch is
 //!   atomic on disk: after a torn write either every entry of it decodes or
-//!   none does.
+//!   none does. A record's body may be compressed ([`RecordCodec`]: lz4,
+//!   zstd); [`Record::body`] hands out its entries either way.
 //! - [`decode_meta_log`] / [`encode_meta_record`]: the data dir's meta log,
 //!   one append-only file of [`MetaEntry`] records that remembers delete
 //!   marks, sequence numbers and segment ends after the segments holding
@@ -35,7 +36,8 @@
 //!
 //! let mut scanner = Scanner::new(&image, 0, &segment);
 //! let record = scanner.next().unwrap();
-//! let entries: Vec<_> = record.entries().map(|e| (e.sequence, e.payload)).collect();
+//! let body = record.body().unwrap(); // borrowed: stored without compression
+//! let entries: Vec<_> = body.entries().map(|e| (e.sequence, e.payload)).collect();
 //! assert_eq!(entries, [(1, b"hello".as_slice()), (2, b"world".as_slice())]);
 //! assert!(scanner.next().is_none());
 //! assert!(matches!(scanner.end(), Some(ScanEnd::Clean { .. })));
@@ -43,12 +45,16 @@
 
 #![forbid(unsafe_code)]
 
+mod codec;
+mod entries;
 mod error;
 mod header;
 mod metalog;
 mod record;
 mod scan;
 
+pub use codec::{MIN_COMPRESSED_BODY_LEN, ZSTD_LEVEL};
+pub use entries::{Body, Entries, Entry};
 pub use error::{Error, Result};
 pub use header::{
     FORMAT_VERSION, MAGIC, MIN_SEGMENT_CAPACITY, SEGMENT_HEADER_LEN, SegmentHeader, SegmentIdentity,
@@ -58,8 +64,8 @@ pub use metalog::{
     MetaLog, MetaLogEnd, decode_meta_log, encode_meta_log_header, encode_meta_record,
 };
 pub use record::{
-    BatchMeta, ENTRY_LEN_PREFIX, Entries, Entry, MAX_BODY_LEN, RECORD_HEADER_LEN, Record,
-    RecordCodec, RecordDecoder, RecordEncoder, RecordHeader, RecordKind, record_len,
+    BatchMeta, ENTRY_LEN_PREFIX, MAX_BODY_LEN, RECORD_HEADER_LEN, Record, RecordCodec,
+    RecordDecoder, RecordEncoder, RecordHeader, RecordKind, record_len,
 };
 pub use scan::{ScanEnd, Scanner, written_len};
 

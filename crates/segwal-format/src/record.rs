@@ -4,13 +4,15 @@
 //! ```text
 //!  0          4    5     6         8            12         16         20         24
 //!  +----------+----+-----+---------+------------+----------+----------+----------+
-//!  |header_crc|kind|codec|reserved | entry_count| body_len | body_crc | reserved |
+//!  |header_crc|kind|codec|reserved | entry_count| body_len | body_crc | raw_len  |
 //!  +----------+----+-----+---------+------------+----------+----------+----------+
 //!  24            32           40           48               56                64
 //!  +-------------+------------+------------+----------------+----------------+
 //!  | segment_id  | region_id  | table_id   | first_sequence | durable_offset |
 //!  +-------------+------------+------------+----------------+----------------+
-//!  64: body = entry_count x ( len: u32 | payload: len bytes )
+//!  64: body = entry_count x ( len: u32 | payload: len bytes ), stored as
+//!      `codec` says: as it is (none, raw_len 0) or compressed (lz4, zstd;
+//!      raw_len is then the length of the entries once decompressed)
 //! ```
 //!
 //! Every region of a data dir writes into one shared log, so each record
@@ -18,16 +20,20 @@
 //!
 //! `header_crc` covers the segment's salt (see [`SegmentHeader::salt`])
 //! followed by header bytes `[4, 64)`, which include `body_len` and
-//! `body_crc`; `body_crc` covers the body. So every byte of a record except
-//! `header_crc` itself is checksummed, and the decoder trusts no length until
-//! the header checksum has matched. A record is the unit of atomicity: a
+//! `body_crc`; `body_crc` covers the body as stored (compressed, if it is).
+//! So every byte of a record except `header_crc` itself is checksummed, the
+//! decoder trusts no length until the header checksum has matched, and no
+//! decompressor ever sees bytes whose checksum has not matched. A record is the unit of atomicity: a
 //! torn write damages the record's checksums and the whole batch is dropped,
 //! never a prefix of its entries.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use snafu::ensure;
 
+use crate::codec;
+use crate::entries::{Body, Entries};
 use crate::error::{
     BatchTooLargeSnafu, EmptyBatchSnafu, MalformedRecordSnafu, RecordBodyChecksumSnafu,
     RecordHeaderChecksumSnafu, RecordReservedSnafu, RecordTooLargeSnafu, Result,
@@ -45,9 +51,8 @@ const RESERVED_A_LEN: usize = 2;
 const ENTRY_COUNT_AT: usize = RESERVED_A_AT + RESERVED_A_LEN;
 const BODY_LEN_AT: usize = ENTRY_COUNT_AT + size_of::<u32>();
 const BODY_CRC_AT: usize = BODY_LEN_AT + size_of::<u32>();
-const RESERVED_B_AT: usize = BODY_CRC_AT + size_of::<u32>();
-const RESERVED_B_LEN: usize = 4;
-const SEGMENT_ID_AT: usize = RESERVED_B_AT + RESERVED_B_LEN;
+const RAW_LEN_AT: usize = BODY_CRC_AT + size_of::<u32>();
+const SEGMENT_ID_AT: usize = RAW_LEN_AT + size_of::<u32>();
 const REGION_ID_AT: usize = SEGMENT_ID_AT + size_of::<u64>();
 const TABLE_ID_AT: usize = REGION_ID_AT + size_of::<u64>();
 const FIRST_SEQUENCE_AT: usize = TABLE_ID_AT + size_of::<u64>();
@@ -76,15 +81,50 @@ pub enum RecordKind {
 
 /// How a record's body is stored.
 ///
-/// Version 3 defines only [`RecordCodec::None`], and the encoder always
-/// writes it. The byte exists so that compressed bodies can be added
-/// without moving any field; until then a decoder refuses any other value
-/// (`UnknownCodec`) rather than hand out bytes it cannot interpret.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The codec byte is format version 3's extension point: builds that
+/// predate a codec refuse records written with it (`UnknownCodec`) rather
+/// than hand out bytes they cannot interpret. [`RecordCodec::Lz4`] and
+/// [`RecordCodec::Zstd`] were added within version 3 in this way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum RecordCodec {
     /// The body is stored as it is: length-prefixed entries.
+    #[default]
     None = 0,
+    /// The body is one LZ4 block (the block format, no frame).
+    Lz4 = 1,
+    /// The body is a Zstandard frame.
+    Zstd = 2,
+}
+
+impl RecordCodec {
+    /// Every codec, in the order of their bytes.
+    pub const ALL: [RecordCodec; 3] = [RecordCodec::None, RecordCodec::Lz4, RecordCodec::Zstd];
+
+    /// The codec with byte `byte`, if this build knows it.
+    pub fn from_byte(byte: u8) -> Option<RecordCodec> {
+        RecordCodec::ALL.into_iter().find(|c| *c as u8 == byte)
+    }
+
+    /// Its name as configurations spell it: `none`, `lz4`, `zstd`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RecordCodec::None => "none",
+            RecordCodec::Lz4 => "lz4",
+            RecordCodec::Zstd => "zstd",
+        }
+    }
+
+    /// The codec named `name` (as [`name`](RecordCodec::name) spells it).
+    pub fn from_name(name: &str) -> Option<RecordCodec> {
+        RecordCodec::ALL.into_iter().find(|c| c.name() == name)
+    }
+}
+
+impl std::fmt::Display for RecordCodec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// The fields of a batch record that the writer chooses; the segment id,
@@ -113,8 +153,12 @@ pub struct RecordHeader {
     pub codec: RecordCodec,
     /// Number of entries in the body (at least one).
     pub entry_count: u32,
-    /// Length of the body in bytes.
+    /// Length of the body in bytes, as stored (compressed, if it is).
     pub body_len: u32,
+    /// Length of the body's entries, uncompressed: `body_len` for
+    /// [`RecordCodec::None`] (whose `raw_len` field on disk is zero), more
+    /// than `body_len` for a compressed body.
+    pub raw_len: u32,
     /// The segment the record was written into.
     pub segment_id: u64,
     /// The writer-chosen fields.
@@ -127,15 +171,17 @@ impl RecordHeader {
         self.meta.first_sequence + u64::from(self.entry_count) - 1
     }
 
-    /// Total encoded length of the record: header plus body.
+    /// Total encoded length of the record: header plus stored body.
     pub fn record_len(&self) -> usize {
         RECORD_HEADER_LEN + self.body_len as usize
     }
 }
 
-/// The encoded length of a record holding `entries`: the header plus a
-/// length prefix and the payload for each entry. No limit is checked; see
-/// [`RecordEncoder::encoded_len`].
+/// The encoded length of a record holding `entries`, uncompressed: the
+/// header plus a length prefix and the payload for each entry. A record
+/// compressed by its encoder is shorter (compression is kept only when it
+/// is), so this is an upper bound for every codec. No limit is checked;
+/// see [`RecordEncoder::encoded_len`].
 pub fn record_len<E: AsRef<[u8]>>(entries: &[E]) -> u64 {
     let body: u64 = entries
         .iter()
@@ -163,6 +209,7 @@ pub struct RecordEncoder {
     segment_id: u64,
     salt: u64,
     max_body_len: u32,
+    codec: RecordCodec,
 }
 
 impl RecordEncoder {
@@ -173,7 +220,22 @@ impl RecordEncoder {
             segment_id: header.segment_id,
             salt: header.salt,
             max_body_len: MAX_BODY_LEN,
+            codec: RecordCodec::None,
         }
+    }
+
+    /// The same encoder, compressing bodies with `codec`. A body that
+    /// `codec` does not make smaller (or that is shorter than
+    /// [`MIN_COMPRESSED_BODY_LEN`](crate::MIN_COMPRESSED_BODY_LEN)) is
+    /// stored with [`RecordCodec::None`]: the codec byte of each record
+    /// says how that record is stored.
+    pub fn with_codec(self, codec: RecordCodec) -> Self {
+        RecordEncoder { codec, ..self }
+    }
+
+    /// The codec this encoder compresses with.
+    pub fn codec(&self) -> RecordCodec {
+        self.codec
     }
 
     /// The same encoder with a smaller body limit (clamped to
@@ -185,8 +247,10 @@ impl RecordEncoder {
         }
     }
 
-    /// The encoded length of a record holding `entries`, after checking that
-    /// the batch can be encoded at all. Nothing is written.
+    /// The encoded length of a record holding `entries` without
+    /// compression, after checking that the batch can be encoded at all
+    /// (the limit applies to the uncompressed body). Nothing is written.
+    /// [`encode`](RecordEncoder::encode) produces at most this many bytes.
     pub fn encoded_len<E: AsRef<[u8]>>(&self, entries: &[E]) -> Result<usize> {
         ensure!(!entries.is_empty(), EmptyBatchSnafu);
         let body_len = record_len(entries) - RECORD_HEADER_LEN as u64;
@@ -202,7 +266,8 @@ impl RecordEncoder {
     }
 
     /// Appends the record for `entries` to `out` and returns its range in
-    /// `out`. On error `out` is left unchanged.
+    /// `out`, compressed with the encoder's codec where that makes it
+    /// shorter. On error `out` is left unchanged.
     pub fn encode<E: AsRef<[u8]>>(
         &self,
         meta: &BatchMeta,
@@ -231,14 +296,25 @@ impl RecordEncoder {
             out.extend_from_slice(payload);
         }
         debug_assert_eq!(out.len() - start, record_len);
+        let body_start = start + RECORD_HEADER_LEN;
+        let raw_len = (record_len - RECORD_HEADER_LEN) as u32;
+        let (codec, stored_raw_len, body_crc) =
+            if codec::compress_in_place(self.codec, out, body_start) {
+                (self.codec, raw_len, crc32fast::hash(&out[body_start..]))
+            } else {
+                (RecordCodec::None, 0, body_crc.finalize())
+            };
+        let record_len = out.len() - start;
+        debug_assert!(record_len <= RECORD_HEADER_LEN + raw_len as usize);
 
-        let header = &mut out[start..start + RECORD_HEADER_LEN];
+        let header = &mut out[start..body_start];
         header[KIND_AT] = RecordKind::Batch as u8;
-        header[CODEC_AT] = RecordCodec::None as u8;
+        header[CODEC_AT] = codec as u8;
         header[ENTRY_COUNT_AT..BODY_LEN_AT].copy_from_slice(&(count as u32).to_le_bytes());
         let body_len = (record_len - RECORD_HEADER_LEN) as u32;
         header[BODY_LEN_AT..BODY_CRC_AT].copy_from_slice(&body_len.to_le_bytes());
-        header[BODY_CRC_AT..RESERVED_B_AT].copy_from_slice(&body_crc.finalize().to_le_bytes());
+        header[BODY_CRC_AT..RAW_LEN_AT].copy_from_slice(&body_crc.to_le_bytes());
+        header[RAW_LEN_AT..SEGMENT_ID_AT].copy_from_slice(&stored_raw_len.to_le_bytes());
         header[SEGMENT_ID_AT..REGION_ID_AT].copy_from_slice(&self.segment_id.to_le_bytes());
         header[REGION_ID_AT..TABLE_ID_AT].copy_from_slice(&meta.region_id.to_le_bytes());
         header[TABLE_ID_AT..FIRST_SEQUENCE_AT].copy_from_slice(&meta.table_id.to_le_bytes());
@@ -277,8 +353,12 @@ impl RecordDecoder {
     /// Verification order: the header checksum first, over the fixed-size
     /// header, so no length is used before it is trusted; then the kind and
     /// the codec, so that bytes of a layout this build does not know are
-    /// never interpreted; then the header's other rules; then the bounds of the body; then the body checksum. Nothing is
-    /// allocated: the returned [`Record`] borrows from `bytes`.
+    /// never interpreted; then the header's other rules; then the bounds of
+    /// the body; then the body checksum, over the body as stored; for an
+    /// uncompressed body, that its entry lengths tile it. Nothing is
+    /// allocated and nothing decompressed: the returned [`Record`] borrows
+    /// from `bytes`, and [`Record::body`] decompresses a compressed body
+    /// (checking its entries) when its entries are wanted.
     pub fn decode<'a>(&self, bytes: &'a [u8], offset: u64) -> Result<Record<'a>> {
         let header = self.decode_header(bytes, offset)?;
         let record_len = header.record_len();
@@ -301,13 +381,9 @@ impl RecordDecoder {
                 computed,
             }
         );
-        ensure!(
-            entry_lengths_fit(body, header.entry_count),
-            MalformedRecordSnafu {
-                offset,
-                reason: "entry lengths do not add up to the body length",
-            }
-        );
+        if header.codec == RecordCodec::None {
+            check_entry_lengths(body, header.entry_count, offset)?;
+        }
         Ok(Record {
             offset,
             header,
@@ -344,13 +420,18 @@ impl RecordDecoder {
             1 => RecordKind::Batch,
             kind => return UnknownRecordKindSnafu { offset, kind }.fail(),
         };
-        let codec = match bytes[CODEC_AT] {
-            0 => RecordCodec::None,
-            codec => return UnknownCodecSnafu { offset, codec }.fail(),
+        let Some(codec) = RecordCodec::from_byte(bytes[CODEC_AT]) else {
+            return UnknownCodecSnafu {
+                offset,
+                codec: bytes[CODEC_AT],
+            }
+            .fail();
         };
+        let stored_raw_len = read_u32(bytes, RAW_LEN_AT);
+        // An uncompressed record's raw_len field is reserved: zero.
         ensure!(
             bytes[RESERVED_A_AT..ENTRY_COUNT_AT] == [0; RESERVED_A_LEN]
-                && bytes[RESERVED_B_AT..SEGMENT_ID_AT] == [0; RESERVED_B_LEN],
+                && (codec != RecordCodec::None || stored_raw_len == 0),
             RecordReservedSnafu { offset }
         );
         let segment_id = read_u64(bytes, SEGMENT_ID_AT);
@@ -377,10 +458,11 @@ impl RecordDecoder {
                 max: self.max_body_len,
             }
         );
+        let raw_len = self.raw_len(codec, body_len, stored_raw_len, offset)?;
         let entry_count = read_u32(bytes, ENTRY_COUNT_AT);
         ensure!(
             entry_count >= 1
-                && u64::from(entry_count) * ENTRY_LEN_PREFIX as u64 <= u64::from(body_len),
+                && u64::from(entry_count) * ENTRY_LEN_PREFIX as u64 <= u64::from(raw_len),
             MalformedRecordSnafu {
                 offset,
                 reason: "entry count is zero or does not fit the body",
@@ -409,10 +491,58 @@ impl RecordDecoder {
             codec,
             entry_count,
             body_len,
+            raw_len,
             segment_id,
             meta,
         })
     }
+
+    /// The uncompressed length of a body stored with `codec` in `body_len`
+    /// bytes, whose header's `raw_len` field holds `stored_raw_len`: the
+    /// body's own length when it is not compressed; otherwise the field,
+    /// which must lie within the limit (it sizes the buffer the body is
+    /// decompressed into) and above `body_len` (an encoder stores a body
+    /// compressed only when that makes it shorter).
+    fn raw_len(
+        &self,
+        codec: RecordCodec,
+        body_len: u32,
+        stored_raw_len: u32,
+        offset: u64,
+    ) -> Result<u32> {
+        if codec == RecordCodec::None {
+            return Ok(body_len);
+        }
+        ensure!(
+            stored_raw_len <= self.max_body_len,
+            RecordTooLargeSnafu {
+                offset,
+                len: stored_raw_len,
+                max: self.max_body_len,
+            }
+        );
+        ensure!(
+            body_len < stored_raw_len,
+            MalformedRecordSnafu {
+                offset,
+                reason: "compressed body is not shorter than its entries",
+            }
+        );
+        Ok(stored_raw_len)
+    }
+}
+
+/// Fails with `MalformedRecord` unless exactly `entry_count` entries fill
+/// `body` exactly.
+fn check_entry_lengths(body: &[u8], entry_count: u32, offset: u64) -> Result<()> {
+    ensure!(
+        entry_lengths_fit(body, entry_count),
+        MalformedRecordSnafu {
+            offset,
+            reason: "entry lengths do not add up to the body length",
+        }
+    );
+    Ok(())
 }
 
 /// Walks the length prefixes of a body and checks that exactly
@@ -483,94 +613,56 @@ impl<'a> Record<'a> {
         self.header.entry_count
     }
 
-    /// The entries, in sequence order, borrowing their payloads.
-    pub fn entries(&self) -> Entries<'a> {
-        Entries {
-            body: self.body,
-            table_id: self.header.meta.table_id,
-            next_sequence: self.header.meta.first_sequence,
-        }
-    }
-}
-
-/// One entry of a record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Entry<'a> {
-    /// The table the entry belongs to.
-    pub table_id: u64,
-    /// The entry's sequence number.
-    pub sequence: u64,
-    /// The entry's bytes.
-    pub payload: &'a [u8],
-}
-
-/// Iterator over the entries of a verified record.
-#[derive(Debug, Clone)]
-pub struct Entries<'a> {
-    body: &'a [u8],
-    table_id: u64,
-    next_sequence: u64,
-}
-
-impl<'a> Entries<'a> {
-    /// Resumes iterating where an earlier `Entries` of a verified record
-    /// stopped: `rest` is the bytes that iterator had left
-    /// ([`remaining_len`](Entries::remaining_len) of them, at the end of the
-    /// record), `table_id` and `next_sequence` what it would have handed
-    /// out next. A reader that hands out a large record a few entries at a
-    /// time uses this to avoid verifying the whole record again for every
-    /// few entries.
-    ///
-    /// The bytes are not verified again; whoever resumes must know they
-    /// have not changed since the record was verified. Bytes whose length
-    /// prefixes do not tile them end the iteration early (never a panic).
-    pub fn resume(rest: &'a [u8], table_id: u64, next_sequence: u64) -> Entries<'a> {
-        Entries {
-            body: rest,
-            table_id,
-            next_sequence,
-        }
+    /// How the body is stored.
+    pub fn codec(&self) -> RecordCodec {
+        self.header.codec
     }
 
-    /// Bytes of the body not yet handed out; they end where the record does.
-    pub fn remaining_len(&self) -> usize {
-        self.body.len()
+    /// The body as stored in the segment (compressed, if it is); its
+    /// checksum has matched.
+    pub fn stored_body(&self) -> &'a [u8] {
+        self.body
     }
 
-    /// The sequence number of the next entry.
-    pub fn next_sequence(&self) -> u64 {
-        self.next_sequence
-    }
-
-    /// The table the entries belong to.
-    pub fn table_id(&self) -> u64 {
-        self.table_id
-    }
-}
-
-impl<'a> Iterator for Entries<'a> {
-    type Item = Entry<'a>;
-
-    fn next(&mut self) -> Option<Entry<'a>> {
-        // For a verified record the length prefixes tile the body exactly,
-        // so the checks below never end it early; they only keep bytes
-        // given to `resume` from causing a panic.
-        let prefix = self.body.get(..ENTRY_LEN_PREFIX)?;
-        let len = read_u32(prefix, 0) as usize;
-        let Some((payload, rest)) = self.body[ENTRY_LEN_PREFIX..].split_at_checked(len) else {
-            self.body = &[];
-            return None;
-        };
-        self.body = rest;
-        let sequence = self.next_sequence;
-        self.next_sequence += 1;
-        Some(Entry {
-            table_id: self.table_id,
-            sequence,
-            payload,
+    /// The entries of a record stored uncompressed, borrowed from the
+    /// segment's bytes for as long as they live; `None` for a compressed
+    /// record, whose entries only [`body`](Record::body) hands out.
+    pub fn borrowed_entries(&self) -> Option<Entries<'a>> {
+        (self.header.codec == RecordCodec::None).then(|| {
+            Entries::resume(
+                self.body,
+                self.header.meta.table_id,
+                self.header.meta.first_sequence,
+            )
         })
     }
+
+    /// The body's entries: borrowed from the segment's bytes for an
+    /// uncompressed record (no copy, no allocation), decompressed into a
+    /// buffer of the header's `raw_len` bytes for a compressed one.
+    ///
+    /// Only a compressed body can fail here, with `Decompress` (it does not
+    /// decompress to `raw_len` bytes) or `MalformedRecord` (its entry
+    /// lengths do not tile it): damage that matched the body checksum,
+    /// which a writer of this format never produces.
+    pub fn body(&self) -> Result<Body<'a>> {
+        let bytes = match self.header.codec {
+            RecordCodec::None => Cow::Borrowed(self.body),
+            codec => {
+                let raw = codec::decompress(codec, self.body, self.header.raw_len, self.offset)?;
+                check_entry_lengths(&raw, self.header.entry_count, self.offset)?;
+                Cow::Owned(raw)
+            }
+        };
+        Ok(Body::new(
+            bytes,
+            self.header.meta.table_id,
+            self.header.meta.first_sequence,
+        ))
+    }
 }
 
+#[cfg(test)]
+mod compressed_tests;
 #[cfg(test)]
 mod tests;

@@ -3,9 +3,10 @@
 
 use segwal_format::{
     BatchMeta, ENTRY_LEN_PREFIX, FORMAT_VERSION, MAGIC, MAX_BODY_LEN, META_ENTRY_LEN,
-    META_LOG_HEADER_LEN, META_LOG_MAGIC, META_RECORD_HEADER_LEN, MIN_SEGMENT_CAPACITY, MetaEntry,
-    RECORD_HEADER_LEN, RecordEncoder, SEGMENT_HEADER_LEN, SegmentHeader, decode_meta_log,
-    encode_meta_log_header, encode_meta_record,
+    META_LOG_HEADER_LEN, META_LOG_MAGIC, META_RECORD_HEADER_LEN, MIN_COMPRESSED_BODY_LEN,
+    MIN_SEGMENT_CAPACITY, MetaEntry, RECORD_HEADER_LEN, RecordCodec, RecordDecoder, RecordEncoder,
+    SEGMENT_HEADER_LEN, SegmentHeader, ZSTD_LEVEL, decode_meta_log, encode_meta_log_header,
+    encode_meta_record,
 };
 
 const FORMAT_MD: &str = include_str!("../../../docs/FORMAT.md");
@@ -100,7 +101,7 @@ fn record_tables_match_the_code() {
             "entry_count",
             "body_len",
             "body_crc",
-            "reserved",
+            "raw_len",
             "segment_id",
             "region_id",
             "table_id",
@@ -117,6 +118,16 @@ fn record_tables_match_the_code() {
         entry[1][..3],
         [ENTRY_LEN_PREFIX.to_string().as_str(), "len", "payload"]
     );
+    // The table of codecs: every codec the code knows, by byte and name.
+    let codecs: Vec<(u8, String)> = tables[2]
+        .iter()
+        .map(|row| (row[0].parse().expect("a codec byte"), row[1].clone()))
+        .collect();
+    let known: Vec<(u8, String)> = RecordCodec::ALL
+        .iter()
+        .map(|c| (*c as u8, c.name().to_owned()))
+        .collect();
+    assert_eq!(codecs, known);
 }
 
 #[test]
@@ -192,6 +203,11 @@ fn constants_table_matches_the_code() {
         ("RECORD_HEADER_LEN", RECORD_HEADER_LEN.to_string()),
         ("ENTRY_LEN_PREFIX", ENTRY_LEN_PREFIX.to_string()),
         ("MAX_BODY_LEN", MAX_BODY_LEN.to_string()),
+        (
+            "MIN_COMPRESSED_BODY_LEN",
+            MIN_COMPRESSED_BODY_LEN.to_string(),
+        ),
+        ("ZSTD_LEVEL", ZSTD_LEVEL.to_string()),
         ("META_LOG_MAGIC", hex(&META_LOG_MAGIC)),
         ("META_LOG_HEADER_LEN", META_LOG_HEADER_LEN.to_string()),
         ("META_RECORD_HEADER_LEN", META_RECORD_HEADER_LEN.to_string()),
@@ -226,7 +242,7 @@ fn hex_dumps(lines: &[&str]) -> Vec<Vec<u8>> {
 #[test]
 fn golden_byte_dumps_match_the_encoder() {
     let dumps = hex_dumps(&section("Golden bytes"));
-    assert_eq!(dumps.len(), 4);
+    assert_eq!(dumps.len(), 6);
     let header = SegmentHeader {
         stream_id: 0x0102_0304_0506_0708,
         segment_id: 42,
@@ -268,4 +284,23 @@ fn golden_byte_dumps_match_the_encoder() {
         &mut meta_record,
     );
     assert_eq!(dumps[3], meta_record);
+    // The compressed golden records: the documented batch of two rows,
+    // which decodes from the documented bytes and encodes to them.
+    let rows = [
+        b"cpu,host=a usage=1.5;".repeat(4),
+        b"cpu,host=b usage=2.5;".repeat(4),
+    ];
+    for (dump, codec) in dumps[4..].iter().zip([RecordCodec::Lz4, RecordCodec::Zstd]) {
+        let record = RecordDecoder::new(&segment).decode(dump, 64).unwrap();
+        assert_eq!(record.codec(), codec);
+        let body = record.body().unwrap();
+        let payloads: Vec<&[u8]> = body.entries().map(|e| e.payload).collect();
+        assert_eq!(payloads, [rows[0].as_slice(), rows[1].as_slice()]);
+        let mut encoded = Vec::new();
+        RecordEncoder::new(&segment)
+            .with_codec(codec)
+            .encode(&meta, &rows, &mut encoded)
+            .unwrap();
+        assert_eq!(dump, &encoded, "{codec}");
+    }
 }

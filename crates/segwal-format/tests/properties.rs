@@ -4,9 +4,9 @@
 
 use proptest::prelude::*;
 use segwal_format::{
-    BatchMeta, META_ENTRY_LEN, META_LOG_HEADER_LEN, MetaEntry, MetaLogEnd, RecordDecoder,
-    RecordEncoder, SEGMENT_HEADER_LEN, ScanEnd, Scanner, SegmentHeader, decode_meta_log,
-    encode_meta_log_header, encode_meta_record, written_len,
+    BatchMeta, META_ENTRY_LEN, META_LOG_HEADER_LEN, MetaEntry, MetaLogEnd, RecordCodec,
+    RecordDecoder, RecordEncoder, SEGMENT_HEADER_LEN, ScanEnd, Scanner, SegmentHeader,
+    decode_meta_log, encode_meta_log_header, encode_meta_record, written_len,
 };
 
 const SEGMENT: SegmentHeader = SegmentHeader {
@@ -25,21 +25,38 @@ struct Batch {
     entries: Vec<Vec<u8>>,
     /// Whether the writer synced the segment before writing this batch.
     synced_before: bool,
+    /// What the encoder compresses with (the record may still be stored
+    /// uncompressed, where that is not smaller).
+    codec: RecordCodec,
+}
+
+/// An entry's payload: arbitrary bytes (which seldom compress), or runs
+/// and repeats of a few bytes (which do).
+fn payload() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..40),
+        (prop::collection::vec(any::<u8>(), 1..8), 0usize..60)
+            .prop_map(|(pattern, repeats)| pattern.repeat(repeats)),
+    ]
 }
 
 fn batch() -> impl Strategy<Value = Batch> {
     (
         any::<u64>(),
         any::<u64>(),
-        prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 1..6),
+        prop::collection::vec(payload(), 1..6),
         any::<bool>(),
+        prop::sample::select(RecordCodec::ALL.to_vec()),
     )
-        .prop_map(|(region_id, table_id, entries, synced_before)| Batch {
-            region_id,
-            table_id,
-            entries,
-            synced_before,
-        })
+        .prop_map(
+            |(region_id, table_id, entries, synced_before, codec)| Batch {
+                region_id,
+                table_id,
+                entries,
+                synced_before,
+                codec,
+            },
+        )
 }
 
 /// A segment image (the bytes after the segment header) as a writer builds
@@ -69,6 +86,7 @@ fn build(batches: &[Batch], zero_tail: usize) -> Image {
             durable_offset: durable,
         };
         RecordEncoder::new(&SEGMENT)
+            .with_codec(batch.codec)
             .encode(&meta, &batch.entries, &mut bytes)
             .unwrap();
         sequence += batch.entries.len() as u64;
@@ -96,7 +114,11 @@ fn scan(bytes: &[u8]) -> (Vec<Scanned>, ScanEnd) {
                 r.offset(),
                 r.region_id(),
                 r.table_id(),
-                r.entries().map(|e| e.payload.to_vec()).collect(),
+                r.body()
+                    .expect("a verified record the encoder wrote decompresses")
+                    .entries()
+                    .map(|e| e.payload.to_vec())
+                    .collect(),
             )
         })
         .collect();
@@ -134,7 +156,10 @@ proptest! {
         prop_assert_eq!(written_len(&data), expected);
     }
 
-    /// decode(encode(x)) == x for arbitrary batches, metadata included.
+    /// decode(encode(x)) == x for arbitrary batches, metadata included,
+    /// with every codec; a compressed record is shorter than the
+    /// uncompressed encoding (the bound `encoded_len` gives), which is how
+    /// it is stored otherwise.
     #[test]
     fn record_round_trip(
         b in batch(),
@@ -145,13 +170,21 @@ proptest! {
         let offset = durable_offset + gap;
         let meta = BatchMeta { region_id: b.region_id, table_id: b.table_id, first_sequence, durable_offset };
         let mut out = vec![0xAA; 3];
-        let range = RecordEncoder::new(&SEGMENT).encode(&meta, &b.entries, &mut out).unwrap();
-        prop_assert_eq!(range.len(), RecordEncoder::new(&SEGMENT).encoded_len(&b.entries).unwrap());
+        let encoder = RecordEncoder::new(&SEGMENT).with_codec(b.codec);
+        let range = encoder.encode(&meta, &b.entries, &mut out).unwrap();
+        let bound = encoder.encoded_len(&b.entries).unwrap();
         let record = RecordDecoder::new(&SEGMENT).decode(&out[range.clone()], offset).unwrap();
+        let codec = record.codec();
+        prop_assert!(codec == RecordCodec::None || codec == b.codec);
+        prop_assert_eq!(codec == RecordCodec::None, range.len() == bound);
+        prop_assert!(range.len() <= bound);
+        prop_assert_eq!(record.header().raw_len as usize, bound - 64);
         prop_assert_eq!(record.header().meta, meta);
         prop_assert_eq!(record.region_id(), b.region_id);
         prop_assert_eq!(record.end_offset(), offset + range.len() as u64);
-        let decoded: Vec<_> = record.entries().collect();
+        let body = record.body().unwrap();
+        prop_assert_eq!(body.is_decompressed(), codec != RecordCodec::None);
+        let decoded: Vec<_> = body.entries().collect();
         prop_assert_eq!(decoded.len(), b.entries.len());
         for (i, entry) in decoded.iter().enumerate() {
             prop_assert_eq!(entry.table_id, b.table_id);
@@ -205,7 +238,8 @@ proptest! {
         let mut scanner = Scanner::new(&bytes, BASE, &SEGMENT);
         loop {
             for r in scanner.by_ref() {
-                let got = (r.offset(), r.region_id(), r.table_id(), r.entries().map(|e| e.payload.to_vec()).collect::<Vec<_>>());
+                let body = r.body().expect("a verified record the encoder wrote decompresses");
+                let got = (r.offset(), r.region_id(), r.table_id(), body.entries().map(|e| e.payload.to_vec()).collect::<Vec<_>>());
                 prop_assert!(original.contains(&got), "yielded a record that was never written: {:?}", got);
             }
             if scanner.skip_corruption().is_none() {

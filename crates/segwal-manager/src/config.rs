@@ -4,6 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use segwal_format::MAX_BODY_LEN;
+/// How record bodies are compressed: `None`, `Lz4` or `Zstd` (the
+/// format's record codecs).
+pub use segwal_format::RecordCodec as Compression;
 pub use segwal_segment::{Preallocation, RecoveryMode};
 
 use crate::error::{Error, Result};
@@ -85,6 +88,12 @@ pub struct ManagerConfig {
     /// would mostly idle otherwise for throughput and latency; turn it off
     /// where every core's time is accounted for.
     pub yield_while_syncing: bool,
+    /// How new records' bodies are compressed (default
+    /// [`Compression::None`]). Each record says how it is stored, so the
+    /// setting may change between opens and a data dir holds records of
+    /// every kind; a body that the codec does not make smaller is stored
+    /// uncompressed. See docs/OPERATIONS.md for when it pays.
+    pub compression: Compression,
 }
 
 impl ManagerConfig {
@@ -101,6 +110,7 @@ impl ManagerConfig {
             preallocation: None,
             yield_while_syncing: true,
             max_dead_bytes: 1 << 30,
+            compression: Compression::None,
         }
     }
 

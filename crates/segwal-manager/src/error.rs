@@ -173,6 +173,21 @@ pub enum Error {
         reason: String,
     },
 
+    /// A compressed record the index points at verified (its checksums
+    /// match) but does not decompress to the entries its header declares.
+    #[snafu(display(
+        "record at offset {offset} of segment {} does not decompress: {source}",
+        path.display()
+    ))]
+    Decompress {
+        /// The segment file.
+        path: PathBuf,
+        /// The record's offset.
+        offset: u64,
+        /// What the decoder found.
+        source: segwal_format::Error,
+    },
+
     /// A batch with no entries was refused. No sequence number was used.
     #[snafu(display("region {region_id} table {table_id}: cannot write an empty batch"))]
     EmptyBatch {
@@ -262,7 +277,8 @@ impl Error {
             | Error::MetaCorrupted { .. }
             | Error::MetaTorn { .. }
             | Error::SealedSegmentDamaged { .. }
-            | Error::ReadCorrupted { .. } => "corruption",
+            | Error::ReadCorrupted { .. }
+            | Error::Decompress { .. } => "corruption",
             Error::MetaFailed { .. } | Error::RegionFailed { .. } => "failed",
             Error::Closed => "closed",
         }

@@ -49,14 +49,15 @@ mod stream;
 mod waiting;
 
 pub use config::{
-    MAX_STREAMS, ManagerConfig, Preallocation, RecoveryMode, SyncMode, ZERO_FILL_MAX_BYTES_PER_SEC,
+    Compression, MAX_STREAMS, ManagerConfig, Preallocation, RecoveryMode, SyncMode,
+    ZERO_FILL_MAX_BYTES_PER_SEC,
 };
 pub use error::{Error, Result};
 pub use histogram::{COUNT_BOUNDS, Histogram, HistogramSnapshot, LATENCY_BOUNDS_NANOS};
 pub use inspect::{DirReport, Problem, SegmentReport, TableMarks, TableSpan, dump_table, inspect};
 pub use manager::{LOCK_FILE, SegmentManager};
 pub use meta::META_FILE;
-pub use read::{EntryIter, SharedEntry};
+pub use read::{DecompressedBytes, EntryIter, SharedBytes, SharedEntry};
 pub use segwal_format::Entry;
 pub use segwal_segment::SegmentBytes;
 pub use space::TablePin;

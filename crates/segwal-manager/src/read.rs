@@ -1,11 +1,14 @@
 //! Lazy iteration over indexed records.
 
+use std::ops::Range;
+use std::sync::Arc;
+
 use rustc_hash::FxHashMap as HashMap;
-use segwal_format::{Entries, Entry};
+use segwal_format::{Entries, Entry, RECORD_HEADER_LEN, RecordCodec};
 use segwal_segment::{SegmentBytes, SegmentHandle};
 use snafu::ResultExt;
 
-use crate::error::{ReadCorruptedSnafu, Result, SegmentSnafu};
+use crate::error::{DecompressSnafu, ReadCorruptedSnafu, Result, SegmentSnafu};
 
 /// Segments with less written data than this are not populated ahead
 /// (see [`EntryIter::populating_ahead`]).
@@ -45,7 +48,9 @@ impl RecordLoc {
 /// their segments, which keep the files mapped even if they are deleted
 /// meanwhile. Entries are decoded from the mapping, verified, only when
 /// [`next_batch`](EntryIter::next_batch) asks for them, and handed out as
-/// borrowed slices: nothing is copied.
+/// borrowed slices: nothing is copied. A compressed record is decompressed
+/// once, into a buffer its entries then borrow from (and share, see
+/// [`SharedBytes`]).
 #[derive(Debug)]
 pub struct EntryIter {
     locs: Vec<RecordLoc>,
@@ -57,7 +62,7 @@ pub struct EntryIter {
     deleted: HashMap<u64, u64>,
     next_loc: usize,
     /// Set when the record at `next_loc` was handed out only in part.
-    resume: Option<Resume>,
+    resume: Option<Cursor>,
     /// Sequence number of the last entry handed out.
     delivered: Option<u64>,
     /// Whether to have the next segment mapped ahead of need (scans: they
@@ -150,71 +155,71 @@ impl EntryIter {
     /// Hands up to `max` entries to `visit`, in ascending sequence order,
     /// and returns how many it handed out; 0 means the iterator is done.
     ///
-    /// Each record is verified once, when its first entry is needed; a
-    /// record handed out over several calls resumes where the last call
-    /// stopped, so reading a huge batch `max` entries at a time costs one
-    /// pass over it, not one per call.
+    /// Each record is verified once, when its first entry is needed (and a
+    /// compressed one decompressed once); a record handed out over several
+    /// calls resumes where the last call stopped, so reading a huge batch
+    /// `max` entries at a time costs one pass over it, not one per call.
     pub fn next_batch(&mut self, max: usize, mut visit: impl FnMut(Entry<'_>)) -> Result<usize> {
         self.advance(max, |entry, _| visit(entry))
     }
 
     /// Like [`next_batch`](EntryIter::next_batch), but hands out each entry
-    /// as a [`SharedEntry`], whose payload is shared with the segment's
-    /// mapping rather than copied, and outlives the call.
+    /// as a [`SharedEntry`], whose payload outlives the call without being
+    /// copied: shared with the segment's mapping, or, for a compressed
+    /// record, with the buffer its body was decompressed into.
     pub fn next_batch_shared(
         &mut self,
         max: usize,
         mut visit: impl FnMut(SharedEntry),
     ) -> Result<usize> {
-        self.advance(max, |entry, handle| {
+        self.advance(max, |entry, source| {
+            let payload = match source {
+                Source::Mapped(handle) => SharedBytes::Mapped(handle.share(entry.payload)),
+                Source::Decompressed(body) => {
+                    SharedBytes::Decompressed(DecompressedBytes::of(body, entry.payload))
+                }
+            };
             visit(SharedEntry {
                 table_id: entry.table_id,
                 sequence: entry.sequence,
-                payload: handle.share(entry.payload),
+                payload,
             })
         })
     }
 
     /// [`next_batch`](EntryIter::next_batch), handing each entry out with
-    /// the handle of the segment it was read from.
+    /// the bytes it was read from.
     fn advance(
         &mut self,
         max: usize,
-        mut visit: impl FnMut(Entry<'_>, &SegmentHandle),
+        mut visit: impl FnMut(Entry<'_>, Source<'_>),
     ) -> Result<usize> {
         let mut count = 0;
         while count < max && self.next_loc < self.locs.len() {
             let loc = self.locs[self.next_loc];
             self.populate_after(loc.segment_id);
             let handle = &self.handles[&loc.segment_id];
-            let (mut entries, record_end) = match self.resume.take() {
-                Some(resume) => {
-                    // Written bytes never change while a handle maps them
-                    // (segwal-segment's invariant), so the record verified
-                    // by an earlier call still is.
-                    let rest = handle
-                        .read(resume.offset, resume.end - resume.offset)
-                        .context(SegmentSnafu)?;
-                    let entries = Entries::resume(rest, resume.table_id, resume.next_sequence);
-                    (entries, resume.end)
-                }
-                None => {
-                    let mut records = handle.records_from(loc.offset).context(SegmentSnafu)?;
-                    let Some(record) = records.next() else {
-                        return ReadCorruptedSnafu {
-                            path: handle.path(),
-                            offset: loc.offset,
-                            reason: format!("{:?}", records.end()),
-                        }
-                        .fail();
-                    };
-                    // The pair of what the writer indexed: the record read
-                    // back is the one the location was made for.
-                    debug_assert_eq!(RecordLoc::of(&record, loc.segment_id), loc);
-                    (record.entries(), record.end_offset())
-                }
+            let cursor = match self.resume.take() {
+                Some(cursor) => cursor,
+                None => open_record(handle, &loc)?,
             };
-            let deleted = self.deleted.get(&entries.table_id()).copied().unwrap_or(0);
+            // Written bytes never change while a handle maps them
+            // (segwal-segment's invariant), so a record verified by an
+            // earlier call still is.
+            let (bytes, source) = match &cursor.decompressed {
+                Some(body) => (
+                    &body[cursor.offset as usize..cursor.end as usize],
+                    Source::Decompressed(body),
+                ),
+                None => (
+                    handle
+                        .read(cursor.offset, cursor.end - cursor.offset)
+                        .context(SegmentSnafu)?,
+                    Source::Mapped(handle),
+                ),
+            };
+            let mut entries = Entries::resume(bytes, cursor.table_id, cursor.next_sequence);
+            let deleted = self.deleted.get(&cursor.table_id).copied().unwrap_or(0);
             let from = self
                 .start
                 .max(deleted.saturating_add(1))
@@ -222,11 +227,11 @@ impl EntryIter {
             loop {
                 if count == max {
                     if entries.remaining_len() > 0 && entries.next_sequence() <= self.end {
-                        self.resume = Some(Resume {
-                            offset: record_end - entries.remaining_len() as u64,
-                            end: record_end,
-                            table_id: entries.table_id(),
+                        self.resume = Some(Cursor {
+                            decompressed: cursor.decompressed.clone(),
+                            offset: cursor.end - entries.remaining_len() as u64,
                             next_sequence: entries.next_sequence(),
+                            ..cursor
                         });
                         return Ok(count);
                     }
@@ -239,7 +244,7 @@ impl EntryIter {
                 if entry.sequence > self.end {
                     break;
                 }
-                visit(entry, handle);
+                visit(entry, source);
                 count += 1;
                 self.delivered = Some(entry.sequence);
             }
@@ -249,6 +254,55 @@ impl EntryIter {
     }
 }
 
+/// Reads and verifies the record at `loc` and returns a cursor at its
+/// first entry: in the segment's mapping, or, for a compressed record, in
+/// the buffer its body is decompressed into (once, here).
+fn open_record(handle: &SegmentHandle, loc: &RecordLoc) -> Result<Cursor> {
+    let mut records = handle.records_from(loc.offset).context(SegmentSnafu)?;
+    let Some(record) = records.next() else {
+        return ReadCorruptedSnafu {
+            path: handle.path(),
+            offset: loc.offset,
+            reason: format!("{:?}", records.end()),
+        }
+        .fail();
+    };
+    // The pair of what the writer indexed: the record read back is the one
+    // the location was made for.
+    debug_assert_eq!(RecordLoc::of(&record, loc.segment_id), *loc);
+    let (table_id, next_sequence) = (record.table_id(), record.first_sequence());
+    if record.codec() == RecordCodec::None {
+        return Ok(Cursor {
+            decompressed: None,
+            offset: loc.offset + RECORD_HEADER_LEN as u64,
+            end: record.end_offset(),
+            table_id,
+            next_sequence,
+        });
+    }
+    let body = record.body().context(DecompressSnafu {
+        path: handle.path(),
+        offset: loc.offset,
+    })?;
+    let bytes = body.into_bytes().into_owned();
+    Ok(Cursor {
+        end: bytes.len() as u64,
+        decompressed: Some(Arc::new(bytes)),
+        offset: 0,
+        table_id,
+        next_sequence,
+    })
+}
+
+/// The bytes an entry handed to `advance`'s visitor lies in.
+#[derive(Debug, Clone, Copy)]
+enum Source<'a> {
+    /// The segment's mapping.
+    Mapped(&'a SegmentHandle),
+    /// A compressed record's decompressed body.
+    Decompressed(&'a Arc<Vec<u8>>),
+}
+
 /// An entry handed out by [`EntryIter::next_batch_shared`].
 #[derive(Debug, Clone)]
 pub struct SharedEntry {
@@ -256,19 +310,94 @@ pub struct SharedEntry {
     pub table_id: u64,
     /// Its sequence number within the region.
     pub sequence: u64,
-    /// Its bytes, shared with the segment's mapping: they keep the segment
-    /// file open and mapped (and its space in use, if it is deleted) until
-    /// the last of them is dropped.
-    pub payload: SegmentBytes,
+    /// Its bytes, shared, not copied.
+    pub payload: SharedBytes,
 }
 
-/// Where the entries of the record at `next_loc` resume, when an earlier
-/// call handed out only some of them.
-#[derive(Debug, Clone, Copy)]
-struct Resume {
-    /// Segment offset of the next entry's length prefix.
+/// An entry's bytes, shared with what they were read from.
+#[derive(Debug, Clone)]
+pub enum SharedBytes {
+    /// A slice of the segment's mapping (a record stored uncompressed):
+    /// it keeps the segment file open and mapped (and its space in use, if
+    /// it is deleted) until the last of them is dropped.
+    Mapped(SegmentBytes),
+    /// A slice of a compressed record's body, decompressed once for all
+    /// its entries.
+    Decompressed(DecompressedBytes),
+}
+
+impl SharedBytes {
+    /// The widest view of the same bytes: all of the segment's written
+    /// data, or the record's whole decompressed body. One of these can
+    /// stand for many entries (slices of it), where a `SharedBytes` each
+    /// would cost more.
+    pub fn whole(&self) -> SharedBytes {
+        match self {
+            SharedBytes::Mapped(bytes) => SharedBytes::Mapped(bytes.written()),
+            SharedBytes::Decompressed(bytes) => SharedBytes::Decompressed(DecompressedBytes {
+                range: 0..bytes.body.len(),
+                body: Arc::clone(&bytes.body),
+            }),
+        }
+    }
+}
+
+impl AsRef<[u8]> for SharedBytes {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            SharedBytes::Mapped(bytes) => bytes,
+            SharedBytes::Decompressed(bytes) => &bytes.body[bytes.range.clone()],
+        }
+    }
+}
+
+impl std::ops::Deref for SharedBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.as_ref()
+    }
+}
+
+/// A slice of a decompressed record body, sharing the body.
+///
+/// # Invariants
+///
+/// `range` lies within `body`.
+#[derive(Debug, Clone)]
+pub struct DecompressedBytes {
+    body: Arc<Vec<u8>>,
+    range: Range<usize>,
+}
+
+impl DecompressedBytes {
+    /// `payload`, a slice of `body`, as shared bytes.
+    fn of(body: &Arc<Vec<u8>>, payload: &[u8]) -> DecompressedBytes {
+        let start = (payload.as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
+        let end = start.wrapping_add(payload.len());
+        assert!(
+            start <= end && end <= body.len(),
+            "a payload outside its decompressed body shared"
+        );
+        DecompressedBytes {
+            body: Arc::clone(body),
+            range: start..end,
+        }
+    }
+}
+
+/// Where the entries of the record at `next_loc` are read from: set when
+/// its first entry is needed, and kept when a call handed out only some
+/// of them.
+#[derive(Debug, Clone)]
+struct Cursor {
+    /// The record's decompressed body; `None` for a record read from the
+    /// segment's mapping.
+    decompressed: Option<Arc<Vec<u8>>>,
+    /// Offset of the next entry's length prefix: in the segment, or in
+    /// `decompressed`.
     offset: u64,
-    /// Segment offset just past the record.
+    /// Offset just past the record's entries, in the same terms.
     end: u64,
     table_id: u64,
     next_sequence: u64,

@@ -26,7 +26,9 @@ use segwal_segment::BatchRef;
 use snafu::{ResultExt, ensure};
 
 use crate::context::Context;
-use crate::error::{ClosedSnafu, RegionFailedSnafu, Result, SegmentSnafu, WriteSnafu};
+use crate::error::{
+    ClosedSnafu, DecompressSnafu, RegionFailedSnafu, Result, SegmentSnafu, WriteSnafu,
+};
 use crate::index::{RegionSlot, Segments};
 use crate::locks::{read, write};
 use crate::read::RecordLoc;
@@ -91,7 +93,14 @@ pub(crate) fn rewrite_segment(
         if !is_live(regions, region_id, table_id, &from) {
             continue;
         }
-        let entries: Vec<&[u8]> = record.entries().map(|e| e.payload).collect();
+        // A compressed record is decompressed and compressed again with the
+        // WAL's codec now (which may differ from the one it was written
+        // with); an uncompressed one is copied from the mapping.
+        let body = record.body().context(DecompressSnafu {
+            path: handle.path(),
+            offset: from.offset,
+        })?;
+        let entries: Vec<&[u8]> = body.entries().map(|e| e.payload).collect();
         let stream = stream_of(region_id);
         let to = stream.append_copy(region_id, table_id, from.first, &entries, ctx)?;
         moved.push(Moved {

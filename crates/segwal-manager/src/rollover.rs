@@ -65,10 +65,13 @@ impl Stream {
             self.seal(full, ctx);
         }
         let needed = SEGMENT_HEADER_LEN as u64 + record_len;
-        let segment = match self.take_spare(writer, needed, ctx) {
+        let mut segment = match self.take_spare(writer, needed, ctx) {
             Some(segment) => segment,
             None => self.create_segment(needed, ctx)?,
         };
+        // The one place a segment becomes a stream's active one: every
+        // record appended from here on is compressed as configured.
+        segment.set_codec(ctx.config.compression);
         let segment_id = segment.identity().segment_id;
         let live = Arc::new(Live::default());
         write(&ctx.segments).insert(

@@ -143,14 +143,26 @@ fn rollovers_use_segments_prepared_ahead_and_leave_no_spares_behind() {
     let crash = tempfile::tempdir().unwrap();
     for i in 0.. {
         wal.write(3 + i % 2, 1, &[&entry]).unwrap();
-        if !files_with_suffix(dir.path(), ".spare").is_empty() {
-            // The spare may still be being written: a copy of a partly
-            // created file is what a crash can leave, too.
-            for name in fs::read_dir(dir.path()).unwrap() {
-                let name = name.unwrap().file_name();
-                fs::copy(dir.path().join(&name), crash.path().join(&name)).unwrap();
+        if files_with_suffix(dir.path(), ".spare").is_empty() {
+            continue;
+        }
+        // The spare may still be being written: a copy of a partly
+        // created file is what a crash can leave, too. If it was renamed
+        // into place between the listing and the copy, the copy is not a
+        // state a crash leaves (a file missing): try again at the next one.
+        let copied = fs::read_dir(dir.path()).unwrap().all(|name| {
+            let name = name.unwrap().file_name();
+            match fs::copy(dir.path().join(&name), crash.path().join(&name)) {
+                Ok(_) => true,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => false,
+                Err(err) => panic!("copying {name:?}: {err}"),
             }
+        });
+        if copied {
             break;
+        }
+        for name in fs::read_dir(crash.path()).unwrap() {
+            fs::remove_file(name.unwrap().path()).unwrap();
         }
     }
     let last = [3, 4].map(|region| (region, wal.sequence_num(region, 1).unwrap()));

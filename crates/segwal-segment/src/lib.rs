@@ -36,7 +36,7 @@
 //! assert_eq!((tables, report.records, report.end), (vec![4], 1, placed.end));
 //! let handle = segment.handle();
 //! let record = handle.records_from(placed.start).unwrap().next().unwrap();
-//! assert_eq!(record.entries().nth(1).unwrap().payload, b"second");
+//! assert_eq!(record.borrowed_entries().unwrap().nth(1).unwrap().payload, b"second");
 //! ```
 
 pub mod disk;

@@ -12,8 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use memmap2::{MmapOptions, MmapRaw};
 use segwal_format::{
-    BatchMeta, MIN_SEGMENT_CAPACITY, Record, RecordEncoder, SEGMENT_HEADER_LEN, ScanEnd, Scanner,
-    SegmentHeader, SegmentIdentity, written_len,
+    BatchMeta, MIN_SEGMENT_CAPACITY, Record, RecordCodec, RecordEncoder, SEGMENT_HEADER_LEN,
+    ScanEnd, Scanner, SegmentHeader, SegmentIdentity, written_len,
 };
 use snafu::{ResultExt, ensure};
 
@@ -473,9 +473,17 @@ impl Segment {
         self.shared.capacity - self.written_len()
     }
 
-    /// The encoded size of a batch of `entries`, to check whether it fits
-    /// before choosing a segment for it. Fails for an empty or oversized
-    /// batch.
+    /// Has records appended from now on compressed with `codec` where
+    /// that makes them shorter (see `RecordEncoder::with_codec`). Each
+    /// record says how it is stored, so a segment may hold both kinds.
+    pub fn set_codec(&mut self, codec: RecordCodec) {
+        self.encoder = self.encoder.with_codec(codec);
+    }
+
+    /// The encoded size of a batch of `entries` without compression, to
+    /// check whether it fits before choosing a segment for it: an upper
+    /// bound on what an append of it takes. Fails for an empty or
+    /// oversized batch.
     pub fn encoded_len<E: AsRef<[u8]>>(&self, entries: &[E]) -> Result<u64> {
         let len = self
             .encoder
@@ -554,7 +562,8 @@ impl Segment {
         let offset = shared.written.load(Ordering::Acquire);
         let durable_offset = shared.durable.load(Ordering::Acquire);
         // Sizes first (cheap, and it validates each batch), so that a group
-        // that cannot fit is refused before anything is encoded.
+        // that cannot fit is refused before anything is encoded. They are
+        // uncompressed sizes, an upper bound on the encoded ones.
         let mut len = 0u64;
         for batch in batches {
             len += self
@@ -585,7 +594,8 @@ impl Segment {
                 .context(EncodeSnafu { path: &shared.path })?;
             on_record(offset + range.start as u64..offset + range.end as u64);
         }
-        debug_assert_eq!(self.buf.len() as u64, len);
+        debug_assert!(self.buf.len() as u64 <= len);
+        let len = self.buf.len() as u64;
         if synced {
             if let Err(source) =
                 disk::write_at_synced(&shared.file, &shared.path, &self.buf, offset)

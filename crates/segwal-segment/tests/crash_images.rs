@@ -104,7 +104,7 @@ proptest! {
 
         let mut recovered = Vec::new();
         let (mut segment, report) = Segment::open(&path, HEADER, &OpenOptions::default(), |r| {
-            let entry = r.entries().next().unwrap();
+            let entry = r.borrowed_entries().unwrap().next().unwrap();
             recovered.push((r.offset()..r.end_offset(), entry.sequence, entry.payload.to_vec()));
         }).unwrap();
 

@@ -647,7 +647,10 @@ fn handles_outlive_close_and_delete() {
     segment.delete().unwrap();
     assert!(!path.exists());
     let record = handle.records_from(placed.start).unwrap().next().unwrap();
-    assert_eq!(record.entries().next().unwrap().payload, b"kept");
+    assert_eq!(
+        record.borrowed_entries().unwrap().next().unwrap().payload,
+        b"kept"
+    );
     assert!(matches!(
         Segment::delete_file(&path),
         Err(Error::Delete { .. })
@@ -669,7 +672,7 @@ fn concurrent_readers_and_syncs_see_only_whole_records() {
                     let mut count = 0;
                     for record in scanner.by_ref() {
                         count += 1;
-                        let entry = record.entries().next().unwrap();
+                        let entry = record.borrowed_entries().unwrap().next().unwrap();
                         assert_eq!(entry.payload, entry.sequence.to_le_bytes().repeat(8));
                     }
                     assert!(matches!(
@@ -925,7 +928,7 @@ fn shared_bytes_outlive_the_segment_and_only_its_own_slices_are_shared() {
         .unwrap();
     let handle = segment.handle();
     let record = handle.records_from(placed.start).unwrap().next().unwrap();
-    let payload = record.entries().nth(1).unwrap().payload;
+    let payload = record.borrowed_entries().unwrap().nth(1).unwrap().payload;
     let shared = handle.share(payload);
     assert_eq!(&*shared, b"shared");
     assert!(placed.start < shared.offsets().start && shared.offsets().end <= placed.end);
@@ -958,7 +961,7 @@ fn written_bytes_cover_the_segment_up_to_its_written_end_then() {
         .unwrap();
     let handle = segment.handle();
     let record = handle.records_from(placed.start).unwrap().next().unwrap();
-    let shared = handle.share(record.entries().next().unwrap().payload);
+    let shared = handle.share(record.borrowed_entries().unwrap().next().unwrap().payload);
     let written = shared.written();
     assert_eq!(written.offsets(), 0..placed.end);
     assert_eq!(&*written, handle.read(0, placed.end).unwrap());

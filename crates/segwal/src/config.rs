@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use segwal_manager::{ManagerConfig, Preallocation, RecoveryMode, SyncMode};
+use segwal_manager::{Compression, ManagerConfig, Preallocation, RecoveryMode, SyncMode};
 use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -119,6 +119,16 @@ impl LocalWalConfig {
         self
     }
 
+    /// How new records' bodies are compressed (default
+    /// [`Compression::None`]): `Lz4` or `Zstd` compress each batch's
+    /// entries, and keep the result only where it is smaller. Records say
+    /// how they are stored, so this may change between opens. See
+    /// [`ManagerConfig::compression`].
+    pub fn compression(mut self, compression: Compression) -> LocalWalConfig {
+        self.manager.compression = compression;
+        self
+    }
+
     /// Whether a writer waiting for a group sync under [`SyncMode::Always`]
     /// yields its core in a loop before it parks, while the log's syncs
     /// are short (default `true`). See
@@ -207,6 +217,8 @@ struct FileForm {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     yield_while_syncing: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    compression: Option<CompressionForm>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     writes_in_place: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     reads_in_place: Option<bool>,
@@ -229,6 +241,15 @@ enum RecoveryModeForm {
     Strict,
     TolerateTornTail,
     SkipCorrupted,
+}
+
+/// [`Compression`] in a file: `"none"`, `"lz4"` or `"zstd"`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum CompressionForm {
+    None,
+    Lz4,
+    Zstd,
 }
 
 /// [`Preallocation`] in a file (absent: chosen by sync mode).
@@ -280,6 +301,13 @@ impl<'de> Deserialize<'de> for LocalWalConfig {
         if let Some(yield_while_syncing) = form.yield_while_syncing {
             m.yield_while_syncing = yield_while_syncing;
         }
+        if let Some(compression) = form.compression {
+            m.compression = match compression {
+                CompressionForm::None => Compression::None,
+                CompressionForm::Lz4 => Compression::Lz4,
+                CompressionForm::Zstd => Compression::Zstd,
+            };
+        }
         config.writes_in_place = form.writes_in_place.unwrap_or(config.writes_in_place);
         config.reads_in_place = form.reads_in_place.unwrap_or(config.reads_in_place);
         Ok(config)
@@ -295,6 +323,12 @@ impl Serialize for LocalWalConfig {
             SyncMode::Always => SyncModeForm::Always,
             SyncMode::Interval(every) => SyncModeForm::Interval(HumanDuration(every)),
             SyncMode::Never => SyncModeForm::Never,
+            other => return Err(S::Error::custom(format!("no file form for {other:?}"))),
+        };
+        let compression = match m.compression {
+            Compression::None => CompressionForm::None,
+            Compression::Lz4 => CompressionForm::Lz4,
+            Compression::Zstd => CompressionForm::Zstd,
             other => return Err(S::Error::custom(format!("no file form for {other:?}"))),
         };
         let recovery_mode = match m.recovery_mode {
@@ -317,6 +351,7 @@ impl Serialize for LocalWalConfig {
             streams: Some(m.streams),
             max_dead_bytes: Some(ByteSize(m.max_dead_bytes)),
             yield_while_syncing: Some(m.yield_while_syncing),
+            compression: Some(compression),
             writes_in_place: Some(self.writes_in_place),
             reads_in_place: Some(self.reads_in_place),
         }

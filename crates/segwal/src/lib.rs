@@ -73,7 +73,9 @@ pub use config::LocalWalConfig;
 pub use error::{Error, Result};
 pub use iter::{BatchLogIterator, LogEntrySource};
 pub use local::LocalWal;
-pub use segwal_manager::{Preallocation, RecoveryMode, Statistics, SyncMode, TablePin};
+pub use segwal_manager::{
+    Compression, Preallocation, RecoveryMode, Statistics, SyncMode, TablePin,
+};
 pub use types::{
     LogEntry, LogWriteBatch, LogWriteEntry, MAX_SEQUENCE_NUMBER, MIN_SEQUENCE_NUMBER, ReadBoundary,
     ReadContext, ReadRequest, RegionId, ScanContext, ScanRequest, SequenceNumber, TableId,

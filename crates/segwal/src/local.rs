@@ -194,7 +194,7 @@ fn read_batch(mut iter: EntryIter, max: usize) -> ReadBatch {
     let mut segment = Bytes::new();
     let read = iter.next_batch_shared(max, |e| {
         if !covers(&segment, &e.payload) {
-            segment = Bytes::from_owner(e.payload.written());
+            segment = Bytes::from_owner(e.payload.whole());
         }
         entries.push(LogEntry {
             table_id: e.table_id,

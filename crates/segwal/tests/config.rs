@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use segwal::{LocalWal, LocalWalConfig, Preallocation, RecoveryMode, SyncMode};
+use segwal::{Compression, LocalWal, LocalWalConfig, Preallocation, RecoveryMode, SyncMode};
 
 fn parse(text: &str) -> Result<LocalWalConfig, toml::de::Error> {
     toml::from_str(text)
@@ -24,6 +24,7 @@ fn every_key_sets_its_builder_setting() {
         streams = 4
         max_dead_bytes = "2GiB"
         yield_while_syncing = false
+        compression = "zstd"
         writes_in_place = false
         reads_in_place = false
         "#,
@@ -39,6 +40,7 @@ fn every_key_sets_its_builder_setting() {
         .streams(4)
         .max_dead_bytes(2 << 30)
         .yield_while_syncing(false)
+        .compression(Compression::Zstd)
         .writes_in_place(false)
         .reads_in_place(false);
     assert_eq!(config, built);
@@ -86,6 +88,7 @@ fn mistakes_are_refused_by_name() {
         ),
         ("data_dir = \"d\"\nsync_mode = \"sometimes\"", "sometimes"),
         ("data_dir = \"d\"\nrecovery_mode = \"lenient\"", "lenient"),
+        ("data_dir = \"d\"\ncompression = \"gzip\"", "gzip"),
     ];
     for (text, want) in cases {
         let message = parse(text).unwrap_err().to_string();
@@ -117,6 +120,30 @@ fn written_configs_read_back_equal() {
     }
     let text = toml::to_string(&LocalWalConfig::new("d")).unwrap();
     assert!(!text.contains("preallocation"), "{text}");
+    assert!(text.contains("compression = \"none\""), "{text}");
+}
+
+/// Proves each compression setting reads from its name, defaults to
+/// none, and writes back under the same name.
+#[test]
+fn compression_reads_and_writes_by_name() {
+    assert_eq!(
+        LocalWalConfig::new("d").manager_config().compression,
+        Compression::None
+    );
+    for (name, want) in [
+        ("none", Compression::None),
+        ("lz4", Compression::Lz4),
+        ("zstd", Compression::Zstd),
+    ] {
+        let config = parse(&format!("data_dir = \"d\"\ncompression = \"{name}\"")).unwrap();
+        assert_eq!(config, LocalWalConfig::new("d").compression(want));
+        let text = toml::to_string(&config).unwrap();
+        assert!(
+            text.contains(&format!("compression = \"{name}\"")),
+            "{text}"
+        );
+    }
 }
 
 /// Proves values read from a file are checked at open like built ones,

@@ -1,7 +1,7 @@
 //! Unit tests of the record codec: golden bytes, round trips, every error.
 
 use super::*;
-use crate::Error;
+use crate::{Entry, Error};
 
 const SEGMENT: SegmentHeader = SegmentHeader {
     stream_id: 1,
@@ -62,7 +62,7 @@ fn round_trip_borrows_payloads() {
     assert_eq!(record.offset(), 64);
     assert_eq!(record.end_offset(), 64 + bytes.len() as u64);
     assert_eq!((record.first_sequence(), record.last_sequence()), (10, 12));
-    let entries: Vec<_> = record.entries().collect();
+    let entries: Vec<_> = record.borrowed_entries().unwrap().collect();
     assert_eq!(
         entries,
         [
@@ -119,9 +119,9 @@ fn a_header_decodes_alone_and_is_verified() {
 fn resumed_entries_continue_where_they_stopped() {
     let bytes = encode(&META, &[b"first", b"", b"third", b"fourth"]);
     let record = RecordDecoder::new(&SEGMENT).decode(&bytes, 64).unwrap();
-    let all: Vec<_> = record.entries().collect();
+    let all: Vec<_> = record.borrowed_entries().unwrap().collect();
     for taken in 0..=all.len() {
-        let mut entries = record.entries();
+        let mut entries = record.borrowed_entries().unwrap();
         entries.by_ref().take(taken).for_each(drop);
         let rest = &bytes[bytes.len() - entries.remaining_len()..];
         let resumed =
@@ -278,7 +278,7 @@ fn durable_offset_beyond_the_record_is_malformed() {
 
 /// Re-signs a header after a test edits it, to reach the checks behind
 /// the header checksum.
-fn reseal(bytes: &mut [u8]) {
+pub(super) fn reseal(bytes: &mut [u8]) {
     let crc = header_crc(SEGMENT.salt, bytes);
     bytes[..KIND_AT].copy_from_slice(&crc.to_le_bytes());
 }
@@ -297,17 +297,18 @@ fn validly_signed_but_inconsistent_headers_are_rejected() {
     );
 
     let mut bytes = good.clone();
-    bytes[CODEC_AT] = 1;
+    bytes[CODEC_AT] = 3;
     reseal(&mut bytes);
     assert_eq!(
         decoder.decode(&bytes, 0),
         Err(Error::UnknownCodec {
             offset: 0,
-            codec: 1
+            codec: 3
         })
     );
 
-    for reserved in [RESERVED_A_AT, RESERVED_A_AT + 1, RESERVED_B_AT] {
+    // An uncompressed record's raw_len field is reserved.
+    for reserved in [RESERVED_A_AT, RESERVED_A_AT + 1, RAW_LEN_AT] {
         let mut bytes = good.clone();
         bytes[reserved] = 1;
         reseal(&mut bytes);
