@@ -13,12 +13,12 @@ use crate::error::{Error, Result};
 
 /// Under [`SyncMode::Always`], segments filled faster than this get a
 /// successor reserved with `fallocate` rather than zero-filled (see
-/// [`ManagerConfig::preallocation`]). 64 MiB/s: on the 2-core VM the
-/// benchmarks ran on, 1 to 4 synced writers fill segments under this and
-/// run faster with zero-filled segments; 16 writers fill them faster, and
-/// there the zeros, competing with the data for the disk, cost no
-/// throughput but multiply the tail latency (docs/DESIGN.md, "Writing").
-pub const ZERO_FILL_MAX_BYTES_PER_SEC: f64 = 64.0 * 1024.0 * 1024.0;
+/// [`ManagerConfig::preallocation`]). 256 MiB/s: on the 2-core VM the
+/// benchmarks ran on, 1 to 16 synced writers of 1 KiB entries fill
+/// segments under this and run faster with zero-filled segments (paced, so
+/// that the zeros never queue far ahead of a writer's sync), 16 writers of
+/// 64 KiB entries over it (docs/DESIGN.md, "Writing").
+pub const ZERO_FILL_MAX_BYTES_PER_SEC: f64 = 256.0 * 1024.0 * 1024.0;
 
 /// The most streams a shared log may have.
 pub const MAX_STREAMS: usize = 64;

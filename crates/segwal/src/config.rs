@@ -90,7 +90,7 @@ impl LocalWalConfig {
 
     /// How new segments' blocks are set aside. By default, zero-filled
     /// under [`SyncMode::Always`] (so a sync has no file-system metadata to
-    /// write) while segments fill at up to 64 MiB/s, and otherwise
+    /// write) while segments fill at up to 256 MiB/s, and otherwise
     /// reserved with `fallocate` (so a segment is not written twice); see
     /// [`ManagerConfig::preallocation`].
     pub fn preallocation(mut self, preallocation: Preallocation) -> LocalWalConfig {
