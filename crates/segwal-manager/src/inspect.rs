@@ -10,11 +10,10 @@ use segwal_segment::{OpenOptions, RecoveryMode, Segment, segment_file_name};
 use snafu::{ResultExt, ensure};
 
 use crate::error::{DirectorySnafu, NotADataDirSnafu, NotADirectorySnafu, Result};
+use crate::judge::{Judged, judge};
 use crate::manager::{LOCK_FILE, lock_data_dir};
 use crate::meta::{META_FILE, MetaState, TableRecord};
-use crate::recovery::{
-    classify, header_stream, list_segment_ids, prepared_spares, refuse_old_layout,
-};
+use crate::recovery::{classify, list_segment_ids, refuse_old_layout};
 
 /// What [`inspect`] found in a data dir.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,19 +171,13 @@ fn walk(dir: &Path, visit: &mut Visit<'_>) -> Result<DirReport> {
     refuse_old_layout(dir)?;
     let mut problems = Vec::new();
     let (meta, meta_bytes) = read_meta(dir, &mut problems);
-    let ids = list_segment_ids(dir)?;
-    let streams: Vec<Option<u64>> = ids
-        .iter()
-        .map(|&id| header_stream(&dir.join(segment_file_name(id))))
-        .collect();
     // As recovery judges them: a prepared spare is not its stream's newest.
-    let prepared = prepared_spares(dir, &ids, &streams);
-    let mut newest: BTreeMap<Option<u64>, u64> = BTreeMap::new();
-    for (&id, &stream) in ids.iter().zip(&streams) {
-        if !prepared.contains(&id) {
-            newest.insert(stream, id);
-        }
-    }
+    let Judged {
+        ids,
+        streams,
+        prepared,
+        newest,
+    } = judge(dir, list_segment_ids(dir)?);
     let mut segments = Vec::new();
     for (&segment_id, &stream_id) in ids.iter().zip(&streams) {
         let is_newest = newest.get(&stream_id) == Some(&segment_id);

@@ -35,6 +35,7 @@ mod group;
 mod histogram;
 mod index;
 mod inspect;
+mod judge;
 mod locks;
 mod manager;
 mod meta;

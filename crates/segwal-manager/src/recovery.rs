@@ -27,6 +27,7 @@ use crate::error::{
     DirectorySnafu, OldLayoutSnafu, Result, SealedSegmentDamagedSnafu, SegmentSnafu,
 };
 use crate::index::{Keep, Live, RegionState, SegmentInfo, Segments, TableState};
+use crate::judge::judge;
 use crate::meta::MetaState;
 use crate::read::RecordLoc;
 
@@ -172,52 +173,6 @@ pub(crate) fn header_stream(path: &Path) -> Option<u64> {
     SegmentHeader::decode(&bytes).ok().map(|h| h.stream_id)
 }
 
-/// The segments of `ids` (ascending, each of stream `streams[i]`) that are
-/// prepared spares: the newest segments of their stream whose header is
-/// valid and whose first [`UNTOUCHED_CHECK_BYTES`] past the header are all
-/// zeros. Nothing was ever acknowledged from such a segment: a write to a
-/// segment is synced only after the segment before it was, and a synced
-/// record starts where its first record header lies. So each is removed
-/// at open (the tools show it as prepared), and the segment before it is
-/// its stream's newest, the only one whose tail a crash can tear. Checking
-/// well past the first record header keeps a sealed segment whose first
-/// header was damaged (and whose records follow it) from passing as one.
-pub(crate) fn prepared_spares(dir: &Path, ids: &[u64], streams: &[Option<u64>]) -> BTreeSet<u64> {
-    let mut spares = BTreeSet::new();
-    let mut touched: BTreeSet<Option<u64>> = BTreeSet::new();
-    for (&id, &stream) in ids.iter().zip(streams).rev() {
-        if stream.is_none() || touched.contains(&stream) {
-            continue;
-        }
-        if untouched(&dir.join(segwal_segment::segment_file_name(id))) {
-            spares.insert(id);
-        } else {
-            touched.insert(stream);
-        }
-    }
-    spares
-}
-
-/// How many bytes past its header a segment must hold only zeros in to be
-/// taken for a prepared spare (fewer if the file is shorter).
-pub(crate) const UNTOUCHED_CHECK_BYTES: u64 = 1 << 20;
-
-/// Whether the segment at `path` holds nothing past its header: its first
-/// [`UNTOUCHED_CHECK_BYTES`] (at least a record header's worth) are zeros.
-fn untouched(path: &Path) -> bool {
-    let Ok(file) = fs::File::open(path) else {
-        return false;
-    };
-    let mut bytes = Vec::new();
-    let limit = SEGMENT_HEADER_LEN as u64 + UNTOUCHED_CHECK_BYTES;
-    if file.take(limit).read_to_end(&mut bytes).is_err()
-        || bytes.len() < SEGMENT_HEADER_LEN + RECORD_HEADER_LEN
-    {
-        return false;
-    }
-    bytes[SEGMENT_HEADER_LEN..].iter().all(|&b| b == 0)
-}
-
 /// The segment ids in `dir`, ascending, and the paths of spares (segments
 /// prepared ahead of need and never put in place, which hold no records).
 /// Other files are ignored.
@@ -318,27 +273,22 @@ pub(crate) fn recover(
         Segment::delete_file(&spare).context(SegmentSnafu)?;
     }
     let path_of = |id: u64| dir.join(segwal_segment::segment_file_name(id));
-    let all_streams: Vec<Option<u64>> = all_ids
-        .iter()
-        .map(|&id| header_stream(&path_of(id)))
-        .collect();
-    let prepared = prepared_spares(dir, &all_ids, &all_streams);
-    for &id in &prepared {
+    let next_segment_id = all_ids.last().map_or(1, |id| id + 1);
+    let judged = judge(dir, all_ids);
+    for &id in &judged.prepared {
         Segment::delete_file(&path_of(id)).context(SegmentSnafu)?;
     }
-    let (ids, streams): (Vec<u64>, Vec<Option<u64>>) = all_ids
+    let (ids, streams): (Vec<u64>, Vec<Option<u64>>) = judged
+        .ids
         .iter()
-        .zip(&all_streams)
-        .filter(|(id, _)| !prepared.contains(id))
+        .zip(&judged.streams)
+        .filter(|(id, _)| !judged.prepared.contains(id))
         .map(|(&id, &stream)| (id, stream))
         .unzip();
     // Only the newest segment of each stream can end in a torn write.
-    let mut newest: BTreeMap<Option<u64>, u64> = BTreeMap::new();
-    for (&id, &stream) in ids.iter().zip(&streams) {
-        newest.insert(stream, id);
-    }
+    let newest = judged.newest;
     let mut recovered = Recovered {
-        next_segment_id: all_ids.last().map_or(1, |id| id + 1),
+        next_segment_id,
         ..Recovered::default()
     };
     seed_from_meta(&mut recovered, meta);

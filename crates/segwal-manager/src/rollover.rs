@@ -9,7 +9,7 @@
 //! temporary name, preallocates and syncs it, and renames it to its final
 //! name (syncing the directory): a rollover only switches to it. Recovery
 //! tells a prepared spare (untouched past its header) from the active
-//! segment it follows (see `recovery::prepared_spares`).
+//! segment it follows (see `judge::prepared_spares`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -1,22 +1,9 @@
 //! Unit tests of compressed records: golden bytes per codec, the choice
 //! to store uncompressed, and every way a compressed record can be wrong.
 
-use super::tests::reseal;
+use super::tests::{META, SEGMENT, reseal};
 use super::*;
 use crate::Error;
-
-const SEGMENT: SegmentHeader = SegmentHeader {
-    stream_id: 1,
-    segment_id: 5,
-    salt: 0xa1a2_a3a4_a5a6_a7a8,
-    capacity: 64 << 20,
-};
-const META: BatchMeta = BatchMeta {
-    region_id: 0x2122_2324_2526_2728,
-    table_id: 0x1122_3344_5566_7788,
-    first_sequence: 10,
-    durable_offset: 32,
-};
 
 /// The golden batch: two rows of a time series, which every codec
 /// compresses.

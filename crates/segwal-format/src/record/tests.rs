@@ -3,13 +3,13 @@
 use super::*;
 use crate::{Entry, Error};
 
-const SEGMENT: SegmentHeader = SegmentHeader {
+pub(super) const SEGMENT: SegmentHeader = SegmentHeader {
     stream_id: 1,
     segment_id: 5,
     salt: 0xa1a2_a3a4_a5a6_a7a8,
     capacity: 64 << 20,
 };
-const META: BatchMeta = BatchMeta {
+pub(super) const META: BatchMeta = BatchMeta {
     region_id: 0x2122_2324_2526_2728,
     table_id: 0x1122_3344_5566_7788,
     first_sequence: 10,
