@@ -2,7 +2,9 @@
 //! ported to segwal to prove that code written against HoraeDB's `wal`
 //! crate ports by changing its imports: see `tests/read_write.rs`; and
 //! `tests/engine_shapes.rs`, the ways HoraeDB's analytic engine uses its
-//! WAL (configuration, set-up, payloads, replay, manifest) on `LocalWal`.
+//! WAL (configuration, set-up, payloads, replay, manifest). Both run
+//! against `LocalWal` and against `NatsWal` on real `nats-server`
+//! processes (`cargo xtask test` provisions the binary).
 //!
 //! The scenarios also use two of HoraeDB's other crates, which are not part
 //! of its WAL and which an engine keeps when it moves to segwal. This

@@ -14,7 +14,7 @@ use std::{collections::HashMap, collections::VecDeque, mem, sync::Arc, time::Dur
 
 use bytes::{Buf, BufMut};
 use segwal::horaedb::{
-    config::Config as WalConfig,
+    config::{Config as WalConfig, StorageConfig},
     kv_encoder::LogBatchEncoder,
     local_storage_impl::wal_manager::LocalStorageWalsOpener,
     log_batch::{LogEntry, Payload, PayloadDecodeContext, PayloadDecoder},
@@ -25,8 +25,14 @@ use segwal::horaedb::{
     },
 };
 use segwal_horaedb_tests::runtime::{self, Runtime};
+use segwal_nats::NatsWalsOpener;
 use serde::{Deserialize, Serialize};
 use snafu::{ResultExt, Snafu};
+
+// The NATS tests' servers: real `nats-server` processes, provisioned by
+// `cargo xtask test`.
+#[path = "../../segwal-nats/tests/support/mod.rs"]
+mod support;
 
 /// The engine's errors, one wrapping the WAL's as HoraeDB's engine does.
 #[derive(Debug, Snafu)]
@@ -75,6 +81,16 @@ fn make_wal_runtime(runtimes: Arc<EngineRuntimes>) -> WalRuntimes {
         read_runtime: runtimes.read_runtime.clone(),
         write_runtime: runtimes.write_runtime.clone(),
         default_runtime: runtimes.default_runtime.clone(),
+    }
+}
+
+/// Opens the WALs with the opener the configuration's backend needs, as
+/// HoraeDB's set-up matches on `StorageConfig`.
+async fn open_engine_wals(config: &EngineConfig, runtimes: Arc<EngineRuntimes>) -> OpenedWals {
+    match &config.analytic.wal.storage {
+        StorageConfig::Local(_) => open_wals::<LocalStorageWalsOpener>(config, runtimes).await,
+        StorageConfig::Nats(_) => open_wals::<NatsWalsOpener>(config, runtimes).await,
+        other => panic!("no opener for {other:?}"),
     }
 }
 
@@ -395,7 +411,7 @@ fn engine_runtimes() -> Arc<EngineRuntimes> {
 /// tables 1 to 3, table 1 flushed after its second write and the manifest
 /// after its second update. Returns table 1's flushed sequence number.
 async fn run_until_restart(config: &EngineConfig, runtimes: Arc<EngineRuntimes>) -> SequenceNumber {
-    let wals = open_wals::<LocalStorageWalsOpener>(config, runtimes).await;
+    let wals = open_engine_wals(config, runtimes).await;
     let manifest = WalBasedLogStore {
         location: MANIFEST,
         wal_manager: wals.manifest_wal.clone(),
@@ -431,7 +447,7 @@ async fn replay_after_restart(
     flushed: SequenceNumber,
 ) {
     let batch_size = config.analytic.wal_replay_batch_size;
-    let wals = open_wals::<LocalStorageWalsOpener>(config, runtimes).await;
+    let wals = open_engine_wals(config, runtimes).await;
     let replayed = replay_table(&wals.data_wal, TABLE_1, flushed, batch_size).await;
     let values: Vec<_> = replayed
         .into_iter()
@@ -476,12 +492,43 @@ fn an_engine_shaped_like_horaedbs_runs_on_segwal() {
     assert!(written.contains("segment_size = \"64MiB\""), "{written}");
     assert!(EngineConfig::default().analytic.wal.storage_is_local());
 
+    run_engine(&config);
+}
+
+/// Proves the same engine runs unchanged on `NatsWal` when its
+/// configuration says `type = "Nats"`: its set-up picks `NatsWalsOpener`,
+/// which opens the data and manifest WALs under prefixes of their own on
+/// a real server, and the restart, both replays and the manifest behave
+/// as on a local WAL.
+#[test]
+fn the_same_engine_runs_on_nats_from_its_config() {
+    let start = tokio::runtime::Runtime::new().unwrap();
+    let servers = start.block_on(support::NatsServers::single());
+    let text = format!(
+        "[analytic.wal]\ntype = \"Nats\"\nservers = {:?}\nprefix = \"engine\"\nowner = \"node-1\"\n",
+        servers.urls()
+    );
+    let config: EngineConfig = toml::from_str(&text).unwrap();
+    assert!(!config.analytic.wal.storage_is_local());
+    let written = toml::to_string(&config).unwrap();
+    assert!(written.contains("prefix = \"engine\""), "{written}");
+    run_engine(&config);
+
+    let streams = servers.monitor(0, "/jsz?streams=true");
+    let names = streams.to_string();
+    assert!(names.contains("engine_wal_s0"), "{names}");
+    assert!(names.contains("engine_manifest_s0"), "{names}");
+}
+
+/// Runs the engine until a restart, then replays, on the engine's
+/// runtimes.
+fn run_engine(config: &EngineConfig) {
     let runtimes = engine_runtimes();
     let default_runtime = runtimes.default_runtime.clone();
-    let flushed = default_runtime.block_on(run_until_restart(&config, runtimes.clone()));
+    let flushed = default_runtime.block_on(run_until_restart(config, runtimes.clone()));
     let start = ReadBoundary::Excluded(flushed).as_start_sequence_number();
     assert_eq!(start, Some(flushed + 1));
-    default_runtime.block_on(replay_after_restart(&config, runtimes.clone(), flushed));
+    default_runtime.block_on(replay_after_restart(config, runtimes.clone(), flushed));
 }
 
 /// Whether a WAL `Config` is the local backend (what the engine's set-up

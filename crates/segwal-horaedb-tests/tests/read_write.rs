@@ -1,5 +1,6 @@
 //! The scenarios of HoraeDB's `src/wal/tests/read_write.rs`, against
-//! segwal's `LocalWal`.
+//! segwal's `LocalWal` and, as HoraeDB ran them against its Kafka WAL,
+//! segwal's `NatsWal` on a real 3-node cluster.
 //!
 //! Written anew (not copied) against HoraeDB's API as its test uses it:
 //! the same harness shape (a `WalBuilder` per backend, a `TestEnv` with a
@@ -10,19 +11,24 @@
 //! differs is the `use` lines (`wal::` becomes `segwal::horaedb::`, the
 //! module paths below it unchanged; `common_types` and `runtime` come from
 //! this crate's stand-ins) and the
-//! body of `LocalStorageWalBuilder::build`, which opens a segwal
-//! `LocalWal` (asynchronously) instead of HoraeDB's `LocalStorageImpl`.
+//! bodies of the builders: `LocalStorageWalBuilder::build` opens a segwal
+//! `LocalWal` (asynchronously) instead of HoraeDB's `LocalStorageImpl`,
+//! and `NatsWalBuilder` replaces HoraeDB's `KafkaWalBuilder`.
 //!
 //! HoraeDB runs `test_move_from_nodes` only for distributed WALs; it
 //! needs two WAL instances on one log at once, which a local data dir
-//! refuses (its lock). All fourteen scenarios, that one included, are the
-//! ones to run against `NatsWal` (`test_all(builder, true)`).
+//! refuses (its lock). All fourteen scenarios, that one included, run
+//! against `NatsWal` (`test_all(builder, true)`).
 
 use std::{
     collections::{HashMap, VecDeque},
     ops::Deref,
     path::Path,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
 };
 
 use async_trait::async_trait;
@@ -42,7 +48,13 @@ use segwal_horaedb_tests::{
     },
     runtime::{self, Runtime},
 };
+use segwal_nats::{NatsWal, NatsWalConfig, ServerSync};
 use tempfile::TempDir;
+
+// The NATS tests' servers: real `nats-server` processes, provisioned by
+// `cargo xtask test`.
+#[path = "../../segwal-nats/tests/support/mod.rs"]
+mod support;
 
 /// Proves that every HoraeDB scenario for a local WAL passes against
 /// segwal's `LocalWal` when driven through HoraeDB's API names: reads in
@@ -52,6 +64,18 @@ use tempfile::TempDir;
 #[test]
 fn test_local_storage_wal() {
     test_all(LocalStorageWalBuilder, false);
+}
+
+/// Proves that every HoraeDB scenario, the distributed one included (a
+/// shard moving between two nodes and back), passes against segwal's
+/// `NatsWal` on a 3-node cluster with three replicas, as HoraeDB ran them
+/// against its Kafka WAL.
+#[test]
+fn test_nats_wal() {
+    let start = tokio::runtime::Runtime::new().unwrap();
+    let servers = start.block_on(support::NatsServers::cluster(3));
+    test_all(NatsWalBuilder::new(servers.urls()), true);
+    drop(servers);
 }
 
 fn test_all<B: WalBuilder>(builder: B, is_distributed: bool) {
@@ -492,6 +516,48 @@ impl WalBuilder for LocalStorageWalBuilder {
         let wal = LocalStorageImpl::open(config)
             .await
             .expect("should open the local WAL");
+        Arc::new(wal)
+    }
+}
+
+/// segwal's replicated WAL on a cluster (HoraeDB's `KafkaWalBuilder`).
+/// Each scenario gets a prefix of its own, named after its data path (as
+/// HoraeDB's gives each a namespace), and each WAL built is a node of its
+/// own (its owner name): a reopen is a node starting after the last one
+/// closed, and `test_move_from_nodes` has two nodes at once.
+#[derive(Clone)]
+pub struct NatsWalBuilder {
+    servers: Vec<String>,
+    nodes: Arc<AtomicUsize>,
+}
+
+impl NatsWalBuilder {
+    /// WALs on the cluster whose servers are `servers`.
+    pub fn new(servers: Vec<String>) -> Self {
+        NatsWalBuilder {
+            servers,
+            nodes: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+#[async_trait]
+impl WalBuilder for NatsWalBuilder {
+    type Wal = NatsWal;
+
+    async fn build(&self, data_path: &Path, _runtime: Arc<Runtime>) -> Arc<Self::Wal> {
+        let name = data_path.file_name().unwrap().to_string_lossy();
+        let prefix: String = name.chars().filter(char::is_ascii_alphanumeric).collect();
+        let node = self.nodes.fetch_add(1, Ordering::Relaxed);
+        let config = NatsWalConfig::new(self.servers.clone())
+            .prefix(format!("horaedb-{prefix}"))
+            .owner(format!("node-{node}"))
+            .replicas(3)
+            .server_sync(ServerSync::Always)
+            .request_timeout(Duration::from_secs(10));
+        let wal = NatsWal::open(config)
+            .await
+            .expect("should open the NATS WAL");
         Arc::new(wal)
     }
 }

@@ -22,6 +22,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// The keys of a HoraeDB `type = "Nats"` configuration do not make a
+    /// `NatsWalConfig` (an unknown key, a missing `servers`, a wrong
+    /// value); the message names the key. Nothing was contacted.
+    #[snafu(display("invalid NATS WAL configuration: {source}"))]
+    StorageKeys {
+        /// What serde found wrong.
+        source: serde_json::Error,
+    },
+
     /// No configured server accepted a connection.
     #[snafu(display("cannot connect to NATS at {servers}: {source}"))]
     Connect {
@@ -257,6 +266,7 @@ impl Error {
     pub fn kind(&self) -> &'static str {
         match self {
             Error::InvalidConfig { .. }
+            | Error::StorageKeys { .. }
             | Error::EmptyBatch { .. }
             | Error::BatchTooLarge { .. }
             | Error::SequencesExhausted { .. } => "invalid_argument",

@@ -485,7 +485,11 @@ async fn many_regions_share_one_log() {
             task.await.unwrap();
         }
     }
-    assert_eq!(segment_files(dir.path()), [], "written: {written:?}");
+    assert_eq!(
+        segment_files(dir.path()),
+        Vec::<u64>::new(),
+        "written: {written:?}"
+    );
     let wal = Arc::into_inner(wal).unwrap();
     wal.close_gracefully().await.unwrap();
 

@@ -89,8 +89,28 @@ impl NatsServers {
         NatsServers::start(n, "sync_interval: always").await
     }
 
-    /// `n` servers, each with `sync` in its `jetstream` block.
+    /// `n` servers, each with `sync` in its `jetstream` block. A cluster
+    /// that does not become ready (seen once on a loaded 2-core machine:
+    /// "no suitable peers for placement" for 90 s) is killed and started
+    /// again, once, on fresh ports and store dirs.
     async fn start(n: usize, sync: &str) -> NatsServers {
+        let first = NatsServers::spawn_all(n, sync);
+        let failure = match first.wait_ready(n).await {
+            Ok(()) => return first,
+            Err(failure) => failure,
+        };
+        drop(first);
+        eprintln!("nats-server did not become ready; starting it again on fresh ports: {failure}");
+        let second = NatsServers::spawn_all(n, sync);
+        if let Err(failure) = second.wait_ready(n).await {
+            panic!("nats-server did not become ready, twice: {failure}");
+        }
+        second
+    }
+
+    /// Writes the config files of `n` servers on free ports and starts
+    /// them.
+    fn spawn_all(n: usize, sync: &str) -> NatsServers {
         let binary = nats_server_binary();
         let dir = tempfile::tempdir().expect("a temporary dir");
         let ports: Vec<(u16, u16, u16)> = (0..n)
@@ -133,7 +153,6 @@ impl NatsServers {
         for i in 0..n {
             servers.spawn(i);
         }
-        servers.wait_ready(n).await;
         servers
     }
 
@@ -215,24 +234,28 @@ impl NatsServers {
     }
 
     /// Waits until JetStream can create (and delete) a stream with
-    /// `replicas` replicas: servers up, routes formed, a meta leader.
-    async fn wait_ready(&self, replicas: usize) {
+    /// `replicas` replicas: servers up, routes formed, a meta leader. On
+    /// failure, says why: the last error, each server's routes, its log.
+    async fn wait_ready(&self, replicas: usize) -> Result<(), String> {
         // Generous: a loaded 2-core CI machine once took over 30 s.
         let deadline = Instant::now() + Duration::from_secs(90);
         let mut last_error = String::new();
         while Instant::now() < deadline {
             match self.probe(replicas).await {
-                Ok(()) => return,
+                Ok(()) => return Ok(()),
                 Err(e) => last_error = e,
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let logs: String = self
-            .nodes
-            .iter()
-            .map(|n| std::fs::read_to_string(&n.log).unwrap_or_default())
-            .collect();
-        panic!("nats-server did not become ready: {last_error}\n{logs}");
+        let mut report = format!("{last_error}\n");
+        for (i, node) in self.nodes.iter().enumerate() {
+            let routes = std::panic::catch_unwind(|| self.monitor(i, "/routez"))
+                .map(|r| r["num_routes"].to_string())
+                .unwrap_or_else(|_| "unknown".into());
+            let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+            report.push_str(&format!("--- n{i}: {routes} routes; log:\n{log}"));
+        }
+        Err(report)
     }
 
     async fn probe(&self, replicas: usize) -> Result<(), String> {

@@ -9,7 +9,8 @@
 //! layer ([`Payload`], [`PayloadDecoder`], [`LogBatchEncoder`]),
 //! [`BatchLogIteratorAdapter`] with
 //! [`next_log_entries`](crate::BatchLogIterator::next_log_entries), and the
-//! opener ([`WalsOpener`], [`LocalStorageWalsOpener`], [`Config`]).
+//! opener ([`WalsOpener`], [`LocalStorageWalsOpener`], [`Config`]; the
+//! NATS backend's opener is `segwal_nats::NatsWalsOpener`).
 //! docs/OPERATIONS.md, "Porting from HoraeDB", lists the few lines an
 //! engine changes besides its imports.
 //!
@@ -56,7 +57,8 @@ mod payload;
 
 pub use opener::{
     Config, DEFAULT_DATA_DIR, LocalStorageConfig, LocalStorageWalsOpener, MANIFEST_DIR_NAME,
-    OpenedWals, RuntimeRef, StorageConfig, WAL_DIR_NAME, WalRuntimes, WalsOpener,
+    NatsStorageConfig, OpenedWals, RuntimeRef, StorageConfig, WAL_DIR_NAME, WalRuntimes,
+    WalsOpener,
 };
 pub use payload::{
     LOG_VALUE_VERSION, LogBatchEncoder, MemoryPayload, MemoryPayloadDecoder, Payload,
@@ -101,7 +103,7 @@ pub mod kv_encoder {
 
 /// The names of HoraeDB's `wal::config`, under its path.
 pub mod config {
-    pub use super::{Config, LocalStorageConfig, StorageConfig};
+    pub use super::{Config, LocalStorageConfig, NatsStorageConfig, StorageConfig};
 }
 
 /// The names of HoraeDB's `wal::local_storage_impl`, under its path.

@@ -45,6 +45,21 @@ pub struct Config {
     pub disable_data: bool,
 }
 
+impl Config {
+    /// Refuses `disable_data = true`, as every segwal opener does: segwal
+    /// has no WAL that drops writes.
+    pub fn ensure_data_enabled(&self) -> Result<()> {
+        snafu::ensure!(
+            !self.disable_data,
+            UnsupportedConfigSnafu {
+                reason: "disable_data = true: segwal has no WAL that drops writes; \
+                         remove the key or set it to false"
+            }
+        );
+        Ok(())
+    }
+}
+
 impl Default for Config {
     /// A local WAL in [`DEFAULT_DATA_DIR`], as HoraeDB's default.
     fn default() -> Self {
@@ -60,8 +75,33 @@ impl Default for Config {
 #[serde(tag = "type")]
 #[non_exhaustive]
 pub enum StorageConfig {
-    /// [`LocalWal`]s on local disk.
+    /// [`LocalWal`]s on local disk, opened by [`LocalStorageWalsOpener`].
     Local(Box<LocalStorageConfig>),
+    /// Replicated WALs on a NATS JetStream cluster, opened by the
+    /// `segwal-nats` crate's `NatsWalsOpener` (HoraeDB's Kafka arm).
+    Nats(Box<NatsStorageConfig>),
+}
+
+/// The keys of a `type = "Nats"` configuration, as written: those of
+/// `segwal-nats`'s `NatsWalConfig` (`servers`, `prefix`, `replicas`, ...).
+/// This crate does not depend on the NATS backend, so the keys are kept
+/// here unread; `NatsWalsOpener` reads them, and refuses an unknown key
+/// or a wrong value naming the key, before it contacts any server.
+///
+/// `Debug` shows the key names only: values may be secrets.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NatsStorageConfig {
+    /// Every key but `type`, with its value.
+    #[serde(flatten)]
+    pub keys: serde_json::Map<String, serde_json::Value>,
+}
+
+impl std::fmt::Debug for NatsStorageConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsStorageConfig")
+            .field("keys", &self.keys.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 /// A runtime an engine hands to its WALs, whatever its type (HoraeDB's
@@ -122,14 +162,17 @@ impl LocalStorageWalsOpener {
 #[async_trait]
 impl WalsOpener for LocalStorageWalsOpener {
     async fn open_wals(&self, config: &Config, _runtimes: WalRuntimes) -> Result<OpenedWals> {
-        snafu::ensure!(
-            !config.disable_data,
-            UnsupportedConfigSnafu {
-                reason: "disable_data = true: segwal has no WAL that drops writes; \
-                         remove the key or set it to false"
+        config.ensure_data_enabled()?;
+        let local = match &config.storage {
+            StorageConfig::Local(local) => local,
+            StorageConfig::Nats(_) => {
+                return UnsupportedConfigSnafu {
+                    reason: "type = \"Nats\": the NATS backend's WALs are opened by \
+                             segwal_nats::NatsWalsOpener, not LocalStorageWalsOpener",
+                }
+                .fail();
             }
-        );
-        let StorageConfig::Local(local) = &config.storage;
+        };
         let (data, manifest) = Self::wal_configs(local);
         let data_wal = LocalWal::open(data).await?;
         let manifest_wal = LocalWal::open(manifest).await?;
