@@ -8,8 +8,12 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::durability::ServerSync;
 use crate::error::{Error, InvalidConfigSnafu};
 
-/// Streams a prefix's regions share, by default.
-pub const DEFAULT_STREAMS: u32 = 16;
+/// Streams a prefix's regions share, by default: one, so that a single
+/// Raft group carries every region's commits and appends (and, with
+/// `sync_interval: always`, fsyncs) several at a time, as the local log's
+/// group commit does. More streams spread the leaders over more servers;
+/// docs/OPERATIONS.md says when that pays.
+pub const DEFAULT_STREAMS: u32 = 1;
 /// The most streams a prefix may use: each is a Raft group on every
 /// server holding a replica.
 pub const MAX_STREAMS: u32 = 1024;
