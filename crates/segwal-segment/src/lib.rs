@@ -9,8 +9,8 @@
 //! over.
 //!
 //! This is the only segwal crate that contains `unsafe` code: the creation
-//! of byte slices over the memory map, in `segment.rs`, and the
-//! `fallocate` call in `disk.rs`, each with a `// SAFETY:` comment. `docs/ARCHITECTURE.md` explains why writes never go
+//! of byte slices over the memory map, in `segment/shared.rs`, and the
+//! `sync_file_range` call in `disk.rs`, each with a `// SAFETY:` comment. `docs/ARCHITECTURE.md` explains why writes never go
 //! through the map.
 //!
 //! ```

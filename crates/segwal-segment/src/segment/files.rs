@@ -1,0 +1,133 @@
+//! The file under a segment: salt, lock, header, preallocation, mapping.
+
+use std::fs::{File, TryLockError};
+use std::hash::{BuildHasher, Hasher};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use memmap2::{MmapOptions, MmapRaw};
+use segwal_format::{SEGMENT_HEADER_LEN, SegmentHeader, SegmentIdentity};
+use snafu::{ResultExt, ensure};
+
+use crate::disk;
+use crate::error::{
+    BadHeaderSnafu, LockedSnafu, OpenSnafu, Result, SyncDirSnafu, WrongIdentitySnafu,
+};
+
+use super::options::{Preallocation, ZERO_CHUNK};
+
+/// A salt for a new segment: unpredictable to anyone who only supplies
+/// payloads. `RandomState` is seeded from the operating system's random
+/// source; the identity, clock and process id make each salt distinct.
+pub(super) fn new_salt(identity: SegmentIdentity) -> u64 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(identity.stream_id);
+    hasher.write_u64(identity.segment_id);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH);
+    hasher.write_u128(now.map_or(0, |d| d.as_nanos()));
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}
+
+/// Takes an exclusive (writer) or shared (reader) `flock` on the file, so
+/// that no two opens can write one segment, in this process or another.
+/// The lock goes with the file descriptor.
+pub(super) fn lock(file: &File, path: &Path, exclusive: bool) -> Result<()> {
+    let locked = if exclusive {
+        file.try_lock()
+    } else {
+        file.try_lock_shared()
+    };
+    match locked {
+        Ok(()) => Ok(()),
+        Err(TryLockError::WouldBlock) => LockedSnafu { path }.fail(),
+        Err(TryLockError::Error(source)) => Err(source).context(OpenSnafu { path }),
+    }
+}
+
+/// Reads and checks the header of an open segment file: valid, and naming
+/// `expected`. Returns it with the file's length.
+pub(super) fn read_header(
+    file: &File,
+    path: &Path,
+    expected: SegmentIdentity,
+) -> Result<(SegmentHeader, u64)> {
+    let len = file.metadata().context(OpenSnafu { path })?.len();
+    let mut header_bytes = vec![0u8; len.min(SEGMENT_HEADER_LEN as u64) as usize];
+    file.read_exact_at(&mut header_bytes, 0)
+        .context(OpenSnafu { path })?;
+    let found = SegmentHeader::decode(&header_bytes).context(BadHeaderSnafu { path })?;
+    ensure!(
+        found.identity() == expected,
+        WrongIdentitySnafu {
+            path,
+            expected,
+            found: found.identity(),
+        }
+    );
+    Ok((found, len))
+}
+
+/// Writes the header, sets aside `capacity` bytes as `preallocation` says
+/// (writing zeros where the file system cannot reserve blocks), then syncs
+/// data and size.
+///
+/// Zeros are sent to the disk chunk by chunk as they are written
+/// (`disk::start_writeback`), not left to the final sync or the kernel's
+/// write-back: on a disk that the final sync would otherwise flood with a
+/// whole segment at once, every `fdatasync` that writers of the active
+/// segment wait for meanwhile would queue behind it. And before a chunk
+/// is sent, the one before it must have reached the disk
+/// (`disk::wait_writeback`): at most two chunks of zeros are ever queued
+/// ahead of a writer's sync.
+pub(super) fn preallocate(
+    file: &File,
+    path: &Path,
+    header: SegmentHeader,
+    capacity: u64,
+    preallocation: Preallocation,
+) -> std::io::Result<()> {
+    disk::write_at(file, path, &header.encode(), 0)?;
+    let reserved = match preallocation {
+        Preallocation::Zeroed => false,
+        Preallocation::Reserved => match disk::allocate(file, path, capacity) {
+            Ok(()) => true,
+            Err(err) if err.kind() == std::io::ErrorKind::Unsupported => false,
+            Err(err) => return Err(err),
+        },
+    };
+    if !reserved {
+        let zeros = vec![0u8; ZERO_CHUNK.min(capacity as usize)];
+        let mut at = SEGMENT_HEADER_LEN as u64;
+        let mut previous_chunk = None;
+        while at < capacity {
+            // Chunks end on multiples of the chunk size after the first.
+            let n = (capacity - at).min(ZERO_CHUNK as u64 - at % ZERO_CHUNK as u64) as usize;
+            disk::write_at(file, path, &zeros[..n], at)?;
+            // Hints: a failed write-back is reported by the sync below.
+            if let Some(previous) = previous_chunk {
+                let _ = disk::wait_writeback(file, previous, at - previous);
+            }
+            let _ = disk::start_writeback(file, at, n as u64);
+            previous_chunk = Some(at);
+            at += n as u64;
+        }
+    }
+    disk::sync_all(file, path)
+}
+
+/// Maps the whole file read-only. Raw, because the file is written (beyond
+/// what readers see) while mapped; slices are made only over stable ranges.
+pub(super) fn map(file: &File, path: &Path) -> Result<MmapRaw> {
+    MmapOptions::new()
+        .map_raw_read_only(file)
+        .context(OpenSnafu { path })
+}
+
+/// Syncs the directory holding `path`, making a creation or removal durable.
+pub(super) fn sync_parent_dir(path: &Path) -> Result<()> {
+    disk::sync_parent(path).context(SyncDirSnafu {
+        dir: path.parent().unwrap_or(Path::new(".")),
+    })
+}
