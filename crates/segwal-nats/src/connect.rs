@@ -51,8 +51,13 @@ impl Violations {
     /// Waits for one after the first `seen`.
     async fn next_after(&self, seen: u64) -> String {
         let mut receiver = self.last.subscribe();
-        match receiver.wait_for(|(count, _)| *count > seen).await {
-            Ok(last) => last.1.clone(),
+        let last = receiver
+            .wait_for(|(count, _)| *count > seen)
+            .await
+            .map(|last| last.1.clone());
+        match last {
+            Ok(last) => last,
+            // The sender lives as long as `self`: never.
             Err(_) => std::future::pending().await,
         }
     }
@@ -121,15 +126,21 @@ pub(crate) async fn connect(
         .await
         .map_err(|e| Error::Connect {
             servers,
-            hint: hint(e.kind()).to_owned(),
+            hint: hint(&e).to_owned(),
             source: boxed(e),
         })?;
     Ok((client, violations))
 }
 
-/// What to check after a refused connection, by its kind.
-fn hint(kind: ConnectErrorKind) -> &'static str {
-    match kind {
+/// What to check after a refused connection, by its kind (a failed
+/// certificate check reaches async-nats as an I/O error, so its message
+/// is looked at too).
+fn hint(err: &async_nats::ConnectError) -> &'static str {
+    let text = err.to_string().to_ascii_lowercase();
+    let tls = ["certificate", "tls", "handshake", "alert"]
+        .iter()
+        .any(|word| text.contains(word));
+    match err.kind() {
         ConnectErrorKind::AuthorizationViolation => {
             " (the server refused the credentials: check user and password, token, \
              nkey_seed_file or credentials_file)"
@@ -138,7 +149,7 @@ fn hint(kind: ConnectErrorKind) -> &'static str {
             " (the client could not answer the server's challenge: check nkey_seed_file or \
              credentials_file)"
         }
-        ConnectErrorKind::Tls => {
+        ConnectErrorKind::Tls | ConnectErrorKind::Io if tls => {
             " (TLS: tls_ca_file must hold the CA that signed the servers' certificates; \
              servers that verify clients need tls_cert_file and tls_key_file)"
         }

@@ -157,6 +157,8 @@ impl Serialize for NatsWalConfig {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     /// Proves that a TOML file sets every key of a `NatsWalConfig`, with

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)] // Each test file uses a part.
 
+pub(crate) mod secure;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
