@@ -2,7 +2,10 @@
 //! each case as its own user, whose only permissions are those
 //! `NatsWalConfig::permissions` gives for the case's prefix (the block
 //! docs/OPERATIONS.md documents), on one server started for this file.
-//! Passing proves those permissions are enough for every call.
+//! Passing proves those permissions are enough for every call: besides
+//! the case's own checks, the server's log must show no permission
+//! violation of the case's user (a denied purge, say, would otherwise only
+//! be retried and logged).
 
 mod support;
 
@@ -56,6 +59,24 @@ async fn server() -> &'static SecureServer {
 /// A case's backend: the next user, on its own prefix.
 struct LeastPrivileged {
     config: NatsWalConfig,
+    log: std::path::PathBuf,
+}
+
+impl Drop for LeastPrivileged {
+    /// Fails the case if the server logged a permission violation by its
+    /// client (named by its owner).
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let client = format!("segwal {}\"", self.config.owner_name());
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let violations: Vec<&str> = log
+            .lines()
+            .filter(|line| line.contains(&client) && line.contains("Violation"))
+            .collect();
+        assert!(violations.is_empty(), "{violations:#?}");
+    }
 }
 
 async fn least_privileged() -> LeastPrivileged {
@@ -67,8 +88,11 @@ async fn least_privileged() -> LeastPrivileged {
         .password(password(user))
         .prefix(format!("c{user}"))
         .streams(STREAMS)
-        .owner("node-a");
-    LeastPrivileged { config }
+        .owner(format!("node-c{user}"));
+    LeastPrivileged {
+        config,
+        log: server.log.clone(),
+    }
 }
 
 #[async_trait]
