@@ -34,8 +34,8 @@ use segwal::{
     Compression, LocalWal, LocalWalConfig, LogWriteBatch, ReadContext, ScanRequest, SyncMode,
     WalLocation, WalManager, WriteContext,
 };
-use segwal_nats::{NatsWal, NatsWalConfig};
 
+use crate::nats::{NatsBench, NatsTarget, servers_shown};
 use crate::payload::PayloadKind;
 use crate::report::BenchReport;
 
@@ -110,18 +110,13 @@ type Tally = BTreeMap<WalLocation, u64>;
 pub(crate) enum Backend {
     /// `LocalWal` in the data dir.
     Local,
-    /// `NatsWal` on these servers, with streams of `replicas` replicas under
-    /// a prefix of its own (`segwal_bench_<pid>`).
-    Nats {
-        servers: Vec<String>,
-        replicas: usize,
-        /// Streams the regions share.
-        streams: u32,
-    },
+    /// `NatsWal` with this configuration: under a prefix of its own
+    /// (`segwal_bench_<pid>`) unless read from a file.
+    Nats(NatsTarget),
 }
 
 /// What the bench needs of a backend besides the `WalManager` calls.
-trait BenchBackend {
+pub(crate) trait BenchBackend {
     type Wal: WalManager;
     async fn open(&self) -> Result<Self::Wal, String>;
     /// (syncs, batches written) if the backend counts syncs.
@@ -161,46 +156,6 @@ impl BenchBackend for LocalBench {
     }
     async fn stored_bytes(&self, _regions: u64) -> u64 {
         disk_usage(self.config.dir())
-    }
-}
-
-struct NatsBench {
-    config: NatsWalConfig,
-}
-
-impl BenchBackend for NatsBench {
-    type Wal = NatsWal;
-    async fn open(&self) -> Result<NatsWal, String> {
-        NatsWal::open(self.config.clone())
-            .await
-            .map_err(|e| e.to_string())
-    }
-    /// Commits stand for syncs: each is one round trip to the stream
-    /// leader carrying every write of a region queued when it started.
-    fn syncs(&self, wal: &NatsWal) -> Option<(u64, u64)> {
-        let counters = wal.counters();
-        Some((counters.commits, counters.batches_written))
-    }
-    /// `--sync` does not apply: the servers' `sync_interval` decides.
-    fn durability_label(&self, _options: &BenchOptions) -> String {
-        "by the servers (JetStream ack)".into()
-    }
-    fn record_bytes(&self, _wal: &NatsWal) -> Option<u64> {
-        None
-    }
-    async fn stored_bytes(&self, _regions: u64) -> u64 {
-        let Ok(wal) = NatsWal::open(self.config.clone()).await else {
-            return 0;
-        };
-        wal.stored_bytes().await.unwrap_or(0)
-    }
-
-    async fn clean_up(&self) -> Result<(), String> {
-        let wal = NatsWal::open(self.config.clone())
-            .await
-            .map_err(|e| e.to_string())?;
-        wal.delete_all_streams().await.map_err(|e| e.to_string())?;
-        Ok(())
     }
 }
 
@@ -258,18 +213,19 @@ pub(crate) async fn run(
             let label = "local".to_owned();
             run_on(&LocalBench { config }, label, options, dir, progress).await
         }
-        Backend::Nats {
-            servers,
-            replicas,
-            streams,
-        } => {
-            let config = NatsWalConfig::new(servers.iter().cloned())
-                .replicas(*replicas)
-                .streams(*streams)
-                .prefix(format!("segwal_bench_{}", std::process::id()))
-                .owner(format!("segwal-bench-{}", std::process::id()));
-            let label = format!("nats R{replicas} at {}", servers.join(","));
-            run_on(&NatsBench { config }, label, options, dir, progress).await
+        Backend::Nats(target) => {
+            let bench = NatsBench {
+                config: target.config.clone(),
+            };
+            if target.from_file {
+                bench.check_prefix_is_new().await?;
+            }
+            let label = format!(
+                "nats R{} at {}",
+                target.config.replicas_count(),
+                servers_shown(&target.config)
+            );
+            run_on(&bench, label, options, dir, progress).await
         }
     }
 }

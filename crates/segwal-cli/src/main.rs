@@ -3,6 +3,7 @@
 //! `inspect`, `verify` and `dump` look into a data dir without modifying it.
 
 mod bench;
+mod nats;
 mod payload;
 mod report;
 mod size;
@@ -94,17 +95,37 @@ enum Command {
         #[arg(long, value_enum, default_value_t = BackendKind::Local)]
         backend: BackendKind,
         /// With --backend nats: the server URLs, comma-separated (every
-        /// node of a cluster).
+        /// node of a cluster). Replaces the servers of --nats-config.
         #[arg(long, value_delimiter = ',')]
         servers: Vec<String>,
+        /// With --backend nats: a `NatsWalConfig` TOML file (servers,
+        /// prefix, owner, request_timeout, credentials, TLS files; see
+        /// docs/OPERATIONS.md). The bench then runs under the file's
+        /// prefix, which must hold no streams yet. Flags given override
+        /// the file's keys.
+        #[arg(long, value_name = "FILE")]
+        nats_config: Option<PathBuf>,
         /// With --backend nats: replicas of each region's stream. Default:
-        /// 3 with three or more servers, else 1.
+        /// the file's, else 3 with three or more servers, else 1.
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=5))]
         replicas: Option<u64>,
         /// With --backend nats: how many streams the regions share
-        /// (`NatsWalConfig::streams`).
-        #[arg(long, default_value_t = segwal_nats::DEFAULT_STREAMS, value_parser = clap::value_parser!(u32).range(1..=i64::from(segwal_nats::MAX_STREAMS)))]
-        nats_streams: u32,
+        /// (`NatsWalConfig::streams`). Default: the file's, else 16.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(segwal_nats::MAX_STREAMS)))]
+        nats_streams: Option<u32>,
+    },
+    /// Print the `permissions` block a NATS user needs for a WAL's prefix
+    /// and stream count, ready to paste into a nats-server config.
+    NatsPermissions {
+        /// A `NatsWalConfig` TOML file giving the prefix and stream count.
+        #[arg(long, value_name = "FILE")]
+        nats_config: Option<PathBuf>,
+        /// The prefix (default: the file's, else `segwal`).
+        #[arg(long)]
+        prefix: Option<String>,
+        /// The stream count (default: the file's, else 16).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(segwal_nats::MAX_STREAMS)))]
+        nats_streams: Option<u32>,
     },
     /// Per region, the segments with size, sequence range, tables and live
     /// bytes. Modifies nothing.
@@ -214,30 +235,33 @@ fn run(command: Command) -> Result<ExitCode, String> {
             keep,
             backend,
             servers,
+            nats_config,
             replicas,
             nats_streams,
         } => {
             let backend = match backend {
                 BackendKind::Local => {
-                    if !servers.is_empty() || replicas.is_some() {
-                        return Err("--servers and --replicas need --backend nats".into());
+                    if !servers.is_empty()
+                        || replicas.is_some()
+                        || nats_config.is_some()
+                        || nats_streams.is_some()
+                    {
+                        return Err("--servers, --nats-config, --replicas and --nats-streams \
+                                    need --backend nats"
+                            .into());
                     }
                     bench::Backend::Local
                 }
                 BackendKind::Nats => {
-                    if servers.is_empty() {
-                        return Err("--backend nats needs --servers URL[,URL...]".into());
-                    }
                     if !matches!(compression, CompressionArg::None) {
                         return Err("--compression needs --backend local".into());
                     }
-                    let replicas =
-                        replicas.map_or(if servers.len() >= 3 { 3 } else { 1 }, |r| r as usize);
-                    bench::Backend::Nats {
+                    bench::Backend::Nats(nats::resolve(nats::NatsFlags {
+                        config_file: nats_config.as_deref(),
                         servers,
                         replicas,
                         streams: nats_streams,
-                    }
+                    })?)
                 }
             };
             let options = bench::BenchOptions {
@@ -301,13 +325,12 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 bench::Backend::Local => {
                     eprintln!("segwal bench: data dir {}{kept}", dir.display());
                 }
-                bench::Backend::Nats {
-                    servers,
-                    replicas,
-                    streams,
-                } => eprintln!(
-                    "segwal bench: NATS JetStream at {} with {replicas} replicas, {streams} streams",
-                    servers.join(",")
+                bench::Backend::Nats(target) => eprintln!(
+                    "segwal bench: NATS JetStream at {} with {} replicas, {} streams, prefix {}",
+                    nats::servers_shown(&target.config),
+                    target.config.replicas_count(),
+                    target.config.stream_count(),
+                    target.config.prefix_name()
                 ),
             }
             let runtime = tokio::runtime::Runtime::new()
@@ -321,6 +344,17 @@ fn run(command: Command) -> Result<ExitCode, String> {
             } else {
                 println!("{}", report::render(&report));
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::NatsPermissions {
+            nats_config,
+            prefix,
+            nats_streams,
+        } => {
+            print!(
+                "{}",
+                nats::permissions_block(nats_config.as_deref(), prefix, nats_streams)?
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Inspect { dir } => {

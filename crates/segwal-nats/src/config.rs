@@ -2,11 +2,9 @@
 
 use std::time::Duration;
 
-use segwal::human::HumanDuration;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
 use crate::durability::ServerSync;
 use crate::error::{Error, InvalidConfigSnafu};
+use crate::security::{REDACTED, Security, redact_url};
 
 /// Streams a prefix's regions share, by default: one, so that a single
 /// Raft group carries every region's commits and appends (and, with
@@ -21,7 +19,10 @@ pub const MAX_STREAMS: u32 = 1024;
 /// Configuration of a [`NatsWal`](crate::NatsWal):
 /// `NatsWalConfig::new(servers)` and builder methods. Checked by
 /// [`NatsWal::open`](crate::NatsWal::open) before anything is contacted.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `Debug` shows no secret: passwords and tokens print as `<redacted>`,
+/// server URLs without user information.
+#[derive(Clone, PartialEq, Eq)]
 pub struct NatsWalConfig {
     pub(crate) servers: Vec<String>,
     pub(crate) prefix: String,
@@ -30,6 +31,7 @@ pub struct NatsWalConfig {
     pub(crate) request_timeout: Duration,
     pub(crate) streams: u32,
     pub(crate) server_sync: ServerSync,
+    pub(crate) security: Security,
 }
 
 impl NatsWalConfig {
@@ -47,6 +49,7 @@ impl NatsWalConfig {
             request_timeout: Duration::from_secs(5),
             streams: DEFAULT_STREAMS,
             server_sync: ServerSync::JetStreamDefault,
+            security: Security::default(),
         }
     }
 
@@ -105,14 +108,37 @@ impl NatsWalConfig {
         self
     }
 
-    /// The servers, as configured.
+    /// The servers, as configured (credentials in them included: show
+    /// them with [`redact_url`](crate::redact_url)).
     pub fn servers(&self) -> &[String] {
         &self.servers
+    }
+
+    /// The same configuration on other servers (a tool's `--servers`
+    /// overriding a file's).
+    pub fn with_servers<S: Into<String>>(mut self, servers: impl IntoIterator<Item = S>) -> Self {
+        self.servers = servers.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The replicas of the streams this WAL creates.
+    pub fn replicas_count(&self) -> usize {
+        self.replicas
+    }
+
+    /// How many streams the regions share.
+    pub fn stream_count(&self) -> u32 {
+        self.streams
     }
 
     /// The owner name.
     pub fn owner_name(&self) -> &str {
         &self.owner
+    }
+
+    /// The prefix.
+    pub fn prefix_name(&self) -> &str {
+        &self.prefix
     }
 
     pub(crate) fn check(&self) -> Result<(), Error> {
@@ -159,11 +185,13 @@ impl NatsWalConfig {
                 self.streams
             ));
         }
-        Ok(())
+        self.security.check()
     }
 
+    /// The servers as every message shows them: without user information.
     pub(crate) fn servers_label(&self) -> String {
-        self.servers.join(",")
+        let shown: Vec<String> = self.servers.iter().map(|s| redact_url(s)).collect();
+        shown.join(",")
     }
 
     /// The index of the stream region `region` lives in.
@@ -206,6 +234,31 @@ impl NatsWalConfig {
     }
 }
 
+impl std::fmt::Debug for NatsWalConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = |value: &Option<String>| value.as_ref().map(|_| REDACTED);
+        let s = &self.security;
+        f.debug_struct("NatsWalConfig")
+            .field("servers", &self.servers_label())
+            .field("prefix", &self.prefix)
+            .field("replicas", &self.replicas)
+            .field("owner", &self.owner)
+            .field("request_timeout", &self.request_timeout)
+            .field("streams", &self.streams)
+            .field("server_sync", &self.server_sync)
+            .field("user", &s.user)
+            .field("password", &secret(&s.password))
+            .field("token", &secret(&s.token))
+            .field("nkey_seed_file", &s.nkey_seed_file)
+            .field("credentials_file", &s.credentials_file)
+            .field("tls_ca_file", &s.tls_ca_file)
+            .field("tls_cert_file", &s.tls_cert_file)
+            .field("tls_key_file", &s.tls_key_file)
+            .field("tls_required", &s.tls_required)
+            .finish()
+    }
+}
+
 /// A name no other instance has: the process id and 64 random bits (from
 /// the standard library's randomly keyed hasher).
 fn random_owner() -> String {
@@ -220,191 +273,3 @@ fn random_owner() -> String {
     format!("segwal-{}-{:016x}", std::process::id(), hasher.finish())
 }
 
-/// The file form of a [`NatsWalConfig`] (TOML in the docs): `servers`
-/// required, every other key optional (the defaults of
-/// [`NatsWalConfig::new`]), durations in human form (`"5s"`), unknown keys
-/// refused by name. `server_sync` is `"default"`, `"always"` or a duration.
-/// Checked, like a built config, by [`NatsWal::open`](crate::NatsWal::open).
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileForm {
-    servers: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    prefix: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    replicas: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    owner: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    request_timeout: Option<HumanDuration>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    streams: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    server_sync: Option<ServerSyncForm>,
-}
-
-/// [`ServerSync`] in a file: `"default"`, `"always"`, or a duration such
-/// as `"1s"` (the servers' `sync_interval`).
-#[derive(Debug, Clone, Copy)]
-struct ServerSyncForm(ServerSync);
-
-impl Serialize for ServerSyncForm {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            ServerSync::JetStreamDefault => serializer.serialize_str("default"),
-            ServerSync::Always => serializer.serialize_str("always"),
-            ServerSync::Interval(every) => HumanDuration(every).serialize(serializer),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for ServerSyncForm {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        match text.as_str() {
-            "default" => Ok(ServerSyncForm(ServerSync::JetStreamDefault)),
-            "always" => Ok(ServerSyncForm(ServerSync::Always)),
-            other => other
-                .parse::<HumanDuration>()
-                .map(|HumanDuration(every)| ServerSyncForm(ServerSync::Interval(every)))
-                .map_err(|_| {
-                    serde::de::Error::custom(format!(
-                        "server_sync {other:?} is not \"default\", \"always\" or a duration \
-                         such as \"1s\""
-                    ))
-                }),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for NatsWalConfig {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let form = FileForm::deserialize(deserializer)?;
-        let mut config = NatsWalConfig::new(form.servers);
-        if let Some(prefix) = form.prefix {
-            config.prefix = prefix;
-        }
-        if let Some(replicas) = form.replicas {
-            config.replicas = replicas;
-        }
-        if let Some(owner) = form.owner {
-            config.owner = owner;
-        }
-        if let Some(HumanDuration(timeout)) = form.request_timeout {
-            config.request_timeout = timeout;
-        }
-        if let Some(streams) = form.streams {
-            config.streams = streams;
-        }
-        if let Some(ServerSyncForm(sync)) = form.server_sync {
-            config.server_sync = sync;
-        }
-        Ok(config)
-    }
-}
-
-impl Serialize for NatsWalConfig {
-    /// Every key, so that a config written out reads back the same
-    /// (including the owner name, random unless set).
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        FileForm {
-            servers: self.servers.clone(),
-            prefix: Some(self.prefix.clone()),
-            replicas: Some(self.replicas),
-            owner: Some(self.owner.clone()),
-            request_timeout: Some(HumanDuration(self.request_timeout)),
-            streams: Some(self.streams),
-            server_sync: Some(ServerSyncForm(self.server_sync)),
-        }
-        .serialize(serializer)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Proves that a TOML file sets every key of a `NatsWalConfig`, with
-    /// durations in human form, and that what is written out reads back
-    /// the same.
-    #[test]
-    fn every_key_reads_from_toml_and_round_trips() {
-        let config: NatsWalConfig = toml::from_str(
-            r#"
-            servers = ["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"]
-            prefix = "wal-a"
-            replicas = 3
-            owner = "node-1"
-            request_timeout = "2500ms"
-            streams = 4
-            server_sync = "always"
-            "#,
-        )
-        .unwrap();
-        let expected = NatsWalConfig::new(["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"])
-            .prefix("wal-a")
-            .replicas(3)
-            .owner("node-1")
-            .request_timeout(Duration::from_millis(2500))
-            .streams(4)
-            .server_sync(ServerSync::Always);
-        assert_eq!(config, expected);
-        assert!(config.check().is_ok());
-        let text = toml::to_string(&config).unwrap();
-        assert_eq!(toml::from_str::<NatsWalConfig>(&text).unwrap(), config);
-
-        let interval: NatsWalConfig =
-            toml::from_str("servers = [\"nats://h:4222\"]\nserver_sync = \"1s\"").unwrap();
-        assert_eq!(
-            interval.server_sync,
-            ServerSync::Interval(Duration::from_secs(1))
-        );
-        let text = toml::to_string(&interval).unwrap();
-        assert_eq!(toml::from_str::<NatsWalConfig>(&text).unwrap(), interval);
-    }
-
-    /// Proves that absent keys take `NatsWalConfig::new`'s defaults (the
-    /// owner a random name), and that mistakes are refused naming the key
-    /// or the value: an unknown key, a missing `servers`, a bad duration, a
-    /// bad `server_sync`; values out of range are refused by the same check
-    /// `open` runs.
-    #[test]
-    fn defaults_fill_absent_keys_and_mistakes_are_named() {
-        let config: NatsWalConfig = toml::from_str("servers = [\"nats://h:4222\"]").unwrap();
-        let defaults = NatsWalConfig::new(["nats://h:4222"]);
-        assert_eq!(
-            (
-                &config.prefix,
-                config.replicas,
-                config.request_timeout,
-                config.streams,
-                config.server_sync
-            ),
-            (
-                &defaults.prefix,
-                defaults.replicas,
-                defaults.request_timeout,
-                defaults.streams,
-                defaults.server_sync
-            )
-        );
-        assert!(!config.owner.is_empty());
-
-        for (text, named) in [
-            ("servers = [\"h\"]\nreplica = 3", "replica"),
-            ("prefix = \"p\"", "servers"),
-            ("servers = [\"h\"]\nrequest_timeout = \"soon\"", "soon"),
-            (
-                "servers = [\"h\"]\nserver_sync = \"sometimes\"",
-                "sometimes",
-            ),
-        ] {
-            let err = toml::from_str::<NatsWalConfig>(text)
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains(named), "{text:?}: {err}");
-        }
-        let zero: NatsWalConfig = toml::from_str("servers = [\"h\"]\nstreams = 0").unwrap();
-        assert!(zero.check().is_err());
-    }
-}

@@ -1,6 +1,8 @@
 //! The crate's one error type. Every message names the region (and table)
-//! involved and, where the cluster is at fault, the servers configured.
+//! involved and, where the cluster is at fault, the servers configured
+//! (without user information: no message carries a secret).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use snafu::Snafu;
@@ -31,13 +33,56 @@ pub enum Error {
         source: serde_json::Error,
     },
 
-    /// No configured server accepted a connection.
-    #[snafu(display("cannot connect to NATS at {servers}: {source}"))]
+    /// A file of the authentication or TLS settings cannot be read.
+    #[snafu(display("cannot read {key} {}: {source}", path.display()))]
+    ReadSecretFile {
+        /// The setting (`nkey_seed_file`, `credentials_file`, `tls_ca_file`, ...).
+        key: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+
+    /// A file of the authentication settings does not hold what it should.
+    #[snafu(display("{key} {} is not usable: {reason}", path.display()))]
+    InvalidSecretFile {
+        /// The setting.
+        key: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// No configured server accepted a connection: unreachable, or it
+    /// refused the credentials or the TLS handshake (the hint says which
+    /// setting to look at). Not retried.
+    #[snafu(display("cannot connect to NATS at {servers}: {source}{hint}"))]
     Connect {
         /// The configured servers.
         servers: String,
+        /// What to check, for refusals (empty otherwise).
+        hint: String,
         /// The client's error.
         source: ClientError,
+    },
+
+    /// The server refused a publish or a subscription for lack of
+    /// permission: the user's permissions do not cover this WAL's prefix.
+    #[snafu(display(
+        "{operation} was refused by NATS at {servers}: {violation} (the user's permissions do not \
+         cover prefix {prefix:?}: docs/OPERATIONS.md, \"Secured clusters\", lists what it needs)"
+    ))]
+    PermissionDenied {
+        /// What was being done.
+        operation: String,
+        /// The server's message, naming the subject.
+        violation: String,
+        /// The WAL's prefix.
+        prefix: String,
+        /// The configured servers.
+        servers: String,
     },
 
     /// A request about one of the WAL's streams (finding, creating or
@@ -258,7 +303,8 @@ impl Error {
 
     /// What kind of trouble this is, as segwal's metrics count it
     /// (`segwal::Error::kind`): `invalid_argument` (the call or the
-    /// configuration was wrong; nothing was written), `data_dir` (the
+    /// configuration was wrong, or a file it names; nothing was written),
+    /// `data_dir` (the
     /// prefix's streams have another layout), `corruption` (a message is
     /// not what segwal writes), `timeout`, `closed`, or `backend` (the
     /// cluster failed or refused a request, or another owner holds the
@@ -267,6 +313,8 @@ impl Error {
         match self {
             Error::InvalidConfig { .. }
             | Error::StorageKeys { .. }
+            | Error::ReadSecretFile { .. }
+            | Error::InvalidSecretFile { .. }
             | Error::EmptyBatch { .. }
             | Error::BatchTooLarge { .. }
             | Error::SequencesExhausted { .. } => "invalid_argument",
@@ -275,6 +323,7 @@ impl Error {
             Error::Timeout { .. } => "timeout",
             Error::Closed => "closed",
             Error::Connect { .. }
+            | Error::PermissionDenied { .. }
             | Error::ServerTooOld { .. }
             | Error::Stream { .. }
             | Error::Request { .. }

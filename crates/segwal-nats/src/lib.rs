@@ -105,15 +105,19 @@
 
 mod codec;
 mod config;
+mod connect;
 mod delete;
 mod direct;
 mod durability;
 mod error;
+mod file;
 mod horaedb;
 mod metrics;
+mod permissions;
 mod publish;
 mod read;
 mod region;
+mod security;
 mod streams;
 mod wal;
 mod write;
@@ -122,4 +126,6 @@ pub use config::{DEFAULT_STREAMS, MAX_STREAMS, NatsWalConfig};
 pub use durability::{Durability, ServerSync};
 pub use error::Error;
 pub use horaedb::NatsWalsOpener;
+pub use permissions::Permissions;
+pub use security::redact_url;
 pub use wal::{Counters, MIN_SERVER_VERSION, NatsWal};

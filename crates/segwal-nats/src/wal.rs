@@ -14,12 +14,12 @@ use segwal::{
     BatchLogIterator, LogWriteBatch, MAX_SEQUENCE_NUMBER, ReadContext, ReadRequest, RegionId,
     ScanContext, ScanRequest, SequenceNumber, WalLocation, WalManager, WriteContext,
 };
-use snafu::ResultExt;
 use tokio::sync::OnceCell;
 
 use crate::config::NatsWalConfig;
+use crate::connect::{self, Violations};
 use crate::durability::Durability;
-use crate::error::{ClientError, ConnectSnafu, Error, ServerTooOldSnafu};
+use crate::error::{ClientError, Error, ServerTooOldSnafu};
 use crate::read::{NatsSource, ReadFilter};
 use crate::region::Region;
 
@@ -40,6 +40,8 @@ pub(crate) struct Inner {
     pub(crate) servers: String,
     pub(crate) client: async_nats::Client,
     pub(crate) js: jetstream::Context,
+    /// Permission violations the server reported.
+    pub(crate) violations: Arc<Violations>,
     /// Streams known to exist, their layout checked.
     pub(crate) streams: StdMutex<HashMap<u32, Arc<OnceCell<Stream>>>>,
     pub(crate) regions: StdMutex<HashMap<RegionId, Arc<OnceCell<Arc<Region>>>>>,
@@ -112,22 +114,20 @@ pub(crate) fn boxed(err: impl std::error::Error + Send + Sync + 'static) -> Clie
 }
 
 impl NatsWal {
-    /// Checks `config`, connects to its servers and checks that the
-    /// prefix's streams (if any) have the configured layout. Streams are
-    /// created on the first write to one of their regions.
+    /// Checks `config`, connects to its servers with its credentials and
+    /// TLS settings, and checks that the prefix's streams (if any) have the
+    /// configured layout. Streams are created on the first write to one of
+    /// their regions.
+    ///
+    /// Refusals end it at once, each with one error naming its cause: bad
+    /// credentials or an untrusted certificate ([`Error::Connect`]), a
+    /// missing or invalid file ([`Error::ReadSecretFile`],
+    /// [`Error::InvalidSecretFile`]), a user whose permissions do not cover
+    /// the prefix ([`Error::PermissionDenied`]).
     pub async fn open(config: NatsWalConfig) -> Result<NatsWal, Error> {
         config.check()?;
         let servers = config.servers_label();
-        let client = async_nats::ConnectOptions::new()
-            .name(format!("segwal {}", config.owner))
-            .connection_timeout(config.request_timeout)
-            .request_timeout(Some(config.request_timeout))
-            .connect(config.servers.as_slice())
-            .await
-            .map_err(boxed)
-            .context(ConnectSnafu {
-                servers: servers.clone(),
-            })?;
+        let (client, violations) = connect::connect(&config).await?;
         check_server_version(&client.server_info().version, &servers)?;
         let js = jetstream::ContextBuilder::new()
             .timeout(config.request_timeout)
@@ -138,6 +138,7 @@ impl NatsWal {
                 servers,
                 client,
                 js,
+                violations,
                 streams: StdMutex::new(HashMap::new()),
                 regions: StdMutex::new(HashMap::new()),
                 closed: AtomicBool::new(false),
@@ -146,7 +147,12 @@ impl NatsWal {
         };
         // Stream 0 is created before any other: if it is absent, the
         // prefix holds nothing; if present, its layout must match.
-        wal.inner.stream(0, false).await?;
+        let stream_0 = wal.inner.config.stream_name(0);
+        wal.inner
+            .refusable(&format!("opening the WAL (looking up stream {stream_0})"), async {
+                wal.inner.stream(0, false).await
+            })
+            .await?;
         Ok(wal)
     }
 
@@ -185,7 +191,8 @@ impl NatsWal {
     pub async fn stored_bytes(&self) -> Result<u64, Error> {
         self.inner.check_open()?;
         let mut total = 0;
-        for mut stream in self.inner.existing_streams().await? {
+        let finding = self.inner.existing_streams();
+        for mut stream in self.inner.explained("measuring", finding).await? {
             let name = stream.cached_info().config.name.clone();
             let info = stream.info().await.map_err(|e| Error::Stream {
                 operation: "reading the size".into(),
@@ -204,7 +211,19 @@ impl NatsWal {
     /// Returns how many streams there were.
     pub async fn delete_all_streams(&self) -> Result<usize, Error> {
         self.inner.check_open()?;
-        self.inner.delete_streams().await
+        let deleting = self.inner.delete_streams();
+        self.inner.explained("deleting the streams", deleting).await
+    }
+
+    /// The names of the streams that exist under this WAL's prefix.
+    pub async fn stream_names(&self) -> Result<Vec<String>, Error> {
+        self.inner.check_open()?;
+        let finding = self.inner.existing_streams();
+        let streams = self.inner.explained("listing the streams", finding).await?;
+        Ok(streams
+            .iter()
+            .map(|s| s.cached_info().config.name.clone())
+            .collect())
     }
 
     /// Takes region `region_id` over even if another owner holds it (that
@@ -322,14 +341,17 @@ impl Inner {
 #[async_trait]
 impl WalManager for NatsWal {
     async fn sequence_num(&self, location: WalLocation) -> segwal::Result<SequenceNumber> {
-        let Some(region) = self.inner.region_for_read(location.region_id).await? else {
-            return Ok(0);
+        let inner = &self.inner;
+        let reading = async {
+            let Some(region) = inner.region_for_read(location.region_id).await? else {
+                return Ok(0);
+            };
+            let state = inner
+                .table_state_for_read(&region, location.table_id)
+                .await?;
+            Ok(state.max_seq)
         };
-        let state = self
-            .inner
-            .table_state_for_read(&region, location.table_id)
-            .await?;
-        Ok(state.max_seq)
+        Ok(inner.explained("reading a sequence number", reading).await?)
     }
 
     async fn mark_delete_entries_up_to(
@@ -337,7 +359,8 @@ impl WalManager for NatsWal {
         location: WalLocation,
         sequence_num: SequenceNumber,
     ) -> segwal::Result<()> {
-        Ok(self.inner.mark_delete(location, sequence_num).await?)
+        let deleting = self.inner.mark_delete(location, sequence_num);
+        Ok(self.inner.explained("a delete", deleting).await?)
     }
 
     async fn close_region(&self, region_id: RegionId) -> segwal::Result<()> {
@@ -358,13 +381,19 @@ impl WalManager for NatsWal {
             return Ok(BatchLogIterator::empty());
         };
         let location = req.location;
-        let Some(region) = self.inner.region_for_read(location.region_id).await? else {
+        let inner = &self.inner;
+        let opening = async {
+            let Some(region) = inner.region_for_read(location.region_id).await? else {
+                return Ok(None);
+            };
+            let state = inner
+                .table_state_for_read(&region, location.table_id)
+                .await?;
+            Ok(Some((region, state)))
+        };
+        let Some((region, state)) = inner.explained("a read", opening).await? else {
             return Ok(BatchLogIterator::empty());
         };
-        let state = self
-            .inner
-            .table_state_for_read(&region, location.table_id)
-            .await?;
         let lo = start.max(state.deleted_up_to.saturating_add(1));
         if lo > end || state.last_stream_seq == 0 {
             return Ok(BatchLogIterator::empty());
@@ -390,12 +419,13 @@ impl WalManager for NatsWal {
         ctx: &WriteContext,
         batch: &LogWriteBatch,
     ) -> segwal::Result<SequenceNumber> {
-        Ok(self.inner.write(ctx, batch).await?)
+        Ok(self.inner.explained("a write", self.inner.write(ctx, batch)).await?)
     }
 
     async fn scan(&self, ctx: &ScanContext, req: &ScanRequest) -> segwal::Result<BatchLogIterator> {
         self.inner.check_open()?;
-        let Some(region) = self.inner.region_for_read(req.region_id).await? else {
+        let opening = self.inner.region_for_read(req.region_id);
+        let Some(region) = self.inner.explained("a scan", opening).await? else {
             return Ok(BatchLogIterator::empty());
         };
         let filter = ReadFilter {
