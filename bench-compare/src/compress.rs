@@ -40,6 +40,8 @@ pub(crate) enum Codec {
 /// raft-engine's batch compression threshold when lz4 is asked for: the
 /// smallest body segwal compresses, so that both try every batch.
 const RAFT_LZ4_THRESHOLD: u64 = segwal_format::MIN_COMPRESSED_BODY_LEN as u64;
+// 0 would turn raft-engine's compression off.
+const _: () = assert!(RAFT_LZ4_THRESHOLD > 0);
 
 impl Codec {
     /// Every codec, in the order `--help` lists them.
@@ -248,7 +250,6 @@ mod tests {
         assert_eq!(Codec::None.raft_threshold(), Some(0));
         assert_eq!(Codec::Default.raft_threshold(), None);
         assert_eq!(Codec::Lz4.raft_threshold(), Some(RAFT_LZ4_THRESHOLD));
-        assert!(RAFT_LZ4_THRESHOLD > 0, "0 would turn raft-engine's lz4 off");
     }
 
     #[test]
@@ -258,7 +259,9 @@ mod tests {
             bulk_bytes: 256 << 20,
             ..Spec::for_test(EngineKind::Rocksdb, workload)
         };
-        let held = Tuning::of(&spec(Workload::Compress)).memtable_bytes.unwrap();
+        let held = Tuning::of(&spec(Workload::Compress))
+            .memtable_bytes
+            .unwrap();
         assert!(held > 256 << 20, "{held}");
         assert_eq!(Tuning::of(&spec(Workload::Bulk)).memtable_bytes, None);
     }

@@ -1030,8 +1030,16 @@ mod tests {
         // Batches go through other writers' group writes: none may be lost,
         // doubled or reordered within its writer.
         let dir = tempfile::tempdir().unwrap();
-        let wal: Arc<dyn Wal> =
-            Arc::from(open(EngineKind::FloorGroup, dir.path(), true, 2, Tuning::default()).unwrap());
+        let wal: Arc<dyn Wal> = Arc::from(
+            open(
+                EngineKind::FloorGroup,
+                dir.path(),
+                true,
+                2,
+                Tuning::default(),
+            )
+            .unwrap(),
+        );
         let writers: Vec<_> = (0u8..8)
             .map(|writer| {
                 let wal = Arc::clone(&wal);

@@ -354,7 +354,11 @@ fn replot(options: &Options, path: &std::path::Path) -> Result<()> {
     let strings = |key: &str| -> Vec<String> {
         saved[key]
             .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let runs = saved["runs_per_engine"].as_u64().unwrap_or(0);
