@@ -314,8 +314,11 @@ fn progress(result: &RunResult, workload: Workload) -> String {
 fn print_tables(summary: &[report::Row], skipped: &[String]) {
     print!("{}", report::table(summary));
     print!("{}", compress::table(summary));
-    for line in skipped {
-        println!("\nskipped: {line}");
+    if !skipped.is_empty() {
+        println!("\nskipped:\n");
+        for line in skipped {
+            println!("- {line}");
+        }
     }
 }
 
