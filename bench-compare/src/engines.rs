@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+use crate::compress::{Codec, Tuning};
 use crate::error::{Context, Error, Result};
 
 /// The one region the workloads write to unless they spread writers over
@@ -180,20 +181,23 @@ pub(crate) trait Wal: Send + Sync {
 
 /// Opens `kind`'s log in `dir` (created if missing). `synced`: every write
 /// is durable on return. `entry_len`: the size of every entry (the floor has no framing and needs
-/// it to count entries when reading back).
+/// it to count entries when reading back). `tuning`: the codec, which
+/// okaywal and the floors (that have none) ignore, and RocksDB's memtable.
 pub(crate) fn open(
     kind: EngineKind,
     dir: &Path,
     synced: bool,
     entry_len: usize,
+    tuning: Tuning,
 ) -> Result<Box<dyn Wal>> {
     std::fs::create_dir_all(dir).context(|| format!("cannot create {}", dir.display()))?;
+    let codec = tuning.codec;
     Ok(match kind {
-        EngineKind::Segwal => Box::new(segwal_async::AsyncSegwal::open(dir, synced)?),
-        EngineKind::SegwalManager => Box::new(segwal_sync::SyncSegwal::open(dir, synced)?),
-        EngineKind::RaftEngine => Box::new(raft::Raft::open(dir, synced)?),
+        EngineKind::Segwal => Box::new(segwal_async::AsyncSegwal::open(dir, synced, codec)?),
+        EngineKind::SegwalManager => Box::new(segwal_sync::SyncSegwal::open(dir, synced, codec)?),
+        EngineKind::RaftEngine => Box::new(raft::Raft::open(dir, synced, codec)?),
         EngineKind::Okaywal => Box::new(okay::Okay::open(dir, None)?.0),
-        EngineKind::Rocksdb => Box::new(rocks::Rocks::open(dir, synced)?),
+        EngineKind::Rocksdb => Box::new(rocks::Rocks::open(dir, synced, tuning)?),
         EngineKind::Floor => Box::new(Floor::open(dir, synced, false, entry_len)?),
         EngineKind::FloorDsync => Box::new(Floor::open(dir, synced, true, entry_len)?),
         EngineKind::FloorGroup => Box::new(GroupFloor::open(dir, synced, entry_len)?),
@@ -206,6 +210,7 @@ pub(crate) fn recover_read_all(
     kind: EngineKind,
     dir: &Path,
     entry_len: usize,
+    tuning: Tuning,
 ) -> Result<(u64, u64)> {
     if kind == EngineKind::Okaywal {
         // okaywal hands every entry to its log manager during recovery, and
@@ -215,7 +220,7 @@ pub(crate) fn recover_read_all(
         return Ok((entries, bytes));
     }
     let (mut entries, mut bytes) = (0u64, 0u64);
-    let wal = open(kind, dir, false, entry_len)?;
+    let wal = open(kind, dir, false, entry_len, tuning)?;
     wal.read_all(&mut |payload: &[u8]| {
         entries += 1;
         bytes += payload.len() as u64;
@@ -249,7 +254,7 @@ mod segwal_async {
     }
 
     impl AsyncSegwal {
-        pub(super) fn open(dir: &Path, synced: bool) -> Result<AsyncSegwal> {
+        pub(super) fn open(dir: &Path, synced: bool, codec: Codec) -> Result<AsyncSegwal> {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -259,7 +264,9 @@ mod segwal_async {
             } else {
                 SyncMode::Never
             };
-            let config = LocalWalConfig::new(dir).sync_mode(mode);
+            let config = LocalWalConfig::new(dir)
+                .sync_mode(mode)
+                .compression(codec.segwal());
             let wal = runtime
                 .block_on(LocalWal::open(config))
                 .context(|| format!("cannot open segwal in {}", dir.display()))?;
@@ -351,13 +358,14 @@ mod segwal_sync {
     }
 
     impl SyncSegwal {
-        pub(super) fn open(dir: &Path, synced: bool) -> Result<SyncSegwal> {
+        pub(super) fn open(dir: &Path, synced: bool, codec: Codec) -> Result<SyncSegwal> {
             let config = ManagerConfig {
                 sync_mode: if synced {
                     SyncMode::Always
                 } else {
                     SyncMode::Never
                 },
+                compression: codec.segwal(),
                 ..ManagerConfig::new(dir)
             };
             let manager = SegmentManager::open(config)
@@ -445,13 +453,17 @@ mod raft {
     }
 
     impl Raft {
-        pub(super) fn open(dir: &Path, synced: bool) -> Result<Raft> {
+        pub(super) fn open(dir: &Path, synced: bool, codec: Codec) -> Result<Raft> {
             // The defaults, as a user starts: 128 MiB files, recycling on,
-            // lz4 tried on batches over 8 KiB (payloads are incompressible).
-            let config = Config {
+            // lz4 tried on batches over 8 KiB; `--compression` sets that
+            // threshold (0: off).
+            let mut config = Config {
                 dir: dir.display().to_string(),
                 ..Config::default()
             };
+            if let Some(threshold) = codec.raft_threshold() {
+                config.batch_compression_threshold = raft_engine::ReadableSize(threshold);
+            }
             let engine = Engine::open(config)
                 .context(|| format!("cannot open raft-engine in {}", dir.display()))?;
             Ok(Raft { engine, synced })
@@ -669,8 +681,9 @@ pub(crate) fn okaywal_read_table(dir: &Path, at: Location) -> Result<(u64, u64)>
 /// RocksDB: one database, its WAL on; an entry is the value of the key
 /// (the location's stream id, index), big-endian, so a location is a key
 /// prefix; a batch is one `WriteBatch`, synced with
-/// `WriteOptions::set_sync(true)` in synced workloads. Built without
-/// compression libraries (the payloads are incompressible).
+/// `WriteOptions::set_sync(true)` in synced workloads. Built with zstd
+/// only, for `wal_compression` (`--compression zstd`); its table files
+/// stay uncompressed, as snappy, its default, is not built in.
 mod rocks {
     use super::*;
     use rocksdb::{DB, Options, WriteBatch, WriteOptions};
@@ -681,9 +694,15 @@ mod rocks {
     }
 
     impl Rocks {
-        pub(super) fn open(dir: &Path, synced: bool) -> Result<Rocks> {
+        pub(super) fn open(dir: &Path, synced: bool, tuning: Tuning) -> Result<Rocks> {
             let mut db_options = Options::default();
             db_options.create_if_missing(true);
+            db_options.set_wal_compression_type(tuning.codec.rocksdb());
+            if let Some(bytes) = tuning.memtable_bytes {
+                db_options.set_write_buffer_size(
+                    usize::try_from(bytes).context(|| "memtable size overflows usize")?,
+                );
+            }
             let db = DB::open(&db_options, dir)
                 .context(|| format!("cannot open RocksDB in {}", dir.display()))?;
             let mut options = WriteOptions::default();
@@ -990,7 +1009,7 @@ mod tests {
             EngineKind::FloorGroup,
         ] {
             let dir = tempfile::tempdir().unwrap();
-            let wal = open(kind, dir.path(), true, 4).unwrap();
+            let wal = open(kind, dir.path(), true, 4, Tuning::default()).unwrap();
             for batch in 0u8..3 {
                 let entries: Vec<Bytes> = (0..2)
                     .map(|i| Bytes::from(vec![batch * 2 + i; 4]))
@@ -1011,8 +1030,16 @@ mod tests {
         // Batches go through other writers' group writes: none may be lost,
         // doubled or reordered within its writer.
         let dir = tempfile::tempdir().unwrap();
-        let wal: Arc<dyn Wal> =
-            Arc::from(open(EngineKind::FloorGroup, dir.path(), true, 2).unwrap());
+        let wal: Arc<dyn Wal> = Arc::from(
+            open(
+                EngineKind::FloorGroup,
+                dir.path(),
+                true,
+                2,
+                Tuning::default(),
+            )
+            .unwrap(),
+        );
         let writers: Vec<_> = (0u8..8)
             .map(|writer| {
                 let wal = Arc::clone(&wal);

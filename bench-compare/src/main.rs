@@ -10,22 +10,28 @@
 //!
 //! Usage: `cargo xtask bench-compare [--dir DIR] [--runs N]
 //! [--workloads a,b] [--engines a,b] [--seconds S] [--bulk-bytes SIZE]
-//! [--table-read-bytes SIZE] [--quick] [--json PATH] [--svg PATH]`.
+//! [--table-read-bytes SIZE] [--payload random|tsdb]
+//! [--compression default|none|lz4|zstd] [--quick] [--json PATH]
+//! [--svg PATH]`.
 
 // The results table is this program's output.
 #![allow(clippy::print_stdout)]
 
+mod compress;
 mod disk_usage;
 mod engines;
 mod error;
+mod payload;
 mod report;
 mod workloads;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 
+use compress::Codec;
 use engines::EngineKind;
 use error::{Context, Error, Result};
+use payload::PayloadKind;
 use workloads::{RunResult, Spec, Workload, parse_size};
 
 const USAGE: &str = "\
@@ -35,9 +41,12 @@ usage: segwal-bench-compare [options]
                           temporary dir); pick the file system: a real disk, /dev/shm
   --runs N                runs of each workload per engine, alternating (default 3)
   --workloads a,b,...     sync1, sync16, sync16-r16, sync16-r256, sync16-256,
-                          sync16-64k, bulk, recover, table-read (default: all);
-                          sync16-r16 and sync16-r256 are sync16 with each
-                          writer in a region of its own or over 16 of 256
+                          sync16-64k, bulk, recover, table-read, compress
+                          (default: all but compress); sync16-r16 and
+                          sync16-r256 are sync16 with each writer in a region
+                          of its own or over 16 of 256; compress is bulk,
+                          closed, then its bytes written and on disk, then
+                          recover, in one row
   --engines a,b,...       segwal, segwal-manager, raft-engine, okaywal, rocksdb,
                           floor, floor-dsync, floor-group (default: all;
                           floor-dsync and floor-group run only the synced
@@ -46,6 +55,14 @@ usage: segwal-bench-compare [options]
                           S/5 (default 3)
   --bulk-bytes SIZE       payload of bulk and recover (default 1GiB)
   --table-read-bytes SIZE payload of table-read's 100 tables (default 256MiB)
+  --payload KIND          what entries hold: random (incompressible, the
+                          default) or tsdb (rows of timestamps, tags and
+                          float values, one series per entry)
+  --compression CODEC     default (each engine as it ships: raft-engine lz4 on
+                          batches over 8 KiB, the others none), none, lz4 or
+                          zstd: every engine that has the codec uses it
+                          (segwal lz4 and zstd, raft-engine lz4, RocksDB's
+                          WAL zstd); the others are skipped, with the reason
   --quick                 a smoke test in seconds: 1 run, 0.2 s, 16MiB, 8MiB
                           (explicit flags still win)
   --json PATH             also write every run and the summary as JSON
@@ -63,6 +80,8 @@ struct Options {
     seconds: f64,
     bulk_bytes: u64,
     table_read_bytes: u64,
+    payload: PayloadKind,
+    codec: Codec,
     json: Option<PathBuf>,
     svg: Option<PathBuf>,
     from_json: Option<PathBuf>,
@@ -87,20 +106,36 @@ fn main() -> ExitCode {
     }
 }
 
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            dir: std::env::temp_dir(),
+            runs: 3,
+            workloads: Workload::defaults(),
+            engines: EngineKind::ALL.to_vec(),
+            seconds: 3.0,
+            bulk_bytes: 1 << 30,
+            table_read_bytes: 256 << 20,
+            payload: PayloadKind::default(),
+            codec: Codec::default(),
+            json: None,
+            svg: None,
+            from_json: None,
+        }
+    }
+}
+
+/// `text` as a positive number, for `flag`.
+fn positive<T: std::str::FromStr + PartialOrd + Default>(flag: &str, text: &str) -> Result<T> {
+    text.parse::<T>()
+        .ok()
+        .filter(|n| *n > T::default())
+        .ok_or_else(|| Error::msg(format!("{flag} needs a positive number, not {text:?}")))
+}
+
 fn parse_options(args: &[String]) -> Result<Options> {
     let (mut runs, mut seconds, mut bulk_bytes, mut table_read_bytes) = (None, None, None, None);
-    let mut options = Options {
-        dir: std::env::temp_dir(),
-        runs: 3,
-        workloads: Workload::ALL.to_vec(),
-        engines: EngineKind::ALL.to_vec(),
-        seconds: 3.0,
-        bulk_bytes: 1 << 30,
-        table_read_bytes: 256 << 20,
-        json: None,
-        svg: None,
-        from_json: None,
-    };
+    let mut options = Options::default();
     let mut quick = false;
     let mut args = args.iter();
     while let Some(flag) = args.next() {
@@ -110,12 +145,7 @@ fn parse_options(args: &[String]) -> Result<Options> {
         };
         match flag.as_str() {
             "--dir" => options.dir = PathBuf::from(value()?),
-            "--runs" => {
-                let text = value()?;
-                runs = Some(text.parse::<u32>().ok().filter(|&n| n > 0).ok_or_else(|| {
-                    Error::msg(format!("--runs needs a positive number, not {text:?}"))
-                })?);
-            }
+            "--runs" => runs = Some(positive::<u32>(flag, value()?)?),
             "--workloads" => {
                 options.workloads = value()?
                     .split(',')
@@ -128,19 +158,11 @@ fn parse_options(args: &[String]) -> Result<Options> {
                     .map(EngineKind::parse)
                     .collect::<Result<_>>()?;
             }
-            "--seconds" => {
-                let text = value()?;
-                seconds = Some(
-                    text.parse::<f64>()
-                        .ok()
-                        .filter(|&s| s > 0.0)
-                        .ok_or_else(|| {
-                            Error::msg(format!("--seconds needs a positive number, not {text:?}"))
-                        })?,
-                );
-            }
+            "--seconds" => seconds = Some(positive::<f64>(flag, value()?)?),
             "--bulk-bytes" => bulk_bytes = Some(parse_size(value()?)?),
             "--table-read-bytes" => table_read_bytes = Some(parse_size(value()?)?),
+            "--payload" => options.payload = PayloadKind::parse(value()?)?,
+            "--compression" => options.codec = Codec::parse(value()?)?,
             "--quick" => quick = true,
             "--json" => options.json = Some(PathBuf::from(value()?)),
             "--svg" => options.svg = Some(PathBuf::from(value()?)),
@@ -170,6 +192,28 @@ fn parse_options(args: &[String]) -> Result<Options> {
     Ok(options)
 }
 
+/// The engines asked for that have `--compression`'s codec, and for each
+/// of the others a line naming it and why it does not run.
+fn runnable_engines(options: &Options) -> (Vec<EngineKind>, Vec<String>) {
+    let mut skipped = Vec::new();
+    let engines = options
+        .engines
+        .iter()
+        .copied()
+        .filter(|&engine| match options.codec.skip_reason(engine) {
+            None => true,
+            Some(reason) => {
+                skipped.push(format!(
+                    "{engine} with --compression {}: {reason}",
+                    options.codec.name()
+                ));
+                false
+            }
+        })
+        .collect();
+    (engines, skipped)
+}
+
 /// The parent: every workload, `runs` rounds, every engine in turn within a
 /// round, each in a child process on a fresh data dir under `--dir`.
 fn compare(options: &Options) -> Result<()> {
@@ -177,15 +221,21 @@ fn compare(options: &Options) -> Result<()> {
         .context(|| format!("cannot create {}", options.dir.display()))?;
     let fs = report::file_system(&options.dir);
     eprintln!(
-        "bench-compare: data under {} ({fs}); {} run(s) per engine",
+        "bench-compare: data under {} ({fs}); {} run(s) per engine; {} payload, compression {}",
         options.dir.display(),
-        options.runs
+        options.runs,
+        options.payload.name(),
+        options.codec.name()
     );
+    let (engines, skipped) = runnable_engines(options);
+    for line in &skipped {
+        eprintln!("bench-compare: skipped {line}");
+    }
     let mut results = Vec::new();
     let mut failures = Vec::new();
     for &workload in &options.workloads {
         for run in 0..options.runs {
-            for &engine in &options.engines {
+            for &engine in &engines {
                 if !workload.supports(engine) {
                     continue;
                 }
@@ -193,23 +243,7 @@ fn compare(options: &Options) -> Result<()> {
                 match one_run(options, engine, workload) {
                     Ok(mut result) => {
                         result.run = run;
-                        eprintln!(
-                            "bench-compare: {label}: {:.0} {}{}{}",
-                            result.value,
-                            workload.unit(),
-                            result
-                                .data_dir_bytes
-                                .map(|b| format!(
-                                    ", data dir {:.1} MiB",
-                                    b as f64 / f64::from(1 << 20)
-                                ))
-                                .unwrap_or_default(),
-                            result
-                                .note
-                                .as_ref()
-                                .map(|n| format!(" ({n})"))
-                                .unwrap_or_default()
-                        );
+                        eprintln!("bench-compare: {label}: {}", progress(&result, workload));
                         results.push(result);
                     }
                     Err(err) => {
@@ -220,7 +254,7 @@ fn compare(options: &Options) -> Result<()> {
             }
         }
     }
-    let summary = report::summarize(&options.workloads, &options.engines, &results);
+    let summary = report::summarize(&options.workloads, &engines, &results);
     let command: Vec<String> = std::env::args().collect();
     println!(
         "bench-compare on {} ({fs}), medians of {} run(s): {}",
@@ -228,30 +262,23 @@ fn compare(options: &Options) -> Result<()> {
         options.runs,
         command[1..].join(" ")
     );
-    print!("{}", report::table(&summary));
-    if let Some(path) = &options.json {
-        let json = serde_json::json!({
-            "dir": options.dir,
-            "file_system": fs,
-            "args": &command[1..],
-            "runs_per_engine": options.runs,
-            "seconds": options.seconds,
-            "bulk_bytes": options.bulk_bytes,
-            "table_read_bytes": options.table_read_bytes,
-            "summary": summary,
-            "runs": results,
-            "failures": failures,
-        });
-        let text = serde_json::to_string_pretty(&json).context(|| "cannot encode the results")?;
-        std::fs::write(path, text).context(|| format!("cannot write {}", path.display()))?;
-        eprintln!("bench-compare: wrote {}", path.display());
-    }
-    if let Some(path) = &options.svg {
-        let title = format!("segwal bench-compare on {fs} ({})", options.dir.display());
-        std::fs::write(path, report::svg(&summary, &title))
-            .context(|| format!("cannot write {}", path.display()))?;
-        eprintln!("bench-compare: wrote {}", path.display());
-    }
+    print_tables(&summary, &skipped);
+    let json = serde_json::json!({
+        "dir": options.dir,
+        "file_system": fs,
+        "args": &command[1..],
+        "runs_per_engine": options.runs,
+        "seconds": options.seconds,
+        "bulk_bytes": options.bulk_bytes,
+        "table_read_bytes": options.table_read_bytes,
+        "payload": options.payload.name(),
+        "compression": options.codec.name(),
+        "summary": summary,
+        "runs": results,
+        "failures": failures,
+        "skipped": skipped,
+    });
+    write_outputs(options, &fs, &summary, &json)?;
     if failures.is_empty() {
         Ok(())
     } else {
@@ -261,6 +288,59 @@ fn compare(options: &Options) -> Result<()> {
             failures.join("\n  ")
         )))
     }
+}
+
+/// One finished run's progress line: its headline figure and what else it
+/// measured.
+fn progress(result: &RunResult, workload: Workload) -> String {
+    let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
+    let mut line = format!("{:.0} {}", result.value, workload.unit());
+    if let Some(recover) = result.recover_mb_s {
+        line.push_str(&format!(", recovery {recover:.0} MB/s"));
+    }
+    if let Some(written) = result.written_bytes {
+        line.push_str(&format!(", wrote {:.1} MiB", mib(written)));
+    }
+    if let Some(bytes) = result.data_dir_bytes {
+        line.push_str(&format!(", data dir {:.1} MiB", mib(bytes)));
+    }
+    if let Some(note) = &result.note {
+        line.push_str(&format!(" ({note})"));
+    }
+    line
+}
+
+/// Prints the results tables, then the engines skipped.
+fn print_tables(summary: &[report::Row], skipped: &[String]) {
+    print!("{}", report::table(summary));
+    print!("{}", compress::table(summary));
+    if !skipped.is_empty() {
+        println!("\nskipped:\n");
+        for line in skipped {
+            println!("- {line}");
+        }
+    }
+}
+
+/// Writes `--json` and `--svg`, if asked for.
+fn write_outputs(
+    options: &Options,
+    fs: &str,
+    summary: &[report::Row],
+    json: &serde_json::Value,
+) -> Result<()> {
+    if let Some(path) = &options.json {
+        let text = serde_json::to_string_pretty(json).context(|| "cannot encode the results")?;
+        std::fs::write(path, text).context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("bench-compare: wrote {}", path.display());
+    }
+    if let Some(path) = &options.svg {
+        let title = format!("segwal bench-compare on {fs} ({})", options.dir.display());
+        std::fs::write(path, report::svg(summary, &title))
+            .context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("bench-compare: wrote {}", path.display());
+    }
+    Ok(())
 }
 
 /// Prints the table of an earlier run's JSON (and writes `--svg`).
@@ -274,16 +354,22 @@ fn replot(options: &Options, path: &std::path::Path) -> Result<()> {
     let summary = report::summarize(&options.workloads, &options.engines, &results);
     let fs = saved["file_system"].as_str().unwrap_or("unknown");
     let dir = saved["dir"].as_str().unwrap_or("?");
-    let args: Vec<&str> = saved["args"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
-        .unwrap_or_default();
+    let strings = |key: &str| -> Vec<String> {
+        saved[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
     let runs = saved["runs_per_engine"].as_u64().unwrap_or(0);
     println!(
         "bench-compare on {dir} ({fs}), medians of {runs} run(s): {}",
-        args.join(" ")
+        strings("args").join(" ")
     );
-    print!("{}", report::table(&summary));
+    print_tables(&summary, &strings("skipped"));
     if let Some(svg) = &options.svg {
         let title = format!("segwal bench-compare on {fs} ({dir})");
         std::fs::write(svg, report::svg(&summary, &title))
@@ -293,7 +379,8 @@ fn replot(options: &Options, path: &std::path::Path) -> Result<()> {
 }
 
 /// One run of one engine: a fresh data dir, the prepare step if any, then
-/// the measured step, each in a child process.
+/// the measured step, each in a child process. `compress`'s prepare step
+/// measures too: its result is the write half of the run's.
 fn one_run(options: &Options, engine: EngineKind, workload: Workload) -> Result<RunResult> {
     let dir = tempfile::Builder::new()
         .prefix(&format!("bench-{}-", engine.name()))
@@ -307,13 +394,25 @@ fn one_run(options: &Options, engine: EngineKind, workload: Workload) -> Result<
         seconds: options.seconds,
         bulk_bytes: options.bulk_bytes,
         table_read_bytes: options.table_read_bytes,
+        payload: options.payload,
+        codec: options.codec,
     };
+    let parse = |output: String| -> Result<RunResult> {
+        serde_json::from_str(output.trim()).context(|| format!("bad child output {output:?}"))
+    };
+    let mut prepared = None;
     if spec.prepare {
-        spawn_child(&spec)?;
+        let output = spawn_child(&spec)?;
+        if !output.trim().is_empty() {
+            prepared = Some(parse(output)?);
+        }
         spec.prepare = false;
     }
-    let output = spawn_child(&spec)?;
-    serde_json::from_str(output.trim()).context(|| format!("bad child output {output:?}"))
+    let result = parse(spawn_child(&spec)?)?;
+    Ok(match prepared {
+        Some(write) if workload == Workload::Compress => compress::merge(write, &result),
+        _ => result,
+    })
 }
 
 /// Runs this binary as `child SPEC` and returns what it printed.

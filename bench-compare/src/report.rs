@@ -27,6 +27,18 @@ pub(crate) struct Row {
     /// segwal in `table-read`: the same reads done by scanning the region.
     pub(crate) scan_entries_per_s: Option<f64>,
     pub(crate) note: Option<String>,
+    /// `compress`: the payload kind and codec, the payload and the bytes
+    /// written in MiB, and the recovery's MB/s.
+    pub(crate) payload: Option<String>,
+    pub(crate) codec: Option<String>,
+    pub(crate) payload_mib: Option<f64>,
+    pub(crate) written_mib: Option<f64>,
+    pub(crate) recover_mb_s: Option<f64>,
+}
+
+/// Bytes as MiB.
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1 << 20)
 }
 
 /// The median of `values` (the mean of the middle two for an even count).
@@ -81,14 +93,15 @@ pub(crate) fn summarize(
                 p50_us: med(&runs, &|r| r.p50_us),
                 p99_us: med(&runs, &|r| r.p99_us),
                 p999_us: med(&runs, &|r| r.p999_us),
-                peak_anon_mib: med(&runs, &|r| {
-                    r.peak_anon_bytes.map(|b| b as f64 / f64::from(1 << 20))
-                }),
-                data_dir_mib: med(&runs, &|r| {
-                    r.data_dir_bytes.map(|b| b as f64 / f64::from(1 << 20))
-                }),
+                peak_anon_mib: med(&runs, &|r| r.peak_anon_bytes.map(mib)),
+                data_dir_mib: med(&runs, &|r| r.data_dir_bytes.map(mib)),
                 scan_entries_per_s: med(&runs, &|r| r.scan_entries_per_s),
                 note,
+                payload: runs.first().and_then(|r| r.payload.clone()),
+                codec: runs.first().and_then(|r| r.codec.clone()),
+                payload_mib: med(&runs, &|r| Some(mib(r.bytes))),
+                written_mib: med(&runs, &|r| r.written_bytes.map(mib)),
+                recover_mb_s: med(&runs, &|r| r.recover_mb_s),
             });
         }
     }
@@ -96,7 +109,7 @@ pub(crate) fn summarize(
 }
 
 /// A number with thousands separators and sensible precision.
-fn human(value: f64) -> String {
+pub(crate) fn human(value: f64) -> String {
     if value >= 100.0 {
         let whole = value.round() as u64;
         let digits = whole.to_string();
@@ -115,17 +128,23 @@ fn human(value: f64) -> String {
     }
 }
 
-fn opt(value: Option<f64>) -> String {
+/// [`human`], or "-" for nothing.
+pub(crate) fn opt(value: Option<f64>) -> String {
     value.map(human).unwrap_or_else(|| "-".into())
 }
 
 /// The results as a Markdown table (readable in a terminal as it is), one
 /// section per workload, with a line comparing segwal to its best peer.
 /// Sections whose runs measured their data dir (the synced workloads) get
-/// a column for it.
+/// a column for it. `compress` has a table of its own
+/// (`compress::table`).
 pub(crate) fn table(rows: &[Row]) -> String {
     let mut out = String::new();
-    let mut workloads: Vec<&str> = rows.iter().map(|r| r.workload).collect();
+    let mut workloads: Vec<&str> = rows
+        .iter()
+        .map(|r| r.workload)
+        .filter(|&w| w != Workload::Compress.name())
+        .collect();
     workloads.dedup();
     for workload in workloads {
         let section: Vec<&Row> = rows.iter().filter(|r| r.workload == workload).collect();

@@ -7,9 +7,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::compress::{self, Codec, Tuning};
 use crate::disk_usage::allocated_bytes;
 use crate::engines::{self, EngineKind, Location, REGION, Wal};
 use crate::error::{Context, Error, Result};
+use crate::payload::PayloadKind;
 
 /// A workload of the comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -33,11 +35,14 @@ pub(crate) enum Workload {
     Recover,
     /// 100 tables interleaved in one region; read single tables back.
     TableRead,
+    /// `Bulk`, closed, then what it wrote and holds on disk, and `Recover`
+    /// of it: one row (see `compress.rs`).
+    Compress,
 }
 
 impl Workload {
     /// Every workload, in the order they run.
-    pub(crate) const ALL: [Workload; 9] = [
+    pub(crate) const ALL: [Workload; 10] = [
         Workload::Sync1,
         Workload::Sync16,
         Workload::Sync16Regions16,
@@ -47,7 +52,17 @@ impl Workload {
         Workload::Bulk,
         Workload::Recover,
         Workload::TableRead,
+        Workload::Compress,
     ];
+
+    /// The workloads run when `--workloads` is not given: all but
+    /// `compress`, which repeats `bulk` and `recover` for its sizes.
+    pub(crate) fn defaults() -> Vec<Workload> {
+        Workload::ALL
+            .into_iter()
+            .filter(|&w| w != Workload::Compress)
+            .collect()
+    }
 
     /// The name on the command line and in the results.
     pub(crate) fn name(self) -> &'static str {
@@ -61,6 +76,7 @@ impl Workload {
             Workload::Bulk => "bulk",
             Workload::Recover => "recover",
             Workload::TableRead => "table-read",
+            Workload::Compress => "compress",
         }
     }
 
@@ -87,7 +103,7 @@ impl Workload {
             | Workload::Sync16Regions256
             | Workload::Sync16Small
             | Workload::Sync16Large => "entries/s",
-            Workload::Bulk | Workload::Recover => "MB/s",
+            Workload::Bulk | Workload::Recover | Workload::Compress => "MB/s",
             Workload::TableRead => "entries/s",
         }
     }
@@ -103,7 +119,10 @@ impl Workload {
 
     /// Whether a run needs a prepare step in a process of its own first.
     pub(crate) fn has_prepare(self) -> bool {
-        matches!(self, Workload::Recover | Workload::TableRead)
+        matches!(
+            self,
+            Workload::Recover | Workload::TableRead | Workload::Compress
+        )
     }
 
     /// The shape of a synced workload.
@@ -179,6 +198,28 @@ pub(crate) struct Spec {
     pub(crate) bulk_bytes: u64,
     /// Payload bytes of `table-read`'s data.
     pub(crate) table_read_bytes: u64,
+    /// What the entries hold.
+    pub(crate) payload: PayloadKind,
+    /// The codec every engine is asked to use.
+    pub(crate) codec: Codec,
+}
+
+#[cfg(test)]
+impl Spec {
+    /// A spec for tests: no data dir yet, no sizes, random payload.
+    pub(crate) fn for_test(engine: EngineKind, workload: Workload) -> Spec {
+        Spec {
+            engine,
+            workload,
+            prepare: false,
+            dir: PathBuf::new(),
+            seconds: 0.0,
+            bulk_bytes: 0,
+            table_read_bytes: 0,
+            payload: PayloadKind::Random,
+            codec: Codec::Default,
+        }
+    }
 }
 
 /// One run's measurements.
@@ -213,6 +254,15 @@ pub(crate) struct RunResult {
     pub(crate) scan_entries_per_s: Option<f64>,
     /// Engine counters (segwal: batches per sync).
     pub(crate) note: Option<String>,
+    /// The payload kind and the codec asked for (`--payload`,
+    /// `--compression`).
+    pub(crate) payload: Option<String>,
+    pub(crate) codec: Option<String>,
+    /// `compress`: the bytes the engine wrote through system calls, from
+    /// its open to its close.
+    pub(crate) written_bytes: Option<u64>,
+    /// `compress`: MB/s of payload read back by the recovery.
+    pub(crate) recover_mb_s: Option<f64>,
 }
 
 /// Runs `spec` and returns its measurements (nothing for a prepare step).
@@ -231,6 +281,8 @@ pub(crate) fn run(spec: &Spec) -> Result<Option<RunResult>> {
             return Ok(None);
         }
         (Workload::TableRead, false) => table_read(spec)?,
+        (Workload::Compress, true) => compress::write_step(spec)?,
+        (Workload::Compress, false) => recover(spec)?,
         (w, prepare) => {
             return Err(Error::msg(format!(
                 "workload {} has no {} step",
@@ -241,30 +293,13 @@ pub(crate) fn run(spec: &Spec) -> Result<Option<RunResult>> {
     };
     result.engine = spec.engine.name().to_owned();
     result.workload = spec.workload.name().to_owned();
+    result.payload = Some(spec.payload.name().to_owned());
+    result.codec = Some(spec.codec.name().to_owned());
     Ok(Some(result))
 }
 
-/// Incompressible payload bytes: a xorshift stream from a fixed seed,
-/// generated before any timing. Entries are slices of it (shared, never
-/// copied by the harness).
-fn pool(len: usize) -> Bytes {
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut bytes = Vec::with_capacity(len + 8);
-    while bytes.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        bytes.extend_from_slice(&state.to_le_bytes());
-    }
-    bytes.truncate(len);
-    Bytes::from(bytes)
-}
-
-/// Size of the payload pool: larger than the largest batch, so the entries
-/// of one batch never repeat bytes (raft-engine compresses large batches).
-const POOL_BYTES: usize = 32 << 20;
-
-/// The `batch`-th batch of `count` entries of `len` bytes from `pool`.
+/// The `batch`-th batch of `count` entries of `len` bytes from `pool` (of
+/// [`PayloadKind::pool`]: entries start at multiples of `len`).
 fn batch_from(pool: &Bytes, batch: u64, count: usize, len: usize) -> Vec<Bytes> {
     let batch_bytes = count * len;
     let batches_in_pool = (pool.len() / batch_bytes) as u64;
@@ -280,8 +315,8 @@ fn batch_from(pool: &Bytes, batch: u64, count: usize, len: usize) -> Vec<Bytes> 
 fn synced(spec: &Spec) -> Result<RunResult> {
     let shape = spec.workload.sync_shape().expect("a synced workload");
     let (writers, count, len) = (shape.writers, shape.batch_entries, shape.entry_len);
-    let pool = pool(POOL_BYTES);
-    let wal = engines::open(spec.engine, &spec.dir, true, len)?;
+    let pool = spec.payload.pool(len);
+    let wal = engines::open(spec.engine, &spec.dir, true, len, Tuning::of(spec))?;
     let warmup = Duration::from_secs_f64(spec.seconds / 5.0);
     let measured = Duration::from_secs_f64(spec.seconds);
     let start = Instant::now() + Duration::from_millis(20);
@@ -369,10 +404,10 @@ fn synced(spec: &Spec) -> Result<RunResult> {
 /// `bulk`: one writer, batches of 64 x 4 KiB, unsynced, until
 /// `bulk_bytes` are written, then one sync, all timed. Returns the still
 /// open log for `recover`'s prepare step.
-fn bulk(spec: &Spec) -> Result<(RunResult, Box<dyn Wal>)> {
+pub(crate) fn bulk(spec: &Spec) -> Result<(RunResult, Box<dyn Wal>)> {
     let (count, len) = BULK_BATCH;
-    let pool = pool(POOL_BYTES);
-    let wal = engines::open(spec.engine, &spec.dir, false, len)?;
+    let pool = spec.payload.pool(len);
+    let wal = engines::open(spec.engine, &spec.dir, false, len, Tuning::of(spec))?;
     let batches = spec.bulk_bytes.div_ceil((count * len) as u64);
     let start = Instant::now();
     let mut latencies = Vec::with_capacity(batches as usize);
@@ -407,13 +442,14 @@ fn bulk(spec: &Spec) -> Result<(RunResult, Box<dyn Wal>)> {
 
 /// `recover`: open the `bulk` data and read every entry back, timed, with
 /// peak anonymous memory sampled meanwhile.
-fn recover(spec: &Spec) -> Result<RunResult> {
+pub(crate) fn recover(spec: &Spec) -> Result<RunResult> {
     let (count, len) = BULK_BATCH;
     let batches = spec.bulk_bytes.div_ceil((count * len) as u64);
     let expected = batches * count as u64;
     let sampler = AnonSampler::start();
     let start = Instant::now();
-    let (entries, bytes) = engines::recover_read_all(spec.engine, &spec.dir, len)?;
+    let (entries, bytes) =
+        engines::recover_read_all(spec.engine, &spec.dir, len, Tuning::of(spec))?;
     let seconds = start.elapsed().as_secs_f64();
     let peak = sampler.stop();
     if entries != expected || bytes != expected * len as u64 {
@@ -438,8 +474,8 @@ fn recover(spec: &Spec) -> Result<RunResult> {
 /// sync and a close.
 fn write_tables(spec: &Spec) -> Result<()> {
     let (tables, count, len) = TABLE_READ_SHAPE;
-    let pool = pool(POOL_BYTES);
-    let wal = engines::open(spec.engine, &spec.dir, false, len)?;
+    let pool = spec.payload.pool(len);
+    let wal = engines::open(spec.engine, &spec.dir, false, len, Tuning::of(spec))?;
     let rounds = table_read_rounds(spec);
     for round in 0..rounds {
         for table in 1..=tables {
@@ -490,7 +526,7 @@ fn table_read(spec: &Spec) -> Result<RunResult> {
         }
         seconds = start.elapsed().as_secs_f64();
     } else {
-        let wal = engines::open(spec.engine, &spec.dir, false, len)?;
+        let wal = engines::open(spec.engine, &spec.dir, false, len, Tuning::of(spec))?;
         let start = Instant::now();
         for table in TABLES_READ {
             let mut entries = 0;
@@ -629,7 +665,7 @@ mod tests {
 
     #[test]
     fn batches_of_one_write_never_share_bytes() {
-        let pool = pool(POOL_BYTES);
+        let pool = PayloadKind::Random.pool(4096);
         let batch = batch_from(&pool, 3, 64, 4096);
         assert_eq!(batch.len(), 64);
         let mut starts: Vec<&[u8]> = batch.iter().map(|e| &e[..16]).collect();
@@ -734,13 +770,9 @@ mod tests {
             for engine in [EngineKind::Floor, EngineKind::SegwalManager] {
                 let dir = tempfile::tempdir().unwrap();
                 let spec = Spec {
-                    engine,
-                    workload,
-                    prepare: false,
                     dir: dir.path().join("data"),
                     seconds: 0.05,
-                    bulk_bytes: 0,
-                    table_read_bytes: 0,
+                    ..Spec::for_test(engine, workload)
                 };
                 let result = run(&spec).unwrap().unwrap();
                 let what = format!("{} {engine}", workload.name());
