@@ -110,7 +110,8 @@ enum Command {
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=5))]
         replicas: Option<u64>,
         /// With --backend nats: how many streams the regions share
-        /// (`NatsWalConfig::streams`). Default: the file's, else 16.
+        /// (`NatsWalConfig::streams`). Default: the file's, else
+        /// `segwal_nats::DEFAULT_STREAMS` (1).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(segwal_nats::MAX_STREAMS)))]
         nats_streams: Option<u32>,
     },
@@ -123,7 +124,7 @@ enum Command {
         /// The prefix (default: the file's, else `segwal`).
         #[arg(long)]
         prefix: Option<String>,
-        /// The stream count (default: the file's, else 16).
+        /// The stream count (default: the file's, else 1).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(segwal_nats::MAX_STREAMS)))]
         nats_streams: Option<u32>,
     },

@@ -102,13 +102,13 @@ mod tests {
 
     /// Proves that the block docs/OPERATIONS.md gives, ready to paste, is
     /// exactly what `permissions()` prints for its example (prefix `wal`,
-    /// 2 streams): the documentation cannot drift from the code.
+    /// the default stream count): the documentation cannot drift from the
+    /// code.
     #[test]
     fn the_documented_block_is_the_generated_one() {
         let docs = include_str!("../../../docs/OPERATIONS.md");
         let block = NatsWalConfig::new(["nats://h:4222"])
             .prefix("wal")
-            .streams(2)
             .permissions()
             .to_string();
         let indented: String = block.lines().map(|l| format!("      {l}\n")).collect();

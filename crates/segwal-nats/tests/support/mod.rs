@@ -48,7 +48,7 @@ pub(crate) fn nats_server_binary() -> PathBuf {
     local
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free loopback port")
