@@ -253,7 +253,8 @@ pub fn redact_url(url: &str) -> String {
 pub(crate) fn split_url_credentials(
     servers: &[String],
 ) -> Result<(Vec<String>, Option<Auth>), Error> {
-    let mut found: Option<Auth> = None;
+    // The credentials found so far, and the (redacted) URL that carried them.
+    let mut found: Option<(Auth, String)> = None;
     let mut urls = Vec::with_capacity(servers.len());
     for server in servers {
         let stripped = redact_url(server);
@@ -269,22 +270,22 @@ pub(crate) fn split_url_credentials(
                 None => Auth::Token(percent_decode(info)),
             };
             match &found {
-                Some(earlier) if *earlier != auth => {
+                Some((earlier, first)) if *earlier != auth => {
                     return InvalidConfigSnafu {
                         reason: format!(
-                            "the server URLs carry different credentials ({} and others): \
-                             a client authenticates one way",
-                            redact_url(server)
+                            "the server URLs {first} and {stripped} carry different \
+                             credentials: a client authenticates one way"
                         ),
                     }
                     .fail();
                 }
-                _ => found = Some(auth),
+                Some(_) => {}
+                None => found = Some((auth, stripped.clone())),
             }
         }
         urls.push(stripped);
     }
-    Ok((urls, found))
+    Ok((urls, found.map(|(auth, _)| auth)))
 }
 
 /// `%XX` escapes decoded (URL user information may hold them); anything
@@ -358,7 +359,11 @@ mod tests {
 
         let mixed = ["nats://a:x@h1".to_owned(), "nats://a:y@h2".to_owned()];
         let err = split_url_credentials(&mixed).unwrap_err().to_string();
-        assert!(err.contains("different credentials") && err.contains("nats://h1"));
+        assert!(
+            err.contains("different credentials")
+                && err.contains("nats://h1 and nats://h2"),
+            "{err}"
+        );
         assert!(!err.contains("a:x"), "{err}");
 
         let both = Security {
