@@ -111,8 +111,9 @@ pub(crate) enum Backend {
     /// `LocalWal` in the data dir.
     Local,
     /// `NatsWal` with this configuration: under a prefix of its own
-    /// (`segwal_bench_<pid>`) unless read from a file.
-    Nats(NatsTarget),
+    /// (`segwal_bench_<pid>`) unless read from a file. Boxed: a config
+    /// with its security settings is large beside `Local`.
+    Nats(Box<NatsTarget>),
 }
 
 /// What the bench needs of a backend besides the `WalManager` calls.

@@ -257,12 +257,12 @@ fn run(command: Command) -> Result<ExitCode, String> {
                     if !matches!(compression, CompressionArg::None) {
                         return Err("--compression needs --backend local".into());
                     }
-                    bench::Backend::Nats(nats::resolve(nats::NatsFlags {
+                    bench::Backend::Nats(Box::new(nats::resolve(nats::NatsFlags {
                         config_file: nats_config.as_deref(),
                         servers,
                         replicas,
                         streams: nats_streams,
-                    })?)
+                    })?))
                 }
             };
             let options = bench::BenchOptions {

@@ -38,7 +38,11 @@ pub(crate) fn read_config(path: &Path) -> Result<NatsWalConfig, String> {
     toml::from_str(&text).map_err(|e| {
         let first = e.to_string();
         let first = first.lines().next().unwrap_or_default().to_owned();
-        format!("NATS config {} is invalid: {first} ({})", path.display(), e.message())
+        format!(
+            "NATS config {} is invalid: {first} ({})",
+            path.display(),
+            e.message()
+        )
     })
 }
 

@@ -272,4 +272,3 @@ fn random_owner() -> String {
     );
     format!("segwal-{}-{:016x}", std::process::id(), hasher.finish())
 }
-

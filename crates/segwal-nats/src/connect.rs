@@ -64,7 +64,9 @@ impl Violations {
 
     fn observe(&self, event: Event) {
         if let Event::ServerError(ServerError::Other(message)) = event
-            && message.to_ascii_lowercase().contains("permissions violation")
+            && message
+                .to_ascii_lowercase()
+                .contains("permissions violation")
         {
             log::warn!("NATS refused a request: {message}");
             self.last.send_modify(|(count, last)| {

@@ -277,9 +277,10 @@ mod tests {
                 NatsWalConfig::new(["nats://h:4222"]).credentials_file("/etc/nats/wal.creds"),
             ),
         ] {
-            let config: NatsWalConfig =
-                toml::from_str(&format!("servers = [\"nats://h:4222\"]\nowner = \"o\"\n{text}"))
-                    .unwrap();
+            let config: NatsWalConfig = toml::from_str(&format!(
+                "servers = [\"nats://h:4222\"]\nowner = \"o\"\n{text}"
+            ))
+            .unwrap();
             assert_eq!(config, expected.owner("o"), "{text}");
             let written = toml::to_string(&config).unwrap();
             assert_eq!(toml::from_str::<NatsWalConfig>(&written).unwrap(), config);
@@ -292,6 +293,9 @@ mod tests {
         for secret in ["url-secret", "url-token", "pw-secret", "t0ken-secret"] {
             assert!(!shown.contains(secret), "{shown}");
         }
-        assert!(shown.contains("nats://h:4222") && shown.contains("<redacted>"), "{shown}");
+        assert!(
+            shown.contains("nats://h:4222") && shown.contains("<redacted>"),
+            "{shown}"
+        );
     }
 }

@@ -87,7 +87,12 @@ mod tests {
         assert_eq!(permissions.publish.len(), 1 + 2 * STREAM_APIS.len());
         assert!(permissions.publish.contains(&"wal.>".to_owned()));
         for name in ["wal_s0", "wal_s1"] {
-            for api in ["STREAM.INFO", "STREAM.CREATE", "DIRECT.GET", "STREAM.MSG.GET"] {
+            for api in [
+                "STREAM.INFO",
+                "STREAM.CREATE",
+                "DIRECT.GET",
+                "STREAM.MSG.GET",
+            ] {
                 let subject = format!("$JS.API.{api}.{name}");
                 assert!(permissions.publish.contains(&subject), "{subject}");
             }

@@ -36,7 +36,10 @@ pub(crate) enum Auth {
     /// No credentials (a server without authentication, or mutual TLS
     /// mapping the certificate to a user).
     None,
-    UserPassword { user: String, password: String },
+    UserPassword {
+        user: String,
+        password: String,
+    },
     Token(String),
     /// An nkey seed, read from `nkey_seed_file` and checked.
     NkeySeed(String),
@@ -360,8 +363,7 @@ mod tests {
         let mixed = ["nats://a:x@h1".to_owned(), "nats://a:y@h2".to_owned()];
         let err = split_url_credentials(&mixed).unwrap_err().to_string();
         assert!(
-            err.contains("different credentials")
-                && err.contains("nats://h1 and nats://h2"),
+            err.contains("different credentials") && err.contains("nats://h1 and nats://h2"),
             "{err}"
         );
         assert!(!err.contains("a:x"), "{err}");
@@ -425,7 +427,10 @@ mod tests {
             ..Security::default()
         };
         let err = settings.auth(None).unwrap_err().to_string();
-        assert!(err.contains("nkey_seed_file") && err.contains("user.nk"), "{err}");
+        assert!(
+            err.contains("nkey_seed_file") && err.contains("user.nk"),
+            "{err}"
+        );
 
         let user = nkeys::KeyPair::new_user();
         let seed = user.seed().unwrap();

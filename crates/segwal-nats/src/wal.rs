@@ -149,9 +149,10 @@ impl NatsWal {
         // prefix holds nothing; if present, its layout must match.
         let stream_0 = wal.inner.config.stream_name(0);
         wal.inner
-            .refusable(&format!("opening the WAL (looking up stream {stream_0})"), async {
-                wal.inner.stream(0, false).await
-            })
+            .refusable(
+                &format!("opening the WAL (looking up stream {stream_0})"),
+                async { wal.inner.stream(0, false).await },
+            )
             .await?;
         Ok(wal)
     }
@@ -351,7 +352,9 @@ impl WalManager for NatsWal {
                 .await?;
             Ok(state.max_seq)
         };
-        Ok(inner.explained("reading a sequence number", reading).await?)
+        Ok(inner
+            .explained("reading a sequence number", reading)
+            .await?)
     }
 
     async fn mark_delete_entries_up_to(
@@ -419,7 +422,10 @@ impl WalManager for NatsWal {
         ctx: &WriteContext,
         batch: &LogWriteBatch,
     ) -> segwal::Result<SequenceNumber> {
-        Ok(self.inner.explained("a write", self.inner.write(ctx, batch)).await?)
+        Ok(self
+            .inner
+            .explained("a write", self.inner.write(ctx, batch))
+            .await?)
     }
 
     async fn scan(&self, ctx: &ScanContext, req: &ScanRequest) -> segwal::Result<BatchLogIterator> {

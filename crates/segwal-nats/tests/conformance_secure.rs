@@ -7,16 +7,16 @@
 //! violation of the case's user (a denied purge, say, would otherwise only
 //! be retried and logged).
 
-mod support;
 #[path = "support/secure.rs"]
 mod secure;
+mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
+use secure::{ADMIN, SecureServer, permissions_for};
 use segwal_conformance::Backend;
 use segwal_nats::{NatsWal, NatsWalConfig};
-use secure::{ADMIN, SecureServer, permissions_for};
 use tokio::sync::OnceCell;
 
 /// As many users as the suite has cases, at least.

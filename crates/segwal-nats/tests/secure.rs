@@ -5,17 +5,15 @@
 //! its cause; no secret appears in what the WAL shows; a user cannot touch
 //! another prefix.
 
-mod support;
 #[path = "support/secure.rs"]
 mod secure;
+mod support;
 
 use std::time::{Duration, Instant};
 
+use secure::{ADMIN, Pki, SecureServer, assert_no_secret, permissions_for, write_and_read_back};
 use segwal::{WalLocation, WalManager};
 use segwal_nats::{Error, NatsWal, NatsWalConfig};
-use secure::{
-    ADMIN, Pki, SecureServer, assert_no_secret, permissions_for, write_and_read_back,
-};
 use tokio::sync::OnceCell;
 
 const WAL_PASSWORD: &str = "wal-secret-pw";
@@ -116,7 +114,10 @@ async fn password_user_over_mutual_tls_writes_and_reads() {
     let wal = NatsWal::open(config).await.unwrap();
     write_and_read_back(&wal, 1).await;
     let statistics = wal.get_statistics().await.unwrap();
-    assert!(statistics.contains(&setup.server.url("tls", None)), "{statistics}");
+    assert!(
+        statistics.contains(&setup.server.url("tls", None)),
+        "{statistics}"
+    );
     assert_no_secret(&statistics, &[WAL_PASSWORD]);
     wal.close_gracefully().await.unwrap();
 }
@@ -154,8 +155,8 @@ fn config_for_url(setup: &Setup, url: String) -> NatsWalConfig {
 #[tokio::test]
 async fn nkey_user_writes_and_reads() {
     let setup = setup().await;
-    let config = config(setup, setup.server.url("tls", None), "nk")
-        .nkey_seed_file(&setup.nkey_seed_file);
+    let config =
+        config(setup, setup.server.url("tls", None), "nk").nkey_seed_file(&setup.nkey_seed_file);
     let wal = NatsWal::open(config).await.unwrap();
     write_and_read_back(&wal, 1).await;
     wal.close_gracefully().await.unwrap();

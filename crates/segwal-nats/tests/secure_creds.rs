@@ -4,15 +4,15 @@
 //! file authenticates; a missing or invalid one, or a user whose JWT
 //! does not cover the prefix, is refused at once with its cause.
 
-mod support;
 #[path = "support/secure.rs"]
 mod secure;
+mod support;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use segwal_nats::{Error, NatsWal, NatsWalConfig};
 use secure::{Operator, SecureServer, write_and_read_back};
+use segwal_nats::{Error, NatsWal, NatsWalConfig};
 use tokio::sync::OnceCell;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(4);
@@ -92,7 +92,9 @@ async fn a_missing_or_invalid_creds_file_is_refused_naming_it() {
         "{text}"
     );
 
-    let invalid = setup.server.file("invalid.creds", "this is not a creds file\n");
+    let invalid = setup
+        .server
+        .file("invalid.creds", "this is not a creds file\n");
     let (err, took) = refusal(config(setup, "cr").credentials_file(&invalid)).await;
     let text = err.to_string();
     assert!(matches!(err, Error::InvalidSecretFile { .. }), "{err:?}");

@@ -2,15 +2,15 @@
 //! (started once for this file): the token works from the config and
 //! from a server URL, is never shown, and a wrong one is refused at once.
 
-mod support;
 #[path = "support/secure.rs"]
 mod secure;
+mod support;
 
 use std::time::{Duration, Instant};
 
+use secure::{SecureServer, assert_no_secret, write_and_read_back};
 use segwal::WalManager;
 use segwal_nats::{Error, NatsWal, NatsWalConfig};
-use secure::{SecureServer, assert_no_secret, write_and_read_back};
 use tokio::sync::OnceCell;
 
 const TOKEN: &str = "t0ken-secret-value";
@@ -64,7 +64,10 @@ async fn a_token_in_the_url_writes_and_reads_and_is_never_shown() {
     let wal = NatsWal::open(config).await.unwrap();
     write_and_read_back(&wal, 2).await;
     let statistics = wal.get_statistics().await.unwrap();
-    assert!(statistics.contains(&server.url("nats", None)), "{statistics}");
+    assert!(
+        statistics.contains(&server.url("nats", None)),
+        "{statistics}"
+    );
     assert_no_secret(&statistics, &[TOKEN]);
     wal.close_gracefully().await.unwrap();
 }

@@ -6,7 +6,6 @@
 
 #![allow(dead_code)] // Each test file uses a part.
 
-
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

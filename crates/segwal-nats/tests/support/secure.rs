@@ -11,6 +11,8 @@
 //! when the process ends, however it ends, the pipe closes and the shell
 //! stops the server and removes its dir.
 
+#![allow(dead_code)] // Each secure test file uses a part.
+
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -183,8 +185,8 @@ impl Operator {
     /// with nats-jwt and signed by the account.
     pub(crate) fn creds(&self, dir: &Path, name: &str, prefix: Option<(&str, u32)>) -> PathBuf {
         let user = KeyPair::new_user();
-        let mut token = nats_jwt::Token::new_user(self.account.public_key(), user.public_key())
-            .name(name);
+        let mut token =
+            nats_jwt::Token::new_user(self.account.public_key(), user.public_key()).name(name);
         if let Some((prefix, streams)) = prefix {
             let permissions = NatsWalConfig::new(["nats://unused:4222"])
                 .prefix(prefix)
