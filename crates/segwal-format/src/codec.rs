@@ -2,9 +2,10 @@
 //! length-prefixed entries of a batch, and back.
 //!
 //! Pure computation over byte slices, like the rest of the crate. The
-//! compressors are the LZ4 block format (`lz4_flex`, safe Rust, without the
-//! frame format: the record header already carries the lengths and the
-//! checksum) and a Zstandard frame (`zstd`). Their contexts are kept per
+//! compressors are the LZ4 block format (`lz4_flex`, without the frame
+//! format: the record header already carries the lengths and the checksum;
+//! its decoder bounds-checks malformed input) and a Zstandard frame
+//! (`zstd`). Their contexts are kept per
 //! thread, so a writer does not allocate one per batch.
 
 use std::cell::RefCell;
