@@ -8,6 +8,7 @@ mod payload;
 mod report;
 mod size;
 mod tools;
+mod tsdb_rows;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

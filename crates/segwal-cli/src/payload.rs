@@ -3,6 +3,8 @@
 
 use bytes::Bytes;
 
+use crate::tsdb_rows::{XorShift, tsdb_rows};
+
 /// What `segwal bench` writes in each entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum PayloadKind {
@@ -29,21 +31,13 @@ impl PayloadKind {
         (0..count)
             .map(|i| match self {
                 PayloadKind::Random => random_bytes(&mut rng, len),
-                PayloadKind::Tsdb => tsdb_rows(&mut rng, len, seed * 1_000 + i as u64),
+                PayloadKind::Tsdb => {
+                    let mut rows = Vec::with_capacity(len);
+                    tsdb_rows(&mut rng, len, seed * 1_000 + i as u64, &mut rows);
+                    Bytes::from(rows)
+                }
             })
             .collect()
-    }
-}
-
-/// xorshift64*: deterministic, fast, and incompressible enough.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 }
 
@@ -54,61 +48,6 @@ fn random_bytes(rng: &mut XorShift, len: usize) -> Bytes {
     }
     bytes.truncate(len);
     Bytes::from(bytes)
-}
-
-/// The tag values the generated series draw from: a fleet of hosts in a
-/// few regions and data centres, as in the usual TSDB benchmarks (TSBS's
-/// `cpu-only`).
-const REGIONS: [&str; 4] = ["us-west-2", "us-east-1", "eu-central-1", "ap-southeast-1"];
-const SERVICES: [&str; 5] = ["api", "web", "db", "cache", "queue"];
-
-/// Rows of a `cpu` table until `len` bytes (the last row cut off there),
-/// one series per payload: the way a row-oriented engine writes a write
-/// request to its WAL (HoraeDB's, InfluxDB's line-protocol batches).
-///
-/// A row: `timestamp: i64` (milliseconds, 10 s apart with a little
-/// jitter), then each tag as `len: u8, key, len: u8, value`, then
-/// `field count: u8` and each field as `f64` (usage percentages doing a
-/// random walk, rounded to hundredths, as collectors report them).
-fn tsdb_rows(rng: &mut XorShift, len: usize, series: u64) -> Bytes {
-    let host = format!("host_{:04}", series % 4000);
-    let tags: [(&str, &str); 4] = [
-        ("hostname", host.as_str()),
-        ("region", REGIONS[(series % 4) as usize]),
-        ("service", SERVICES[(series % 5) as usize]),
-        (
-            "arch",
-            if series.is_multiple_of(3) {
-                "arm64"
-            } else {
-                "x86_64"
-            },
-        ),
-    ];
-    let mut values = [0f64; 6];
-    for value in &mut values {
-        *value = (rng.next() % 10_000) as f64 / 100.0;
-    }
-    let mut timestamp: i64 = 1_764_000_000_000 + (series as i64 % 1_000) * 10_000;
-    let mut out = Vec::with_capacity(len + 128);
-    while out.len() < len {
-        out.extend_from_slice(&timestamp.to_le_bytes());
-        for (key, value) in tags {
-            out.push(key.len() as u8);
-            out.extend_from_slice(key.as_bytes());
-            out.push(value.len() as u8);
-            out.extend_from_slice(value.as_bytes());
-        }
-        out.push(values.len() as u8);
-        for value in &mut values {
-            let step = (rng.next() % 201) as f64 / 100.0 - 1.0;
-            *value = ((*value + step).clamp(0.0, 100.0) * 100.0).round() / 100.0;
-            out.extend_from_slice(&value.to_le_bytes());
-        }
-        timestamp += 10_000 + (rng.next() % 3) as i64 - 1;
-    }
-    out.truncate(len);
-    Bytes::from(out)
 }
 
 #[cfg(test)]
