@@ -6,7 +6,10 @@
 //!
 //! A backend implements [`Backend`] (open the WAL; open it again after a
 //! close or a drop, as a restart does) and calls [`conformance_tests!`],
-//! which makes one `#[tokio::test]` per case.
+//! which makes one `#[tokio::test]` per case. [`scrape`] reads a metrics
+//! registry for the backends' metrics tests.
+
+pub mod scrape;
 
 use std::sync::Arc;
 

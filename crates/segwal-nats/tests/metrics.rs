@@ -5,27 +5,9 @@ mod support;
 
 use segwal::metrics::MeteredWal;
 use segwal::{LogWriteBatch, WalLocation, WalManager, WriteContext};
+use segwal_conformance::scrape::{sample, scrape};
 use segwal_nats::{NatsWal, NatsWalConfig};
 use support::NatsServers;
-
-/// The text exposition of everything in `registry`.
-fn scrape(registry: &prometheus::Registry) -> String {
-    let mut text = String::new();
-    prometheus::TextEncoder::new()
-        .encode_utf8(&registry.gather(), &mut text)
-        .expect("the families encode");
-    text
-}
-
-/// The value of the sample line that starts with `series` (name and
-/// labels exactly as exposed).
-fn sample(text: &str, series: &str) -> f64 {
-    let line = text
-        .lines()
-        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
-        .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"));
-    line[series.len()..].trim().parse().expect("a number")
-}
 
 /// Proves that a metered `NatsWal` is scraped under `backend="nats"` and
 /// counts exactly what was done: batches, entries and payload bytes

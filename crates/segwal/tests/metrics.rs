@@ -6,25 +6,7 @@ use segwal::{
     LocalWal, LocalWalConfig, LogWriteBatch, ReadBoundary, ReadContext, ReadRequest, WalLocation,
     WalManager, WriteContext,
 };
-
-/// The text exposition of everything in `registry`.
-fn scrape(registry: &prometheus::Registry) -> String {
-    let mut text = String::new();
-    prometheus::TextEncoder::new()
-        .encode_utf8(&registry.gather(), &mut text)
-        .expect("the families encode");
-    text
-}
-
-/// The value of the sample line that starts with `series` (name and
-/// labels exactly as exposed).
-fn sample(text: &str, series: &str) -> f64 {
-    let line = text
-        .lines()
-        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
-        .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"));
-    line[series.len()..].trim().parse().expect("a number")
-}
+use segwal_conformance::scrape::{sample, scrape};
 
 /// Proves that the metrics of a metered `LocalWal` count exactly what was
 /// done: writes (batches, entries, the write latency histogram), syncs
