@@ -7,8 +7,10 @@
 //! A backend implements [`Backend`] (open the WAL; open it again after a
 //! close or a drop, as a restart does) and calls [`conformance_tests!`],
 //! which makes one `#[tokio::test]` per case. [`scrape`] reads a metrics
-//! registry for the backends' metrics tests.
+//! registry for the backends' metrics tests, [`limits`] reads at the
+//! limits of the id and sequence spaces for their hostile-input tests.
 
+pub mod limits;
 pub mod scrape;
 
 use std::sync::Arc;

@@ -15,6 +15,7 @@ use segwal::{
     MAX_SEQUENCE_NUMBER, MIN_SEQUENCE_NUMBER, ReadBoundary, ReadContext, ReadRequest, ScanRequest,
     WalLocation, WalManager, WriteContext,
 };
+use segwal_conformance::limits;
 use segwal_manager::META_FILE;
 
 const MAX: u64 = u64::MAX;
@@ -102,22 +103,6 @@ fn files(dir: &Path) -> Vec<String> {
     names
 }
 
-/// Whether `boundary` admits `n`, per SPEC 3.3 and HoraeDB: `Min` is 0,
-/// `Max` is `u64::MAX`, `Excluded(x)` is `x + 1` as a start and `x - 1` as
-/// an end.
-fn admits(boundary: ReadBoundary, as_start: bool, n: u64) -> bool {
-    use ReadBoundary::{Excluded, Included, Max, Min};
-    match (boundary, as_start) {
-        (Min, true) | (Max, false) => true,
-        (Min, false) => n == 0,
-        (Max, true) => n == MAX,
-        (Included(x), true) => n >= x,
-        (Included(x), false) => n <= x,
-        (Excluded(x), true) => n > x,
-        (Excluded(x), false) => n < x,
-    }
-}
-
 /// Proves that every pair of read boundaries built from 0, 1, the numbers
 /// around a table's entries, `u64::MAX - 1` and `u64::MAX` (including the
 /// empty and inverted ones) yields exactly the entries the SPEC's
@@ -128,59 +113,7 @@ async fn every_read_boundary_pair_at_the_limits() {
     let dir = tempfile::tempdir().unwrap();
     set_sequence_floor(dir.path(), MAX, MAX - 4);
     let wal = LocalWal::open(config(dir.path())).await.unwrap();
-    let (low, high) = (WalLocation::new(0, MAX), WalLocation::new(MAX, 0));
-    let other = WalLocation::new(MAX, MAX);
-    let mut written = Vec::new();
-    for (location, payload) in [
-        (low, &b"a"[..]),
-        (low, b""),
-        (high, b"top-4"),
-        (other, b"other"),
-        (high, b"top-2"),
-        (high, b"top-1"),
-        (low, b"c"),
-    ] {
-        let sequence = write(&wal, location, &[payload]).await;
-        written.push((location, sequence, payload.to_vec()));
-    }
-    assert_eq!(
-        written.iter().map(|w| w.1).collect::<Vec<_>>(),
-        [1, 2, MAX - 4, MAX - 3, MAX - 2, MAX - 1, 3]
-    );
-
-    use ReadBoundary::{Excluded, Included, Max, Min};
-    let numbers = [0, 1, 2, 3, 4, MAX - 4, MAX - 3, MAX - 2, MAX - 1, MAX];
-    let mut boundaries = vec![Min, Max];
-    for n in numbers {
-        boundaries.extend([Included(n), Excluded(n)]);
-    }
-    for location in [low, high] {
-        for start in &boundaries {
-            for end in &boundaries {
-                let request = ReadRequest {
-                    location,
-                    start: *start,
-                    end: *end,
-                };
-                let want: Vec<(u64, Vec<u8>)> = written
-                    .iter()
-                    .filter(|(l, n, _)| {
-                        *l == location && admits(*start, true, *n) && admits(*end, false, *n)
-                    })
-                    .map(|(_, n, p)| (*n, p.clone()))
-                    .collect();
-                let got: Vec<(u64, Vec<u8>)> = read(&wal, request)
-                    .await
-                    .into_iter()
-                    .map(|e| {
-                        assert_eq!(e.table_id, location.table_id);
-                        (e.sequence, e.payload.to_vec())
-                    })
-                    .collect();
-                assert_eq!(got, want, "{location:?} {start:?}..{end:?}");
-            }
-        }
-    }
+    limits::every_read_boundary_pair_at_the_limits(&wal).await;
 }
 
 /// Proves that the boundary conversions are total at the limits: they
