@@ -34,7 +34,7 @@ async fn write_one(wal: &impl WalManager, location: WalLocation, payload: &[u8])
 }
 
 /// Every entry of `iter`; checks that each batch holds 1 to `batch_size`.
-async fn drain(mut iter: BatchLogIterator, batch_size: usize) -> Vec<LogEntry> {
+pub async fn drain(mut iter: BatchLogIterator, batch_size: usize) -> Vec<LogEntry> {
     let mut out = Vec::new();
     while let Some(batch) = iter.next_batch().await.unwrap() {
         assert!(

@@ -12,7 +12,7 @@ use segwal::{
     BatchLogIterator, LogEntry, LogWriteBatch, ReadBoundary, ReadContext, ReadRequest, ScanRequest,
     WalLocation, WalManager, WriteContext,
 };
-use segwal_conformance::limits;
+use segwal_conformance::limits::{self, drain};
 use segwal_nats::{Error, MAX_STREAMS, NatsWal, NatsWalConfig};
 use support::NatsServers;
 
@@ -32,16 +32,6 @@ async fn write(wal: &NatsWal, location: WalLocation, payloads: &[&[u8]]) -> u64 
         batch.push(p.to_vec());
     }
     wal.write(&WriteContext::default(), &batch).await.unwrap()
-}
-
-/// Every entry of `iter`; checks each batch holds 1 to `batch_size`.
-async fn drain(mut iter: BatchLogIterator, batch_size: usize) -> Vec<LogEntry> {
-    let mut out = Vec::new();
-    while let Some(batch) = iter.next_batch().await.unwrap() {
-        assert!(!batch.is_empty() && batch.len() <= batch_size.max(1));
-        out.extend(batch);
-    }
-    out
 }
 
 async fn read(wal: &NatsWal, request: ReadRequest) -> Vec<LogEntry> {

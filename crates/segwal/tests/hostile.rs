@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use segwal::{
-    BatchLogIterator, Error, LocalWal, LocalWalConfig, LogEntry, LogWriteBatch,
-    MAX_SEQUENCE_NUMBER, MIN_SEQUENCE_NUMBER, ReadBoundary, ReadContext, ReadRequest, ScanRequest,
-    WalLocation, WalManager, WriteContext,
+    Error, LocalWal, LocalWalConfig, LogEntry, LogWriteBatch, MAX_SEQUENCE_NUMBER,
+    MIN_SEQUENCE_NUMBER, ReadBoundary, ReadContext, ReadRequest, ScanRequest, WalLocation,
+    WalManager, WriteContext,
 };
-use segwal_conformance::limits;
+use segwal_conformance::limits::{self, drain};
 use segwal_manager::META_FILE;
 
 const MAX: u64 = u64::MAX;
@@ -30,20 +30,6 @@ async fn write(wal: &LocalWal, location: WalLocation, payloads: &[&[u8]]) -> u64
         batch.push(p.to_vec());
     }
     wal.write(&WriteContext::default(), &batch).await.unwrap()
-}
-
-/// Every entry of `iter`; checks each batch holds 1 to `batch_size`.
-async fn drain(mut iter: BatchLogIterator, batch_size: usize) -> Vec<LogEntry> {
-    let mut out = Vec::new();
-    while let Some(batch) = iter.next_batch().await.unwrap() {
-        assert!(
-            !batch.is_empty() && batch.len() <= batch_size,
-            "{}",
-            batch.len()
-        );
-        out.extend(batch);
-    }
-    out
 }
 
 async fn read(wal: &LocalWal, request: ReadRequest) -> Vec<LogEntry> {
