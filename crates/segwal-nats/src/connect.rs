@@ -169,17 +169,19 @@ impl Inner {
         operation: &str,
         result: Result<T, Error>,
     ) -> Result<T, Error> {
-        match result {
-            Err(
-                Error::Stream { .. }
+        let Err(err) = result else {
+            return result;
+        };
+        let unexplained = matches!(
+            err,
+            Error::Stream { .. }
                 | Error::Request { .. }
                 | Error::Publish { .. }
-                | Error::Timeout { .. },
-            ) if self.violations.since(seen).is_some() => {
-                let violation = self.violations.since(seen).unwrap_or_default();
-                Err(self.denied(operation, violation))
-            }
-            result => result,
+                | Error::Timeout { .. }
+        );
+        match self.violations.since(seen) {
+            Some(violation) if unexplained => Err(self.denied(operation, violation)),
+            _ => Err(err),
         }
     }
 
