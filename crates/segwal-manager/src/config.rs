@@ -20,6 +20,17 @@ use crate::error::{Error, Result};
 /// 64 KiB entries over it (docs/DESIGN.md, "Writing").
 pub const ZERO_FILL_MAX_BYTES_PER_SEC: f64 = 256.0 * 1024.0 * 1024.0;
 
+/// The share of the time the active segment is expected to take to fill
+/// over which its successor's zeros are spread (see
+/// [`ManagerConfig::zero_fill_spread`]): the spare is ready with time to
+/// spare if the writes keep their pace, and at twice the pace just in time.
+const ZERO_FILL_SPREAD_SHARE: f64 = 0.5;
+
+/// The longest a spare's zeros are spread over, however slowly segments
+/// fill: the spare's thread lives no longer than this plus the zeros' own
+/// time (unless hurried sooner).
+const ZERO_FILL_MAX_SPREAD: Duration = Duration::from_secs(10);
+
 /// The most streams a shared log may have.
 pub const MAX_STREAMS: usize = 64;
 
@@ -153,6 +164,32 @@ impl ManagerConfig {
         })
     }
 
+    /// Over how long a spare's zeros (if it is zero-filled) are spread,
+    /// given how fast the active segment is being filled (bytes per
+    /// second; `None` when not known): half the time the active segment
+    /// is expected to take to fill, at most [`ZERO_FILL_MAX_SPREAD`]. No
+    /// pauses at all when the rate is not known, or when `preallocation`
+    /// is set: a segment then has the blocks it was set to have, every
+    /// zero written, even if a rollover must wait for them. Zeros written as fast
+    /// as the disk takes them hold up the writers' syncs for as long as
+    /// they last; spread out, a sync meets at most one chunk in flight, and
+    /// only some of the time. A rollover that finds the zeros unfinished
+    /// reserves the rest of the blocks instead of waiting for them
+    /// (`ZeroFillPace::hurry`).
+    pub fn zero_fill_spread(&self, fill_bytes_per_sec: Option<f64>) -> Duration {
+        let Some(rate) = fill_bytes_per_sec.filter(|rate| *rate > 0.0) else {
+            return Duration::ZERO;
+        };
+        if self.preallocation.is_some() {
+            return Duration::ZERO;
+        }
+        let fill_secs = self.segment_size_bytes as f64 / rate;
+        Duration::try_from_secs_f64(fill_secs * ZERO_FILL_SPREAD_SHARE)
+            .map_or(ZERO_FILL_MAX_SPREAD, |spread| {
+                spread.min(ZERO_FILL_MAX_SPREAD)
+            })
+    }
+
     /// Checks every value, before anything is opened or written.
     pub fn validate(&self) -> Result<()> {
         let invalid = |reason: String| Err(Error::InvalidConfig { reason });
@@ -231,5 +268,29 @@ mod tests {
         config.sync_mode = SyncMode::Always;
         config.preallocation = Some(Preallocation::Reserved);
         assert_eq!(config.preallocation(slow, false), Preallocation::Reserved);
+    }
+
+    /// Proves the spread of a spare's zeros: half the time the active
+    /// segment is expected to take to fill, capped, and none when the fill
+    /// rate is unknown (or not a rate) or the preallocation is set.
+    #[test]
+    fn zeros_are_spread_over_half_the_expected_fill_time() {
+        let mut config = ManagerConfig::new("/data");
+        config.segment_size_bytes = 64 << 20;
+        let mib = 1024.0 * 1024.0;
+        assert_eq!(
+            config.zero_fill_spread(Some(64.0 * mib)),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            config.zero_fill_spread(Some(256.0 * mib)),
+            Duration::from_millis(125)
+        );
+        assert_eq!(config.zero_fill_spread(Some(1.0)), ZERO_FILL_MAX_SPREAD);
+        for rate in [None, Some(0.0), Some(-1.0), Some(f64::NAN)] {
+            assert_eq!(config.zero_fill_spread(rate), Duration::ZERO, "{rate:?}");
+        }
+        config.preallocation = Some(Preallocation::Zeroed);
+        assert_eq!(config.zero_fill_spread(Some(64.0 * mib)), Duration::ZERO);
     }
 }

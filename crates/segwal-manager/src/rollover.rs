@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use segwal_format::{SEGMENT_HEADER_LEN, SegmentIdentity};
-use segwal_segment::{Preallocation, Segment};
+use segwal_segment::{Preallocation, Segment, ZeroFillPace};
 use snafu::ResultExt;
 
 use crate::context::Context;
@@ -132,23 +132,33 @@ impl Stream {
         let preallocation = ctx
             .config
             .preallocation(writer.fill_rate, ctx.memory_backed);
-        self.spawn_spare(writer, preallocation, ctx);
+        let pace = ZeroFillPace::spread_over(ctx.config.zero_fill_spread(writer.fill_rate));
+        self.spawn_spare(writer, preallocation, pace, ctx);
     }
 
     /// Creates the next segment on a thread of its own, under its
-    /// temporary name, then renames it to its final name, as the writer's
-    /// spare. Without a thread the rollover creates the segment itself;
-    /// the id stays unused.
-    fn spawn_spare(&self, writer: &mut Writer, preallocation: Preallocation, ctx: &Context) {
+    /// temporary name, its zeros (if any) written at `pace`, then renames
+    /// it to its final name, as the writer's spare. Without a thread the
+    /// rollover creates the segment itself; the id stays unused.
+    fn spawn_spare(
+        &self,
+        writer: &mut Writer,
+        preallocation: Preallocation,
+        pace: ZeroFillPace,
+        ctx: &Context,
+    ) {
         let segment_id = ctx.next_segment_id.fetch_add(1, Ordering::AcqRel);
         let path = ctx.spare_path(segment_id);
         let final_path = ctx.segment_path(segment_id);
         let identity = self.identity(segment_id);
         let capacity = ctx.config.segment_size_bytes;
+        let pace = Arc::new(pace);
+        let paced = Arc::clone(&pace);
         let spawned = std::thread::Builder::new()
             .name(format!("segwal-spare-{}", self.id))
             .spawn(move || {
-                let mut segment = Segment::create(&path, identity, capacity, preallocation)?;
+                let mut segment =
+                    Segment::create_paced(&path, identity, capacity, preallocation, &paced)?;
                 if let Err(err) = segment.rename(&final_path) {
                     let _ = segment.delete();
                     return Err(err);
@@ -158,7 +168,8 @@ impl Stream {
         if let Ok(creating) = spawned {
             writer.spare = Some(Spare {
                 segment_id,
-                creating,
+                pace,
+                creating: Some(creating),
             });
         }
     }
@@ -173,21 +184,26 @@ impl Stream {
             return;
         }
         let preallocation = ctx.config.preallocation(None, ctx.memory_backed);
-        self.spawn_spare(&mut writer, preallocation, ctx);
+        self.spawn_spare(&mut writer, preallocation, ZeroFillPace::default(), ctx);
     }
 
     /// The prepared segment, if there is one, it was created successfully
     /// and it can hold `needed` bytes. Otherwise the spare is discarded and
-    /// the caller creates a segment itself.
+    /// the caller creates a segment itself. A spare whose zeros are still
+    /// being written is hurried (the rest of its blocks reserved): the
+    /// writers wait for that, not for the rest of the zeros.
     fn take_spare(&self, writer: &mut Writer, needed: u64, ctx: &Context) -> Option<Segment> {
         let spare = writer.spare.take()?;
-        let Ok(Ok(segment)) = spare.creating.join() else {
-            // Creation failed and removed its file; the id stays unused.
-            return None;
-        };
-        debug_assert_eq!(segment.identity().segment_id, spare.segment_id);
+        let segment_id = spare.segment_id;
+        let (segment, hurried) = spare.finish();
+        // None: creation failed and removed its file; the id stays unused.
+        let segment = segment?;
+        debug_assert_eq!(segment.identity().segment_id, segment_id);
         if segment.capacity() >= needed {
             ctx.stats.spares_used.fetch_add(1, Ordering::Relaxed);
+            if hurried {
+                ctx.stats.spares_hurried.fetch_add(1, Ordering::Relaxed);
+            }
             return Some(segment);
         }
         // Too small for this batch. Best effort: were it left behind,

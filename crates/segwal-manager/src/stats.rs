@@ -23,6 +23,7 @@ pub(crate) struct Stats {
     pub(crate) segments_deleted: AtomicU64,
     pub(crate) segments_reopened: AtomicU64,
     pub(crate) spares_used: AtomicU64,
+    pub(crate) spares_hurried: AtomicU64,
     pub(crate) meta_writes: AtomicU64,
     pub(crate) segments_rewritten: AtomicU64,
     pub(crate) rewritten_records: AtomicU64,
@@ -107,6 +108,12 @@ pub struct Statistics {
     /// Rollovers that found the next segment prepared ahead of need (the
     /// others created it while writers waited).
     pub spares_used: u64,
+    /// Of those, rollovers that found the spare's zeros still being
+    /// written (spread over the time the segment before it was expected to
+    /// take to fill) and hurried them: the rest of its blocks were reserved
+    /// instead. Many mean segments fill faster than their successors'
+    /// zeros are paced for.
+    pub spares_hurried: u64,
     /// META log appends (deletes, tables' numbers before segments are
     /// removed, sequence floors after a failure).
     pub meta_writes: u64,
@@ -161,6 +168,7 @@ impl Statistics {
             segments_deleted: stats.segments_deleted.load(Ordering::Relaxed),
             segments_reopened: stats.segments_reopened.load(Ordering::Relaxed),
             spares_used: stats.spares_used.load(Ordering::Relaxed),
+            spares_hurried: stats.spares_hurried.load(Ordering::Relaxed),
             meta_writes: stats.meta_writes.load(Ordering::Relaxed),
             segments_rewritten: stats.segments_rewritten.load(Ordering::Relaxed),
             rewritten_records: stats.rewritten_records.load(Ordering::Relaxed),
@@ -209,11 +217,12 @@ impl std::fmt::Display for Statistics {
         )?;
         writeln!(
             f,
-            "segments: {} live, {} open, {} created ({} prepared ahead), {} deleted, {} reopened by reads",
+            "segments: {} live, {} open, {} created ({} prepared ahead, {} of them hurried), {} deleted, {} reopened by reads",
             self.segments_live,
             self.segments_open,
             self.segments_created,
             self.spares_used,
+            self.spares_hurried,
             self.segments_deleted,
             self.segments_reopened
         )?;

@@ -34,7 +34,7 @@ use std::time::Instant;
 
 use rustc_hash::FxHashMap as HashMap;
 use segwal_format::MetaEntry;
-use segwal_segment::{BatchRef, Segment, SegmentHandle};
+use segwal_segment::{BatchRef, Segment, SegmentHandle, ZeroFillPace};
 use snafu::{ResultExt, ensure};
 
 use crate::config::SyncMode;
@@ -57,7 +57,32 @@ pub const WRITEBACK_CHUNK_BYTES: u64 = 4 << 20;
 #[derive(Debug)]
 pub(crate) struct Spare {
     pub(crate) segment_id: u64,
-    pub(crate) creating: JoinHandle<segwal_segment::Result<Segment>>,
+    /// The pace of its zeros; hurried by whoever stops waiting for it to
+    /// be ready in its own time.
+    pub(crate) pace: Arc<ZeroFillPace>,
+    /// The thread creating it; taken by [`Spare::finish`].
+    pub(crate) creating: Option<JoinHandle<segwal_segment::Result<Segment>>>,
+}
+
+impl Spare {
+    /// Waits for the spare, hurrying it first: the segment, or `None` if
+    /// its creation failed (and removed its file). Also tells whether its
+    /// zeros were still being written.
+    pub(crate) fn finish(mut self) -> (Option<Segment>, bool) {
+        let creating = self.creating.take().expect("finished only once");
+        let unfinished = !creating.is_finished();
+        self.pace.hurry();
+        (creating.join().ok().and_then(Result::ok), unfinished)
+    }
+}
+
+impl Drop for Spare {
+    /// A spare dropped unfinished (the stream dropped without a close)
+    /// finishes without its pauses: its thread does not outlive the WAL
+    /// by the time its zeros were spread over.
+    fn drop(&mut self) {
+        self.pace.hurry();
+    }
 }
 
 /// The writer's side of a stream.
@@ -487,7 +512,7 @@ impl Stream {
         self.closed.store(true, Ordering::Release);
         let mut result = Ok(());
         if let Some(spare) = writer.spare.take()
-            && let Ok(Ok(segment)) = spare.creating.join()
+            && let (Some(segment), _) = spare.finish()
         {
             result = segment.delete();
         }

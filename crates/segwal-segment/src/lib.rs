@@ -48,5 +48,6 @@ mod segment;
 pub use error::{Error, Result};
 pub use segment::{
     BatchRef, OpenOptions, Preallocation, RecoveryMode, RecoveryReport, Segment, SegmentBytes,
-    SegmentHandle, SkippedRange, TornTail, parse_segment_file_name, segment_file_name,
+    SegmentHandle, SkippedRange, TornTail, ZeroFillPace, parse_segment_file_name,
+    segment_file_name,
 };

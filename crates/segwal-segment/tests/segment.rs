@@ -11,7 +11,7 @@ use segwal_format::{
 };
 use segwal_segment::{
     BatchRef, Error, OpenOptions, Preallocation, RecoveryMode, RecoveryReport, Segment,
-    parse_segment_file_name, segment_file_name,
+    ZeroFillPace, parse_segment_file_name, segment_file_name,
 };
 
 const HEADER: SegmentIdentity = SegmentIdentity {
@@ -109,6 +109,90 @@ fn create_reserved_allocates_every_block_and_reads_as_zeros() {
         (report.records, report.end, report.torn_tail),
         (1, placed.end, None)
     );
+}
+
+/// Checks that `path` is a whole segment of `capacity`: full length, every
+/// block allocated, zeros past the header, and an append at its very end
+/// that a reopen finds.
+fn assert_whole_and_usable(path: &Path, mut segment: Segment, capacity: u64) {
+    let meta = fs::metadata(path).unwrap();
+    assert_eq!(meta.len(), capacity);
+    assert!(meta.blocks() * 512 >= capacity, "{} blocks", meta.blocks());
+    let bytes = fs::read(path).unwrap();
+    assert!(bytes[SEGMENT_HEADER_LEN..].iter().all(|&b| b == 0));
+    let filler = vec![7u8; (capacity as usize) / 2];
+    append(&mut segment, 1, 1, &[&filler]);
+    let room = segment.remaining() - RECORD_HEADER_LEN as u64 - 64;
+    let last = vec![9u8; room as usize];
+    let placed = append(&mut segment, 1, 2, &[&last]);
+    assert!(
+        capacity - placed.end < 128,
+        "the last record ends near the end"
+    );
+    segment.sync().unwrap();
+    segment.close().unwrap();
+    let (_, firsts, report) = open(path, RecoveryMode::Strict).unwrap();
+    assert_eq!((firsts, report.end), (vec![1, 2], placed.end));
+}
+
+/// Proves that zeros paced over a spread take at least most of it (chunk
+/// k of n is not written before k/n of the spread has passed), and that
+/// the segment is then as a zero-filled one must be.
+#[test]
+fn paced_zeros_are_spread_over_the_time_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(segment_file_name(HEADER.segment_id));
+    let capacity = 4 << 20;
+    let spread = std::time::Duration::from_millis(200);
+    let pace = ZeroFillPace::spread_over(spread);
+    let started = std::time::Instant::now();
+    let segment =
+        Segment::create_paced(&path, HEADER, capacity, Preallocation::Zeroed, &pace).unwrap();
+    // The last of the four 1 MiB chunks is due at three quarters of it.
+    assert!(
+        started.elapsed() >= spread.mul_f64(0.7),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!pace.is_hurried());
+    assert_whole_and_usable(&path, segment, capacity);
+}
+
+/// Proves that hurrying a creation whose zeros are spread over an hour
+/// ends its pauses at once (the creation returns, the rest of its blocks
+/// reserved), and that the segment is whole and usable all the same:
+/// full length, zeros past the header, appends up to its end.
+#[test]
+fn a_hurried_creation_returns_at_once_with_a_whole_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(segment_file_name(HEADER.segment_id));
+    let capacity = 8 << 20;
+    let pace = std::sync::Arc::new(ZeroFillPace::spread_over(std::time::Duration::from_secs(
+        3600,
+    )));
+    let (done, finished) = std::sync::mpsc::channel();
+    let creating = {
+        let (path, pace) = (path.clone(), std::sync::Arc::clone(&pace));
+        std::thread::spawn(move || {
+            let segment =
+                Segment::create_paced(&path, HEADER, capacity, Preallocation::Zeroed, &pace);
+            done.send(()).unwrap();
+            segment
+        })
+    };
+    // The first chunk is due at once, the second after 7.5 minutes.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(
+        finished.try_recv().is_err(),
+        "the creation waits for its pace"
+    );
+    pace.hurry();
+    finished
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("a hurried creation returns");
+    let segment = creating.join().unwrap().unwrap();
+    assert!(pace.is_hurried());
+    assert_whole_and_usable(&path, segment, capacity);
 }
 
 #[test]

@@ -4,7 +4,7 @@ use std::fs::{File, TryLockError};
 use std::hash::{BuildHasher, Hasher};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use memmap2::{MmapOptions, MmapRaw};
 use segwal_format::{SEGMENT_HEADER_LEN, SegmentHeader, SegmentIdentity};
@@ -15,7 +15,7 @@ use crate::error::{
     BadHeaderSnafu, LockedSnafu, OpenSnafu, Result, SyncDirSnafu, WrongIdentitySnafu,
 };
 
-use super::options::{Preallocation, ZERO_CHUNK};
+use super::options::{Preallocation, ZERO_CHUNK, ZeroFillPace};
 
 /// A salt for a new segment: unpredictable to anyone who only supplies
 /// payloads. `RandomState` is seeded from the operating system's random
@@ -77,31 +77,47 @@ pub(super) fn read_header(
 /// (`disk::start_writeback`), not left to the final sync or the kernel's
 /// write-back: on a disk that the final sync would otherwise flood with a
 /// whole segment at once, every `fdatasync` that writers of the active
-/// segment wait for meanwhile would queue behind it. And before a chunk
-/// is sent, the one before it must have reached the disk
-/// (`disk::wait_writeback`): at most two chunks of zeros are ever queued
-/// ahead of a writer's sync.
+/// segment wait for meanwhile would queue behind it. Before a chunk is
+/// sent, the one before it must have reached the disk
+/// (`disk::wait_writeback`), so at most two chunks of zeros are ever
+/// queued ahead of a writer's sync; and chunks are spread over the time
+/// `pace` gives. Once a paced creation is hurried, the rest is reserved if
+/// the file system can, and zeroed without pauses if not.
 pub(super) fn preallocate(
     file: &File,
     path: &Path,
     header: SegmentHeader,
     capacity: u64,
     preallocation: Preallocation,
+    pace: &ZeroFillPace,
 ) -> std::io::Result<()> {
     disk::write_at(file, path, &header.encode(), 0)?;
-    let reserved = match preallocation {
-        Preallocation::Zeroed => false,
-        Preallocation::Reserved => match disk::allocate(file, path, capacity) {
-            Ok(()) => true,
-            Err(err) if err.kind() == std::io::ErrorKind::Unsupported => false,
-            Err(err) => return Err(err),
-        },
+    let reserve = |file: &File| match disk::allocate(file, path, capacity) {
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == std::io::ErrorKind::Unsupported => Ok(false),
+        Err(err) => Err(err),
+    };
+    let (reserved, reservable) = match preallocation {
+        Preallocation::Zeroed => (false, true),
+        Preallocation::Reserved => {
+            let reserved = reserve(file)?;
+            (reserved, reserved)
+        }
     };
     if !reserved {
         let zeros = vec![0u8; ZERO_CHUNK.min(capacity as usize)];
-        let mut at = SEGMENT_HEADER_LEN as u64;
+        let start = SEGMENT_HEADER_LEN as u64;
+        let started = Instant::now();
+        let mut at = start;
         let mut previous_chunk = None;
+        let mut pausing = !pace.spread().is_zero();
         while at < capacity {
+            if pausing && pace.wait_until_due(started, at - start, capacity - start) {
+                pausing = false;
+                if reservable && reserve(file)? {
+                    break;
+                }
+            }
             // Chunks end on multiples of the chunk size after the first.
             let n = (capacity - at).min(ZERO_CHUNK as u64 - at % ZERO_CHUNK as u64) as usize;
             disk::write_at(file, path, &zeros[..n], at)?;

@@ -35,7 +35,7 @@ use shared::Shared;
 pub use handle::{SegmentBytes, SegmentHandle};
 pub use options::{
     BatchRef, OpenOptions, Preallocation, RecoveryMode, RecoveryReport, SkippedRange, TornTail,
-    parse_segment_file_name, segment_file_name,
+    ZeroFillPace, parse_segment_file_name, segment_file_name,
 };
 
 /// A segment file open for appending (or read-only, see [`OpenOptions`]).
@@ -66,6 +66,26 @@ impl Segment {
         capacity: u64,
         preallocation: Preallocation,
     ) -> Result<Segment> {
+        Segment::create_paced(
+            path,
+            identity,
+            capacity,
+            preallocation,
+            &ZeroFillPace::default(),
+        )
+    }
+
+    /// As [`Segment::create`], with a zero-filled segment's zeros written
+    /// at `pace` (see [`ZeroFillPace`]) rather than as fast as the disk
+    /// takes them: for a segment prepared ahead of need, whose zeros would
+    /// otherwise hold up the syncs of the segment being written meanwhile.
+    pub fn create_paced(
+        path: &Path,
+        identity: SegmentIdentity,
+        capacity: u64,
+        preallocation: Preallocation,
+        pace: &ZeroFillPace,
+    ) -> Result<Segment> {
         ensure!(
             capacity >= MIN_SEGMENT_CAPACITY,
             InvalidCapacitySnafu {
@@ -89,7 +109,7 @@ impl Segment {
         };
         let result = lock(&file, path, true)
             .and_then(|()| {
-                preallocate(&file, path, header, capacity, preallocation)
+                preallocate(&file, path, header, capacity, preallocation, pace)
                     .context(PreallocateSnafu { path, capacity })
             })
             .and_then(|()| sync_parent_dir(path))

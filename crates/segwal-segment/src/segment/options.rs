@@ -1,6 +1,8 @@
 //! What a segment is created and opened with, and what recovery reports.
 
 use std::ops::Range;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 /// File name suffix of segment files.
 const SUFFIX: &str = ".seg";
@@ -28,6 +30,78 @@ pub enum Preallocation {
     /// are rarely synced. Where the file system cannot reserve blocks, it
     /// falls back to [`Preallocation::Zeroed`].
     Reserved,
+}
+
+/// How fast [`Segment::create_paced`](super::Segment::create_paced)
+/// writes a [`Preallocation::Zeroed`] segment's zeros, shared between the
+/// thread creating the segment and whoever will wait for it.
+///
+/// Zeros written as fast as the disk takes them fill its queue for as long
+/// as they last, and every sync of other files meanwhile waits behind
+/// them. Spread over a longer time, each sync meets at most the one chunk
+/// in flight, and only some of the time. Whoever then needs the segment
+/// sooner calls [`ZeroFillPace::hurry`]: the blocks not yet zeroed are
+/// reserved with `fallocate` instead (written as they are used, with an
+/// extent conversion for the file system to commit), or, where the file
+/// system cannot reserve blocks, zeroed without further pauses. An
+/// unpaced creation (the default, a spread of zero) is not changed by a
+/// hurry: every zero is written, as fast as the disk takes them.
+#[derive(Debug, Default)]
+pub struct ZeroFillPace {
+    /// The zeros are spread evenly over at least this long; zero for no
+    /// pauses at all (the default).
+    spread: Duration,
+    hurried: Mutex<bool>,
+    woken: Condvar,
+}
+
+impl ZeroFillPace {
+    /// Zeros spread evenly over at least `spread`.
+    pub fn spread_over(spread: Duration) -> ZeroFillPace {
+        ZeroFillPace {
+            spread,
+            ..ZeroFillPace::default()
+        }
+    }
+
+    /// The time the zeros are spread over.
+    pub fn spread(&self) -> Duration {
+        self.spread
+    }
+
+    /// Ends the pauses at once, for good: the creation finishes as fast as
+    /// it can. Harmless once the creation has finished.
+    pub fn hurry(&self) {
+        *self.hurried.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.woken.notify_all();
+    }
+
+    /// Whether [`ZeroFillPace::hurry`] was called.
+    pub fn is_hurried(&self) -> bool {
+        *self.hurried.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until `done` of `total` bytes are due, counting from
+    /// `started`, or until hurried. Returns whether it was hurried.
+    pub(super) fn wait_until_due(&self, started: Instant, done: u64, total: u64) -> bool {
+        let due = if total == 0 {
+            started
+        } else {
+            started + self.spread.mul_f64(done as f64 / total as f64)
+        };
+        let mut hurried = self.hurried.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let now = Instant::now();
+            if *hurried || now >= due {
+                return *hurried;
+            }
+            hurried = self
+                .woken
+                .wait_timeout(hurried, due - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
 }
 
 /// The file name of segment `segment_id`: twenty zero-padded digits and
