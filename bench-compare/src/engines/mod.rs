@@ -182,6 +182,17 @@ pub(crate) trait Wal: Send + Sync {
     fn close(self: Box<Self>) -> Result<()>;
 }
 
+/// What a segwal run notes beside its figures: how many batches a sync
+/// covered, and how many rollovers found the spare's zeros unfinished.
+fn segwal_note(stats: &segwal_manager::Statistics) -> String {
+    format!(
+        "{:.1} batches per sync, {} of {} spares hurried",
+        stats.batches_written as f64 / stats.syncs.max(1) as f64,
+        stats.spares_hurried,
+        stats.spares_used
+    )
+}
+
 /// Opens `kind`'s log in `dir` (created if missing). `synced`: every write
 /// is durable on return. `entry_len`: the size of every entry (the floor has no framing and needs
 /// it to count entries when reading back). `tuning`: the codec, which

@@ -61,11 +61,7 @@ impl Wal for SyncSegwal {
     }
 
     fn note(&self) -> Option<String> {
-        let stats = self.manager.statistics();
-        Some(format!(
-            "{:.1} batches per sync",
-            stats.batches_written as f64 / stats.syncs.max(1) as f64
-        ))
+        Some(super::segwal_note(&self.manager.statistics()))
     }
 
     fn close(self: Box<Self>) -> Result<()> {

@@ -7,9 +7,14 @@
 //! never per region. The spare is prepared from the first write to a new
 //! active segment on, on a thread of its own, which creates it under a
 //! temporary name, preallocates and syncs it, and renames it to its final
-//! name (syncing the directory): a rollover only switches to it. Recovery
-//! tells a prepared spare (untouched past its header) from the active
-//! segment it follows (see `judge::prepared_spares`).
+//! name (syncing the directory): a rollover only switches to it. A
+//! zero-filled spare's zeros are spread over half the time the active
+//! segment is expected to take to fill (`ManagerConfig::zero_fill_spread`),
+//! so that they never flood the disk the writers sync to; a rollover that
+//! finds them unfinished hurries the spare (the rest of its blocks
+//! reserved) rather than waiting. Recovery tells a prepared spare
+//! (untouched past its header) from the active segment it follows (see
+//! `judge::prepared_spares`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
