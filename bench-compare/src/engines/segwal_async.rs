@@ -87,11 +87,7 @@ impl Wal for AsyncSegwal {
     }
 
     fn note(&self) -> Option<String> {
-        let stats = self.wal.statistics();
-        Some(format!(
-            "{:.1} batches per sync",
-            stats.batches_written as f64 / stats.syncs.max(1) as f64
-        ))
+        Some(super::segwal_note(&self.wal.statistics()))
     }
 
     fn close(self: Box<Self>) -> Result<()> {
