@@ -111,7 +111,8 @@ pub struct Statistics {
     /// Of those, rollovers that found the spare's zeros still being
     /// written (spread over the time the segment before it was expected to
     /// take to fill) and hurried them: the rest of its blocks were reserved
-    /// instead. Many mean segments fill faster than their successors'
+    /// instead (or zeroed without pauses, where blocks cannot be
+    /// reserved). Many mean segments fill faster than their successors'
     /// zeros are paced for.
     pub spares_hurried: u64,
     /// META log appends (deletes, tables' numbers before segments are

@@ -66,13 +66,13 @@ pub(crate) struct Spare {
 
 impl Spare {
     /// Waits for the spare, hurrying it first: the segment, or `None` if
-    /// its creation failed (and removed its file). Also tells whether its
-    /// zeros were still being written.
+    /// its creation failed (and removed its file). Also tells whether the
+    /// hurry cut its zeros short.
     pub(crate) fn finish(mut self) -> (Option<Segment>, bool) {
         let creating = self.creating.take().expect("finished only once");
-        let unfinished = !creating.is_finished();
         self.pace.hurry();
-        (creating.join().ok().and_then(Result::ok), unfinished)
+        let segment = creating.join().ok().and_then(Result::ok);
+        (segment, self.pace.was_cut_short())
     }
 }
 

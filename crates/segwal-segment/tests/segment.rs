@@ -154,7 +154,7 @@ fn paced_zeros_are_spread_over_the_time_given() {
         "{:?}",
         started.elapsed()
     );
-    assert!(!pace.is_hurried());
+    assert!(!pace.is_hurried() && !pace.was_cut_short());
     assert_whole_and_usable(&path, segment, capacity);
 }
 
@@ -191,7 +191,7 @@ fn a_hurried_creation_returns_at_once_with_a_whole_segment() {
         .recv_timeout(std::time::Duration::from_secs(60))
         .expect("a hurried creation returns");
     let segment = creating.join().unwrap().unwrap();
-    assert!(pace.is_hurried());
+    assert!(pace.is_hurried() && pace.was_cut_short());
     assert_whole_and_usable(&path, segment, capacity);
 }
 

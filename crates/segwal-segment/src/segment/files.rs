@@ -114,6 +114,7 @@ pub(super) fn preallocate(
         while at < capacity {
             if pausing && pace.wait_until_due(started, at - start, capacity - start) {
                 pausing = false;
+                pace.mark_cut_short();
                 if reservable && reserve(file)? {
                     break;
                 }

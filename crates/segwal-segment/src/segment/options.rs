@@ -1,6 +1,7 @@
 //! What a segment is created and opened with, and what recovery reports.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -53,6 +54,8 @@ pub struct ZeroFillPace {
     spread: Duration,
     hurried: Mutex<bool>,
     woken: Condvar,
+    /// Set when a hurry ended the pauses before every zero was written.
+    cut_short: AtomicBool,
 }
 
 impl ZeroFillPace {
@@ -79,6 +82,16 @@ impl ZeroFillPace {
     /// Whether [`ZeroFillPace::hurry`] was called.
     pub fn is_hurried(&self) -> bool {
         *self.hurried.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a hurry came while zeros were still to be written, so that
+    /// the creation reserved (or zeroed without pauses) the rest.
+    pub fn was_cut_short(&self) -> bool {
+        self.cut_short.load(Ordering::Acquire)
+    }
+
+    pub(super) fn mark_cut_short(&self) {
+        self.cut_short.store(true, Ordering::Release);
     }
 
     /// Waits until `done` of `total` bytes are due, counting from
