@@ -409,6 +409,11 @@ impl ExportMetrics for crate::LocalWal {
             s.segments_created,
         );
         out.counter(
+            "segwal_spares_hurried_total",
+            "Rollovers that found the next segment's zeros unfinished and reserved the rest instead of waiting.",
+            s.spares_hurried,
+        );
+        out.counter(
             "segwal_segments_removed_total",
             "Segment files removed once nothing in them was live.",
             s.segments_deleted,

@@ -89,6 +89,8 @@ async fn a_scrape_counts_writes_syncs_errors_and_segments() {
     // 40 records of about 300 bytes in 4 KiB segments: several rollovers.
     let created = sample(&text, &format!("segwal_segments_created_total{{{labels}}}"));
     assert!(created >= 3.0, "{created} segments created");
+    let hurried = sample(&text, &format!("segwal_spares_hurried_total{{{labels}}}"));
+    assert!(hurried < created, "{hurried} of {created} segments hurried");
     let live = sample(&text, &format!("segwal_segments_live{{{labels}}}"));
     assert!(live >= 3.0 && live <= created, "{live} live of {created}");
     assert!(sample(&text, &format!("segwal_disk_bytes{{{labels}}}")) >= live * 4096.0);

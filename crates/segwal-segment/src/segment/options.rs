@@ -96,23 +96,29 @@ impl ZeroFillPace {
 
     /// Waits until `done` of `total` bytes are due, counting from
     /// `started`, or until hurried. Returns whether it was hurried.
+    /// A spread too long for the clock to reach waits for the hurry.
     pub(super) fn wait_until_due(&self, started: Instant, done: u64, total: u64) -> bool {
-        let due = if total == 0 {
-            started
+        let share = if total == 0 {
+            0.0
         } else {
-            started + self.spread.mul_f64(done as f64 / total as f64)
+            done.min(total) as f64 / total as f64
         };
+        let due = started.checked_add(self.spread.mul_f64(share));
         let mut hurried = self.hurried.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             let now = Instant::now();
-            if *hurried || now >= due {
+            if *hurried || due.is_some_and(|due| now >= due) {
                 return *hurried;
             }
-            hurried = self
-                .woken
-                .wait_timeout(hurried, due - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            hurried = match due {
+                Some(due) => {
+                    self.woken
+                        .wait_timeout(hurried, due - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+                None => self.woken.wait(hurried).unwrap_or_else(|e| e.into_inner()),
+            };
         }
     }
 }
