@@ -148,7 +148,7 @@ fn paced_zeros_are_spread_over_the_time_given() {
     let started = std::time::Instant::now();
     let segment =
         Segment::create_paced(&path, HEADER, capacity, Preallocation::Zeroed, &pace).unwrap();
-    // The last of the four 1 MiB chunks is due at three quarters of it.
+    // The last of the sixteen 256 KiB chunks is due at 15/16 of it.
     assert!(
         started.elapsed() >= spread.mul_f64(0.7),
         "{:?}",

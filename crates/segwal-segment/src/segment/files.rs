@@ -15,7 +15,7 @@ use crate::error::{
     BadHeaderSnafu, LockedSnafu, OpenSnafu, Result, SyncDirSnafu, WrongIdentitySnafu,
 };
 
-use super::options::{Preallocation, ZERO_CHUNK, ZeroFillPace};
+use super::options::{PACED_ZERO_CHUNK, Preallocation, ZERO_CHUNK, ZeroFillPace};
 
 /// A salt for a new segment: unpredictable to anyone who only supplies
 /// payloads. `RandomState` is seeded from the operating system's random
@@ -80,9 +80,10 @@ pub(super) fn read_header(
 /// segment wait for meanwhile would queue behind it. Before a chunk is
 /// sent, the one before it must have reached the disk
 /// (`disk::wait_writeback`), so at most two chunks of zeros are ever
-/// queued ahead of a writer's sync; and chunks are spread over the time
-/// `pace` gives. Once a paced creation is hurried, the rest is reserved if
-/// the file system can, and zeroed without pauses if not.
+/// queued ahead of a writer's sync. Chunks are 1 MiB, or, when `pace`
+/// spreads them over time, 256 KiB: a sync that meets a paced chunk in
+/// flight then waits for less. Once a paced creation is hurried, the rest
+/// is reserved if the file system can, and zeroed without pauses if not.
 pub(super) fn preallocate(
     file: &File,
     path: &Path,
@@ -105,12 +106,17 @@ pub(super) fn preallocate(
         }
     };
     if !reserved {
-        let zeros = vec![0u8; ZERO_CHUNK.min(capacity as usize)];
+        let mut pausing = !pace.spread().is_zero();
+        let chunk = if pausing {
+            PACED_ZERO_CHUNK
+        } else {
+            ZERO_CHUNK
+        };
+        let zeros = vec![0u8; chunk.min(capacity as usize)];
         let start = SEGMENT_HEADER_LEN as u64;
         let started = Instant::now();
         let mut at = start;
         let mut previous_chunk = None;
-        let mut pausing = !pace.spread().is_zero();
         while at < capacity {
             if pausing && pace.wait_until_due(started, at - start, capacity - start) {
                 pausing = false;
@@ -120,7 +126,7 @@ pub(super) fn preallocate(
                 }
             }
             // Chunks end on multiples of the chunk size after the first.
-            let n = (capacity - at).min(ZERO_CHUNK as u64 - at % ZERO_CHUNK as u64) as usize;
+            let n = (capacity - at).min(chunk as u64 - at % chunk as u64) as usize;
             disk::write_at(file, path, &zeros[..n], at)?;
             // Hints: a failed write-back is reported by the sync below.
             if let Some(previous) = previous_chunk {

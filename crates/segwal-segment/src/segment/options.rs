@@ -12,6 +12,10 @@ const SUFFIX: &str = ".seg";
 const NAME_DIGITS: usize = 20;
 /// Size of the zero buffer used to preallocate and to clear torn tails.
 pub(super) const ZERO_CHUNK: usize = 1 << 20;
+/// The chunk in which paced zeros are written (see [`ZeroFillPace`]):
+/// smaller, so that a writer's sync that meets one in flight waits for
+/// less, the chunks being spread out in time anyway.
+pub(super) const PACED_ZERO_CHUNK: usize = 256 << 10;
 
 /// How [`Segment::create`](super::Segment::create) sets aside a new segment's blocks. Either way
 /// every block is allocated before the first append, so an append never
