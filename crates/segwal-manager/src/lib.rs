@@ -45,6 +45,7 @@ mod rewrite;
 mod rollover;
 mod snapshot;
 mod space;
+mod spare;
 mod stats;
 mod stream;
 mod waiting;

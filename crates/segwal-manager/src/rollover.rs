@@ -28,7 +28,8 @@ use crate::context::Context;
 use crate::error::{Result, SegmentSnafu};
 use crate::index::{Live, SegmentInfo};
 use crate::locks::write;
-use crate::stream::{Spare, Stream, Writer, elapsed_nanos, lost_after};
+use crate::spare::Spare;
+use crate::stream::{Stream, Writer, elapsed_nanos, lost_after};
 
 impl Stream {
     /// Makes sure the active segment can take `record_len` more bytes: if

@@ -29,12 +29,11 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 use rustc_hash::FxHashMap as HashMap;
 use segwal_format::MetaEntry;
-use segwal_segment::{BatchRef, Segment, SegmentHandle, ZeroFillPace};
+use segwal_segment::{BatchRef, Segment, SegmentHandle};
 use snafu::{ResultExt, ensure};
 
 use crate::config::SyncMode;
@@ -44,6 +43,7 @@ use crate::group::GroupCommit;
 use crate::index::{Live, Region};
 use crate::locks::write;
 use crate::read::RecordLoc;
+use crate::spare::Spare;
 use crate::waiting::{OwnedBatch, STARVING_AFTER, StarvingQueue, Waiter};
 
 /// How much of a segment written without syncs (`SyncMode::Never`,
@@ -52,38 +52,6 @@ use crate::waiting::{OwnedBatch, STARVING_AFTER, StarvingQueue, Waiter};
 /// the sync at rollover, under the writer lock, waits for one chunk rather
 /// than the whole segment.
 pub const WRITEBACK_CHUNK_BYTES: u64 = 4 << 20;
-
-/// A segment being prepared ahead of need, under a temporary name.
-#[derive(Debug)]
-pub(crate) struct Spare {
-    pub(crate) segment_id: u64,
-    /// The pace of its zeros; hurried by whoever stops waiting for it to
-    /// be ready in its own time.
-    pub(crate) pace: Arc<ZeroFillPace>,
-    /// The thread creating it; taken by [`Spare::finish`].
-    pub(crate) creating: Option<JoinHandle<segwal_segment::Result<Segment>>>,
-}
-
-impl Spare {
-    /// Waits for the spare, hurrying it first: the segment, or `None` if
-    /// its creation failed (and removed its file). Also tells whether the
-    /// hurry cut its zeros short.
-    pub(crate) fn finish(mut self) -> (Option<Segment>, bool) {
-        let creating = self.creating.take().expect("finished only once");
-        self.pace.hurry();
-        let segment = creating.join().ok().and_then(Result::ok);
-        (segment, self.pace.was_cut_short())
-    }
-}
-
-impl Drop for Spare {
-    /// A spare dropped unfinished (the stream dropped without a close)
-    /// finishes without its pauses: its thread does not outlive the WAL
-    /// by the time its zeros were spread over.
-    fn drop(&mut self) {
-        self.pace.hurry();
-    }
-}
 
 /// The writer's side of a stream.
 #[derive(Debug)]

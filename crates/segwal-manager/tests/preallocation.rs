@@ -110,6 +110,47 @@ impl Hook for Counter {
     }
 }
 
+/// Installs a [`Counter`] on `dir`: what the disk sees there from now on
+/// until the guard is dropped.
+fn count_in(dir: &Path, refuse: bool) -> (Arc<Counter>, disk::HookGuard) {
+    let counter = Arc::new(Counter {
+        seen: Mutex::default(),
+        refuse,
+    });
+    let guard = disk::install(dir, Arc::clone(&counter) as Arc<dyn Hook>);
+    (counter, guard)
+}
+
+/// A temporary dir on a real disk, or `None` (saying so) where the
+/// temporary dir is in memory, where every segment is reserved.
+fn real_disk_dir() -> Option<tempfile::TempDir> {
+    let dir = tempfile::tempdir().unwrap();
+    if disk::is_memory_backed(dir.path()) {
+        eprintln!(
+            "the temporary dir is in memory, where every segment is reserved: \
+             the real-disk case was not tried here"
+        );
+        return None;
+    }
+    Some(dir)
+}
+
+/// Reads table 1 of region 1 whole, checking that every entry is
+/// `payload`; returns how many there were.
+fn read_back(wal: &SegmentManager, payload: &[u8]) -> u64 {
+    let mut iter = wal.read(1, 1, 0, u64::MAX).unwrap();
+    let mut entries = 0;
+    while iter
+        .next_batch(64, |entry| {
+            assert_eq!(entry.payload, payload);
+            entries += 1;
+        })
+        .unwrap()
+        > 0
+    {}
+    entries
+}
+
 /// Writes 200 KiB of payload (three segments' worth, so two rollovers at
 /// least) into one table with `sync_mode` and `preallocation`, closes, and
 /// reads it back after a reopen; returns what the disk saw while the WAL
@@ -120,11 +161,7 @@ fn write_three_segments(
     preallocation: Option<Preallocation>,
     refuse: bool,
 ) -> (Seen, Seen) {
-    let counter = Arc::new(Counter {
-        seen: Mutex::default(),
-        refuse,
-    });
-    let guard = disk::install(dir, Arc::clone(&counter) as Arc<dyn Hook>);
+    let (counter, guard) = count_in(dir, refuse);
     let config = ManagerConfig {
         segment_size_bytes: SEGMENT_SIZE,
         sync_mode,
@@ -145,17 +182,7 @@ fn write_three_segments(
     }
     let writing = std::mem::take(&mut *counter.seen.lock().unwrap());
     let wal = SegmentManager::open(config).unwrap();
-    let mut iter = wal.read(1, 1, 0, u64::MAX).unwrap();
-    let mut entries = 0;
-    while iter
-        .next_batch(64, |entry| {
-            assert_eq!(entry.payload, payload.as_slice());
-            entries += 1;
-        })
-        .unwrap()
-        > 0
-    {}
-    assert_eq!(entries, 200);
+    assert_eq!(read_back(&wal, &payload), 200);
     wal.close().unwrap();
     drop(guard);
     let reading = Arc::into_inner(counter).unwrap().seen.into_inner().unwrap();
@@ -240,19 +267,10 @@ fn the_sync_mode_and_the_medium_pick_how_segments_are_preallocated() {
 /// once the first has filled slowly, is zero-filled.
 #[test]
 fn the_first_segments_are_reserved_and_the_third_zero_filled_after_a_slow_fill() {
-    let dir = tempfile::tempdir().unwrap();
-    if disk::is_memory_backed(dir.path()) {
-        eprintln!(
-            "the temporary dir is in memory, where every segment is reserved: \
-             the real-disk case was not tried here"
-        );
+    let Some(dir) = real_disk_dir() else {
         return;
-    }
-    let counter = Arc::new(Counter {
-        seen: Mutex::default(),
-        refuse: false,
-    });
-    let _guard = disk::install(dir.path(), Arc::clone(&counter) as Arc<dyn Hook>);
+    };
+    let (counter, _guard) = count_in(dir.path(), false);
     let wal = SegmentManager::open(ManagerConfig {
         segment_size_bytes: SEGMENT_SIZE,
         ..ManagerConfig::new(dir.path())
@@ -367,19 +385,10 @@ fn segments_are_zero_filled_where_blocks_cannot_be_reserved() {
 #[test]
 fn a_rollover_hurries_a_spare_whose_zeros_are_unfinished() {
     const BIG: u64 = 4 << 20;
-    let dir = tempfile::tempdir().unwrap();
-    if disk::is_memory_backed(dir.path()) {
-        eprintln!(
-            "the temporary dir is in memory, where every segment is reserved: \
-             the real-disk case was not tried here"
-        );
+    let Some(dir) = real_disk_dir() else {
         return;
-    }
-    let counter = Arc::new(Counter {
-        seen: Mutex::default(),
-        refuse: false,
-    });
-    let guard = disk::install(dir.path(), Arc::clone(&counter) as Arc<dyn Hook>);
+    };
+    let (counter, guard) = count_in(dir.path(), false);
     let config = ManagerConfig {
         segment_size_bytes: BIG,
         ..ManagerConfig::new(dir.path())
@@ -411,16 +420,6 @@ fn a_rollover_hurries_a_spare_whose_zeros_are_unfinished() {
     assert!(zeroed < BIG - SEGMENT_HEADER_LEN as u64, "{seen:?}");
 
     let wal = SegmentManager::open(config).unwrap();
-    let mut iter = wal.read(1, 1, 0, u64::MAX).unwrap();
-    let mut entries = 0;
-    while iter
-        .next_batch(16, |entry| {
-            assert_eq!(entry.payload, payload.as_slice());
-            entries += 1;
-        })
-        .unwrap()
-        > 0
-    {}
-    assert_eq!(entries, written);
+    assert_eq!(read_back(&wal, &payload), written);
     drop(guard);
 }
