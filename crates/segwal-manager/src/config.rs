@@ -26,6 +26,13 @@ pub const ZERO_FILL_MAX_BYTES_PER_SEC: f64 = 256.0 * 1024.0 * 1024.0;
 /// spare if the writes keep their pace, and at twice the pace just in time.
 const ZERO_FILL_SPREAD_SHARE: f64 = 0.5;
 
+/// Over how long the zeros of the first spare after open are spread,
+/// before any segment has filled to tell the rate: soon enough that the
+/// writes leave the reserved first segment within about a second of
+/// open, slowly enough (64 MiB in half a second) that the zeros leave the
+/// disk most of its bandwidth meanwhile.
+const ZERO_FILL_FIRST_SPREAD: Duration = Duration::from_millis(500);
+
 /// The longest a spare's zeros are spread over, however slowly segments
 /// fill: the spare's thread lives no longer than this plus the zeros' own
 /// time (unless hurried sooner).
@@ -125,11 +132,12 @@ impl ManagerConfig {
         }
     }
 
-    /// How a new segment's blocks are set aside, given how fast the active
-    /// segment is being filled (bytes per second; `None` when there is no
-    /// active segment to tell) and whether the data dir's file system keeps
-    /// files in memory only (`memory_backed`: tmpfs, ramfs; see
-    /// `segwal_segment::disk::is_memory_backed`). As configured, or else:
+    /// How a spare's blocks are set aside, given how fast the active
+    /// segment is being filled (bytes per second; `None` when not known
+    /// yet: the first segment after open is still active) and whether the
+    /// data dir's file system keeps files in memory only (`memory_backed`:
+    /// tmpfs, ramfs; see `segwal_segment::disk::is_memory_backed`). As
+    /// configured, or else:
     ///
     /// - under [`SyncMode::Interval`] and [`SyncMode::Never`],
     ///   [`Preallocation::Reserved`]: syncs are rare, and writing each
@@ -140,9 +148,8 @@ impl ManagerConfig {
     ///   [`ZERO_FILL_MAX_BYTES_PER_SEC`]. Then the zeros would take a large
     ///   share of the disk's bandwidth from the data, and writers would wait
     ///   for them at rollover; the occasional extent conversion costs less.
-    ///   Until a segment has filled and the rate is known (`None`: the
-    ///   first segments after open), reserved: a writer never waits for
-    ///   zeros it could not plan for;
+    ///   A spare whose zeros are unfinished when it is needed is hurried,
+    ///   never waited for, so an unknown rate is no reason to reserve;
     /// - on a file system in memory, [`Preallocation::Reserved`] whatever
     ///   the mode: its reserved blocks are ordinary zeroed pages, with no
     ///   conversion for a sync to commit, so the zeros would be work for
@@ -155,7 +162,7 @@ impl ManagerConfig {
         self.preallocation.unwrap_or(match self.sync_mode {
             _ if memory_backed => Preallocation::Reserved,
             SyncMode::Always
-                if fill_bytes_per_sec.is_none_or(|rate| rate > ZERO_FILL_MAX_BYTES_PER_SEC) =>
+                if fill_bytes_per_sec.is_some_and(|rate| rate > ZERO_FILL_MAX_BYTES_PER_SEC) =>
             {
                 Preallocation::Reserved
             }
@@ -164,25 +171,36 @@ impl ManagerConfig {
         })
     }
 
+    /// How the blocks of a segment wanted at once are set aside: the first
+    /// segment at open, or one a rollover creates itself because no spare
+    /// was ready. As configured, or else [`Preallocation::Reserved`],
+    /// which is nearly free, so that no write waits for zeros. Under
+    /// [`SyncMode::Always`] the writes leave such a segment for a
+    /// zero-filled spare as soon as one is ready (an early rollover, see
+    /// `rollover.rs`).
+    pub fn preallocation_at_once(&self) -> Preallocation {
+        self.preallocation.unwrap_or(Preallocation::Reserved)
+    }
+
     /// Over how long a spare's zeros (if it is zero-filled) are spread,
     /// given how fast the active segment is being filled (bytes per
     /// second; `None` when not known): half the time the active segment
-    /// is expected to take to fill, at most [`ZERO_FILL_MAX_SPREAD`]. No
-    /// pauses at all when the rate is not known, or when `preallocation`
-    /// is set: a segment then has the blocks it was set to have, every
-    /// zero written, even if a rollover must wait for them. Zeros written as fast
-    /// as the disk takes them hold up the writers' syncs for as long as
-    /// they last; spread out, a sync meets at most one chunk in flight, and
-    /// only some of the time. A rollover that finds the zeros unfinished
-    /// reserves the rest of the blocks instead of waiting for them
-    /// (`ZeroFillPace::hurry`).
+    /// is expected to take to fill, at most [`ZERO_FILL_MAX_SPREAD`], and
+    /// [`ZERO_FILL_FIRST_SPREAD`] while the rate is unknown. No pauses at
+    /// all when `preallocation` is set: a segment then has the blocks it
+    /// was set to have, every zero written, even if a rollover must wait
+    /// for them. Zeros written as fast as the disk takes them hold up the
+    /// writers' syncs for as long as they last; spread out, a sync meets
+    /// at most one chunk in flight, and only some of the time. A rollover
+    /// that finds the zeros unfinished reserves the rest of the blocks
+    /// instead of waiting for them (`ZeroFillPace::hurry`).
     pub fn zero_fill_spread(&self, fill_bytes_per_sec: Option<f64>) -> Duration {
-        let Some(rate) = fill_bytes_per_sec.filter(|rate| *rate > 0.0) else {
-            return Duration::ZERO;
-        };
         if self.preallocation.is_some() {
             return Duration::ZERO;
         }
+        let Some(rate) = fill_bytes_per_sec.filter(|rate| *rate > 0.0) else {
+            return ZERO_FILL_FIRST_SPREAD;
+        };
         let fill_secs = self.segment_size_bytes as f64 / rate;
         Duration::try_from_secs_f64(fill_secs * ZERO_FILL_SPREAD_SHARE)
             .map_or(ZERO_FILL_MAX_SPREAD, |spread| {
@@ -237,19 +255,20 @@ impl ManagerConfig {
 mod tests {
     use super::*;
 
-    /// Proves the default policy: zero-filled segments only under
-    /// `SyncMode::Always`, while segments are known to fill slowly, and not
-    /// in memory;
-    /// an explicit setting always wins.
+    /// Proves the default policy: zero-filled spares only under
+    /// `SyncMode::Always`, unless segments are known to fill fast, and not
+    /// in memory; reserved segments where one is wanted at once; an
+    /// explicit setting always wins.
     #[test]
     fn preallocation_follows_the_sync_mode_and_the_fill_rate() {
         let fast = Some(ZERO_FILL_MAX_BYTES_PER_SEC * 2.0);
         let slow = Some(ZERO_FILL_MAX_BYTES_PER_SEC / 2.0);
         let mut config = ManagerConfig::new("/data");
-        assert_eq!(config.preallocation(slow, false), Preallocation::Zeroed);
-        for rate in [None, fast] {
-            assert_eq!(config.preallocation(rate, false), Preallocation::Reserved);
+        for rate in [None, slow] {
+            assert_eq!(config.preallocation(rate, false), Preallocation::Zeroed);
         }
+        assert_eq!(config.preallocation(fast, false), Preallocation::Reserved);
+        assert_eq!(config.preallocation_at_once(), Preallocation::Reserved);
         for mode in [
             SyncMode::Never,
             SyncMode::Interval(Duration::from_millis(5)),
@@ -265,14 +284,16 @@ mod tests {
         config.preallocation = Some(Preallocation::Zeroed);
         assert_eq!(config.preallocation(fast, false), Preallocation::Zeroed);
         assert_eq!(config.preallocation(slow, true), Preallocation::Zeroed);
+        assert_eq!(config.preallocation_at_once(), Preallocation::Zeroed);
         config.sync_mode = SyncMode::Always;
         config.preallocation = Some(Preallocation::Reserved);
         assert_eq!(config.preallocation(slow, false), Preallocation::Reserved);
     }
 
     /// Proves the spread of a spare's zeros: half the time the active
-    /// segment is expected to take to fill, capped, and none when the fill
-    /// rate is unknown (or not a rate) or the preallocation is set.
+    /// segment is expected to take to fill, capped, the first spread when
+    /// the fill rate is unknown (or not a rate), and none when the
+    /// preallocation is set.
     #[test]
     fn zeros_are_spread_over_half_the_expected_fill_time() {
         let mut config = ManagerConfig::new("/data");
@@ -288,9 +309,15 @@ mod tests {
         );
         assert_eq!(config.zero_fill_spread(Some(1.0)), ZERO_FILL_MAX_SPREAD);
         for rate in [None, Some(0.0), Some(-1.0), Some(f64::NAN)] {
-            assert_eq!(config.zero_fill_spread(rate), Duration::ZERO, "{rate:?}");
+            assert_eq!(
+                config.zero_fill_spread(rate),
+                ZERO_FILL_FIRST_SPREAD,
+                "{rate:?}"
+            );
         }
         config.preallocation = Some(Preallocation::Zeroed);
-        assert_eq!(config.zero_fill_spread(Some(64.0 * mib)), Duration::ZERO);
+        for rate in [None, Some(64.0 * mib)] {
+            assert_eq!(config.zero_fill_spread(rate), Duration::ZERO);
+        }
     }
 }

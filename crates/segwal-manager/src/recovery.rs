@@ -324,7 +324,7 @@ pub(crate) fn recover(
             }
             let handle = opened.segment.handle();
             let stream_id = opened.segment.identity().stream_id;
-            let file_bytes = opened.segment.capacity();
+            let file_bytes = opened.segment.allocated_bytes();
             drop(opened.segment);
             cache.insert(segment_id, handle);
             recovered.segments.insert(

@@ -12,7 +12,16 @@
 //! segment is expected to take to fill (`ManagerConfig::zero_fill_spread`),
 //! so that they never flood the disk the writers sync to; a rollover that
 //! finds them unfinished hurries the spare (the rest of its blocks
-//! reserved) rather than waiting. Recovery tells a prepared spare
+//! reserved) rather than waiting.
+//!
+//! A segment wanted at once (the first after open, or one a rollover must
+//! create itself) is only reserved, so that no write waits for zeros;
+//! under `SyncMode::Always` each sync into it also commits extent
+//! conversions. So once a zero-filled spare is ready while such a segment
+//! is less than half full, the next write rolls over early: the reserved
+//! segment is sealed and gives back the blocks past its records
+//! (`Segment::release_unused`), as does any segment sealed with much room
+//! left (at a close). Recovery tells a prepared spare
 //! (untouched past its header) from the active segment it follows (see
 //! `judge::prepared_spares`).
 
@@ -31,20 +40,29 @@ use crate::locks::write;
 use crate::spare::Spare;
 use crate::stream::{Stream, Writer, elapsed_nanos, lost_after};
 
+/// A segment sealed with at least this much room left gives back the
+/// blocks past its records; a full segment's last few bytes are not worth
+/// the call.
+const RELEASE_MIN_TAIL: u64 = 1 << 20;
+
 impl Stream {
     /// Makes sure the active segment can take `record_len` more bytes: if
     /// not, syncs and seals it and puts the next one in place (sized to fit
-    /// a batch larger than the configured segment size).
+    /// a batch larger than the configured segment size). Also leaves a
+    /// reserved active segment early for a zero-filled spare that is ready
+    /// (see the module docs).
     pub(crate) fn ensure_room(
         &self,
         writer: &mut Writer,
         record_len: u64,
         ctx: &Context,
     ) -> Result<()> {
-        if writer
-            .active
-            .as_ref()
-            .is_some_and(|s| s.remaining() >= record_len)
+        let early = leaves_early(writer);
+        if !early
+            && writer
+                .active
+                .as_ref()
+                .is_some_and(|s| s.remaining() >= record_len)
         {
             return Ok(());
         }
@@ -69,11 +87,17 @@ impl Stream {
                 written as f64 / since.elapsed().as_secs_f64().max(1e-6)
             });
             self.seal(full, ctx);
+            if early {
+                ctx.stats.early_rollovers.fetch_add(1, Ordering::Relaxed);
+            }
         }
         let needed = SEGMENT_HEADER_LEN as u64 + record_len;
-        let mut segment = match self.take_spare(writer, needed, ctx) {
-            Some(segment) => segment,
-            None => self.create_segment(needed, ctx)?,
+        let (mut segment, preallocation) = match self.take_spare(writer, needed, ctx) {
+            Some(taken) => taken,
+            None => (
+                self.create_segment(needed, ctx)?,
+                ctx.config.preallocation_at_once(),
+            ),
         };
         // The one place a segment becomes a stream's active one: every
         // record appended from here on is compressed as configured.
@@ -94,6 +118,7 @@ impl Stream {
         writer.active = Some(segment);
         writer.active_live = live;
         writer.active_since = Some(Instant::now());
+        writer.active_reserved = preallocation == Preallocation::Reserved;
         writer.writeback_from = SEGMENT_HEADER_LEN as u64;
         Ok(())
     }
@@ -109,7 +134,7 @@ impl Stream {
             &ctx.spare_path(segment_id),
             self.identity(segment_id),
             capacity,
-            ctx.config.preallocation(None, ctx.memory_backed),
+            ctx.config.preallocation_at_once(),
         )
         .context(SegmentSnafu)?;
         if let Err(source) = segment.rename(&ctx.segment_path(segment_id)) {
@@ -174,6 +199,7 @@ impl Stream {
         if let Ok(creating) = spawned {
             writer.spare = Some(Spare {
                 segment_id,
+                preallocation,
                 pace,
                 creating: Some(creating),
             });
@@ -182,25 +208,32 @@ impl Stream {
 
     /// Starts preparing a stream's first segment at open, so that the
     /// first write of a new data dir, or after a restart, does not wait
-    /// for it. No fill rate is known yet, so by default it is reserved
-    /// with `fallocate` rather than zero-filled, which is nearly free.
+    /// for it: by default it is reserved with `fallocate` rather than
+    /// zero-filled, which is nearly free
+    /// (`ManagerConfig::preallocation_at_once`).
     pub(crate) fn prepare_first(&self, ctx: &Context) {
         let mut writer = self.writer.lock();
         if writer.spare.is_some() || writer.active.is_some() {
             return;
         }
-        let preallocation = ctx.config.preallocation(None, ctx.memory_backed);
+        let preallocation = ctx.config.preallocation_at_once();
         self.spawn_spare(&mut writer, preallocation, ZeroFillPace::default(), ctx);
     }
 
-    /// The prepared segment, if there is one, it was created successfully
-    /// and it can hold `needed` bytes. Otherwise the spare is discarded and
-    /// the caller creates a segment itself. A spare whose zeros are still
-    /// being written is hurried (the rest of its blocks reserved): the
-    /// writers wait for that, not for the rest of the zeros.
-    fn take_spare(&self, writer: &mut Writer, needed: u64, ctx: &Context) -> Option<Segment> {
+    /// The prepared segment and how its blocks were set aside, if there is
+    /// one, it was created successfully and it can hold `needed` bytes.
+    /// Otherwise the spare is discarded and the caller creates a segment
+    /// itself. A spare whose zeros are still being written is hurried (the
+    /// rest of its blocks reserved): the writers wait for that, not for the
+    /// rest of the zeros.
+    fn take_spare(
+        &self,
+        writer: &mut Writer,
+        needed: u64,
+        ctx: &Context,
+    ) -> Option<(Segment, Preallocation)> {
         let spare = writer.spare.take()?;
-        let segment_id = spare.segment_id;
+        let (segment_id, preallocation) = (spare.segment_id, spare.preallocation);
         let (segment, hurried) = spare.finish();
         // None: creation failed and removed its file; the id stays unused.
         let segment = segment?;
@@ -210,7 +243,7 @@ impl Stream {
             if hurried {
                 ctx.stats.spares_hurried.fetch_add(1, Ordering::Relaxed);
             }
-            return Some(segment);
+            return Some((segment, preallocation));
         }
         // Too small for this batch. Best effort: were it left behind,
         // recovery would remove it as an untouched spare, and the
@@ -220,19 +253,42 @@ impl Stream {
         None
     }
 
-    /// Marks the active segment `full` sealed (after its final sync),
-    /// hands its handle to the open-segment cache and lets go of the
-    /// writer's exclusive file lock, all under the segment table's lock: a
-    /// reader that finds the segment sealed may reopen it (a shared lock)
-    /// at once.
+    /// Marks the active segment `full` sealed (after its final sync) and
+    /// hands its handle to the open-segment cache, under the segment
+    /// table's lock. The writer's exclusive file lock is let go of before,
+    /// so a reader that finds the segment sealed may reopen it (a shared
+    /// lock) at once. A segment sealed with much room left gives back the
+    /// blocks past its records first: best effort, since a failure leaves
+    /// them allocated and the records untouched.
     pub(crate) fn seal(&self, full: Segment, ctx: &Context) {
         let segment_id = full.identity().segment_id;
+        let (len, capacity, handle) = (full.written_len(), full.capacity(), full.handle());
+        let file_bytes = if full.remaining() >= RELEASE_MIN_TAIL {
+            full.release_unused().unwrap_or(capacity)
+        } else {
+            drop(full);
+            capacity
+        };
         let mut segments = write(&ctx.segments);
         if let Some(info) = segments.get_mut(&segment_id) {
             info.active = None;
-            info.len = full.written_len();
-            ctx.cache.insert(segment_id, full.handle());
+            info.len = len;
+            info.file_bytes = file_bytes;
+            ctx.cache.insert(segment_id, handle);
         }
-        drop(full);
     }
+}
+
+/// Whether the writes leave the active segment before it is full: it is
+/// reserved, less than half of it is written (else its own rollover comes
+/// soon enough), its room left is large enough to be given back (so that
+/// leaving early costs no disk), and a zero-filled spare is ready.
+fn leaves_early(writer: &Writer) -> bool {
+    writer.active_reserved
+        && writer.active.as_ref().is_some_and(|active| {
+            let body = active.capacity() - SEGMENT_HEADER_LEN as u64;
+            let written = active.written_len() - SEGMENT_HEADER_LEN as u64;
+            written < body / 2 && active.remaining() >= RELEASE_MIN_TAIL
+        })
+        && writer.spare.as_ref().is_some_and(Spare::is_ready_zeroed)
 }

@@ -5,12 +5,14 @@
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use segwal_segment::{Segment, ZeroFillPace};
+use segwal_segment::{Preallocation, Segment, ZeroFillPace};
 
 /// A segment being prepared ahead of need, under a temporary name.
 #[derive(Debug)]
 pub(crate) struct Spare {
     pub(crate) segment_id: u64,
+    /// How its blocks are set aside.
+    pub(crate) preallocation: Preallocation,
     /// The pace of its zeros; hurried by whoever stops waiting for it to
     /// be ready in its own time.
     pub(crate) pace: Arc<ZeroFillPace>,
@@ -19,6 +21,15 @@ pub(crate) struct Spare {
 }
 
 impl Spare {
+    /// Whether it is ready, every zero written: a zero-filled segment
+    /// whose creation finished without a hurry cutting it short (a
+    /// failed creation counts too; taking it then reports nothing ready).
+    pub(crate) fn is_ready_zeroed(&self) -> bool {
+        self.preallocation == Preallocation::Zeroed
+            && self.creating.as_ref().is_some_and(JoinHandle::is_finished)
+            && !self.pace.was_cut_short()
+    }
+
     /// Waits for the spare, hurrying it first: the segment, or `None` if
     /// its creation failed (and removed its file). Also tells whether the
     /// hurry cut its zeros short.

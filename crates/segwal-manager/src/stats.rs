@@ -24,6 +24,7 @@ pub(crate) struct Stats {
     pub(crate) segments_reopened: AtomicU64,
     pub(crate) spares_used: AtomicU64,
     pub(crate) spares_hurried: AtomicU64,
+    pub(crate) early_rollovers: AtomicU64,
     pub(crate) meta_writes: AtomicU64,
     pub(crate) segments_rewritten: AtomicU64,
     pub(crate) rewritten_records: AtomicU64,
@@ -115,6 +116,12 @@ pub struct Statistics {
     /// reserved). Many mean segments fill faster than their successors'
     /// zeros are paced for.
     pub spares_hurried: u64,
+    /// Rollovers made before the active segment was full: its blocks were
+    /// reserved (the first segment after open is, to be ready at once),
+    /// and a zero-filled spare was ready, whose syncs commit no extent
+    /// conversions. The segment left behind gives back the blocks past its
+    /// records. About one per open under `SyncMode::Always`.
+    pub early_rollovers: u64,
     /// META log appends (deletes, tables' numbers before segments are
     /// removed, sequence floors after a failure).
     pub meta_writes: u64,
@@ -170,6 +177,7 @@ impl Statistics {
             segments_reopened: stats.segments_reopened.load(Ordering::Relaxed),
             spares_used: stats.spares_used.load(Ordering::Relaxed),
             spares_hurried: stats.spares_hurried.load(Ordering::Relaxed),
+            early_rollovers: stats.early_rollovers.load(Ordering::Relaxed),
             meta_writes: stats.meta_writes.load(Ordering::Relaxed),
             segments_rewritten: stats.segments_rewritten.load(Ordering::Relaxed),
             rewritten_records: stats.rewritten_records.load(Ordering::Relaxed),
@@ -218,12 +226,13 @@ impl std::fmt::Display for Statistics {
         )?;
         writeln!(
             f,
-            "segments: {} live, {} open, {} created ({} prepared ahead, {} of them hurried), {} deleted, {} reopened by reads",
+            "segments: {} live, {} open, {} created ({} prepared ahead, {} of them hurried; {} left early for a zeroed one), {} deleted, {} reopened by reads",
             self.segments_live,
             self.segments_open,
             self.segments_created,
             self.spares_used,
             self.spares_hurried,
+            self.early_rollovers,
             self.segments_deleted,
             self.segments_reopened
         )?;

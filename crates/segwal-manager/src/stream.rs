@@ -64,6 +64,10 @@ pub(crate) struct Writer {
     /// How fast the last sealed segment filled, in bytes per second: it
     /// decides how the next spare is preallocated.
     pub(crate) fill_rate: Option<f64>,
+    /// Whether the active segment's blocks were reserved rather than
+    /// zero-filled: under `SyncMode::Always` the writes move to a zeroed
+    /// spare as soon as one is ready (see `rollover.rs`).
+    pub(crate) active_reserved: bool,
     /// Where in the active segment write-back was last started up to (see
     /// [`WRITEBACK_CHUNK_BYTES`]).
     pub(crate) writeback_from: u64,
@@ -134,6 +138,7 @@ impl Stream {
                 active_live: Arc::default(),
                 active_since: None,
                 fill_rate: None,
+                active_reserved: false,
                 writeback_from: 0,
                 spare: None,
                 sequences,

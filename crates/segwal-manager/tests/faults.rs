@@ -114,7 +114,10 @@ fn inject_nth(
                 .iter()
                 .any(|p| op.starts_with(&format!("Rename {} ", p.display())))
         };
+        // Giving back the blocks past a sealed segment's records is best
+        // effort: a failure leaves them allocated, and nothing to report.
         let may_absorb = background
+            || op.kind() == OpKind::Deallocate
             || renames_prepared(&this)
             || (op.kind() == OpKind::SyncDir && previous.as_deref().is_some_and(renames_prepared));
         let extension = op.path().extension().and_then(|e| e.to_str());

@@ -1,10 +1,11 @@
 //! How new segments' blocks are set aside: the first segment after an
 //! open is reserved with `fallocate` (nearly free, so the first write does
 //! not wait for zeros), and later ones are zero-filled under
-//! `SyncMode::Always` while segments fill slowly (as here, where writes
+//! `SyncMode::Always` unless segments are known to fill fast (here writes
 //! are paced), reserved under the other modes and in memory, and
-//! zero-filled after all where the file system cannot reserve. The
-//! fill-rate rule itself is unit-tested in `config.rs`.
+//! zero-filled after all where the file system cannot reserve; the writes
+//! leave a reserved first segment for a zero-filled spare once it is
+//! ready. The fill-rate rule itself is unit-tested in `config.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use segwal_format::SEGMENT_HEADER_LEN;
 use segwal_manager::{ManagerConfig, Preallocation, SegmentManager, SyncMode};
 use segwal_segment::disk::{self, Hook, Op};
+use segwal_segment::segment_file_name;
 
 const SEGMENT_SIZE: u64 = 64 << 10;
 
@@ -37,6 +39,8 @@ struct Seen {
     refused: u64,
     /// Segments removed: here, only the spare a close finds unused.
     removed: BTreeSet<u64>,
+    /// Per segment, where the blocks it gave back start.
+    released: BTreeMap<u64, u64>,
 }
 
 impl Seen {
@@ -95,6 +99,9 @@ impl Hook for Counter {
             }
             Op::Remove { .. } => {
                 seen.removed.insert(id);
+            }
+            Op::Deallocate { offset, .. } => {
+                seen.released.insert(id, offset);
             }
             Op::Write { data, offset, .. } | Op::WriteSynced { data, offset, .. } => {
                 seen.bytes_written += data.len() as u64;
@@ -189,10 +196,10 @@ fn write_three_segments(
     (writing, reading)
 }
 
-/// Proves that the first two segments after each open are reserved (no
-/// segment has filled yet to tell how fast they fill), and that later ones
-/// follow the sync mode: under `SyncMode::Always`, filled slowly, every
-/// later segment is written whole (zero-filled, so a synced append has no
+/// Proves that the first segment after each open is reserved (wanted at
+/// once, it must not wait for zeros), and that later ones follow the sync
+/// mode: under `SyncMode::Always`, filled slowly, every later segment is
+/// written whole (zero-filled, so a synced append has no
 /// metadata to commit), while under `SyncMode::Never` and
 /// `SyncMode::Interval` every segment is reserved and only the records are
 /// written: the data is not written twice. On a file system in memory
@@ -209,10 +216,9 @@ fn the_sync_mode_and_the_medium_pick_how_segments_are_preallocated() {
         let (always, reopened) =
             write_three_segments(&dir.path().join("always"), SyncMode::Always, None, false);
         assert!(always.created.len() >= 3, "{always:?}");
-        for first in &always.created[..2] {
-            assert!(always.reserved.contains(first), "{always:?}");
-            assert!(!always.zero_filled.contains_key(first), "{always:?}");
-        }
+        let first = always.created[0];
+        assert!(always.reserved.contains(&first), "{always:?}");
+        assert!(!always.zero_filled.contains_key(&first), "{always:?}");
         // The reopen prepared a first segment too (never used: no write).
         assert_eq!(reopened.created.len(), 1, "{reopened:?}");
         assert_eq!(reopened.not_reserved(), [], "{reopened:?}");
@@ -225,7 +231,7 @@ fn the_sync_mode_and_the_medium_pick_how_segments_are_preallocated() {
                 "{always:?}"
             );
         } else {
-            let later = &always.kept()[2..];
+            let later = &always.kept()[1..];
             assert!(!later.is_empty(), "{always:?}");
             for id in later {
                 assert!(!always.reserved.contains(id), "{always:?}");
@@ -263,10 +269,11 @@ fn the_sync_mode_and_the_medium_pick_how_segments_are_preallocated() {
 /// Proves that on a real disk under `SyncMode::Always` the first segment
 /// is prepared at open, before any write, and reserved, so that the first
 /// write finds it ready; that the second, prepared while the first fills
-/// at a rate not known yet, is reserved too; and that the third, prepared
-/// once the first has filled slowly, is zero-filled.
+/// at a rate not known yet, is zero-filled (a rollover would hurry it
+/// rather than wait); and that the third, prepared once the first has
+/// filled slowly, is zero-filled too.
 #[test]
-fn the_first_segments_are_reserved_and_the_third_zero_filled_after_a_slow_fill() {
+fn the_first_segment_is_reserved_and_the_next_ones_zero_filled() {
     let Some(dir) = real_disk_dir() else {
         return;
     };
@@ -305,12 +312,12 @@ fn the_first_segments_are_reserved_and_the_third_zero_filled_after_a_slow_fill()
     wal.close().unwrap();
     let seen = counter.seen.lock().unwrap();
     assert_eq!(seen.created[..3], [1, 2, 3], "{seen:?}");
-    for id in [1, 2] {
-        assert!(seen.reserved.contains(&id), "{seen:?}");
-        assert_eq!(seen.zero_filled.get(&id), None, "{seen:?}");
+    assert!(seen.reserved.contains(&1), "{seen:?}");
+    assert_eq!(seen.zero_filled.get(&1), None, "{seen:?}");
+    for id in [2, 3] {
+        assert!(!seen.reserved.contains(&id), "{seen:?}");
+        assert_eq!(seen.zero_filled.get(&id), Some(&ZEROS), "{seen:?}");
     }
-    assert!(!seen.reserved.contains(&3), "{seen:?}");
-    assert_eq!(seen.zero_filled.get(&3), Some(&ZEROS), "{seen:?}");
 }
 
 /// Proves that an explicit setting wins over the sync mode's default, both
@@ -377,8 +384,8 @@ fn segments_are_zero_filled_where_blocks_cannot_be_reserved() {
 
 /// Proves that on a real disk under `SyncMode::Always` a rollover that
 /// finds its spare's zeros unfinished does not wait for them: the zeros of
-/// segment 3 are spread over half the time segment 1 took to fill (about
-/// a second and a half), segment 2 then fills as fast as the disk syncs,
+/// segment 3 are spread over half the time segment 1 was expected to take
+/// to fill at the pace it was written (over a second), segment 2 then fills as fast as the disk syncs,
 /// and the rollover to segment 3 hurries it. The rest of its blocks are
 /// reserved instead, `spares_hurried` counts it, and every entry reads
 /// back after a reopen.
@@ -401,7 +408,8 @@ fn a_rollover_hurries_a_spare_whose_zeros_are_unfinished() {
             wal.write(1, 1, &[&payload]).unwrap();
             written += 1;
         };
-        // Segment 1, 64 entries, over about three seconds.
+        // Segment 1 (left early for segment 2 once its zeros are written),
+        // written slowly.
         while wal.statistics().segments_created < 2 {
             write();
             std::thread::sleep(std::time::Duration::from_millis(45));
@@ -421,5 +429,82 @@ fn a_rollover_hurries_a_spare_whose_zeros_are_unfinished() {
 
     let wal = SegmentManager::open(config).unwrap();
     assert_eq!(read_back(&wal, &payload), written);
+    drop(guard);
+}
+
+/// The bytes of disk a file holds (its allocated blocks).
+fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+/// Proves that on a real disk under `SyncMode::Always` the writes leave
+/// the reserved first segment for the zero-filled second one as soon as
+/// that is ready, long before the first is full (`early_rollovers`); that
+/// the first then gives back the blocks past its records, its length
+/// unchanged, and the statistics count only the disk it keeps; that a
+/// close does the same for the active segment; and that every entry reads
+/// back after a reopen, which counts the same disk.
+#[test]
+fn the_writes_leave_the_reserved_first_segment_once_a_zeroed_one_is_ready() {
+    const BIG: u64 = 8 << 20;
+    let Some(dir) = real_disk_dir() else {
+        return;
+    };
+    let (counter, guard) = count_in(dir.path(), false);
+    let config = ManagerConfig {
+        segment_size_bytes: BIG,
+        ..ManagerConfig::new(dir.path())
+    };
+    let payload = vec![0x7eu8; 4000];
+    let mut written = 0;
+    let wal = SegmentManager::open(config.clone()).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while wal.statistics().early_rollovers == 0 {
+        assert!(std::time::Instant::now() < deadline, "{}", wal.statistics());
+        wal.write(1, 1, &[&payload]).unwrap();
+        written += 1;
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let stats = wal.statistics();
+    assert_eq!(
+        (
+            stats.segments_created,
+            stats.spares_used,
+            stats.spares_hurried
+        ),
+        (2, 2, 0),
+        "{stats}"
+    );
+    let first = dir.path().join(segment_file_name(1));
+    assert_eq!(std::fs::metadata(&first).unwrap().len(), BIG);
+    let kept = allocated(&first);
+    assert!(kept < BIG / 4, "segment 1 keeps {kept} bytes");
+    assert_eq!(stats.disk_bytes, kept + BIG, "{stats}");
+    for _ in 0..10 {
+        wal.write(1, 1, &[&payload]).unwrap();
+        written += 1;
+    }
+    wal.close().unwrap();
+    let seen = std::mem::take(&mut *counter.seen.lock().unwrap());
+    assert!(seen.reserved.contains(&1), "{seen:?}");
+    assert_eq!(
+        seen.zero_filled.get(&2),
+        Some(&(BIG - SEGMENT_HEADER_LEN as u64)),
+        "{seen:?}"
+    );
+    assert_eq!(seen.released.keys().copied().collect::<Vec<_>>(), [1, 2]);
+    let second = dir.path().join(segment_file_name(2));
+    assert!(allocated(&second) < BIG / 4, "{seen:?}");
+
+    let wal = SegmentManager::open(config).unwrap();
+    assert_eq!(read_back(&wal, &payload), written);
+    let stats = wal.statistics();
+    assert_eq!(
+        stats.disk_bytes,
+        allocated(&first) + allocated(&second),
+        "{stats}"
+    );
+    wal.close().unwrap();
     drop(guard);
 }

@@ -43,6 +43,17 @@ pub enum Op<'a> {
         /// The length reserved.
         len: u64,
     },
+    /// Give back the blocks under `[offset, offset + len)`, keeping the
+    /// file's length: the range reads as zeros (`fallocate` with
+    /// `FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE`).
+    Deallocate {
+        /// The file.
+        path: &'a Path,
+        /// Where the range starts.
+        offset: u64,
+        /// Its length.
+        len: u64,
+    },
     /// Write `data` at `offset` and make those bytes durable before
     /// returning, in one call (`pwritev2` with `RWF_DSYNC`): other unsynced
     /// writes to the file are not made durable by it.
@@ -92,6 +103,8 @@ pub enum OpKind {
     Write,
     /// [`Op::Allocate`].
     Allocate,
+    /// [`Op::Deallocate`].
+    Deallocate,
     /// [`Op::WriteSynced`].
     WriteSynced,
     /// [`Op::Sync`].
@@ -108,10 +121,11 @@ pub enum OpKind {
 
 impl OpKind {
     /// Every kind.
-    pub const ALL: [OpKind; 9] = [
+    pub const ALL: [OpKind; 10] = [
         OpKind::Create,
         OpKind::Write,
         OpKind::Allocate,
+        OpKind::Deallocate,
         OpKind::WriteSynced,
         OpKind::Sync,
         OpKind::Rename,
@@ -128,6 +142,7 @@ impl Op<'_> {
             Op::Create { path }
             | Op::Write { path, .. }
             | Op::Allocate { path, .. }
+            | Op::Deallocate { path, .. }
             | Op::WriteSynced { path, .. }
             | Op::Sync { path }
             | Op::Remove { path }
@@ -143,6 +158,7 @@ impl Op<'_> {
             Op::Create { .. } => OpKind::Create,
             Op::Write { .. } => OpKind::Write,
             Op::Allocate { .. } => OpKind::Allocate,
+            Op::Deallocate { .. } => OpKind::Deallocate,
             Op::WriteSynced { .. } => OpKind::WriteSynced,
             Op::Sync { .. } => OpKind::Sync,
             Op::Rename { .. } => OpKind::Rename,
@@ -248,6 +264,39 @@ fn fallocate(file: &File, len: u64) -> io::Result<()> {
 
 #[cfg(not(target_os = "linux"))]
 fn fallocate(_file: &File, _len: u64) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+/// Gives back the blocks under `[offset, offset + len)` of `file` (named
+/// `path`) without changing its length: the range reads as zeros after.
+/// Only whole blocks are given back; a range that does not start or end
+/// on a block boundary has its partial blocks zeroed instead. Fails with
+/// [`io::ErrorKind::Unsupported`] where the file system cannot punch holes
+/// (or off Linux): the blocks then stay allocated.
+pub fn deallocate(file: &File, path: &Path, offset: u64, len: u64) -> io::Result<()> {
+    run(&Op::Deallocate { path, offset, len }, &mut || {
+        punch_hole(file, offset, len)
+    })
+}
+
+#[cfg(target_os = "linux")]
+fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    use rustix::fs::FallocateFlags;
+    use rustix::io::Errno;
+
+    let flags = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
+    loop {
+        match rustix::fs::fallocate(file, flags, offset, len) {
+            Ok(()) => return Ok(()),
+            Err(Errno::INTR) => continue,
+            Err(Errno::OPNOTSUPP) => return Err(io::ErrorKind::Unsupported.into()),
+            Err(errno) => return Err(errno.into()),
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn punch_hole(_file: &File, _offset: u64, _len: u64) -> io::Result<()> {
     Err(io::ErrorKind::Unsupported.into())
 }
 

@@ -45,6 +45,21 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// Giving back the blocks past a sealed segment's records failed. The
+    /// records are untouched; the blocks may stay allocated.
+    #[snafu(display(
+        "cannot give back the blocks of segment {} past offset {offset}: {source}",
+        path.display()
+    ))]
+    Release {
+        /// The segment file.
+        path: PathBuf,
+        /// Where the blocks given back were to start.
+        offset: u64,
+        /// The OS error.
+        source: io::Error,
+    },
+
     /// Syncing a directory after creating or removing a file in it failed.
     #[snafu(display("cannot sync directory {}: {source}", dir.display()))]
     SyncDir {
@@ -309,6 +324,7 @@ impl Error {
             Error::Locked { .. } => "data_dir",
             Error::Create { .. }
             | Error::Preallocate { .. }
+            | Error::Release { .. }
             | Error::SyncDir { .. }
             | Error::Open { .. }
             | Error::ClearTail { .. }

@@ -47,7 +47,7 @@ mod segment;
 
 pub use error::{Error, Result};
 pub use segment::{
-    BatchRef, OpenOptions, Preallocation, RecoveryMode, RecoveryReport, Segment, SegmentBytes,
-    SegmentHandle, SkippedRange, TornTail, ZeroFillPace, parse_segment_file_name,
+    BatchRef, OpenOptions, Preallocation, RELEASE_BLOCK, RecoveryMode, RecoveryReport, Segment,
+    SegmentBytes, SegmentHandle, SkippedRange, TornTail, ZeroFillPace, parse_segment_file_name,
     segment_file_name,
 };

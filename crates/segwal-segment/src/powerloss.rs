@@ -57,6 +57,12 @@ enum Event {
         path: PathBuf,
         len: u64,
     },
+    /// Blocks given back: the range reads as zeros.
+    Deallocate {
+        path: PathBuf,
+        offset: u64,
+        len: u64,
+    },
     Sync(PathBuf),
     /// A sync that failed: its writes stay visible but never reach the disk.
     LostSync(PathBuf),
@@ -101,6 +107,9 @@ impl Event {
                 )
             }
             Event::Allocate { path, len } => format!("allocate {} [0, {len})", rel(path)),
+            Event::Deallocate { path, offset, len } => {
+                format!("deallocate {} [{offset}, {})", rel(path), offset + len)
+            }
             Event::Sync(path) => format!("sync {}", rel(path)),
             Event::LostSync(path) => format!("failed sync {}", rel(path)),
             Event::Rename { from, to } => format!("rename {} -> {}", rel(from), rel(to)),
@@ -214,6 +223,11 @@ impl Hook for Recorder {
             }
             Op::Allocate { path, len } => Event::Allocate {
                 path: path.to_owned(),
+                len,
+            },
+            Op::Deallocate { path, offset, len } => Event::Deallocate {
+                path: path.to_owned(),
+                offset,
                 len,
             },
             Op::Sync { path } => Event::Sync(path.to_owned()),
@@ -504,6 +518,20 @@ impl Model {
                     inode.writes.push(Write {
                         offset: old_len,
                         data: vec![0u8; (*len - old_len) as usize].into(),
+                        state: WriteState::Pending,
+                    });
+                }
+            }
+            Event::Deallocate { path, offset, len } => {
+                // To a power loss, a hole punched in a file is a write of
+                // zeros over it, within the file's length, that a sync makes
+                // durable: until then the old bytes may come back.
+                let inode = self.inode_of(root, path);
+                let end = (offset + len).min(inode.len());
+                if end > *offset {
+                    inode.writes.push(Write {
+                        offset: *offset,
+                        data: vec![0u8; (end - offset) as usize].into(),
                         state: WriteState::Pending,
                     });
                 }

@@ -8,8 +8,8 @@ use segwal_format::{
     SegmentIdentity,
 };
 use segwal_segment::{
-    BatchRef, Error, OpenOptions, Preallocation, RecoveryMode, Segment, parse_segment_file_name,
-    segment_file_name,
+    BatchRef, Error, OpenOptions, Preallocation, RELEASE_BLOCK, RecoveryMode, Segment,
+    parse_segment_file_name, segment_file_name,
 };
 
 mod support;
@@ -40,6 +40,50 @@ fn reopen_recovers_every_record_and_appends_continue() {
     segment.close().unwrap();
     let (_, firsts, _) = open(&path, RecoveryMode::Strict).unwrap();
     assert_eq!(firsts, [1, 3, 4]);
+}
+
+/// Proves that `release_unused` gives back every whole block past the
+/// records of a zero-filled and of a reserved segment, keeps the file's
+/// length and the records, and that recovery then finds the same records
+/// and its end where it was; and that a segment whose records reach its
+/// last block gives nothing back.
+#[test]
+fn released_blocks_leave_the_records_and_the_length_as_they_were() {
+    use std::os::unix::fs::MetadataExt;
+    let capacity = 1 << 20;
+    for preallocation in [Preallocation::Zeroed, Preallocation::Reserved] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(segment_file_name(HEADER.segment_id));
+        let mut segment = Segment::create(&path, HEADER, capacity, preallocation).unwrap();
+        append(&mut segment, 1, 1, &[&[0x11; 5000]]);
+        let end = append(&mut segment, 2, 2, &[b"last"]).end;
+        segment.sync().unwrap();
+        let allocated = segment.allocated_bytes();
+        let kept = segment.release_unused().unwrap();
+        assert_eq!(
+            kept,
+            end.next_multiple_of(RELEASE_BLOCK),
+            "{preallocation:?}"
+        );
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!(meta.len(), capacity, "{preallocation:?}");
+        assert!(
+            meta.blocks() * 512 <= kept && kept < allocated,
+            "{preallocation:?}: {} bytes allocated, {kept} kept, {allocated} before",
+            meta.blocks() * 512
+        );
+        let (segment, firsts, report) = open(&path, RecoveryMode::Strict).unwrap();
+        assert_eq!(firsts, [1, 2], "{preallocation:?}");
+        assert_eq!((report.end, report.torn_tail), (end, None));
+        assert_eq!(segment.allocated_bytes(), meta.blocks() * 512);
+    }
+    // Full to its last block: nothing to give back.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(segment_file_name(HEADER.segment_id));
+    let mut segment = Segment::create(&path, HEADER, 8192, Preallocation::Zeroed).unwrap();
+    append(&mut segment, 1, 1, &[&[0x22; 5000]]);
+    assert!(segment.written_len() > 8192 - RELEASE_BLOCK);
+    assert_eq!(segment.release_unused().unwrap(), 8192);
 }
 
 #[test]

@@ -414,6 +414,11 @@ impl ExportMetrics for crate::LocalWal {
             s.spares_hurried,
         );
         out.counter(
+            "segwal_early_rollovers_total",
+            "Rollovers before the active segment was full, from a reserved segment to a zero-filled one.",
+            s.early_rollovers,
+        );
+        out.counter(
             "segwal_segments_removed_total",
             "Segment files removed once nothing in them was live.",
             s.segments_deleted,

@@ -91,6 +91,8 @@ async fn a_scrape_counts_writes_syncs_errors_and_segments() {
     assert!(created >= 3.0, "{created} segments created");
     let hurried = sample(&text, &format!("segwal_spares_hurried_total{{{labels}}}"));
     assert!(hurried < created, "{hurried} of {created} segments hurried");
+    let early = sample(&text, &format!("segwal_early_rollovers_total{{{labels}}}"));
+    assert!(early < created, "{early} of {created} segments left early");
     let live = sample(&text, &format!("segwal_segments_live{{{labels}}}"));
     assert!(live >= 3.0 && live <= created, "{live} live of {created}");
     assert!(sample(&text, &format!("segwal_disk_bytes{{{labels}}}")) >= live * 4096.0);

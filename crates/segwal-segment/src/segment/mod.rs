@@ -20,8 +20,8 @@ use snafu::{ResultExt, ensure};
 use crate::disk;
 use crate::error::{
     AppendPastCapacitySnafu, CreateSnafu, DeleteSnafu, EncodeSnafu, InvalidCapacitySnafu,
-    OpenSnafu, PreallocateSnafu, ReadOnlySnafu, ReadPastEndSnafu, RenameSnafu, Result, WriteSnafu,
-    WriteSyncedSnafu, WrongLengthSnafu,
+    OpenSnafu, PreallocateSnafu, ReadOnlySnafu, ReadPastEndSnafu, ReleaseSnafu, RenameSnafu,
+    Result, WriteSnafu, WriteSyncedSnafu, WrongLengthSnafu,
 };
 
 mod files;
@@ -37,6 +37,10 @@ pub use options::{
     BatchRef, OpenOptions, Preallocation, RecoveryMode, RecoveryReport, SkippedRange, TornTail,
     ZeroFillPace, parse_segment_file_name, segment_file_name,
 };
+
+/// The granularity at which [`Segment::release_unused`] gives blocks back:
+/// the block size of common file systems (ext4, XFS, tmpfs pages).
+pub const RELEASE_BLOCK: u64 = 4096;
 
 /// A segment file open for appending (or read-only, see [`OpenOptions`]).
 ///
@@ -498,6 +502,48 @@ impl Segment {
         let path = self.shared.path.clone();
         drop(self);
         Segment::delete_file(&path)
+    }
+
+    /// Ends appends for good and gives back the file system blocks past
+    /// the records: every whole [`RELEASE_BLOCK`] from the first one after
+    /// the last record to the end of the file, whose length stays the
+    /// capacity. A segment sealed long before it is full (its log closed,
+    /// or left for a better-prepared successor) then holds only the disk
+    /// its records need. The range held no record, so it reads as zeros
+    /// before and after, and recovery finds the same records either way;
+    /// the hole need not be durable (a power loss may bring the blocks
+    /// back, never other bytes). Returns the bytes that stay allocated,
+    /// at most the capacity.
+    ///
+    /// Where the file system cannot give blocks back, nothing changes and
+    /// the whole capacity stays allocated. Any other failure is reported;
+    /// the records are untouched.
+    pub fn release_unused(self) -> Result<u64> {
+        let capacity = self.shared.capacity;
+        let from = self
+            .written_len()
+            .next_multiple_of(RELEASE_BLOCK)
+            .min(capacity);
+        if from == capacity || !self.shared.writable {
+            return Ok(capacity);
+        }
+        let path = &self.shared.path;
+        match disk::deallocate(&self.shared.file, path, from, capacity - from) {
+            Ok(()) => Ok(from),
+            Err(err) if err.kind() == std::io::ErrorKind::Unsupported => Ok(capacity),
+            Err(source) => Err(source).context(ReleaseSnafu { path, offset: from }),
+        }
+    }
+
+    /// The bytes of disk the file holds (its allocated blocks), at most
+    /// its capacity: less once [`Segment::release_unused`] gave some back.
+    pub fn allocated_bytes(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let capacity = self.shared.capacity;
+        self.shared
+            .file
+            .metadata()
+            .map_or(capacity, |m| m.blocks().saturating_mul(512).min(capacity))
     }
 
     /// Removes a segment file that is not open here, and syncs its
