@@ -186,10 +186,11 @@ pub(crate) trait Wal: Send + Sync {
 /// covered, and how many rollovers found the spare's zeros unfinished.
 fn segwal_note(stats: &segwal_manager::Statistics) -> String {
     format!(
-        "{:.1} batches per sync, {} of {} spares hurried",
+        "{:.1} batches per sync, {} of {} spares hurried, {} early rollovers",
         stats.batches_written as f64 / stats.syncs.max(1) as f64,
         stats.spares_hurried,
-        stats.spares_used
+        stats.spares_used,
+        stats.early_rollovers
     )
 }
 
