@@ -508,3 +508,62 @@ fn the_writes_leave_the_reserved_first_segment_once_a_zeroed_one_is_ready() {
     wal.close().unwrap();
     drop(guard);
 }
+
+/// Fails every call to give blocks back, with `EIO`, counting them.
+#[derive(Default)]
+struct RefuseRelease {
+    refused: std::sync::atomic::AtomicUsize,
+}
+
+impl Hook for RefuseRelease {
+    fn run(&self, op: &Op<'_>, perform: &mut dyn FnMut() -> io::Result<()>) -> io::Result<()> {
+        match op {
+            Op::Deallocate { .. } => {
+                self.refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Err(io::Error::from_raw_os_error(libc::EIO))
+            }
+            _ => perform(),
+        }
+    }
+}
+
+/// Proves that giving back the blocks past a sealed segment's records is
+/// best effort: when the file system fails it, the close still succeeds,
+/// the segment keeps its blocks (and the statistics count them), and
+/// every entry reads back after a reopen.
+#[test]
+fn a_failure_to_give_blocks_back_loses_nothing() {
+    const BIG: u64 = 4 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let hook = Arc::new(RefuseRelease::default());
+    let _guard = disk::install(dir.path(), Arc::clone(&hook) as Arc<dyn Hook>);
+    let config = ManagerConfig {
+        segment_size_bytes: BIG,
+        ..ManagerConfig::new(dir.path())
+    };
+    let payload = vec![0x42u8; 3000];
+    let wal = SegmentManager::open(config.clone()).unwrap();
+    for _ in 0..20 {
+        wal.write(1, 1, &[&payload]).unwrap();
+    }
+    wal.close().unwrap();
+    let refused = hook.refused.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        refused >= 1,
+        "the close gives back the active segment's room"
+    );
+    let segments: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    for segment in &segments {
+        assert!(allocated(segment) >= BIG - 4096, "{}", segment.display());
+    }
+    let wal = SegmentManager::open(config).unwrap();
+    assert_eq!(read_back(&wal, &payload), 20);
+    let kept: u64 = segments.iter().map(|segment| allocated(segment)).sum();
+    assert_eq!(wal.statistics().disk_bytes, kept);
+    wal.close().unwrap();
+}
