@@ -26,12 +26,12 @@ pub const ZERO_FILL_MAX_BYTES_PER_SEC: f64 = 256.0 * 1024.0 * 1024.0;
 /// spare if the writes keep their pace, and at twice the pace just in time.
 const ZERO_FILL_SPREAD_SHARE: f64 = 0.5;
 
-/// Over how long the zeros of the first spare after open are spread,
-/// before any segment has filled to tell the rate: soon enough that the
-/// writes leave the reserved first segment within about a second of
-/// open, slowly enough (64 MiB in half a second) that the zeros leave the
+/// How fast the zeros of the first spare after open are written, over all
+/// streams together, before any segment has filled to tell the rate: a
+/// 64 MiB spare of one stream in half a second, so that the writes leave
+/// the reserved first segment soon after open, while the zeros leave the
 /// disk most of its bandwidth meanwhile.
-const ZERO_FILL_FIRST_SPREAD: Duration = Duration::from_millis(500);
+const ZERO_FILL_FIRST_BYTES_PER_SEC: f64 = 128.0 * 1024.0 * 1024.0;
 
 /// The longest a spare's zeros are spread over, however slowly segments
 /// fill: the spare's thread lives no longer than this plus the zeros' own
@@ -172,8 +172,8 @@ impl ManagerConfig {
     }
 
     /// How the blocks of a segment wanted at once are set aside: the first
-    /// segment at open, or one a rollover creates itself because no spare
-    /// was ready. As configured, or else [`Preallocation::Reserved`],
+    /// segment at open, or one a rollover creates itself because its spare
+    /// failed or is too small for the batch. As configured, or else [`Preallocation::Reserved`],
     /// which is nearly free, so that no write waits for zeros. Under
     /// [`SyncMode::Always`] the writes leave such a segment for a
     /// zero-filled spare as soon as one is ready (an early rollover, see
@@ -185,8 +185,9 @@ impl ManagerConfig {
     /// Over how long a spare's zeros (if it is zero-filled) are spread,
     /// given how fast the active segment is being filled (bytes per
     /// second; `None` when not known): half the time the active segment
-    /// is expected to take to fill, at most [`ZERO_FILL_MAX_SPREAD`], and
-    /// [`ZERO_FILL_FIRST_SPREAD`] while the rate is unknown. No pauses at
+    /// is expected to take to fill, at most [`ZERO_FILL_MAX_SPREAD`]; while
+    /// the rate is unknown, as long as every stream's spare takes at
+    /// [`ZERO_FILL_FIRST_BYTES_PER_SEC`] (half a second by default). No pauses at
     /// all when `preallocation` is set: a segment then has the blocks it
     /// was set to have, every zero written, even if a rollover must wait
     /// for them. Zeros written as fast as the disk takes them hold up the
@@ -198,14 +199,16 @@ impl ManagerConfig {
         if self.preallocation.is_some() {
             return Duration::ZERO;
         }
-        let Some(rate) = fill_bytes_per_sec.filter(|rate| *rate > 0.0) else {
-            return ZERO_FILL_FIRST_SPREAD;
+        let spread_secs = match fill_bytes_per_sec.filter(|rate| *rate > 0.0) {
+            Some(rate) => self.segment_size_bytes as f64 / rate * ZERO_FILL_SPREAD_SHARE,
+            None => {
+                let all_spares = self.segment_size_bytes as f64 * self.streams as f64;
+                all_spares / ZERO_FILL_FIRST_BYTES_PER_SEC
+            }
         };
-        let fill_secs = self.segment_size_bytes as f64 / rate;
-        Duration::try_from_secs_f64(fill_secs * ZERO_FILL_SPREAD_SHARE)
-            .map_or(ZERO_FILL_MAX_SPREAD, |spread| {
-                spread.min(ZERO_FILL_MAX_SPREAD)
-            })
+        Duration::try_from_secs_f64(spread_secs).map_or(ZERO_FILL_MAX_SPREAD, |spread| {
+            spread.min(ZERO_FILL_MAX_SPREAD)
+        })
     }
 
     /// Checks every value, before anything is opened or written.
@@ -291,9 +294,9 @@ mod tests {
     }
 
     /// Proves the spread of a spare's zeros: half the time the active
-    /// segment is expected to take to fill, capped, the first spread when
-    /// the fill rate is unknown (or not a rate), and none when the
-    /// preallocation is set.
+    /// segment is expected to take to fill, capped; when the fill rate is
+    /// unknown (or not a rate), every stream's spare at a shared pace,
+    /// capped; and none when the preallocation is set.
     #[test]
     fn zeros_are_spread_over_half_the_expected_fill_time() {
         let mut config = ManagerConfig::new("/data");
@@ -309,12 +312,15 @@ mod tests {
         );
         assert_eq!(config.zero_fill_spread(Some(1.0)), ZERO_FILL_MAX_SPREAD);
         for rate in [None, Some(0.0), Some(-1.0), Some(f64::NAN)] {
-            assert_eq!(
-                config.zero_fill_spread(rate),
-                ZERO_FILL_FIRST_SPREAD,
-                "{rate:?}"
-            );
+            let first = Duration::from_millis(500);
+            assert_eq!(config.zero_fill_spread(rate), first, "{rate:?}");
         }
+        // Unknown rate: every stream's first spare shares the pace.
+        config.streams = 4;
+        assert_eq!(config.zero_fill_spread(None), Duration::from_secs(2));
+        config.streams = 64;
+        assert_eq!(config.zero_fill_spread(None), ZERO_FILL_MAX_SPREAD);
+        config.streams = 1;
         config.preallocation = Some(Preallocation::Zeroed);
         for rate in [None, Some(64.0 * mib)] {
             assert_eq!(config.zero_fill_spread(rate), Duration::ZERO);

@@ -209,7 +209,8 @@ pub(crate) struct SegmentInfo {
     pub(crate) active: Option<SegmentHandle>,
     /// Sealed: the end of its records, what it is reopened with.
     pub(crate) len: u64,
-    /// The file's length (its capacity).
+    /// The disk the file holds: its capacity, or less once sealed with
+    /// room it gave back (`Segment::release_unused`).
     pub(crate) file_bytes: u64,
     pub(crate) live: Arc<Live>,
 }

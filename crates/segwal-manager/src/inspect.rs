@@ -50,7 +50,9 @@ pub struct SegmentReport {
     pub stream_id: Option<u64>,
     /// The segment file.
     pub path: PathBuf,
-    /// The file's length.
+    /// The disk the file holds: its allocated blocks, at most its length
+    /// (less than the length once a sealed segment gave back the room
+    /// past its records).
     pub file_bytes: u64,
     /// Where its valid records end.
     pub data_bytes: u64,
@@ -270,7 +272,10 @@ fn walk_segment(
     let mut report = SegmentReport {
         segment_id,
         stream_id,
-        file_bytes: fs::metadata(&path).map_or(0, |m| m.len()),
+        file_bytes: fs::metadata(&path).map_or(0, |m| {
+            use std::os::unix::fs::MetadataExt;
+            m.blocks().saturating_mul(512).min(m.len())
+        }),
         path: path.clone(),
         data_bytes: 0,
         records: 0,

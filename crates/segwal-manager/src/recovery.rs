@@ -17,7 +17,9 @@ use rustc_hash::FxHashMap as HashMap;
 use segwal_format::{
     RECORD_HEADER_LEN, RecordDecoder, SEGMENT_HEADER_LEN, SegmentHeader, SegmentIdentity,
 };
-use segwal_segment::{OpenOptions, RecoveryMode, RecoveryReport, Segment, parse_segment_file_name};
+use segwal_segment::{
+    OpenOptions, RELEASE_BLOCK, RecoveryMode, RecoveryReport, Segment, parse_segment_file_name,
+};
 use snafu::ResultExt;
 
 use crate::cache::SegmentCache;
@@ -324,7 +326,13 @@ pub(crate) fn recover(
             }
             let handle = opened.segment.handle();
             let stream_id = opened.segment.identity().stream_id;
-            let file_bytes = opened.segment.allocated_bytes();
+            // The disk it holds, but never less than its records take (a
+            // file system that compresses may report fewer blocks).
+            let file_bytes = opened
+                .segment
+                .allocated_bytes()
+                .max(opened.report.end.next_multiple_of(RELEASE_BLOCK))
+                .min(opened.segment.capacity());
             drop(opened.segment);
             cache.insert(segment_id, handle);
             recovered.segments.insert(

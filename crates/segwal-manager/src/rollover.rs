@@ -18,15 +18,16 @@
 //! create itself) is only reserved, so that no write waits for zeros;
 //! under `SyncMode::Always` each sync into it also commits extent
 //! conversions. So once a zero-filled spare is ready while such a segment
-//! is less than half full, the next write rolls over early: the reserved
-//! segment is sealed and gives back the blocks past its records
+//! is less than half full, the next write rolls over early (unless the
+//! file system could not give blocks back before): the reserved segment
+//! is sealed and gives back the blocks past its records
 //! (`Segment::release_unused`), as does any segment sealed with much room
 //! left (at a close). Recovery tells a prepared spare
 //! (untouched past its header) from the active segment it follows (see
 //! `judge::prepared_spares`).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use segwal_format::{SEGMENT_HEADER_LEN, SegmentIdentity};
@@ -57,7 +58,7 @@ impl Stream {
         record_len: u64,
         ctx: &Context,
     ) -> Result<()> {
-        let early = leaves_early(writer);
+        let early = self.leaves_early(writer);
         if !early
             && writer
                 .active
@@ -185,6 +186,8 @@ impl Stream {
         let capacity = ctx.config.segment_size_bytes;
         let pace = Arc::new(pace);
         let paced = Arc::clone(&pace);
+        let created = Arc::new(AtomicBool::new(false));
+        let done = Arc::clone(&created);
         let spawned = std::thread::Builder::new()
             .name(format!("segwal-spare-{}", self.id))
             .spawn(move || {
@@ -194,6 +197,7 @@ impl Stream {
                     let _ = segment.delete();
                     return Err(err);
                 }
+                done.store(true, Ordering::Release);
                 Ok(segment)
             });
         if let Ok(creating) = spawned {
@@ -202,6 +206,7 @@ impl Stream {
                 preallocation,
                 pace,
                 creating: Some(creating),
+                created,
             });
         }
     }
@@ -264,7 +269,13 @@ impl Stream {
         let segment_id = full.identity().segment_id;
         let (len, capacity, handle) = (full.written_len(), full.capacity(), full.handle());
         let file_bytes = if full.remaining() >= RELEASE_MIN_TAIL {
-            full.release_unused().unwrap_or(capacity)
+            let kept = full.release_unused().unwrap_or(capacity);
+            if kept == capacity {
+                // Unsupported (or failed): an early rollover would leave
+                // the reserved room behind, allocated.
+                self.cannot_release.store(true, Ordering::Relaxed);
+            }
+            kept
         } else {
             drop(full);
             capacity
@@ -279,16 +290,20 @@ impl Stream {
     }
 }
 
-/// Whether the writes leave the active segment before it is full: it is
-/// reserved, less than half of it is written (else its own rollover comes
-/// soon enough), its room left is large enough to be given back (so that
-/// leaving early costs no disk), and a zero-filled spare is ready.
-fn leaves_early(writer: &Writer) -> bool {
-    writer.active_reserved
-        && writer.active.as_ref().is_some_and(|active| {
-            let body = active.capacity() - SEGMENT_HEADER_LEN as u64;
-            let written = active.written_len() - SEGMENT_HEADER_LEN as u64;
-            written < body / 2 && active.remaining() >= RELEASE_MIN_TAIL
-        })
-        && writer.spare.as_ref().is_some_and(Spare::is_ready_zeroed)
+impl Stream {
+    /// Whether the writes leave the active segment before it is full: it is
+    /// reserved, less than half of it is written (else its own rollover
+    /// comes soon enough), its room left is large enough to be given back
+    /// and the file system gives blocks back (so that leaving early costs
+    /// no disk), and a zero-filled spare is ready.
+    fn leaves_early(&self, writer: &Writer) -> bool {
+        writer.active_reserved
+            && writer.active.as_ref().is_some_and(|active| {
+                let body = active.capacity() - SEGMENT_HEADER_LEN as u64;
+                let written = active.written_len() - SEGMENT_HEADER_LEN as u64;
+                written < body / 2 && active.remaining() >= RELEASE_MIN_TAIL
+            })
+            && !self.cannot_release.load(Ordering::Relaxed)
+            && writer.spare.as_ref().is_some_and(Spare::is_ready_zeroed)
+    }
 }

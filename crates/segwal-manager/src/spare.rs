@@ -3,6 +3,7 @@
 //! takes spares).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use segwal_segment::{Preallocation, Segment, ZeroFillPace};
@@ -18,15 +19,17 @@ pub(crate) struct Spare {
     pub(crate) pace: Arc<ZeroFillPace>,
     /// The thread creating it; taken by [`Spare::finish`].
     pub(crate) creating: Option<JoinHandle<segwal_segment::Result<Segment>>>,
+    /// Set by that thread once the segment is created and renamed into
+    /// place: ready to be taken without waiting.
+    pub(crate) created: Arc<AtomicBool>,
 }
 
 impl Spare {
     /// Whether it is ready, every zero written: a zero-filled segment
-    /// whose creation finished without a hurry cutting it short (a
-    /// failed creation counts too; taking it then reports nothing ready).
+    /// created successfully without a hurry cutting its zeros short.
     pub(crate) fn is_ready_zeroed(&self) -> bool {
         self.preallocation == Preallocation::Zeroed
-            && self.creating.as_ref().is_some_and(JoinHandle::is_finished)
+            && self.created.load(Ordering::Acquire)
             && !self.pace.was_cut_short()
     }
 

@@ -120,7 +120,8 @@ pub struct Statistics {
     /// reserved (the first segment after open is, to be ready at once),
     /// and a zero-filled spare was ready, whose syncs commit no extent
     /// conversions. The segment left behind gives back the blocks past its
-    /// records. About one per open under `SyncMode::Always`.
+    /// records. About one per open under `SyncMode::Always`; more when
+    /// writes slow down after segments were reserved for filling fast.
     pub early_rollovers: u64,
     /// META log appends (deletes, tables' numbers before segments are
     /// removed, sequence floors after a failure).
@@ -134,7 +135,8 @@ pub struct Statistics {
     pub rewritten_bytes: u64,
     /// Segment files of the log (holding live entries, or being written).
     pub segments_live: u64,
-    /// Bytes the segment files take on disk (their preallocated lengths).
+    /// Bytes the segment files take on disk: their preallocated lengths,
+    /// less the room a segment sealed early gave back.
     pub disk_bytes: u64,
     /// Bytes of records with live entries: `disk_bytes / live_bytes` is
     /// the log's space amplification.

@@ -99,6 +99,10 @@ pub(crate) struct Stream {
     pub(crate) group: GroupCommit,
     /// Threads inside `write` (under `SyncMode::Always` only; else 0).
     writing: AtomicUsize,
+    /// Set once giving back a sealed segment's room failed or is not
+    /// supported: the writes then no longer leave a segment early (see
+    /// `rollover.rs`).
+    pub(crate) cannot_release: AtomicBool,
     /// Set (under `writer`) by the first failed write or sync: the stream
     /// refuses writes from then on (see `record_failure`).
     failed: AtomicBool,
@@ -146,6 +150,7 @@ impl Stream {
             starving: StarvingQueue::default(),
             group: GroupCommit::new(id, ctx.config.yield_while_syncing),
             writing: AtomicUsize::new(0),
+            cannot_release: AtomicBool::new(false),
             failed: AtomicBool::new(false),
             closed: AtomicBool::new(false),
         }
