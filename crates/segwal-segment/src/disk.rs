@@ -354,6 +354,27 @@ fn sync_file_range(_file: &File, _offset: u64, _len: u64, _wait: bool) -> io::Re
     Ok(())
 }
 
+/// The bytes the file system holding `file` can still give this process:
+/// the free blocks for root (who may use the blocks reserved for it), the
+/// blocks available to others otherwise. `None` where it cannot tell (and
+/// off Linux). A reading, not a promise: others may take the space next.
+pub fn free_bytes(file: &File) -> Option<u64> {
+    free_bytes_of(file)
+}
+
+#[cfg(target_os = "linux")]
+fn free_bytes_of(file: &File) -> Option<u64> {
+    let stats = rustix::fs::fstatvfs(file).ok()?;
+    let root = rustix::process::geteuid().is_root();
+    let blocks = if root { stats.f_bfree } else { stats.f_bavail };
+    Some(blocks.saturating_mul(stats.f_frsize))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn free_bytes_of(_file: &File) -> Option<u64> {
+    None
+}
+
 /// Whether `path` lies on a file system that keeps files in memory only
 /// (tmpfs, ramfs). There, blocks reserved with `fallocate` are ordinary
 /// zeroed pages, with no unwritten state for a later sync to convert, so

@@ -55,7 +55,9 @@ fn fill(path: &Path) {
 }
 
 /// Proves that a full disk is an error, never a crash or a half-made file:
-/// creating a segment that does not fit fails with ENOSPC and leaves no file,
+/// creating a segment that does not fit fails with ENOSPC and leaves no file
+/// (refused before any block is set aside, so the error names the free
+/// space, and the disk is never filled by a segment that could not fit),
 /// while a segment preallocated before the disk filled up takes appends to
 /// its last byte and syncs them (no SIGBUS, no ENOSPC: its blocks are real),
 /// whether its blocks were zero-filled or reserved with `fallocate`.
@@ -82,6 +84,11 @@ fn full_disk_case(fs_: &SmallFs, preallocation: Preallocation) {
     assert!(
         err.to_string().contains(&*too_big.to_string_lossy()),
         "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("No space left on device: the file system has"),
+        "refused before anything is set aside: {err}"
     );
     assert!(!too_big.exists(), "a failed create leaves no file behind");
 

@@ -92,6 +92,19 @@ pub(super) fn preallocate(
     preallocation: Preallocation,
     pace: &ZeroFillPace,
 ) -> std::io::Result<()> {
+    // A segment the file system cannot hold is refused before any of it is
+    // set aside: reserving or zeroing it would fail only once the disk is
+    // full, and until the file is removed every other writer on that disk,
+    // this WAL's other segments and the rest of the machine, would find
+    // none left.
+    if let Some(free) = disk::free_bytes(file)
+        && free < capacity
+    {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            format!("No space left on device: the file system has {free} bytes free"),
+        ));
+    }
     disk::write_at(file, path, &header.encode(), 0)?;
     let reserve = |file: &File| match disk::allocate(file, path, capacity) {
         Ok(()) => Ok(true),
