@@ -356,8 +356,9 @@ fn sync_file_range(_file: &File, _offset: u64, _len: u64, _wait: bool) -> io::Re
 
 /// The bytes the file system holding `file` can still give this process:
 /// the free blocks for root (who may use the blocks reserved for it), the
-/// blocks available to others otherwise. `None` where it cannot tell (and
-/// off Linux). A reading, not a promise: others may take the space next.
+/// blocks available to others otherwise. `None` where it cannot tell: off
+/// Linux, or on a file system that reports no size (ramfs). A reading, not
+/// a promise: others may take the space next.
 pub fn free_bytes(file: &File) -> Option<u64> {
     free_bytes_of(file)
 }
@@ -365,6 +366,10 @@ pub fn free_bytes(file: &File) -> Option<u64> {
 #[cfg(target_os = "linux")]
 fn free_bytes_of(file: &File) -> Option<u64> {
     let stats = rustix::fs::fstatvfs(file).ok()?;
+    if stats.f_blocks == 0 {
+        // A file system that reports no size at all tells nothing.
+        return None;
+    }
     let root = rustix::process::geteuid().is_root();
     let blocks = if root { stats.f_bfree } else { stats.f_bavail };
     Some(blocks.saturating_mul(stats.f_frsize))
