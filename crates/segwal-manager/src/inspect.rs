@@ -6,7 +6,7 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
 use segwal_format::{Entry, MetaLogEnd, SegmentIdentity, decode_meta_log};
-use segwal_segment::{OpenOptions, RecoveryMode, Segment, segment_file_name};
+use segwal_segment::{OpenOptions, RecoveryMode, Segment, disk, segment_file_name};
 use snafu::{ResultExt, ensure};
 
 use crate::error::{DirectorySnafu, NotADataDirSnafu, NotADirectorySnafu, Result};
@@ -272,10 +272,7 @@ fn walk_segment(
     let mut report = SegmentReport {
         segment_id,
         stream_id,
-        file_bytes: fs::metadata(&path).map_or(0, |m| {
-            use std::os::unix::fs::MetadataExt;
-            m.blocks().saturating_mul(512).min(m.len())
-        }),
+        file_bytes: fs::metadata(&path).map_or(0, |m| disk::allocated_bytes(&m)),
         path: path.clone(),
         data_bytes: 0,
         records: 0,

@@ -288,9 +288,7 @@ impl Stream {
             ctx.cache.insert(segment_id, handle);
         }
     }
-}
 
-impl Stream {
     /// Whether the writes leave the active segment before it is full: it is
     /// reserved, less than half of it is written (else its own rollover
     /// comes soon enough), its room left is large enough to be given back

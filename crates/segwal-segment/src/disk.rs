@@ -354,6 +354,13 @@ fn sync_file_range(_file: &File, _offset: u64, _len: u64, _wait: bool) -> io::Re
     Ok(())
 }
 
+/// The bytes of disk a file holds: its allocated blocks, at most its
+/// length (a file with holes holds less than its length).
+pub fn allocated_bytes(metadata: &fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    metadata.blocks().saturating_mul(512).min(metadata.len())
+}
+
 /// The bytes the file system holding `file` can still give this process:
 /// the free blocks for root (who may use the blocks reserved for it), the
 /// blocks available to others otherwise. `None` where it cannot tell: off

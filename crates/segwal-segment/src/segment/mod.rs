@@ -538,12 +538,11 @@ impl Segment {
     /// The bytes of disk the file holds (its allocated blocks), at most
     /// its capacity: less once [`Segment::release_unused`] gave some back.
     pub fn allocated_bytes(&self) -> u64 {
-        use std::os::unix::fs::MetadataExt;
         let capacity = self.shared.capacity;
         self.shared
             .file
             .metadata()
-            .map_or(capacity, |m| m.blocks().saturating_mul(512).min(capacity))
+            .map_or(capacity, |m| disk::allocated_bytes(&m).min(capacity))
     }
 
     /// Removes a segment file that is not open here, and syncs its
