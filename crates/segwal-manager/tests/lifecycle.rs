@@ -149,7 +149,8 @@ fn rollovers_use_segments_prepared_ahead_and_leave_no_spares_behind() {
         // The spare may still be being written: a copy of a partly
         // created file is what a crash can leave, too. If it was renamed
         // into place between the listing and the copy, the copy is not a
-        // state a crash leaves (a file missing): try again at the next one.
+        // state a crash leaves (a file missing), or holds no spare (renamed
+        // before the copy listed the files): try again at the next one.
         let copied = fs::read_dir(dir.path()).unwrap().all(|name| {
             let name = name.unwrap().file_name();
             match fs::copy(dir.path().join(&name), crash.path().join(&name)) {
@@ -158,7 +159,7 @@ fn rollovers_use_segments_prepared_ahead_and_leave_no_spares_behind() {
                 Err(err) => panic!("copying {name:?}: {err}"),
             }
         });
-        if copied {
+        if copied && !files_with_suffix(crash.path(), ".spare").is_empty() {
             break;
         }
         for name in fs::read_dir(crash.path()).unwrap() {
